@@ -1,0 +1,414 @@
+//! WarpDrive's configuration: the YAML schema, its parsing and its validation.
+//!
+//! The file is parsed in two steps. First `serde` reads it into the `raw` structs, which
+//! mirror the YAML one to one and reject unknown fields (`deny_unknown_fields`), so a typo
+//! such as `metdata_ttl` is an error and not a silently ignored line. Then [`Config::from_raw`]
+//! checks everything serde cannot express (a backend has exactly one kind, names are unique
+//! and are one path component, sizes and durations parse, addresses are sockets) and builds
+//! the resolved [`Config`] that every other layer consumes. No other crate reads YAML.
+//!
+//! Every error is one [`ConfigError`] whose message names the field and says what to change;
+//! binaries print it as is and exit with code 2.
+
+mod raw;
+mod units;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use units::{parse_duration, parse_size};
+
+/// The default location of the config file, as in the seed.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/warpdrive/config.yaml";
+
+/// Default metadata TTL: a listing or attribute older than this is fetched again.
+/// One minute matches the seed and is short enough that new shards appear quickly.
+pub const DEFAULT_METADATA_TTL: Duration = Duration::from_secs(60);
+
+/// Default number of FUSE worker threads. Reads never block these threads on the network
+/// (backend I/O runs on the tokio runtime), so a few are enough to keep the kernel queue busy.
+pub const DEFAULT_FUSE_THREADS: usize = 4;
+
+/// Default metrics listener: loopback only, so nothing is exposed unless asked for.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9090";
+
+/// Longest backend name: it becomes a directory name under the mount point.
+const MAX_NAME_BYTES: usize = 255;
+
+/// A configuration error: one sentence that names the field and says how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}; check the path given with --config")]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config file {path}: {field}: {message}")]
+    Invalid {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
+}
+
+/// How long listings and attributes are trusted before they are fetched again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetadataTtl {
+    /// Re-fetch after this long.
+    #[serde(serialize_with = "units::serialize_duration")]
+    For(Duration),
+    /// Never re-fetch while mounted: for immutable datasets.
+    Indefinite,
+}
+
+impl MetadataTtl {
+    /// Whether something fetched `age` ago must be fetched again.
+    pub fn expired(&self, age: Duration) -> bool {
+        match self {
+            MetadataTtl::For(ttl) => age >= *ttl,
+            MetadataTtl::Indefinite => false,
+        }
+    }
+
+    /// The TTL to give the kernel for entries and attributes. The kernel's own cache is
+    /// bounded to a second for finite TTLs so that the daemon stays the one place that decides
+    /// freshness; an indefinite TTL lets the kernel keep entries for a day.
+    pub fn kernel_ttl(&self) -> Duration {
+        match self {
+            MetadataTtl::For(ttl) => (*ttl).min(Duration::from_secs(1)),
+            MetadataTtl::Indefinite => Duration::from_secs(86_400),
+        }
+    }
+}
+
+impl fmt::Display for MetadataTtl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MetadataTtl::For(d) => write!(f, "{}", humantime::format_duration(*d)),
+            MetadataTtl::Indefinite => f.write_str("indefinite"),
+        }
+    }
+}
+
+/// The cache size limit: absolute, or a share of the cache disk.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SizeLimit {
+    Bytes(u64),
+    PercentOfDisk(f64),
+}
+
+/// The block cache's settings. The cache itself arrives with the block cache; today the
+/// directory is validated and created so that a mistake is caught before anything is mounted.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CacheConfig {
+    pub dir: PathBuf,
+    pub max_size: SizeLimit,
+}
+
+/// Where `/metrics` is served.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MetricsConfig {
+    pub listen: SocketAddr,
+}
+
+/// FUSE session settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FuseConfig {
+    /// Threads reading requests from `/dev/fuse`.
+    pub threads: usize,
+    /// Let other users see the mount. Off by default: a mount is private to its owner.
+    pub allow_other: bool,
+}
+
+/// How a backend authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// The cloud's instance identity (Azure IMDS, AWS instance role, GCP metadata server).
+    ManagedIdentity,
+    /// Federated tokens from a file (AKS, EKS, GKE).
+    WorkloadIdentity,
+    /// The cloud's usual environment variables.
+    Environment,
+    /// No credentials: public data.
+    Anonymous,
+    /// The emulator's well-known development credentials. Only for loopback endpoints.
+    Emulator,
+}
+
+impl AuthMode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AuthMode::ManagedIdentity => "managed_identity",
+            AuthMode::WorkloadIdentity => "workload_identity",
+            AuthMode::Environment => "environment",
+            AuthMode::Anonymous => "anonymous",
+            AuthMode::Emulator => "emulator",
+        }
+    }
+}
+
+/// Which store a backend points at.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    Azure {
+        account: String,
+        container: String,
+        /// Blob service URL override (emulators, sovereign clouds).
+        endpoint: Option<String>,
+    },
+    S3 {
+        bucket: String,
+        region: String,
+        /// S3-compatible endpoint override (emulators, MinIO, other clouds).
+        endpoint: Option<String>,
+    },
+    Gcs {
+        bucket: String,
+        /// JSON API base URL override (emulators).
+        endpoint: Option<String>,
+    },
+    Local {
+        path: PathBuf,
+    },
+}
+
+impl BackendKind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            BackendKind::Azure { .. } => "azure",
+            BackendKind::S3 { .. } => "s3",
+            BackendKind::Gcs { .. } => "gcs",
+            BackendKind::Local { .. } => "local",
+        }
+    }
+
+    /// A short human description: `azure://account/container`.
+    pub fn describe(&self) -> String {
+        match self {
+            BackendKind::Azure {
+                account, container, ..
+            } => format!("azure://{account}/{container}"),
+            BackendKind::S3 { bucket, .. } => format!("s3://{bucket}"),
+            BackendKind::Gcs { bucket, .. } => format!("gs://{bucket}"),
+            BackendKind::Local { path } => format!("file://{}", path.display()),
+        }
+    }
+
+    pub fn endpoint(&self) -> Option<&str> {
+        match self {
+            BackendKind::Azure { endpoint, .. }
+            | BackendKind::S3 { endpoint, .. }
+            | BackendKind::Gcs { endpoint, .. } => endpoint.as_deref(),
+            BackendKind::Local { .. } => None,
+        }
+    }
+}
+
+/// One backend: a directory under the mount point.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BackendConfig {
+    /// The directory name under the mount point.
+    pub name: String,
+    pub kind: BackendKind,
+    /// Key prefix inside the bucket or container, either empty or ending in `/`.
+    pub prefix: String,
+    pub auth: AuthMode,
+}
+
+/// The resolved configuration every layer is built from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    pub mount_point: PathBuf,
+    pub cache: CacheConfig,
+    pub metrics: MetricsConfig,
+    pub metadata_ttl: MetadataTtl,
+    pub fuse: FuseConfig,
+    pub backends: Vec<BackendConfig>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: raw::RawConfig =
+            serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Syntax {
+                path: path.to_path_buf(),
+                message: raw::explain_serde_error(&e.to_string()),
+            })?;
+        Config::from_raw(raw, path)
+    }
+
+    /// The backend with this name.
+    pub fn backend(&self, name: &str) -> Option<&BackendConfig> {
+        self.backends.iter().find(|b| b.name == name)
+    }
+
+    /// The resolved config as pretty YAML (for `--check-config` and `ctl status`).
+    /// Holds no secrets: the config format has no secret fields.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml_ng::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    fn from_raw(raw: raw::RawConfig, path: &Path) -> Result<Config, ConfigError> {
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field: field.to_string(),
+            message,
+        };
+
+        let mount_point = raw.mount_point.ok_or_else(|| {
+            invalid(
+                "mount_point",
+                "missing; add `mount_point: /wd` (an absolute path to an empty directory)".into(),
+            )
+        })?;
+        if !mount_point.is_absolute() {
+            return Err(invalid(
+                "mount_point",
+                format!(
+                    "`{}` is relative; use an absolute path such as /wd",
+                    mount_point.display()
+                ),
+            ));
+        }
+
+        let raw_cache = raw.cache.ok_or_else(|| {
+            invalid(
+                "cache",
+                "missing; add `cache: { dir: /mnt/nvme/warpdrive-cache, max_size: 80% }`".into(),
+            )
+        })?;
+        let cache_dir = raw_cache.dir.ok_or_else(|| {
+            invalid(
+                "cache.dir",
+                "missing; set it to a directory on a local disk".into(),
+            )
+        })?;
+        if !cache_dir.is_absolute() {
+            return Err(invalid(
+                "cache.dir",
+                format!("`{}` is relative; use an absolute path", cache_dir.display()),
+            ));
+        }
+        let max_size = match raw_cache.max_size.as_deref() {
+            None => SizeLimit::PercentOfDisk(80.0),
+            Some(s) => units::parse_size_limit(s).map_err(|m| invalid("cache.max_size", m))?,
+        };
+
+        let metrics_listen = raw
+            .metrics
+            .and_then(|m| m.listen)
+            .unwrap_or_else(|| DEFAULT_METRICS_LISTEN.to_string());
+        let listen: SocketAddr = metrics_listen.parse().map_err(|_| {
+            invalid(
+                "metrics.listen",
+                format!("`{metrics_listen}` is not an address; use IP:PORT such as 127.0.0.1:9090"),
+            )
+        })?;
+
+        let metadata_ttl = match raw.metadata_ttl.as_deref() {
+            None => MetadataTtl::For(DEFAULT_METADATA_TTL),
+            Some("indefinite") => MetadataTtl::Indefinite,
+            Some(s) => MetadataTtl::For(parse_duration(s).map_err(|m| {
+                invalid(
+                    "metadata_ttl",
+                    format!("{m}; or use `indefinite` for immutable datasets"),
+                )
+            })?),
+        };
+
+        let raw_fuse = raw.fuse.unwrap_or_default();
+        let threads = raw_fuse.threads.unwrap_or(DEFAULT_FUSE_THREADS);
+        if !(1..=64).contains(&threads) {
+            return Err(invalid(
+                "fuse.threads",
+                format!("{threads} is out of range; use 1 to 64"),
+            ));
+        }
+        let fuse = FuseConfig {
+            threads,
+            allow_other: raw_fuse.allow_other.unwrap_or(false),
+        };
+
+        let raw_backends = raw.backends.unwrap_or_default();
+        if raw_backends.is_empty() {
+            return Err(invalid(
+                "backends",
+                "no backend configured; add at least one, e.g. `- name: data` with `local: { path: /data }`".into(),
+            ));
+        }
+        let mut backends: Vec<BackendConfig> = Vec::with_capacity(raw_backends.len());
+        for (i, rb) in raw_backends.into_iter().enumerate() {
+            let b = rb.resolve(i).map_err(|(field, m)| invalid(&field, m))?;
+            if backends.iter().any(|o| o.name == b.name) {
+                return Err(invalid(
+                    &format!("backends[{i}].name"),
+                    format!(
+                        "`{}` is used by two backends; every backend needs its own name",
+                        b.name
+                    ),
+                ));
+            }
+            backends.push(b);
+        }
+
+        Ok(Config {
+            mount_point,
+            cache: CacheConfig {
+                dir: cache_dir,
+                max_size,
+            },
+            metrics: MetricsConfig { listen },
+            metadata_ttl,
+            fuse,
+            backends,
+        })
+    }
+}
+
+/// Checks that `name` can be one path component under the mount point.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("is empty; give the backend a directory name such as `datasets`".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!(
+            "`{name}` cannot be a directory name; choose another"
+        ));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "is {} bytes long; use at most {MAX_NAME_BYTES}",
+            name.len()
+        ));
+    }
+    if let Some(c) = name.chars().find(|c| *c == '/' || c.is_control()) {
+        return Err(format!(
+            "`{}` contains {c:?}, which cannot appear in a directory name; use letters, digits, `-`, `_` or `.`",
+            name.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

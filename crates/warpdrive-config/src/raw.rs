@@ -1,0 +1,263 @@
+//! The YAML as written: every struct mirrors the file and rejects unknown fields.
+//!
+//! Fields are `Option` so that a missing field is reported by [`crate::Config::from_raw`]
+//! with a sentence that says what to add, rather than serde's terse "missing field".
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::{AuthMode, BackendConfig, BackendKind, validate_name};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub mount_point: Option<PathBuf>,
+    pub cache: Option<RawCache>,
+    pub metrics: Option<RawMetrics>,
+    pub metadata_ttl: Option<String>,
+    pub fuse: Option<RawFuse>,
+    pub backends: Option<Vec<RawBackend>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCache {
+    pub dir: Option<PathBuf>,
+    pub max_size: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMetrics {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFuse {
+    pub threads: Option<usize>,
+    pub allow_other: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBackend {
+    pub name: Option<String>,
+    pub azure: Option<RawAzure>,
+    pub s3: Option<RawS3>,
+    pub gcs: Option<RawGcs>,
+    pub local: Option<RawLocal>,
+    pub auth: Option<AuthMode>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAzure {
+    pub account: Option<String>,
+    pub container: Option<String>,
+    pub prefix: Option<String>,
+    pub endpoint: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawS3 {
+    pub bucket: Option<String>,
+    pub region: Option<String>,
+    pub prefix: Option<String>,
+    pub endpoint: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGcs {
+    pub bucket: Option<String>,
+    pub prefix: Option<String>,
+    pub endpoint: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLocal {
+    pub path: Option<PathBuf>,
+}
+
+type FieldError = (String, String);
+
+fn required(value: Option<String>, field: String, hint: &str) -> Result<String, FieldError> {
+    match value {
+        Some(v) if !v.trim().is_empty() => Ok(v),
+        Some(_) => Err((field, format!("is empty; {hint}"))),
+        None => Err((field, format!("missing; {hint}"))),
+    }
+}
+
+/// Normalises a key prefix: no leading `/`, a trailing `/` unless empty, no empty, `.` or
+/// `..` segments (they would let a path resolve outside the prefix).
+fn normalise_prefix(prefix: Option<String>, field: String) -> Result<String, FieldError> {
+    let p = prefix.unwrap_or_default();
+    let trimmed = p.trim_matches('/');
+    if trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    for seg in trimmed.split('/') {
+        if seg.is_empty() || seg == "." || seg == ".." {
+            return Err((
+                field,
+                format!("`{p}` has an empty, `.` or `..` segment; write the prefix as `a/b/`"),
+            ));
+        }
+    }
+    Ok(format!("{trimmed}/"))
+}
+
+fn endpoint(value: Option<String>, field: String) -> Result<Option<String>, FieldError> {
+    match value {
+        None => Ok(None),
+        Some(e) => match url::Url::parse(&e) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {
+                Ok(Some(e.trim_end_matches('/').to_string()))
+            }
+            _ => Err((
+                field,
+                format!("`{e}` is not an http(s) URL; write it as http://127.0.0.1:10000/..."),
+            )),
+        },
+    }
+}
+
+impl RawBackend {
+    pub(crate) fn resolve(self, i: usize) -> Result<BackendConfig, FieldError> {
+        let at = |f: &str| format!("backends[{i}].{f}");
+        let name = required(
+            self.name,
+            at("name"),
+            "give each backend a `name`, which becomes its directory under the mount point",
+        )?;
+        validate_name(&name).map_err(|m| (at("name"), m))?;
+        let at = |f: &str| format!("backends[{i}] ({name}).{f}");
+
+        let kinds = [
+            self.azure.is_some(),
+            self.s3.is_some(),
+            self.gcs.is_some(),
+            self.local.is_some(),
+        ]
+        .iter()
+        .filter(|k| **k)
+        .count();
+        if kinds != 1 {
+            return Err((
+                format!("backends[{i}] ({name})"),
+                format!(
+                    "has {kinds} store kinds; give exactly one of `azure:`, `s3:`, `gcs:` or `local:`"
+                ),
+            ));
+        }
+
+        let (kind, prefix, default_auth) = if let Some(a) = self.azure {
+            let account = required(
+                a.account,
+                at("azure.account"),
+                "set the storage account name",
+            )?;
+            let container = required(
+                a.container,
+                at("azure.container"),
+                "set the blob container name",
+            )?;
+            (
+                BackendKind::Azure {
+                    account,
+                    container,
+                    endpoint: endpoint(a.endpoint, at("azure.endpoint"))?,
+                },
+                normalise_prefix(a.prefix, at("azure.prefix"))?,
+                AuthMode::ManagedIdentity,
+            )
+        } else if let Some(s) = self.s3 {
+            let bucket = required(s.bucket, at("s3.bucket"), "set the bucket name")?;
+            (
+                BackendKind::S3 {
+                    bucket,
+                    region: s.region.unwrap_or_else(|| "us-east-1".to_string()),
+                    endpoint: endpoint(s.endpoint, at("s3.endpoint"))?,
+                },
+                normalise_prefix(s.prefix, at("s3.prefix"))?,
+                AuthMode::Environment,
+            )
+        } else if let Some(g) = self.gcs {
+            let bucket = required(g.bucket, at("gcs.bucket"), "set the bucket name")?;
+            (
+                BackendKind::Gcs {
+                    bucket,
+                    endpoint: endpoint(g.endpoint, at("gcs.endpoint"))?,
+                },
+                normalise_prefix(g.prefix, at("gcs.prefix"))?,
+                AuthMode::Environment,
+            )
+        } else if let Some(l) = self.local {
+            let path = l.path.ok_or_else(|| {
+                (
+                    at("local.path"),
+                    "missing; set the directory to serve".to_string(),
+                )
+            })?;
+            if !path.is_absolute() {
+                return Err((
+                    at("local.path"),
+                    format!("`{}` is relative; use an absolute path", path.display()),
+                ));
+            }
+            (BackendKind::Local { path }, String::new(), AuthMode::Anonymous)
+        } else {
+            unreachable!("exactly one kind was checked above")
+        };
+
+        let auth = self.auth.unwrap_or(default_auth);
+        if auth == AuthMode::Emulator && !is_loopback_endpoint(kind.endpoint()) {
+            return Err((
+                at("auth"),
+                "`emulator` uses well-known development credentials and is only allowed with a loopback `endpoint` (127.0.0.1 or localhost)".into(),
+            ));
+        }
+        if auth == AuthMode::WorkloadIdentity && matches!(kind, BackendKind::Local { .. }) {
+            return Err((
+                at("auth"),
+                "a local backend has no identity; remove `auth`".into(),
+            ));
+        }
+
+        Ok(BackendConfig {
+            name,
+            kind,
+            prefix,
+            auth,
+        })
+    }
+}
+
+fn is_loopback_endpoint(e: Option<&str>) -> bool {
+    let Some(e) = e else { return false };
+    let Ok(u) = url::Url::parse(e) else {
+        return false;
+    };
+    match u.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Turns serde's messages into ones that say what to do.
+pub(crate) fn explain_serde_error(msg: &str) -> String {
+    if msg.contains("unknown field") {
+        format!("{msg}; remove or correct that field (see doc/CONFIGURATION.md)")
+    } else if msg.contains("unknown variant") {
+        format!("{msg}; use one of the listed values")
+    } else {
+        format!("{msg}; fix the YAML at that position")
+    }
+}

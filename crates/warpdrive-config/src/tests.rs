@@ -1,0 +1,144 @@
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+const GOOD: &str = r#"
+mount_point: /wd
+cache: { dir: /mnt/nvme/warpdrive-cache, max_size: 500GiB }
+metrics: { listen: 127.0.0.1:9090 }
+metadata_ttl: 60s
+backends:
+  - name: datasets-cac
+    azure: { account: wdcac, container: datasets, prefix: "" }
+    auth: managed_identity
+  - name: datasets-wus3
+    azure: { account: wdwus3, container: datasets }
+    auth: managed_identity
+  - name: s3-archive
+    s3: { bucket: archive, region: us-east-1, prefix: imagenet/ }
+    auth: environment
+  - name: gcs-eval
+    gcs: { bucket: evalsets }
+  - name: scratch
+    local: { path: /data/scratch }
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("test.yaml"))
+}
+
+#[test]
+fn the_issue_example_parses() {
+    let c = parse(GOOD).expect("example config parses");
+    assert_eq!(c.mount_point, Path::new("/wd"));
+    assert_eq!(c.cache.max_size, SizeLimit::Bytes(500 << 30));
+    assert_eq!(c.metadata_ttl, MetadataTtl::For(Duration::from_secs(60)));
+    assert_eq!(c.backends.len(), 5);
+    assert_eq!(c.backends[2].prefix, "imagenet/");
+    assert_eq!(c.backends[3].auth, AuthMode::Environment);
+    assert_eq!(c.backends[4].kind.type_name(), "local");
+    assert_eq!(c.fuse.threads, DEFAULT_FUSE_THREADS);
+    assert!(!c.fuse.allow_other);
+    // The rendered config parses back to nothing surprising.
+    assert!(c.to_yaml().contains("datasets-wus3"));
+}
+
+#[test]
+fn indefinite_ttl_and_percent_size() {
+    let text = GOOD
+        .replace("metadata_ttl: 60s", "metadata_ttl: indefinite")
+        .replace("500GiB", "80%");
+    let c = parse(&text).expect("parses");
+    assert_eq!(c.metadata_ttl, MetadataTtl::Indefinite);
+    assert_eq!(c.cache.max_size, SizeLimit::PercentOfDisk(80.0));
+}
+
+/// Each malformed case: (what is changed, the replacement, words the message must contain).
+#[test]
+fn malformed_configs_name_the_field() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("metadata_ttl: 60s", "metdata_ttl: 60s", &["unknown field `metdata_ttl`"]),
+        ("s3: { bucket: archive,", "s3: { bukket: archive,", &["unknown field `bukket`"]),
+        ("gcs: { bucket: evalsets }", "hdfs: { bucket: evalsets }", &["unknown field `hdfs`"]),
+        ("name: scratch", "name: datasets-cac", &["backends[4].name", "used by two backends"]),
+        ("name: scratch", "name: a/b", &["backends[4].name", "'/'"]),
+        ("name: scratch", "name: ..", &["backends[4].name", "cannot be a directory name"]),
+        ("name: scratch", "name: \"\"", &["backends[4].name", "empty"]),
+        ("mount_point: /wd", "", &["mount_point", "missing"]),
+        ("mount_point: /wd", "mount_point: wd", &["mount_point", "relative"]),
+        ("500GiB", "500 parsecs", &["cache.max_size", "unknown unit"]),
+        ("500GiB", "lots", &["cache.max_size", "not a size"]),
+        ("500GiB", "150%", &["cache.max_size", "between"]),
+        ("metadata_ttl: 60s", "metadata_ttl: soon", &["metadata_ttl", "not a duration"]),
+        ("listen: 127.0.0.1:9090", "listen: nine", &["metrics.listen", "not an address"]),
+        ("{ bucket: evalsets }", "{ }", &["gcs.bucket", "missing"]),
+        ("container: datasets, prefix", "prefix", &["azure.container", "missing"]),
+        ("auth: environment", "auth: password", &["unknown variant `password`"]),
+        ("auth: environment", "auth: emulator", &["auth", "loopback"]),
+        ("prefix: imagenet/", "prefix: a/../b", &["s3.prefix", "`..`"]),
+        ("local: { path: /data/scratch }", "local: { path: data }", &["local.path", "relative"]),
+        (
+            "gcs: { bucket: evalsets }",
+            "gcs: { bucket: evalsets }\n    local: { path: /x }",
+            &["exactly one of"],
+        ),
+        ("backends:", "backends: []\nunused:", &["unknown field `unused`"]),
+    ];
+    for (from, to, words) in cases {
+        assert!(GOOD.contains(from), "case pattern {from:?} must exist");
+        let text = GOOD.replacen(from, to, 1);
+        let err = parse(&text).expect_err(&format!("{from:?} -> {to:?} must fail"));
+        let msg = err.to_string();
+        for w in *words {
+            assert!(msg.contains(w), "{from:?} -> {to:?}: {msg:?} lacks {w:?}");
+        }
+        assert!(msg.contains("test.yaml"), "message names the file: {msg}");
+    }
+}
+
+#[test]
+fn empty_backend_list_is_an_error() {
+    let text = "mount_point: /wd\ncache: { dir: /c }\nbackends: []\n";
+    let msg = parse(text).expect_err("no backends").to_string();
+    assert!(msg.contains("backends") && msg.contains("at least one"), "{msg}");
+}
+
+#[test]
+fn unreadable_file_is_an_error() {
+    let err = Config::load(Path::new("/nonexistent/warpdrive.yaml")).expect_err("missing file");
+    assert!(matches!(err, ConfigError::Unreadable { .. }));
+    assert!(err.to_string().contains("--config"));
+}
+
+#[test]
+fn emulator_auth_on_loopback_is_allowed() {
+    let text = r#"
+mount_point: /wd
+cache: { dir: /c }
+backends:
+  - name: az
+    azure: { account: devstoreaccount1, container: c, endpoint: "http://127.0.0.1:10000/devstoreaccount1/" }
+    auth: emulator
+"#;
+    let c = parse(text).expect("parses");
+    assert_eq!(
+        c.backends[0].kind.endpoint(),
+        Some("http://127.0.0.1:10000/devstoreaccount1")
+    );
+}
+
+#[test]
+fn sizes_parse() {
+    let table: &[(&str, u64)] = &[
+        ("1048576", 1 << 20),
+        ("1KiB", 1024),
+        ("1KB", 1000),
+        ("1.5GiB", 3 << 29),
+        ("2 TB", 2_000_000_000_000),
+        ("64M", 64 << 20),
+    ];
+    for (s, want) in table {
+        assert_eq!(parse_size(s), Ok(*want), "{s}");
+    }
+}

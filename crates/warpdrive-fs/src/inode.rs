@@ -1,0 +1,183 @@
+//! Inodes: one number per path, stable while mounted.
+//!
+//! The root is inode 1, each backend's directory is created at start, and every other inode is
+//! created the first time its path is seen (in a listing or a lookup) and kept until unmount,
+//! so the same path always answers with the same number. A path that changes kind (an object
+//! replaced by a prefix of the same name) gets a new inode, because a file and a directory
+//! must never share one.
+//!
+//! Each node carries its metadata and the time it was fetched; the core decides from that
+//! time and the metadata TTL whether to ask the store again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use parking_lot::{Mutex, RwLock};
+use warpdrive_store::ObjectInfo;
+
+use crate::listing::Listing;
+
+/// An inode number, as the kernel sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ino(pub u64);
+
+impl Ino {
+    pub const ROOT: Ino = Ino(1);
+}
+
+/// Index of a backend in the mount table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BackendId(pub usize);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+}
+
+/// What a node is fetched from: `None` backend is the mount root.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NodePath {
+    pub backend: Option<BackendId>,
+    /// Key relative to the backend's prefix, without a trailing `/`; `""` is the backend root.
+    pub key: String,
+}
+
+/// Mutable per-node state. A `parking_lot` mutex, not a tokio one: nothing awaits while it
+/// is held.
+#[derive(Debug, Default)]
+pub struct NodeState {
+    /// Files: the object's metadata and when it was fetched.
+    pub info: Option<(ObjectInfo, Instant)>,
+    /// Directories: the latest listing (complete or still streaming).
+    pub listing: Option<Arc<Listing>>,
+}
+
+#[derive(Debug)]
+pub struct Node {
+    pub ino: Ino,
+    pub path: NodePath,
+    pub kind: Kind,
+    pub state: Mutex<NodeState>,
+}
+
+impl Node {
+    /// The node's name: its last key component (or the backend name for a backend root).
+    pub fn key(&self) -> &str {
+        &self.path.key
+    }
+}
+
+/// All inodes of the mount.
+#[derive(Debug)]
+pub struct InodeTable {
+    next: AtomicU64,
+    by_ino: RwLock<HashMap<Ino, Arc<Node>>>,
+    by_path: RwLock<HashMap<NodePath, Ino>>,
+}
+
+impl Default for InodeTable {
+    fn default() -> Self {
+        InodeTable::new()
+    }
+}
+
+impl InodeTable {
+    pub fn new() -> InodeTable {
+        let t = InodeTable {
+            next: AtomicU64::new(Ino::ROOT.0 + 1),
+            by_ino: RwLock::new(HashMap::new()),
+            by_path: RwLock::new(HashMap::new()),
+        };
+        let root = Arc::new(Node {
+            ino: Ino::ROOT,
+            path: NodePath {
+                backend: None,
+                key: String::new(),
+            },
+            kind: Kind::Dir,
+            state: Mutex::new(NodeState::default()),
+        });
+        t.by_path.write().insert(root.path.clone(), Ino::ROOT);
+        t.by_ino.write().insert(Ino::ROOT, root);
+        t
+    }
+
+    pub fn get(&self, ino: Ino) -> Option<Arc<Node>> {
+        self.by_ino.read().get(&ino).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_ino.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The node for `path` of `kind`, created if new. If the path is known with the other
+    /// kind, a new node replaces it in the path map (the old inode stays valid for open
+    /// handles but is no longer found by path).
+    pub fn get_or_create(&self, path: NodePath, kind: Kind) -> Arc<Node> {
+        if let Some(ino) = self.by_path.read().get(&path).copied() {
+            if let Some(n) = self.get(ino) {
+                if n.kind == kind {
+                    return n;
+                }
+            }
+        }
+        let mut by_path = self.by_path.write();
+        // Re-check under the write lock: another thread may have created it meanwhile.
+        if let Some(ino) = by_path.get(&path).copied() {
+            if let Some(n) = self.get(ino) {
+                if n.kind == kind {
+                    return n;
+                }
+            }
+        }
+        let ino = Ino(self.next.fetch_add(1, Ordering::Relaxed));
+        let node = Arc::new(Node {
+            ino,
+            path: path.clone(),
+            kind,
+            state: Mutex::new(NodeState::default()),
+        });
+        self.by_ino.write().insert(ino, node.clone());
+        by_path.insert(path, ino);
+        node
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(key: &str) -> NodePath {
+        NodePath {
+            backend: Some(BackendId(0)),
+            key: key.into(),
+        }
+    }
+
+    #[test]
+    fn stable_numbers_per_path() {
+        let t = InodeTable::new();
+        let a = t.get_or_create(p("a"), Kind::File);
+        let b = t.get_or_create(p("b"), Kind::File);
+        assert_ne!(a.ino, b.ino);
+        assert_eq!(t.get_or_create(p("a"), Kind::File).ino, a.ino);
+        assert_ne!(a.ino, Ino::ROOT);
+    }
+
+    #[test]
+    fn kind_change_gets_a_new_inode() {
+        let t = InodeTable::new();
+        let f = t.get_or_create(p("x"), Kind::File);
+        let d = t.get_or_create(p("x"), Kind::Dir);
+        assert_ne!(f.ino, d.ino);
+        assert_eq!(t.get(f.ino).map(|n| n.kind), Some(Kind::File));
+        assert_eq!(t.get_or_create(p("x"), Kind::Dir).ino, d.ino);
+    }
+}

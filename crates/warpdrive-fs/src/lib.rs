@@ -1,0 +1,22 @@
+//! WarpDrive's filesystem: a FUSE-free core and a thin FUSE adapter over it.
+//!
+//! Data flows one way: [`fuse::FuseAdapter`] → [`core::Fs`] → (block cache, next) →
+//! [`warpdrive_store::Backend`]. The core owns the namespace ([`inode`]), directory listings
+//! ([`listing`]), metadata freshness, open handles and the read path ([`readahead`]); the
+//! adapter converts FUSE arguments and replies. Tests drive the core without a kernel.
+
+pub mod core;
+pub mod error;
+pub mod fuse;
+pub mod inode;
+pub mod listing;
+pub mod mountinfo;
+pub mod readahead;
+
+pub use crate::core::{Attr, DirEntry, Fs, FsConfig};
+pub use crate::error::{FsError, FsResult};
+pub use crate::fuse::FuseAdapter;
+pub use crate::inode::{Ino, Kind};
+
+/// Longest file name we report in `statfs` (Linux's `NAME_MAX`).
+pub const NAME_MAX: u32 = 255;

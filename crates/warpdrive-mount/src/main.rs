@@ -1,0 +1,109 @@
+//! `warpdrive-mount`: the daemon. Glue only: parse flags, load the config, prepare the mount
+//! point, build the backends and the filesystem, mount, wait for a signal, unmount.
+
+mod daemon;
+mod mountpoint;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use warpdrive_config::{Config, DEFAULT_CONFIG_PATH};
+
+/// Exit codes, documented in `--help`.
+pub(crate) mod exit {
+    pub const OK: u8 = 0;
+    pub const FAILED: u8 = 1;
+    pub const BAD_CONFIG: u8 = 2;
+}
+
+const AFTER_HELP: &str = "\
+Examples:
+  warpdrive-mount --config /etc/warpdrive/config.yaml        # foreground, logs on stderr
+  warpdrive-mount --daemon --log-file /var/log/warpdrive.log  # detach once mounted
+  warpdrive-mount --check-config                              # validate and print, no mount
+  RUST_LOG=warpdrive_fs=debug warpdrive-mount ...             # more detail
+
+Stop with Ctrl-C, SIGTERM (kill PID) or `umount MOUNT_POINT`; the mount is removed cleanly.
+A stale mount left by a killed daemon is cleared at start.
+
+Exit codes:
+  0  success (for --daemon: the mount is live)
+  1  mounting or serving failed (mount point busy, FUSE unavailable, ...)
+  2  the config is invalid or unreadable; the message names the field to fix";
+
+/// Mounts object stores (Azure Blob, S3, GCS, local directories) as one read-only directory
+/// tree: one directory per configured backend under the mount point.
+#[derive(Debug, Parser)]
+#[command(name = "warpdrive-mount", version, after_help = AFTER_HELP)]
+pub(crate) struct Args {
+    /// The config file (YAML); see doc/CONFIGURATION.md.
+    #[arg(long, short, default_value = DEFAULT_CONFIG_PATH, env = "WARPDRIVE_CONFIG")]
+    pub config: PathBuf,
+
+    /// Validate the config, print it resolved (defaults filled in), and exit without mounting.
+    #[arg(long)]
+    pub check_config: bool,
+
+    /// Detach into the background once the mount is live; logs go to --log-file.
+    #[arg(long)]
+    pub daemon: bool,
+
+    /// Where a detached daemon writes its log.
+    #[arg(long, default_value = "/var/log/warpdrive-mount.log")]
+    pub log_file: PathBuf,
+
+    /// Internal: set on the detached child process.
+    #[arg(long, hide = true)]
+    pub daemon_child: bool,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("warpdrive-mount: {e}");
+            return ExitCode::from(exit::BAD_CONFIG);
+        }
+    };
+    if args.check_config {
+        return check_config(&config, &args);
+    }
+    if args.daemon && !args.daemon_child {
+        return ExitCode::from(daemon::detach(&args, &config));
+    }
+    init_logging();
+    match serve::run(config) {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("warpdrive-mount: {e:#}");
+            ExitCode::from(exit::FAILED)
+        }
+    }
+}
+
+/// `--check-config`: builds every backend client too (without any request), so a setting the
+/// store library rejects is reported here and not at mount time.
+fn check_config(config: &Config, args: &Args) -> ExitCode {
+    for b in &config.backends {
+        if let Err(e) = warpdrive_store::Backend::build(b) {
+            eprintln!("warpdrive-mount: config file {}: backend {}: {e}", args.config.display(), b.name);
+            return ExitCode::from(exit::BAD_CONFIG);
+        }
+    }
+    println!("# {} is valid; resolved with defaults:", args.config.display());
+    print!("{}", config.to_yaml());
+    ExitCode::from(exit::OK)
+}

@@ -1,0 +1,159 @@
+//! Mounting and serving until a signal or an external unmount.
+//!
+//! Threads: fuser's session threads (`fuse.threads`) read requests from `/dev/fuse` and hand
+//! each to the tokio runtime (`warpdrive-io` threads), where backend I/O runs; the main thread
+//! waits for SIGINT/SIGTERM or for the session to end (someone ran `umount`).
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use fuser::{MountOption, SessionACL};
+use tokio::signal::unix::{SignalKind, signal};
+use warpdrive_config::Config;
+use warpdrive_fs::mountinfo::FS_NAME;
+use warpdrive_fs::{Fs, FsConfig, FuseAdapter};
+use warpdrive_store::Backend;
+
+use crate::mountpoint;
+
+/// How long to wait for the session threads after unmounting before giving up on them.
+const UNMOUNT_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Kernel readahead for the mount, in KiB: matches the 1 MiB FUSE reads we ask for.
+const READ_AHEAD_KB: u32 = 1024;
+
+pub(crate) fn run(config: Config) -> Result<()> {
+    mountpoint::prepare(&config.mount_point)?;
+    prepare_cache_dir(&config.cache.dir)?;
+
+    let backends = config
+        .backends
+        .iter()
+        .map(|b| Backend::build(b).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()
+        .context("building backend clients")?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("warpdrive-io")
+        .build()
+        .context("starting the I/O runtime")?;
+
+    let fs = Fs::new(
+        FsConfig {
+            metadata_ttl: config.metadata_ttl,
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+        },
+        backends,
+    );
+    let adapter = FuseAdapter::new(fs, rt.handle().clone(), config.metadata_ttl.kernel_ttl());
+
+    let mut fcfg = fuser::Config::default();
+    fcfg.mount_options = vec![
+        MountOption::FSName(FS_NAME.to_string()),
+        MountOption::Subtype(FS_NAME.to_string()),
+        MountOption::RO,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::DefaultPermissions,
+    ];
+    fcfg.acl = if config.fuse.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    fcfg.n_threads = Some(config.fuse.threads);
+    fcfg.clone_fd = true;
+
+    let mp = config.mount_point.clone();
+    let session = fuser::Session::new(adapter, &mp, &fcfg)
+        .with_context(|| format!("mounting FUSE at {} (is /dev/fuse available and are you root?)", mp.display()))?;
+    let bg = session.spawn().context("starting FUSE session threads")?;
+    set_read_ahead(&mp);
+    tracing::info!(
+        mount_point = %mp.display(),
+        backends = config.backends.iter().map(|b| b.name.as_str()).collect::<Vec<_>>().join(","),
+        threads = config.fuse.threads,
+        "mounted"
+    );
+
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let joiner = std::thread::Builder::new()
+        .name("fuse-join".into())
+        .spawn(move || {
+            let r = bg.join();
+            let _ = done_tx.send(r);
+        })
+        .context("starting the session watcher")?;
+
+    let ended_by_signal = rt.block_on(async {
+        let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: unmounting"); Ok::<_, anyhow::Error>(true) }
+            _ = int.recv() => { tracing::info!("SIGINT: unmounting"); Ok(true) }
+            r = done_rx => {
+                if let Ok(Err(e)) = r { tracing::warn!(error = %e, "FUSE session ended with an error"); }
+                tracing::info!("the filesystem was unmounted");
+                Ok(false)
+            }
+        }
+    })?;
+
+    if ended_by_signal {
+        unmount(&mp);
+        let deadline = std::time::Instant::now() + UNMOUNT_JOIN_TIMEOUT;
+        while !joiner.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if !joiner.is_finished() {
+            tracing::warn!("FUSE session threads did not stop in time; exiting anyway");
+        }
+    }
+    rt.shutdown_timeout(Duration::from_secs(2));
+    tracing::info!(mount_point = %mp.display(), "stopped");
+    Ok(())
+}
+
+/// Unmounts `mp`; if it is busy (a process has a file open or its cwd there), detaches it
+/// lazily so the daemon can still exit and the kernel finishes when the last user leaves.
+fn unmount(mp: &Path) {
+    use nix::mount::{MntFlags, umount2};
+    match umount2(mp, MntFlags::empty()) {
+        Ok(()) => {}
+        Err(nix::errno::Errno::EBUSY) => {
+            tracing::warn!(mount_point = %mp.display(), "mount is busy; detaching it lazily");
+            if let Err(e) = umount2(mp, MntFlags::MNT_DETACH) {
+                tracing::error!(error = %e, "lazy unmount failed");
+            }
+        }
+        Err(e) => tracing::error!(mount_point = %mp.display(), error = %e, "unmount failed"),
+    }
+}
+
+/// Creates the cache directory, private to the daemon's user (0700).
+fn prepare_cache_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| {
+        format!("creating cache.dir {}; choose a directory on a local disk you can write", dir.display())
+    })?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("making cache.dir {} private (0700)", dir.display()))?;
+    Ok(())
+}
+
+/// Raises the mount's readahead so the kernel sends 1 MiB reads (best effort: logs on failure).
+fn set_read_ahead(mp: &Path) {
+    let Ok(md) = std::fs::metadata(mp) else { return };
+    let dev = md.dev();
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let path = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    match std::fs::write(&path, READ_AHEAD_KB.to_string()) {
+        Ok(()) => tracing::debug!(path, kb = READ_AHEAD_KB, "set readahead"),
+        Err(e) => tracing::info!(path, error = %e, "could not raise readahead; reads stay at the kernel default"),
+    }
+}

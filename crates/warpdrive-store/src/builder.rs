@@ -1,0 +1,134 @@
+//! Builds an `object_store` client for each cloud backend from its resolved config.
+//!
+//! Auth modes map onto each builder as follows (doc/CONFIGURATION.md has the user's view):
+//!
+//! | mode               | Azure                         | S3                          | GCS                         |
+//! |--------------------|-------------------------------|-----------------------------|-----------------------------|
+//! | `managed_identity` | IMDS token (builder default)  | instance role (IMDSv2)      | metadata server             |
+//! | `workload_identity`| federated token from env      | web identity from env       | application default creds   |
+//! | `environment`      | `AZURE_*` variables           | `AWS_*` variables           | `GOOGLE_*` variables        |
+//! | `anonymous`        | unsigned requests             | unsigned requests           | unsigned requests           |
+//! | `emulator`         | Azurite's well-known key      | fixed test keys             | unsigned requests           |
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::list::PaginatedListStore;
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
+use warpdrive_config::{AuthMode, BackendConfig, BackendKind};
+
+use crate::{Result, StoreError};
+
+/// Per-request timeout. A FUSE read waits for at most this long per attempt.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connecting to a store's endpoint takes a few round trips; longer means it is unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Retries of transient failures (5xx, throttling, resets); bounded in count and time so a
+/// dead endpoint turns into an `EIO` instead of a hang.
+const MAX_RETRIES: usize = 4;
+const RETRY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Azurite's published development account key (not a secret: it is in Azurite's docs).
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+type Built = (Arc<dyn ObjectStore>, Arc<dyn PaginatedListStore>);
+
+fn client_options(endpoint: Option<&str>) -> ClientOptions {
+    ClientOptions::new()
+        .with_timeout(REQUEST_TIMEOUT)
+        .with_connect_timeout(CONNECT_TIMEOUT)
+        .with_allow_http(endpoint.is_some_and(|e| e.starts_with("http://")))
+}
+
+fn retry() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig::default(),
+        max_retries: MAX_RETRIES,
+        retry_timeout: RETRY_TIMEOUT,
+    }
+}
+
+fn both<T: ObjectStore + PaginatedListStore>(s: T) -> Built {
+    let s = Arc::new(s);
+    (s.clone() as Arc<dyn ObjectStore>, s as Arc<dyn PaginatedListStore>)
+}
+
+pub(crate) fn build(cfg: &BackendConfig) -> Result<Built> {
+    let fail = |e: object_store::Error| StoreError::Build {
+        backend: cfg.name.clone(),
+        message: e.to_string(),
+    };
+    match &cfg.kind {
+        BackendKind::Azure {
+            account,
+            container,
+            endpoint,
+        } => {
+            let mut b = match cfg.auth {
+                AuthMode::Environment | AuthMode::WorkloadIdentity => MicrosoftAzureBuilder::from_env(),
+                _ => MicrosoftAzureBuilder::new(),
+            }
+            .with_account(account)
+            .with_container_name(container)
+            .with_client_options(client_options(endpoint.as_deref()))
+            .with_retry(retry());
+            if let Some(e) = endpoint {
+                b = b.with_endpoint(format!("{e}/"));
+            }
+            match cfg.auth {
+                AuthMode::Emulator => b = b.with_access_key(AZURITE_KEY),
+                AuthMode::Anonymous => b = b.with_skip_signature(true),
+                _ => {}
+            }
+            Ok(both(b.build().map_err(fail)?))
+        }
+        BackendKind::S3 {
+            bucket,
+            region,
+            endpoint,
+        } => {
+            let mut b = match cfg.auth {
+                AuthMode::Environment | AuthMode::WorkloadIdentity => AmazonS3Builder::from_env(),
+                _ => AmazonS3Builder::new(),
+            }
+            .with_bucket_name(bucket)
+            .with_region(region)
+            .with_client_options(client_options(endpoint.as_deref()))
+            .with_retry(retry());
+            if let Some(e) = endpoint {
+                b = b.with_endpoint(e).with_virtual_hosted_style_request(false);
+            }
+            match cfg.auth {
+                AuthMode::Emulator => {
+                    b = b
+                        .with_access_key_id("warpdrive-emulator")
+                        .with_secret_access_key("warpdrive-emulator")
+                }
+                AuthMode::Anonymous => b = b.with_skip_signature(true),
+                _ => {}
+            }
+            Ok(both(b.build().map_err(fail)?))
+        }
+        BackendKind::Gcs { bucket, endpoint } => {
+            let mut b = match cfg.auth {
+                AuthMode::Environment | AuthMode::WorkloadIdentity => GoogleCloudStorageBuilder::from_env(),
+                _ => GoogleCloudStorageBuilder::new(),
+            }
+            .with_bucket_name(bucket)
+            .with_client_options(client_options(endpoint.as_deref()))
+            .with_retry(retry());
+            if let Some(e) = endpoint {
+                b = b.with_base_url(e);
+            }
+            if matches!(cfg.auth, AuthMode::Emulator | AuthMode::Anonymous) {
+                b = b.with_skip_signature(true);
+            }
+            Ok(both(b.build().map_err(fail)?))
+        }
+        BackendKind::Local { .. } => unreachable!("local backends are not built with object_store"),
+    }
+}

@@ -1,0 +1,321 @@
+//! Backends: the one place that talks to object stores.
+//!
+//! A [`Backend`] is one configured store (an Azure container, an S3 or GCS bucket, or a local
+//! directory) seen through its key prefix. It offers exactly what the filesystem core needs:
+//!
+//! * [`Backend::list_page`]: one page of a list-with-delimiter below a directory key, so that a
+//!   prefix of any size streams page by page instead of being collected first;
+//! * [`Backend::head`]: an object's size, mtime and ETag;
+//! * [`Backend::get_range`]: a ranged GET, with `If-Match` on the ETag when one is known, so
+//!   bytes of two versions of an object are never mixed.
+//!
+//! Keys handed in and out are *relative* to the backend's prefix (`train/shard-000.tar`), so
+//! nothing above this layer can name a key outside the prefix; every relative key is checked
+//! component by component ([`keys::valid_component`]) before it is joined to the prefix.
+//!
+//! Cloud stores go through `object_store`. The local directory backend is implemented here on
+//! `std::fs` (see [`local`]), because `object_store`'s `LocalFileSystem` percent-encodes file
+//! names and cannot list a directory that holds a name it considers invalid.
+
+mod builder;
+pub mod keys;
+mod local;
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use object_store::list::{PaginatedListOptions, PaginatedListStore};
+use object_store::path::Path as StorePath;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
+use warpdrive_config::{BackendConfig, BackendKind};
+
+pub use keys::valid_component;
+
+/// Objects per list page we ask for. 1,000 is the S3 and GCS maximum; Azure allows 5,000,
+/// but a smaller page lets the first directory entries reach `readdir` sooner.
+pub const LIST_PAGE_SIZE: usize = 1000;
+
+/// Errors from a backend, in the classes callers branch on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{backend}: object not found: {key}")]
+    NotFound { backend: String, key: String },
+    #[error("{backend}: object {key} changed while it was read (ETag mismatch)")]
+    PreconditionFailed { backend: String, key: String },
+    #[error("{backend}: key {key:?} is not a valid path below the backend's prefix")]
+    InvalidKey { backend: String, key: String },
+    #[error("{backend}: cannot build the client: {message}")]
+    Build { backend: String, message: String },
+    #[error("{backend}: request timed out after {after:?}")]
+    Timeout { backend: String, after: Duration },
+    #[error("{backend}: {message}")]
+    Io { backend: String, message: String },
+    #[error("{backend}: {message}")]
+    Other { backend: String, message: String },
+}
+
+impl StoreError {
+    /// Whether retrying the same request later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Timeout { .. } | StoreError::Io { .. })
+    }
+
+    fn from_object_store(backend: &str, key: &str, e: object_store::Error) -> StoreError {
+        let backend = backend.to_string();
+        let key = key.to_string();
+        match e {
+            object_store::Error::NotFound { .. } => StoreError::NotFound { backend, key },
+            object_store::Error::Precondition { .. } => {
+                StoreError::PreconditionFailed { backend, key }
+            }
+            object_store::Error::InvalidPath { .. } => StoreError::InvalidKey { backend, key },
+            other => StoreError::Other {
+                backend,
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What the store says about one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub size: u64,
+    pub mtime: SystemTime,
+    /// Identifies this version of the object; kept for the block cache.
+    pub etag: Option<String>,
+}
+
+/// One page of a directory listing. Names are single path components, already validated.
+#[derive(Debug, Default)]
+pub struct ListPage {
+    /// Sub-directories (common prefixes).
+    pub dirs: Vec<String>,
+    /// Objects directly in this directory.
+    pub objects: Vec<(String, ObjectInfo)>,
+    /// Continuation token for the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+enum Inner {
+    Cloud {
+        store: Arc<dyn ObjectStore>,
+        lister: Arc<dyn PaginatedListStore>,
+    },
+    Local(local::LocalDir),
+}
+
+/// One configured backend.
+pub struct Backend {
+    config: BackendConfig,
+    inner: Inner,
+    warned: keys::WarnOnce,
+}
+
+impl fmt::Debug for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Backend")
+            .field("name", &self.config.name)
+            .field("store", &self.config.kind.describe())
+            .field("prefix", &self.config.prefix)
+            .finish()
+    }
+}
+
+impl Backend {
+    /// Builds the client for one backend. Makes no request.
+    pub fn build(config: &BackendConfig) -> Result<Backend> {
+        let inner = match &config.kind {
+            BackendKind::Local { path } => Inner::Local(local::LocalDir::new(&config.name, path)),
+            _ => {
+                let (store, lister) = builder::build(config)?;
+                Inner::Cloud { store, lister }
+            }
+        };
+        Ok(Backend {
+            config: config.clone(),
+            inner,
+            warned: keys::WarnOnce::default(),
+        })
+    }
+
+    /// The raw `object_store` client of a cloud backend, for tools that write (uploads in the
+    /// test kit). Not used on the read path. Local backends have none.
+    pub fn object_store(&self) -> Option<Arc<dyn ObjectStore>> {
+        match &self.inner {
+            Inner::Cloud { store, .. } => Some(store.clone()),
+            Inner::Local(_) => None,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn config(&self) -> &BackendConfig {
+        &self.config
+    }
+
+    /// The full store key for a relative key, after checking every component.
+    fn full_key(&self, rel: &str) -> Result<String> {
+        if !rel.is_empty() && !rel.split('/').all(valid_component) {
+            return Err(StoreError::InvalidKey {
+                backend: self.config.name.clone(),
+                key: rel.to_string(),
+            });
+        }
+        Ok(format!("{}{rel}", self.config.prefix))
+    }
+
+    fn store_path(&self, rel: &str) -> Result<StorePath> {
+        let full = self.full_key(rel)?;
+        StorePath::parse(&full).map_err(|_| StoreError::InvalidKey {
+            backend: self.config.name.clone(),
+            key: rel.to_string(),
+        })
+    }
+
+    /// Lists one page of the directory `dir` (a relative key, `""` for the backend's root),
+    /// continuing from `token`. `max_keys` bounds the page (default [`LIST_PAGE_SIZE`]).
+    pub async fn list_page(
+        &self,
+        dir: &str,
+        token: Option<String>,
+        max_keys: Option<usize>,
+    ) -> Result<ListPage> {
+        let dir = dir.trim_end_matches('/');
+        let full_dir = self.full_key(dir)?;
+        match &self.inner {
+            Inner::Local(l) => l.list(&full_dir, &self.warned).await,
+            Inner::Cloud { lister, .. } => {
+                let prefix = match full_dir.as_str() {
+                    "" => None,
+                    p => Some(format!("{}/", p.trim_end_matches('/'))),
+                };
+                let opts = PaginatedListOptions {
+                    delimiter: Some("/".into()),
+                    max_keys: Some(max_keys.unwrap_or(LIST_PAGE_SIZE)),
+                    page_token: token,
+                    ..Default::default()
+                };
+                let r = lister
+                    .list_paginated(prefix.as_deref(), opts)
+                    .await
+                    .map_err(|e| StoreError::from_object_store(&self.config.name, dir, e))?;
+                let strip = prefix.as_deref().unwrap_or("");
+                let mut page = ListPage {
+                    next: r.page_token.filter(|t| !t.is_empty()),
+                    ..Default::default()
+                };
+                for p in r.result.common_prefixes {
+                    let raw = p.as_ref();
+                    let name = raw.strip_prefix(strip).unwrap_or(raw).trim_end_matches('/');
+                    if self.warned.accept(&self.config.name, dir, name) {
+                        page.dirs.push(name.to_string());
+                    }
+                }
+                for o in r.result.objects {
+                    let raw = o.location.as_ref();
+                    let Some(name) = raw.strip_prefix(strip) else {
+                        continue;
+                    };
+                    // A directory marker object (`dir/`) lists as the directory itself.
+                    if name.is_empty() {
+                        continue;
+                    }
+                    if self.warned.accept(&self.config.name, dir, name) {
+                        page.objects.push((
+                            name.to_string(),
+                            ObjectInfo {
+                                size: o.size,
+                                mtime: o.last_modified.into(),
+                                etag: o.e_tag,
+                            },
+                        ));
+                    }
+                }
+                Ok(page)
+            }
+        }
+    }
+
+    /// Whether anything exists below the directory key `dir`.
+    pub async fn dir_exists(&self, dir: &str) -> Result<bool> {
+        let page = self.list_page(dir, None, Some(1)).await?;
+        Ok(!page.dirs.is_empty() || !page.objects.is_empty() || page.next.is_some())
+    }
+
+    /// An object's metadata.
+    pub async fn head(&self, key: &str) -> Result<ObjectInfo> {
+        match &self.inner {
+            Inner::Local(l) => l.head(&self.full_key(key)?).await,
+            Inner::Cloud { store, .. } => {
+                let path = self.store_path(key)?;
+                let m = store
+                    .head(&path)
+                    .await
+                    .map_err(|e| StoreError::from_object_store(&self.config.name, key, e))?;
+                Ok(ObjectInfo {
+                    size: m.size,
+                    mtime: m.last_modified.into(),
+                    etag: m.e_tag,
+                })
+            }
+        }
+    }
+
+    /// Reads `range` of the object. With `etag`, the read fails with
+    /// [`StoreError::PreconditionFailed`] if the object is no longer that version.
+    pub async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        etag: Option<&str>,
+    ) -> Result<Bytes> {
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        match &self.inner {
+            Inner::Local(l) => l.read(&self.full_key(key)?, range, etag).await,
+            Inner::Cloud { store, .. } => {
+                let path = self.store_path(key)?;
+                let opts = GetOptions {
+                    if_match: etag.map(str::to_string),
+                    range: Some(GetRange::Bounded(range.clone())),
+                    ..Default::default()
+                };
+                let err = |e| StoreError::from_object_store(&self.config.name, key, e);
+                let r = store.get_opts(&path, opts).await.map_err(err)?;
+                let bytes = r.bytes().await.map_err(err)?;
+                if bytes.len() as u64 != range.end - range.start {
+                    return Err(StoreError::Io {
+                        backend: self.config.name.clone(),
+                        message: format!(
+                            "short read of {key}: asked {}..{}, got {} bytes",
+                            range.start,
+                            range.end,
+                            bytes.len()
+                        ),
+                    });
+                }
+                Ok(bytes)
+            }
+        }
+    }
+
+    /// Checks reachability with one list call bounded by `timeout`.
+    pub async fn probe(&self, timeout: Duration) -> Result<()> {
+        match tokio::time::timeout(timeout, self.list_page("", None, Some(1))).await {
+            Ok(r) => r.map(|_| ()),
+            Err(_) => Err(StoreError::Timeout {
+                backend: self.config.name.clone(),
+                after: timeout,
+            }),
+        }
+    }
+}

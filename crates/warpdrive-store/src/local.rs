@@ -1,0 +1,175 @@
+//! The local directory backend, on `std::fs`.
+//!
+//! Keys map to files below `root` byte for byte. Symbolic links are followed only when their
+//! target stays below `root`, so a link cannot expose the rest of the machine. The ETag of a
+//! file is built from its inode, mtime and size: any rewrite of the file changes it. A listing
+//! returns one page: reading a local directory costs no round trips.
+
+use std::fs;
+use std::ops::Range;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use crate::keys::WarnOnce;
+use crate::{ListPage, ObjectInfo, Result, StoreError};
+
+#[derive(Debug)]
+pub(crate) struct LocalDir {
+    name: String,
+    root: PathBuf,
+}
+
+fn etag_of(m: &fs::Metadata) -> String {
+    format!("\"{:x}-{:x}-{:x}\"", m.ino(), m.mtime_nsec() as u64 ^ ((m.mtime() as u64) << 30), m.size())
+}
+
+fn info_of(m: &fs::Metadata) -> ObjectInfo {
+    ObjectInfo {
+        size: m.len(),
+        mtime: m.modified().unwrap_or(std::time::UNIX_EPOCH),
+        etag: Some(etag_of(m)),
+    }
+}
+
+impl LocalDir {
+    pub(crate) fn new(name: &str, root: &Path) -> LocalDir {
+        LocalDir {
+            name: name.to_string(),
+            root: root.to_path_buf(),
+        }
+    }
+
+    fn io(&self, what: &str, e: std::io::Error) -> StoreError {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            StoreError::NotFound {
+                backend: self.name.clone(),
+                key: what.to_string(),
+            }
+        } else {
+            StoreError::Io {
+                backend: self.name.clone(),
+                message: format!("{what}: {e}"),
+            }
+        }
+    }
+
+    /// Metadata of `path`, following a symlink only if it stays inside the root.
+    fn contained_metadata(&self, path: &Path, key: &str) -> Result<fs::Metadata> {
+        let lm = fs::symlink_metadata(path).map_err(|e| self.io(key, e))?;
+        if lm.file_type().is_symlink() {
+            let root = fs::canonicalize(&self.root).map_err(|e| self.io("root", e))?;
+            let target = fs::canonicalize(path).map_err(|e| self.io(key, e))?;
+            if !target.starts_with(&root) {
+                return Err(StoreError::InvalidKey {
+                    backend: self.name.clone(),
+                    key: key.to_string(),
+                });
+            }
+        }
+        fs::metadata(path).map_err(|e| self.io(key, e))
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| StoreError::Io {
+                backend: self.name.clone(),
+                message: format!("worker failed: {e}"),
+            })?
+    }
+
+    fn clone_handle(&self) -> LocalDir {
+        LocalDir::new(&self.name, &self.root)
+    }
+
+    pub(crate) async fn list(&self, dir: &str, warned: &WarnOnce) -> Result<ListPage> {
+        let me = self.clone_handle();
+        let dir_owned = dir.to_string();
+        let entries = self
+            .blocking(move || {
+                let path = me.root.join(&dir_owned);
+                let md = me.contained_metadata(&path, &dir_owned)?;
+                if !md.is_dir() {
+                    return Ok(Vec::new());
+                }
+                let mut out = Vec::new();
+                for entry in fs::read_dir(&path).map_err(|e| me.io(&dir_owned, e))? {
+                    let entry = entry.map_err(|e| me.io(&dir_owned, e))?;
+                    let name = match entry.file_name().into_string() {
+                        Ok(n) => n,
+                        Err(raw) => {
+                            tracing::warn!(backend = me.name, dir = dir_owned, name = ?raw, "skipping a file whose name is not UTF-8");
+                            continue;
+                        }
+                    };
+                    let key = if dir_owned.is_empty() { name.clone() } else { format!("{dir_owned}/{name}") };
+                    match me.contained_metadata(&entry.path(), &key) {
+                        Ok(m) => out.push((name, m)),
+                        Err(e) => tracing::warn!(backend = me.name, key, error = %e, "skipping an entry that cannot be served"),
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        let mut page = ListPage::default();
+        for (name, m) in entries {
+            if !warned.accept(&self.name, dir, &name) {
+                continue;
+            }
+            if m.is_dir() {
+                page.dirs.push(name);
+            } else if m.is_file() {
+                page.objects.push((name, info_of(&m)));
+            }
+        }
+        page.dirs.sort();
+        page.objects.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(page)
+    }
+
+    pub(crate) async fn head(&self, key: &str) -> Result<ObjectInfo> {
+        let me = self.clone_handle();
+        let key = key.to_string();
+        self.blocking(move || {
+            let m = me.contained_metadata(&me.root.join(&key), &key)?;
+            if !m.is_file() {
+                return Err(StoreError::NotFound {
+                    backend: me.name.clone(),
+                    key,
+                });
+            }
+            Ok(info_of(&m))
+        })
+        .await
+    }
+
+    pub(crate) async fn read(&self, key: &str, range: Range<u64>, etag: Option<&str>) -> Result<Bytes> {
+        let me = self.clone_handle();
+        let key = key.to_string();
+        let etag = etag.map(str::to_string);
+        self.blocking(move || {
+            let path = me.root.join(&key);
+            me.contained_metadata(&path, &key)?;
+            let f = fs::File::open(&path).map_err(|e| me.io(&key, e))?;
+            let m = f.metadata().map_err(|e| me.io(&key, e))?;
+            if let Some(want) = etag {
+                if etag_of(&m) != want {
+                    return Err(StoreError::PreconditionFailed { backend: me.name.clone(), key });
+                }
+            }
+            let end = range.end.min(m.len());
+            if range.start >= end {
+                return Ok(Bytes::new());
+            }
+            let mut buf = vec![0u8; (end - range.start) as usize];
+            f.read_exact_at(&mut buf, range.start).map_err(|e| me.io(&key, e))?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+    }
+}
