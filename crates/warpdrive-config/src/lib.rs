@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use units::{parse_duration, parse_size};
+pub use units::{format_size, parse_duration, parse_size};
 
 /// The default location of the config file, as in the seed.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/warpdrive/config.yaml";
@@ -59,11 +59,9 @@ pub enum ConfigError {
 }
 
 /// How long listings and attributes are trusted before they are fetched again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetadataTtl {
     /// Re-fetch after this long.
-    #[serde(serialize_with = "units::serialize_duration")]
     For(Duration),
     /// Never re-fetch while mounted: for immutable datasets.
     Indefinite,
@@ -89,6 +87,27 @@ impl MetadataTtl {
     }
 }
 
+impl Serialize for MetadataTtl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl fmt::Display for SizeLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SizeLimit::Bytes(b) => write!(f, "{}", units::format_size(*b)),
+            SizeLimit::PercentOfDisk(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl Serialize for SizeLimit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl fmt::Display for MetadataTtl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -99,8 +118,7 @@ impl fmt::Display for MetadataTtl {
 }
 
 /// The cache size limit: absolute, or a share of the cache disk.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum SizeLimit {
     Bytes(u64),
     PercentOfDisk(f64),
@@ -159,7 +177,7 @@ impl AuthMode {
 
 /// Which store a backend points at.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", tag = "type")]
 pub enum BackendKind {
     Azure {
         account: String,

@@ -41,7 +41,11 @@ fn the_issue_example_parses() {
     assert_eq!(c.fuse.threads, DEFAULT_FUSE_THREADS);
     assert!(!c.fuse.allow_other);
     // The rendered config parses back to nothing surprising.
-    assert!(c.to_yaml().contains("datasets-wus3"));
+    let yaml = c.to_yaml();
+    assert!(yaml.contains("datasets-wus3"), "{yaml}");
+    assert!(yaml.contains("max_size: 500GiB"), "{yaml}");
+    assert!(yaml.contains("metadata_ttl: 1m"), "{yaml}");
+    assert!(yaml.contains("type: s3"), "{yaml}");
 }
 
 #[test]

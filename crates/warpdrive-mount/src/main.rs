@@ -59,9 +59,12 @@ pub(crate) struct Args {
     pub daemon_child: bool,
 }
 
+/// Info from our crates; fuser's own unmount chatter only when it is an error.
+const DEFAULT_LOG_FILTER: &str = "info,fuser=warn,fuser::mnt=error";
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

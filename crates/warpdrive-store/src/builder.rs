@@ -77,7 +77,7 @@ pub(crate) fn build(cfg: &BackendConfig) -> Result<Built> {
             .with_client_options(client_options(endpoint.as_deref()))
             .with_retry(retry());
             if let Some(e) = endpoint {
-                b = b.with_endpoint(format!("{e}/"));
+                b = b.with_endpoint(e.clone());
             }
             match cfg.auth {
                 AuthMode::Emulator => b = b.with_access_key(AZURITE_KEY),

@@ -1,0 +1,331 @@
+//! Emulator fixtures for tests, benchmarks and the demo.
+//!
+//! [`Emulator::start`] launches Azurite (Azure Blob), moto server (S3) or gcp-storage-emulator
+//! (GCS) on a free loopback port with its state in a temporary directory, waits until it
+//! answers, and kills it on drop. [`Emulator::create_bucket`] makes a container or bucket with
+//! one plain HTTP request (signed with Azurite's published development key where needed), and
+//! [`Emulator::backend`] returns the WarpDrive backend config that points at it, so tests
+//! upload through the same `object_store` client the daemon uses ([`upload`]).
+//!
+//! Nothing here talks to anything but 127.0.0.1.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStoreExt, PutPayload};
+use warpdrive_config::{AuthMode, BackendConfig, BackendKind};
+use warpdrive_store::Backend;
+
+/// Azurite's well-known development account and key (published in Azurite's documentation).
+pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// How long an emulator may take to start answering (Azurite and moto need a few seconds on a
+/// busy two-core machine).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Which emulator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Azurite,
+    Moto,
+    Gcs,
+}
+
+impl Kind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kind::Azurite => "azurite",
+            Kind::Moto => "moto",
+            Kind::Gcs => "gcs",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Kind> {
+        match s {
+            "azurite" | "azure" => Ok(Kind::Azurite),
+            "moto" | "s3" => Ok(Kind::Moto),
+            "gcs" => Ok(Kind::Gcs),
+            other => bail!("unknown emulator `{other}`; use azurite, moto or gcs"),
+        }
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("binding a probe port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// A running emulator.
+#[derive(Debug)]
+pub struct Emulator {
+    pub kind: Kind,
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Emulator {
+    /// Starts an emulator on a free port and waits until it accepts connections.
+    pub fn start(kind: Kind) -> Result<Emulator> {
+        let port = free_port()?;
+        Emulator::start_on(kind, port)
+    }
+
+    /// Starts an emulator on `port`.
+    pub fn start_on(kind: Kind, port: u16) -> Result<Emulator> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("wd-{}-", kind.name()))
+            .tempdir()
+            .context("creating emulator state dir")?;
+        let log = std::fs::File::create(dir.path().join("emulator.log"))?;
+        let mut cmd = match kind {
+            Kind::Azurite => {
+                let mut c = Command::new("azurite-blob");
+                c.args(["--blobHost", "127.0.0.1", "--blobPort"])
+                    .arg(port.to_string())
+                    .arg("--location")
+                    .arg(dir.path())
+                    .args(["--silent", "--skipApiVersionCheck", "--loose"]);
+                c
+            }
+            Kind::Moto => {
+                let mut c = Command::new("moto_server");
+                c.args(["-H", "127.0.0.1", "-p"]).arg(port.to_string());
+                c
+            }
+            Kind::Gcs => {
+                let mut c = Command::new("gcp-storage-emulator");
+                c.args(["start", "--host", "127.0.0.1", "--port"])
+                    .arg(port.to_string())
+                    .args(["--in-memory", "-q"]);
+                c
+            }
+        };
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .current_dir(dir.path());
+        let child = cmd.spawn().with_context(|| {
+            format!(
+                "starting the {} emulator; run `make deps` to install it",
+                kind.name()
+            )
+        })?;
+        let mut em = Emulator {
+            kind,
+            port,
+            child,
+            _dir: dir,
+        };
+        em.wait_ready()?;
+        Ok(em)
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                let log = std::fs::read_to_string(self._dir.path().join("emulator.log")).unwrap_or_default();
+                bail!("the {} emulator exited ({status}):\n{log}", self.kind.name());
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
+            if start.elapsed() > START_TIMEOUT {
+                bail!("the {} emulator did not answer on port {} within {START_TIMEOUT:?}", self.kind.name(), self.port);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The endpoint a backend config uses.
+    pub fn endpoint(&self) -> String {
+        match self.kind {
+            Kind::Azurite => format!("http://127.0.0.1:{}/{AZURITE_ACCOUNT}", self.port),
+            Kind::Moto | Kind::Gcs => format!("http://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// A backend config for `bucket` on this emulator, with emulator credentials.
+    pub fn backend(&self, name: &str, bucket: &str, prefix: &str) -> BackendConfig {
+        emulator_backend(self.kind, &self.endpoint(), name, bucket, prefix)
+    }
+
+    /// Creates a container (Azurite) or bucket (moto, GCS).
+    pub fn create_bucket(&self, bucket: &str) -> Result<()> {
+        create_bucket(self.kind, self.port, bucket)
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A backend config for `bucket` on an emulator of `kind` at `endpoint`.
+pub fn emulator_backend(kind: Kind, endpoint: &str, name: &str, bucket: &str, prefix: &str) -> BackendConfig {
+    let kind = match kind {
+        Kind::Azurite => BackendKind::Azure {
+            account: AZURITE_ACCOUNT.to_string(),
+            container: bucket.to_string(),
+            endpoint: Some(endpoint.to_string()),
+        },
+        Kind::Moto => BackendKind::S3 {
+            bucket: bucket.to_string(),
+            region: "us-east-1".to_string(),
+            endpoint: Some(endpoint.to_string()),
+        },
+        Kind::Gcs => BackendKind::Gcs {
+            bucket: bucket.to_string(),
+            endpoint: Some(endpoint.to_string()),
+        },
+    };
+    BackendConfig {
+        name: name.to_string(),
+        kind,
+        prefix: prefix.to_string(),
+        auth: AuthMode::Emulator,
+    }
+}
+
+/// Sends one HTTP/1.1 request to 127.0.0.1:`port` and returns (status, body).
+fn http(port: u16, method: &str, path: &str, headers: &[(String, String)], body: &[u8]) -> Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).with_context(|| format!("connecting to 127.0.0.1:{port}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp)?;
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow!("bad HTTP response: {text:.200}"))?;
+    Ok((status, text))
+}
+
+/// Creates a container or bucket on the emulator listening on `port`.
+pub fn create_bucket(kind: Kind, port: u16, bucket: &str) -> Result<()> {
+    let (status, body) = match kind {
+        Kind::Azurite => {
+            let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+            let version = "2021-08-06";
+            let resource = format!("/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{bucket}\nrestype:container");
+            let to_sign = format!("PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n{resource}");
+            let key = base64::engine::general_purpose::STANDARD.decode(AZURITE_KEY)?;
+            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).map_err(|e| anyhow!("{e}"))?;
+            mac.update(to_sign.as_bytes());
+            let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+            http(
+                port,
+                "PUT",
+                &format!("/{AZURITE_ACCOUNT}/{bucket}?restype=container"),
+                &[
+                    ("x-ms-date".into(), date),
+                    ("x-ms-version".into(), version.into()),
+                    ("Authorization".into(), format!("SharedKey {AZURITE_ACCOUNT}:{sig}")),
+                ],
+                b"",
+            )?
+        }
+        Kind::Moto => http(port, "PUT", &format!("/{bucket}"), &[], b"")?,
+        Kind::Gcs => {
+            let body = format!("{{\"name\":\"{bucket}\"}}");
+            http(
+                port,
+                "POST",
+                "/storage/v1/b?project=warpdrive",
+                &[("Content-Type".into(), "application/json".into())],
+                body.as_bytes(),
+            )?
+        }
+    };
+    // 409: it already exists, which is what we wanted.
+    if !(200..300).contains(&status) && status != 409 {
+        bail!("creating {bucket} on {} failed with HTTP {status}: {body:.500}", kind.name());
+    }
+    Ok(())
+}
+
+/// Uploads `data` as `key` (relative to the backend's prefix) through the backend's own
+/// client; for a local backend, writes the file.
+pub async fn upload(cfg: &BackendConfig, key: &str, data: Vec<u8>) -> Result<()> {
+    if let BackendKind::Local { path } = &cfg.kind {
+        let p = path.join(key);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        std::fs::write(&p, data).with_context(|| format!("writing {}", p.display()))?;
+        return Ok(());
+    }
+    let store = Backend::build(cfg)?.object_store().ok_or_else(|| anyhow!("no object store"))?;
+    let full = format!("{}{key}", cfg.prefix);
+    let path = StorePath::parse(&full).map_err(|e| anyhow!("bad key {full:?}: {e}"))?;
+    store
+        .put(&path, PutPayload::from(data))
+        .await
+        .with_context(|| format!("uploading {full} to {}", cfg.name))?;
+    Ok(())
+}
+
+/// Uploads many objects with `parallel` requests in flight.
+pub async fn upload_many(cfg: &BackendConfig, objects: Vec<(String, Vec<u8>)>, parallel: usize) -> Result<()> {
+    use futures::StreamExt;
+    let results: Vec<Result<()>> = futures::stream::iter(objects)
+        .map(|(k, d)| async move { upload(cfg, &k, d).await })
+        .buffer_unordered(parallel)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// Uploads every file under `dir` (recursively), keyed by its path relative to `dir`.
+pub async fn upload_dir(cfg: &BackendConfig, dir: &Path, parallel: usize) -> Result<usize> {
+    fn walk(base: &Path, d: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+        for e in std::fs::read_dir(d).with_context(|| format!("reading {}", d.display()))? {
+            let p = e?.path();
+            if p.is_dir() {
+                walk(base, &p, out)?;
+            } else {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(dir, dir, &mut files)?;
+    let mut objects = Vec::with_capacity(files.len());
+    for f in &files {
+        let key = f.strip_prefix(dir)?.to_string_lossy().into_owned();
+        objects.push((key, std::fs::read(f)?));
+    }
+    let n = objects.len();
+    upload_many(cfg, objects, parallel).await?;
+    Ok(n)
+}
+
+/// Deterministic pseudo-random bytes (for test objects whose content must be reproducible).
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    use rand::{RngCore, SeedableRng};
+    let mut v = vec![0u8; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut v);
+    v
+}
