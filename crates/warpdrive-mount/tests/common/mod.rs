@@ -1,0 +1,159 @@
+//! Shared helpers for the integration tests: a real `warpdrive-mount` process over real
+//! emulators, with its mount point, cache and config in a temporary directory.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use warpdrive_config::{BackendConfig, BackendKind};
+use warpdrive_fs::mountinfo::{MountState, mount_state};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_warpdrive-mount");
+
+/// Renders a config file for `backends`.
+pub fn config_yaml(mount_point: &Path, cache: &Path, backends: &[BackendConfig], extra: &str) -> String {
+    let mut y = format!(
+        "mount_point: {}\ncache: {{ dir: {}, max_size: 1GiB }}\n{extra}backends:\n",
+        mount_point.display(),
+        cache.display()
+    );
+    for b in backends {
+        y.push_str(&format!("  - name: {}\n", b.name));
+        let prefix = &b.prefix;
+        match &b.kind {
+            BackendKind::Azure { account, container, endpoint } => y.push_str(&format!(
+                "    azure: {{ account: {account}, container: {container}, prefix: \"{prefix}\", endpoint: \"{}\" }}\n",
+                endpoint.as_deref().unwrap_or_default()
+            )),
+            BackendKind::S3 { bucket, region, endpoint } => y.push_str(&format!(
+                "    s3: {{ bucket: {bucket}, region: {region}, prefix: \"{prefix}\", endpoint: \"{}\" }}\n",
+                endpoint.as_deref().unwrap_or_default()
+            )),
+            BackendKind::Gcs { bucket, endpoint } => y.push_str(&format!(
+                "    gcs: {{ bucket: {bucket}, prefix: \"{prefix}\", endpoint: \"{}\" }}\n",
+                endpoint.as_deref().unwrap_or_default()
+            )),
+            BackendKind::Local { path } => y.push_str(&format!("    local: {{ path: {} }}\n", path.display())),
+        }
+        y.push_str(&format!("    auth: {}\n", b.auth.as_str()));
+    }
+    y
+}
+
+/// A running daemon and its mount.
+pub struct Mount {
+    pub dir: tempfile::TempDir,
+    pub mount_point: PathBuf,
+    pub config: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl Mount {
+    /// Writes the config and starts the daemon; returns once the mount is live.
+    pub fn start(backends: &[BackendConfig], extra: &str) -> Mount {
+        let dir = tempfile::Builder::new().prefix("wd-mount-").tempdir().expect("tempdir");
+        let mount_point = dir.path().join("mnt");
+        std::fs::create_dir(&mount_point).expect("mkdir mnt");
+        let config = dir.path().join("config.yaml");
+        std::fs::write(&config, config_yaml(&mount_point, &dir.path().join("cache"), backends, extra))
+            .expect("write config");
+        let mut m = Mount { dir, mount_point, config, child: None };
+        m.spawn();
+        m
+    }
+
+    /// Starts (or restarts) the daemon on the same config.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .expect("log");
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info,warpdrive_fs=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn warpdrive-mount");
+        self.child = Some(child);
+        let start = Instant::now();
+        while mount_state(&self.mount_point) != MountState::Live {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().expect("wait")) {
+                panic!("daemon exited ({status}) before mounting:\n{}", self.log());
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "not mounted after 30 s:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.mount_point.join(rel)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// Sends `sig` and waits for the process to exit.
+    pub fn stop_with(&mut self, sig: i32) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let start = Instant::now();
+        loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                return s;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "daemon did not exit on signal {sig}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.stop_with(libc::SIGTERM);
+        }
+        if mount_state(&self.mount_point) != MountState::NotMounted {
+            let _ = nix::mount::umount2(&self.mount_point, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// Every regular file below `root`, as paths relative to it, sorted.
+pub fn walk(root: &Path) -> Vec<String> {
+    fn go(base: &Path, d: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(d).unwrap_or_else(|e| panic!("read_dir {}: {e}", d.display())) {
+            let e = e.expect("entry");
+            let p = e.path();
+            if e.file_type().expect("type").is_dir() {
+                go(base, &p, out);
+            } else {
+                out.push(p.strip_prefix(base).expect("prefix").to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    go(root, root, &mut out);
+    out.sort();
+    out
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime")
+}
