@@ -79,10 +79,23 @@ pub fn mount_entry(path: &Path) -> Option<(String, String)> {
     found
 }
 
+/// `statfs` of `path`: unlike `stat`, it always reaches the filesystem (the kernel caches
+/// attributes but not `statfs`), so a dead daemon shows up as `ENOTCONN` at once.
+fn probe(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: `c` is a valid NUL-terminated path and `buf` a writable statfs struct.
+    let r = unsafe {
+        let mut buf: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut buf)
+    };
+    if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
 /// The state of `path` as a WarpDrive mount point.
 pub fn mount_state(path: &Path) -> MountState {
     let entry = mount_entry(path);
-    let stat = std::fs::metadata(path);
+    let stat = probe(path);
     if let Err(e) = &stat {
         if e.raw_os_error() == Some(libc::ENOTCONN) {
             return MountState::Stale;

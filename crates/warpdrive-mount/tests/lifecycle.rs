@@ -1,0 +1,218 @@
+//! The daemon's lifecycle on a local-directory backend: read-only enforcement, signals, a
+//! killed daemon's stale mount, `--daemon`, bad config and bad mount points.
+
+mod common;
+
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{BIN, Mount, config_yaml};
+use warpdrive_config::{AuthMode, BackendConfig, BackendKind};
+use warpdrive_fs::mountinfo::{MountState, mount_state};
+
+fn local_backend(dir: &Path) -> BackendConfig {
+    std::fs::create_dir_all(dir.join("sub")).expect("mkdir");
+    std::fs::write(dir.join("file.txt"), b"contents\n").expect("write");
+    std::fs::write(dir.join("sub/inner.txt"), b"inner\n").expect("write");
+    BackendConfig {
+        name: "data".into(),
+        kind: BackendKind::Local { path: dir.to_path_buf() },
+        prefix: String::new(),
+        auth: AuthMode::Anonymous,
+    }
+}
+
+fn assert_erofs<T: std::fmt::Debug>(what: &str, r: std::io::Result<T>) {
+    let e = r.expect_err(&format!("{what} must fail"));
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{what}: {e}");
+}
+
+#[test]
+fn every_write_operation_fails_with_erofs() {
+    let src = tempfile::tempdir().expect("tempdir");
+    let m = Mount::start(&[local_backend(src.path())], "");
+    let f = m.path("data/file.txt");
+    let d = m.path("data/sub");
+
+    assert_erofs("create", std::fs::File::create(m.path("data/new.txt")));
+    assert_erofs("open for write", std::fs::OpenOptions::new().write(true).open(&f));
+    assert_erofs("open for append", std::fs::OpenOptions::new().append(true).open(&f));
+    assert_erofs("truncate", std::fs::OpenOptions::new().write(true).truncate(true).open(&f));
+    assert_erofs("mkdir", std::fs::create_dir(m.path("data/newdir")));
+    assert_erofs("rmdir", std::fs::remove_dir(&d));
+    assert_erofs("unlink", std::fs::remove_file(&f));
+    assert_erofs("rename", std::fs::rename(&f, m.path("data/renamed.txt")));
+    assert_erofs("chmod", std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o777)));
+    assert_erofs("symlink", symlink("file.txt", m.path("data/link")));
+    assert_erofs("hard link", std::fs::hard_link(&f, m.path("data/hard")));
+    let c = std::ffi::CString::new(f.to_string_lossy().as_bytes()).expect("cstring");
+    let name = c"user.test";
+    // SAFETY: valid NUL-terminated strings and a valid buffer of the given length.
+    let r = unsafe { libc::setxattr(c.as_ptr(), name.as_ptr(), b"v".as_ptr().cast(), 1, 0) };
+    assert_eq!(r, -1);
+    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EROFS), "setxattr");
+
+    // Nothing changed, and reading still works.
+    assert_eq!(std::fs::read(&f).expect("read"), b"contents\n");
+    assert!(!src.path().join("new.txt").exists());
+}
+
+#[test]
+fn sigterm_unmounts_cleanly() {
+    let src = tempfile::tempdir().expect("tempdir");
+    let mut m = Mount::start(&[local_backend(src.path())], "");
+    assert_eq!(std::fs::read(m.path("data/sub/inner.txt")).expect("read"), b"inner\n");
+    let status = m.stop_with(libc::SIGTERM);
+    assert!(status.success(), "exit status {status}\n{}", m.log());
+    assert_eq!(mount_state(&m.mount_point), MountState::NotMounted);
+    assert!(m.log().contains("SIGTERM: unmounting"), "{}", m.log());
+}
+
+#[test]
+fn external_umount_stops_the_daemon() {
+    let src = tempfile::tempdir().expect("tempdir");
+    let mut m = Mount::start(&[local_backend(src.path())], "");
+    nix::mount::umount2(&m.mount_point, nix::mount::MntFlags::empty()).expect("umount");
+    let mut child = m.child.take().expect("child");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "daemon still running after umount");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}\n{}", m.log());
+}
+
+#[test]
+fn restart_after_sigkill_clears_the_stale_mount() {
+    let src = tempfile::tempdir().expect("tempdir");
+    let mut m = Mount::start(&[local_backend(src.path())], "");
+    m.stop_with(libc::SIGKILL);
+    // The kernel still has the mount, but nobody serves it.
+    assert_eq!(mount_state(&m.mount_point), MountState::Stale);
+    let e = std::fs::read_dir(&m.mount_point).expect_err("stale mount");
+    assert_eq!(e.raw_os_error(), Some(libc::ENOTCONN));
+
+    m.spawn();
+    assert_eq!(std::fs::read(m.path("data/file.txt")).expect("read after restart"), b"contents\n");
+    assert!(m.log().contains("clearing a stale mount"), "{}", m.log());
+}
+
+#[test]
+fn daemon_mode_detaches_once_mounted() {
+    let src = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mp = dir.path().join("mnt");
+    std::fs::create_dir(&mp).expect("mkdir");
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(&cfg, config_yaml(&mp, &dir.path().join("cache"), &[local_backend(src.path())], "")).expect("cfg");
+    let log = dir.path().join("logs/daemon.log");
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--daemon")
+        .arg("--log-file")
+        .arg(&log)
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    // The parent has exited; the mount is live and served by the detached child.
+    assert_eq!(mount_state(&mp), MountState::Live);
+    assert_eq!(std::fs::read(mp.join("data/file.txt")).expect("read"), b"contents\n");
+    let pid: i32 = stdout
+        .split("pid ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {stdout:?}"));
+    // SAFETY: kill(2) has no memory effects.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let start = Instant::now();
+    while mount_state(&mp) != MountState::NotMounted {
+        assert!(start.elapsed() < Duration::from_secs(10), "still mounted after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = std::fs::read_to_string(&log).expect("log file");
+    assert!(text.contains("mounted") && text.contains("SIGTERM"), "{text}");
+    // The cache directory was created private.
+    let mode = std::fs::metadata(dir.path().join("cache")).expect("cache dir").permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+}
+
+/// Runs the daemon on `yaml` and returns (exit code, stderr).
+fn run_with(yaml: &str, mp: &Path) -> (i32, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(&cfg, yaml).expect("write");
+    let out = Command::new(BIN).arg("--config").arg(&cfg).output().expect("run");
+    assert_eq!(mount_state(mp), MountState::NotMounted, "something was mounted");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn malformed_configs_exit_2_and_mount_nothing() {
+    let src = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mp = dir.path().join("mnt");
+    std::fs::create_dir(&mp).expect("mkdir");
+    let good = config_yaml(&mp, &dir.path().join("cache"), &[local_backend(src.path())], "");
+    let cases: &[(&str, &str, &str)] = &[
+        ("backends:", "bogus: 1\nbackends:", "unknown field `bogus`"),
+        ("local: {", "hdfs: {", "unknown field `hdfs`"),
+        ("max_size: 1GiB", "max_size: 1 furlong", "cache.max_size"),
+        ("backends:", "metadata_ttl: forever\nbackends:", "metadata_ttl"),
+        ("  - name: data\n", "  - name: data\n    local: { path: /tmp }\n  - name: data\n", "used by two backends"),
+        ("name: data", "name: a/b", "backends[0].name"),
+    ];
+    for (from, to, want) in cases {
+        assert!(good.contains(from), "pattern {from:?}");
+        let (code, err) = run_with(&good.replacen(from, to, 1), &mp);
+        assert_eq!(code, 2, "{from:?} -> {to:?}: {err}");
+        assert!(err.contains(want), "{from:?} -> {to:?}: {err:?} lacks {want:?}");
+        assert_eq!(err.trim().lines().count(), 1, "one sentence, not a backtrace: {err}");
+    }
+    let out = Command::new(BIN).args(["--config", "/nonexistent/wd.yaml"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
+
+    // --check-config validates and prints without mounting.
+    let cfg = dir.path().join("good.yaml");
+    std::fs::write(&cfg, &good).expect("write");
+    let out = Command::new(BIN).arg("--config").arg(&cfg).arg("--check-config").output().expect("run");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("is valid") && text.contains("metadata_ttl: 1m"), "{text}");
+    assert_eq!(mount_state(&mp), MountState::NotMounted);
+}
+
+#[test]
+fn bad_mount_points_are_clear_errors() {
+    let src = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = [local_backend(src.path())];
+    let cache = dir.path().join("cache");
+
+    let missing = dir.path().join("missing");
+    let (code, err) = run_with(&config_yaml(&missing, &cache, &b, ""), &missing);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").expect("write");
+    let (code, err) = run_with(&config_yaml(&file, &cache, &b, ""), &file);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not a directory"), "{err}");
+
+    let full = dir.path().join("full");
+    std::fs::create_dir(&full).expect("mkdir");
+    std::fs::write(full.join("precious"), b"x").expect("write");
+    let (code, err) = run_with(&config_yaml(&full, &cache, &b, ""), &full);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not empty"), "{err}");
+    assert!(full.join("precious").exists());
+}
