@@ -1,0 +1,36 @@
+# The same targets for people and CI. Builds use two jobs (see .cargo/config.toml).
+CARGO ?= cargo
+
+.PHONY: help deps build release test lint fmt demo bench clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+deps: ## install emulators and FUSE tools (apt, npm, pip; idempotent)
+	@scripts/install-deps.sh
+
+build: ## debug build of all binaries
+	$(CARGO) build --bins
+
+release: ## optimised build of all binaries
+	$(CARGO) build --release --bins
+
+test: deps ## unit and integration tests (real FUSE mounts over real emulators; needs root)
+	$(CARGO) build --bins
+	$(CARGO) test --workspace
+
+lint: ## formatting and clippy, warnings are errors
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## format the code
+	$(CARGO) fmt --all
+
+demo: deps release ## the showcase on local emulators: mounts two Azure "regions" and S3, prints the tree
+	demo/run.sh
+
+bench: deps ## benchmarks: listing and read throughput through the mount vs the store API directly
+	$(CARGO) bench -p warpdrive-mount --bench mount
+
+clean:
+	$(CARGO) clean

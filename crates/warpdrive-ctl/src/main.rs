@@ -1,0 +1,62 @@
+//! `warpdrive-ctl`: governance of a WarpDrive installation. Glue only: each subcommand is one
+//! file under `cmd/`.
+
+mod cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use warpdrive_config::{Config, DEFAULT_CONFIG_PATH};
+
+/// Exit codes shared by every subcommand, documented in `--help`.
+pub(crate) mod exit {
+    pub const OK: u8 = 0;
+    pub const DEGRADED: u8 = 1;
+    pub const BAD_CONFIG: u8 = 2;
+}
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success; for `status`: mounted and every backend reachable
+  1  for `status`: not mounted, stale, or a backend unreachable; otherwise a failure
+  2  the config is invalid or unreadable";
+
+/// Inspect and manage WarpDrive: mounts, backends, and (with the block cache) cached data.
+#[derive(Debug, Parser)]
+#[command(name = "warpdrive-ctl", version, after_help = AFTER_HELP)]
+struct Args {
+    /// The config file the daemon runs with.
+    #[arg(long, short, global = true, default_value = DEFAULT_CONFIG_PATH, env = "WARPDRIVE_CONFIG")]
+    config: PathBuf,
+
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Whether the mount is live, each backend's reachability, and the config in use.
+    Status(cmd::status::StatusArgs),
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("warpdrive-ctl: {e}");
+            return ExitCode::from(exit::BAD_CONFIG);
+        }
+    };
+    let r = match args.cmd {
+        Cmd::Status(a) => cmd::status::run(&config, &args.config, &a),
+    };
+    match r {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("warpdrive-ctl: {e:#}");
+            ExitCode::from(exit::DEGRADED)
+        }
+    }
+}

