@@ -324,7 +324,10 @@ impl Config {
         if !cache_dir.is_absolute() {
             return Err(invalid(
                 "cache.dir",
-                format!("`{}` is relative; use an absolute path", cache_dir.display()),
+                format!(
+                    "`{}` is relative; use an absolute path",
+                    cache_dir.display()
+                ),
             ));
         }
         let max_size = match raw_cache.max_size.as_deref() {

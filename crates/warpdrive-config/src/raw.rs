@@ -210,7 +210,11 @@ impl RawBackend {
                     format!("`{}` is relative; use an absolute path", path.display()),
                 ));
             }
-            (BackendKind::Local { path }, String::new(), AuthMode::Anonymous)
+            (
+                BackendKind::Local { path },
+                String::new(),
+                AuthMode::Anonymous,
+            )
         } else {
             unreachable!("exactly one kind was checked above")
         };

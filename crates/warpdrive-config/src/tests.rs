@@ -62,32 +62,88 @@ fn indefinite_ttl_and_percent_size() {
 #[test]
 fn malformed_configs_name_the_field() {
     let cases: &[(&str, &str, &[&str])] = &[
-        ("metadata_ttl: 60s", "metdata_ttl: 60s", &["unknown field `metdata_ttl`"]),
-        ("s3: { bucket: archive,", "s3: { bukket: archive,", &["unknown field `bukket`"]),
-        ("gcs: { bucket: evalsets }", "hdfs: { bucket: evalsets }", &["unknown field `hdfs`"]),
-        ("name: scratch", "name: datasets-cac", &["backends[4].name", "used by two backends"]),
+        (
+            "metadata_ttl: 60s",
+            "metdata_ttl: 60s",
+            &["unknown field `metdata_ttl`"],
+        ),
+        (
+            "s3: { bucket: archive,",
+            "s3: { bukket: archive,",
+            &["unknown field `bukket`"],
+        ),
+        (
+            "gcs: { bucket: evalsets }",
+            "hdfs: { bucket: evalsets }",
+            &["unknown field `hdfs`"],
+        ),
+        (
+            "name: scratch",
+            "name: datasets-cac",
+            &["backends[4].name", "used by two backends"],
+        ),
         ("name: scratch", "name: a/b", &["backends[4].name", "'/'"]),
-        ("name: scratch", "name: ..", &["backends[4].name", "cannot be a directory name"]),
-        ("name: scratch", "name: \"\"", &["backends[4].name", "empty"]),
+        (
+            "name: scratch",
+            "name: ..",
+            &["backends[4].name", "cannot be a directory name"],
+        ),
+        (
+            "name: scratch",
+            "name: \"\"",
+            &["backends[4].name", "empty"],
+        ),
         ("mount_point: /wd", "", &["mount_point", "missing"]),
-        ("mount_point: /wd", "mount_point: wd", &["mount_point", "relative"]),
+        (
+            "mount_point: /wd",
+            "mount_point: wd",
+            &["mount_point", "relative"],
+        ),
         ("500GiB", "500 parsecs", &["cache.max_size", "unknown unit"]),
         ("500GiB", "lots", &["cache.max_size", "not a size"]),
         ("500GiB", "150%", &["cache.max_size", "between"]),
-        ("metadata_ttl: 60s", "metadata_ttl: soon", &["metadata_ttl", "not a duration"]),
-        ("listen: 127.0.0.1:9090", "listen: nine", &["metrics.listen", "not an address"]),
+        (
+            "metadata_ttl: 60s",
+            "metadata_ttl: soon",
+            &["metadata_ttl", "not a duration"],
+        ),
+        (
+            "listen: 127.0.0.1:9090",
+            "listen: nine",
+            &["metrics.listen", "not an address"],
+        ),
         ("{ bucket: evalsets }", "{ }", &["gcs.bucket", "missing"]),
-        ("container: datasets, prefix", "prefix", &["azure.container", "missing"]),
-        ("auth: environment", "auth: password", &["unknown variant `password`"]),
+        (
+            "container: datasets, prefix",
+            "prefix",
+            &["azure.container", "missing"],
+        ),
+        (
+            "auth: environment",
+            "auth: password",
+            &["unknown variant `password`"],
+        ),
         ("auth: environment", "auth: emulator", &["auth", "loopback"]),
-        ("prefix: imagenet/", "prefix: a/../b", &["s3.prefix", "`..`"]),
-        ("local: { path: /data/scratch }", "local: { path: data }", &["local.path", "relative"]),
+        (
+            "prefix: imagenet/",
+            "prefix: a/../b",
+            &["s3.prefix", "`..`"],
+        ),
+        (
+            "local: { path: /data/scratch }",
+            "local: { path: data }",
+            &["local.path", "relative"],
+        ),
         (
             "gcs: { bucket: evalsets }",
             "gcs: { bucket: evalsets }\n    local: { path: /x }",
             &["exactly one of"],
         ),
-        ("backends:", "backends: []\nunused:", &["unknown field `unused`"]),
+        (
+            "backends:",
+            "backends: []\nunused:",
+            &["unknown field `unused`"],
+        ),
     ];
     for (from, to, words) in cases {
         assert!(GOOD.contains(from), "case pattern {from:?} must exist");
@@ -105,7 +161,10 @@ fn malformed_configs_name_the_field() {
 fn empty_backend_list_is_an_error() {
     let text = "mount_point: /wd\ncache: { dir: /c }\nbackends: []\n";
     let msg = parse(text).expect_err("no backends").to_string();
-    assert!(msg.contains("backends") && msg.contains("at least one"), "{msg}");
+    assert!(
+        msg.contains("backends") && msg.contains("at least one"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -67,7 +67,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Formats a byte count with the largest binary unit that divides it (`500GiB`, `1536KiB`).
 pub fn format_size(b: u64) -> String {
     for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)] {
-        if b >= 1 << shift && b % (1 << shift) == 0 {
+        if b >= 1 << shift && b.is_multiple_of(1 << shift) {
             return format!("{}{unit}", b >> shift);
         }
     }

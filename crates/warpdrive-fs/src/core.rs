@@ -217,7 +217,9 @@ impl Fs {
 
         // A complete, fresh listing of the parent answers without a request.
         let listing = parent.state.lock().listing.clone();
-        if let Some(l) = listing.filter(|l| l.is_complete() && !self.cfg.metadata_ttl.expired(l.age())) {
+        if let Some(l) =
+            listing.filter(|l| l.is_complete() && !self.cfg.metadata_ttl.expired(l.age()))
+        {
             let entry = l.find(name).ok_or(FsError::NotFound)?;
             let node = self.node(entry.ino)?;
             let info = node.state.lock().info.as_ref().map(|(i, _)| i.clone());
@@ -253,10 +255,10 @@ impl Fs {
     /// A file's metadata, fresh within the TTL.
     async fn file_info(&self, node: &Node) -> FsResult<ObjectInfo> {
         let cached = node.state.lock().info.clone();
-        if let Some((info, at)) = cached {
-            if !self.cfg.metadata_ttl.expired(at.elapsed()) {
-                return Ok(info);
-            }
+        if let Some((info, at)) = cached
+            && !self.cfg.metadata_ttl.expired(at.elapsed())
+        {
+            return Ok(info);
         }
         let bid = node.path.backend.ok_or(FsError::IsDir)?;
         let info = self.backend(bid).head(&node.path.key).await?;
@@ -296,7 +298,12 @@ impl Fs {
 
     /// Reads up to `size` bytes at `offset` through handle `fh`.
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
-        let h = self.files.read().get(&fh).cloned().ok_or(FsError::BadHandle)?;
+        let h = self
+            .files
+            .read()
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle)?;
         match h.windows.read(offset, u64::from(size)).await {
             Ok(b) => Ok(b),
             Err(e) => {
@@ -305,7 +312,10 @@ impl Fs {
                     if let Some(n) = self.inodes.get(h.ino) {
                         n.state.lock().info = None;
                     }
-                    tracing::warn!(ino = h.ino.0, "object changed while open; reopen to read the new version");
+                    tracing::warn!(
+                        ino = h.ino.0,
+                        "object changed while open; reopen to read the new version"
+                    );
                     return Err(FsError::Stale);
                 }
                 tracing::warn!(ino = h.ino.0, offset, size, error = %e, "read failed");
@@ -382,10 +392,15 @@ impl Fs {
                 }
             };
             pages += 1;
-            let dir_names: std::collections::HashSet<&str> = page.dirs.iter().map(String::as_str).collect();
+            let dir_names: std::collections::HashSet<&str> =
+                page.dirs.iter().map(String::as_str).collect();
             let mut entries = Vec::with_capacity(page.dirs.len() + page.objects.len());
             for d in &page.dirs {
-                let child = if key.is_empty() { d.clone() } else { format!("{key}/{d}") };
+                let child = if key.is_empty() {
+                    d.clone()
+                } else {
+                    format!("{key}/{d}")
+                };
                 entries.push(Entry {
                     name: d.clone(),
                     ino: self.dir_node(bid, child).ino,
@@ -394,10 +409,18 @@ impl Fs {
             }
             for (name, info) in page.objects {
                 if dir_names.contains(name.as_str()) {
-                    tracing::debug!(backend = backend.name(), name, "an object is shadowed by a prefix of the same name");
+                    tracing::debug!(
+                        backend = backend.name(),
+                        name,
+                        "an object is shadowed by a prefix of the same name"
+                    );
                     continue;
                 }
-                let child = if key.is_empty() { name.clone() } else { format!("{key}/{name}") };
+                let child = if key.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{key}/{name}")
+                };
                 entries.push(Entry {
                     name,
                     ino: self.file_node(bid, child, info).ino,
@@ -410,14 +433,25 @@ impl Fs {
                 None => break,
             }
         }
-        tracing::debug!(backend = backend.name(), dir = key, pages, entries = listing.len(), "listing complete");
+        tracing::debug!(
+            backend = backend.name(),
+            dir = key,
+            pages,
+            entries = listing.len(),
+            "listing complete"
+        );
         listing.finish(Ok(()));
     }
 
     /// Entries of open directory `fh` from `offset` on, at most `max`. Waits for the listing
     /// to produce at least one entry past `offset` or to end. An empty result is the end.
     pub async fn readdir(&self, fh: u64, offset: u64, max: usize) -> FsResult<Vec<DirEntry>> {
-        let h = self.dirs.read().get(&fh).cloned().ok_or(FsError::BadHandle)?;
+        let h = self
+            .dirs
+            .read()
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle)?;
         let mut out = Vec::new();
         if offset < 2 {
             let node = self.node(h.ino)?;
@@ -445,7 +479,12 @@ impl Fs {
             }
             _ => {}
         }
-        for (i, e) in h.listing.entries_from(idx, max.saturating_sub(out.len())).into_iter().enumerate() {
+        for (i, e) in h
+            .listing
+            .entries_from(idx, max.saturating_sub(out.len()))
+            .into_iter()
+            .enumerate()
+        {
             out.push(DirEntry {
                 ino: e.ino,
                 kind: e.kind,

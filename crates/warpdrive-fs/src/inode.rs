@@ -121,21 +121,19 @@ impl InodeTable {
     /// kind, a new node replaces it in the path map (the old inode stays valid for open
     /// handles but is no longer found by path).
     pub fn get_or_create(&self, path: NodePath, kind: Kind) -> Arc<Node> {
-        if let Some(ino) = self.by_path.read().get(&path).copied() {
-            if let Some(n) = self.get(ino) {
-                if n.kind == kind {
-                    return n;
-                }
-            }
+        if let Some(ino) = self.by_path.read().get(&path).copied()
+            && let Some(n) = self.get(ino)
+            && n.kind == kind
+        {
+            return n;
         }
         let mut by_path = self.by_path.write();
         // Re-check under the write lock: another thread may have created it meanwhile.
-        if let Some(ino) = by_path.get(&path).copied() {
-            if let Some(n) = self.get(ino) {
-                if n.kind == kind {
-                    return n;
-                }
-            }
+        if let Some(ino) = by_path.get(&path).copied()
+            && let Some(n) = self.get(ino)
+            && n.kind == kind
+        {
+            return n;
         }
         let ino = Ino(self.next.fetch_add(1, Ordering::Relaxed));
         let node = Arc::new(Node {

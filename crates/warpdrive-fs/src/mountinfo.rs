@@ -38,15 +38,15 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 4])
+        if b[i] == b'\\'
+            && i + 4 <= b.len()
+            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 4])
                 .ok()
                 .and_then(|d| u8::from_str_radix(d, 8).ok())
-            {
-                out.push(v);
-                i += 4;
-                continue;
-            }
+        {
+            out.push(v);
+            i += 4;
+            continue;
         }
         out.push(b[i]);
         i += 1;
@@ -89,22 +89,30 @@ fn probe(path: &Path) -> std::io::Result<()> {
         let mut buf: libc::statfs = std::mem::zeroed();
         libc::statfs(c.as_ptr(), &mut buf)
     };
-    if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// The state of `path` as a WarpDrive mount point.
 pub fn mount_state(path: &Path) -> MountState {
     let entry = mount_entry(path);
     let stat = probe(path);
-    if let Err(e) = &stat {
-        if e.raw_os_error() == Some(libc::ENOTCONN) {
-            return MountState::Stale;
-        }
+    if let Err(e) = &stat
+        && e.raw_os_error() == Some(libc::ENOTCONN)
+    {
+        return MountState::Stale;
     }
     match entry {
         Some((fstype, source)) if fstype.starts_with("fuse") => {
             if source == FS_NAME || fstype == format!("fuse.{FS_NAME}") {
-                if stat.is_ok() { MountState::Live } else { MountState::Stale }
+                if stat.is_ok() {
+                    MountState::Live
+                } else {
+                    MountState::Stale
+                }
             } else {
                 MountState::Other
             }
@@ -126,6 +134,9 @@ mod tests {
     #[test]
     fn root_is_not_a_warpdrive_mount() {
         assert_ne!(mount_state(Path::new("/")), MountState::Live);
-        assert_eq!(mount_state(Path::new("/nonexistent-warpdrive")), MountState::NotMounted);
+        assert_eq!(
+            mount_state(Path::new("/nonexistent-warpdrive")),
+            MountState::NotMounted
+        );
     }
 }

@@ -37,7 +37,8 @@ type FetchResult = Result<Bytes, Arc<StoreError>>;
 type SharedFetch = Shared<BoxFuture<'static, FetchResult>>;
 
 /// Starts a ranged fetch of the object.
-pub type Fetcher = Arc<dyn Fn(Range<u64>) -> BoxFuture<'static, Result<Bytes, StoreError>> + Send + Sync>;
+pub type Fetcher =
+    Arc<dyn Fn(Range<u64>) -> BoxFuture<'static, Result<Bytes, StoreError>> + Send + Sync>;
 
 #[derive(Clone)]
 struct Window {
@@ -62,7 +63,9 @@ pub struct ReadWindows {
 
 impl std::fmt::Debug for ReadWindows {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReadWindows").field("size", &self.size).finish()
+        f.debug_struct("ReadWindows")
+            .field("size", &self.size)
+            .finish()
     }
 }
 
@@ -81,14 +84,21 @@ impl ReadWindows {
     }
 
     fn start(&self, range: Range<u64>) -> Window {
-        let fut = (self.fetch)(range.clone()).map(|r| r.map_err(Arc::new)).boxed().shared();
+        let fut = (self.fetch)(range.clone())
+            .map(|r| r.map_err(Arc::new))
+            .boxed()
+            .shared();
         Window { range, data: fut }
     }
 
     /// Finds or starts the window holding `offset`, and the prefetch to start, if any.
     fn window_for(&self, offset: u64, want_end: u64) -> (Window, Option<Window>) {
         let mut st = self.state.lock();
-        let found = st.windows.iter().find(|w| w.range.contains(&offset)).cloned();
+        let found = st
+            .windows
+            .iter()
+            .find(|w| w.range.contains(&offset))
+            .cloned();
         let sequential = found.is_some() || offset == st.next_offset;
         let win = match found {
             Some(w) => w,

@@ -33,10 +33,17 @@ pub(crate) fn detach(args: &Args, config: &Config) -> u8 {
     if let Some(dir) = args.log_file.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    let log = match std::fs::OpenOptions::new().create(true).append(true).open(&args.log_file) {
+    let log = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args.log_file)
+    {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("warpdrive-mount: cannot open log file {}: {e}; choose another with --log-file", args.log_file.display());
+            eprintln!(
+                "warpdrive-mount: cannot open log file {}: {e}; choose another with --log-file",
+                args.log_file.display()
+            );
             return exit::FAILED;
         }
     };
@@ -86,7 +93,11 @@ pub(crate) fn detach(args: &Args, config: &Config) -> u8 {
                 args.log_file.display(),
                 log_tail(&args.log_file)
             );
-            return status.code().map(|c| c as u8).filter(|c| *c != 0).unwrap_or(exit::FAILED);
+            return status
+                .code()
+                .map(|c| c as u8)
+                .filter(|c| *c != 0)
+                .unwrap_or(exit::FAILED);
         }
         if mount_state(&config.mount_point) == MountState::Live {
             println!(

@@ -102,11 +102,18 @@ fn main() -> ExitCode {
 fn check_config(config: &Config, args: &Args) -> ExitCode {
     for b in &config.backends {
         if let Err(e) = warpdrive_store::Backend::build(b) {
-            eprintln!("warpdrive-mount: config file {}: backend {}: {e}", args.config.display(), b.name);
+            eprintln!(
+                "warpdrive-mount: config file {}: backend {}: {e}",
+                args.config.display(),
+                b.name
+            );
             return ExitCode::from(exit::BAD_CONFIG);
         }
     }
-    println!("# {} is valid; resolved with defaults:", args.config.display());
+    println!(
+        "# {} is valid; resolved with defaults:",
+        args.config.display()
+    );
     print!("{}", config.to_yaml());
     ExitCode::from(exit::OK)
 }

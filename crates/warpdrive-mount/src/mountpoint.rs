@@ -40,7 +40,10 @@ pub(crate) fn prepare(mp: &Path) -> Result<()> {
         Err(e) => bail!("cannot access mount point {}: {e}", mp.display()),
     };
     if !md.is_dir() {
-        bail!("mount point {} is not a directory; point mount_point at an empty directory", mp.display());
+        bail!(
+            "mount point {} is not a directory; point mount_point at an empty directory",
+            mp.display()
+        );
     }
     let mut entries = std::fs::read_dir(mp)
         .map_err(|e| anyhow::anyhow!("cannot read mount point {}: {e}", mp.display()))?;
@@ -62,7 +65,10 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let missing = d.path().join("nope");
         let e = prepare(&missing).expect_err("missing").to_string();
-        assert!(e.contains("does not exist") && e.contains("mkdir -p"), "{e}");
+        assert!(
+            e.contains("does not exist") && e.contains("mkdir -p"),
+            "{e}"
+        );
 
         let file = d.path().join("file");
         std::fs::write(&file, b"x").expect("write");

@@ -70,8 +70,12 @@ pub(crate) fn run(config: Config) -> Result<()> {
     fcfg.clone_fd = true;
 
     let mp = config.mount_point.clone();
-    let session = fuser::Session::new(adapter, &mp, &fcfg)
-        .with_context(|| format!("mounting FUSE at {} (is /dev/fuse available and are you root?)", mp.display()))?;
+    let session = fuser::Session::new(adapter, &mp, &fcfg).with_context(|| {
+        format!(
+            "mounting FUSE at {} (is /dev/fuse available and are you root?)",
+            mp.display()
+        )
+    })?;
     let bg = session.spawn().context("starting FUSE session threads")?;
     set_read_ahead(&mp);
     tracing::info!(
@@ -138,7 +142,10 @@ fn unmount(mp: &Path) {
 /// Creates the cache directory, private to the daemon's user (0700).
 fn prepare_cache_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| {
-        format!("creating cache.dir {}; choose a directory on a local disk you can write", dir.display())
+        format!(
+            "creating cache.dir {}; choose a directory on a local disk you can write",
+            dir.display()
+        )
     })?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("making cache.dir {} private (0700)", dir.display()))?;
@@ -147,13 +154,17 @@ fn prepare_cache_dir(dir: &Path) -> Result<()> {
 
 /// Raises the mount's readahead so the kernel sends 1 MiB reads (best effort: logs on failure).
 fn set_read_ahead(mp: &Path) {
-    let Ok(md) = std::fs::metadata(mp) else { return };
+    let Ok(md) = std::fs::metadata(mp) else {
+        return;
+    };
     let dev = md.dev();
     let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
     let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
     let path = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
     match std::fs::write(&path, READ_AHEAD_KB.to_string()) {
         Ok(()) => tracing::debug!(path, kb = READ_AHEAD_KB, "set readahead"),
-        Err(e) => tracing::info!(path, error = %e, "could not raise readahead; reads stay at the kernel default"),
+        Err(e) => {
+            tracing::info!(path, error = %e, "could not raise readahead; reads stay at the kernel default")
+        }
     }
 }

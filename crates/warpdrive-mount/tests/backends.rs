@@ -26,7 +26,10 @@ fn tree() -> BTreeMap<String, Vec<u8>> {
     t.insert("nested/a/b/c/deep.txt".to_string(), b"deep\n".to_vec());
     t.insert("nested/a/mid.bin".to_string(), random_bytes(300_000, 2));
     t.insert("nested/z.bin".to_string(), random_bytes(4097, 3));
-    t.insert("name with spaces & ünïcode.txt".to_string(), b"odd but valid\n".to_vec());
+    t.insert(
+        "name with spaces & ünïcode.txt".to_string(),
+        b"odd but valid\n".to_vec(),
+    );
     t.insert("big.bin".to_string(), random_bytes(BIG, 1));
     t
 }
@@ -49,7 +52,9 @@ fn every_backend_serves_identical_bytes() {
         gcs.backend("gcs", "data", ""),
         BackendConfig {
             name: "local".into(),
-            kind: BackendKind::Local { path: local_dir.path().to_path_buf() },
+            kind: BackendKind::Local {
+                path: local_dir.path().to_path_buf(),
+            },
             prefix: String::new(),
             auth: AuthMode::Anonymous,
         },
@@ -57,14 +62,24 @@ fn every_backend_serves_identical_bytes() {
     rt.block_on(async {
         for b in &backends {
             let t = tree();
-            let objects: Vec<(String, Vec<u8>)> = t.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            upload_many(b, objects, 4).await.unwrap_or_else(|e| panic!("upload to {}: {e:#}", b.name));
+            let objects: Vec<(String, Vec<u8>)> =
+                t.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            upload_many(b, objects, 4)
+                .await
+                .unwrap_or_else(|e| panic!("upload to {}: {e:#}", b.name));
         }
         let mut outside = s3.backend("s3-root", "data", "");
         outside.prefix = String::new();
-        upload_many(&outside, vec![("outside.txt".into(), b"not yours".to_vec()), ("prefix-sibling/x".into(), b"no".to_vec())], 2)
-            .await
-            .expect("upload outside prefix");
+        upload_many(
+            &outside,
+            vec![
+                ("outside.txt".into(), b"not yours".to_vec()),
+                ("prefix-sibling/x".into(), b"no".to_vec()),
+            ],
+            2,
+        )
+        .await
+        .expect("upload outside prefix");
     });
 
     let m = Mount::start(&backends, "");
@@ -89,7 +104,10 @@ fn every_backend_serves_identical_bytes() {
             assert_eq!(sha256(&got), sha256(data), "sha256 of {}/{key}", b.name);
         }
     }
-    assert!(!m.path("s3/outside.txt").exists(), "an object outside the prefix is visible");
+    assert!(
+        !m.path("s3/outside.txt").exists(),
+        "an object outside the prefix is visible"
+    );
     assert!(!m.path("s3/../s3-root").exists());
 
     // Random offsets and sizes, including past the end.
@@ -105,7 +123,11 @@ fn every_backend_serves_identical_bytes() {
             let s = (off as usize).min(BIG);
             let e = (off as usize + len).min(BIG);
             assert_eq!(n, e - s, "{}: length at {off}+{len}", b.name);
-            assert!(buf[..n] == big[s..e], "{}: bytes differ at {off}+{len}", b.name);
+            assert!(
+                buf[..n] == big[s..e],
+                "{}: bytes differ at {off}+{len}",
+                b.name
+            );
         }
     }
 
@@ -134,7 +156,10 @@ fn every_backend_serves_identical_bytes() {
                         let mut buf = vec![0u8; len];
                         let n = read_at_full(f, &mut buf, off);
                         let e = (off as usize + len).min(BIG);
-                        assert!(buf[..n] == big[off as usize..e], "thread {i}: bytes differ at {off}");
+                        assert!(
+                            buf[..n] == big[off as usize..e],
+                            "thread {i}: bytes differ at {off}"
+                        );
                     }
                 })
             })

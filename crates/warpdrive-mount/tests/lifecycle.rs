@@ -18,7 +18,9 @@ fn local_backend(dir: &Path) -> BackendConfig {
     std::fs::write(dir.join("sub/inner.txt"), b"inner\n").expect("write");
     BackendConfig {
         name: "data".into(),
-        kind: BackendKind::Local { path: dir.to_path_buf() },
+        kind: BackendKind::Local {
+            path: dir.to_path_buf(),
+        },
         prefix: String::new(),
         auth: AuthMode::Anonymous,
     }
@@ -37,14 +39,29 @@ fn every_write_operation_fails_with_erofs() {
     let d = m.path("data/sub");
 
     assert_erofs("create", std::fs::File::create(m.path("data/new.txt")));
-    assert_erofs("open for write", std::fs::OpenOptions::new().write(true).open(&f));
-    assert_erofs("open for append", std::fs::OpenOptions::new().append(true).open(&f));
-    assert_erofs("truncate", std::fs::OpenOptions::new().write(true).truncate(true).open(&f));
+    assert_erofs(
+        "open for write",
+        std::fs::OpenOptions::new().write(true).open(&f),
+    );
+    assert_erofs(
+        "open for append",
+        std::fs::OpenOptions::new().append(true).open(&f),
+    );
+    assert_erofs(
+        "truncate",
+        std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&f),
+    );
     assert_erofs("mkdir", std::fs::create_dir(m.path("data/newdir")));
     assert_erofs("rmdir", std::fs::remove_dir(&d));
     assert_erofs("unlink", std::fs::remove_file(&f));
     assert_erofs("rename", std::fs::rename(&f, m.path("data/renamed.txt")));
-    assert_erofs("chmod", std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o777)));
+    assert_erofs(
+        "chmod",
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o777)),
+    );
     assert_erofs("symlink", symlink("file.txt", m.path("data/link")));
     assert_erofs("hard link", std::fs::hard_link(&f, m.path("data/hard")));
     let c = std::ffi::CString::new(f.to_string_lossy().as_bytes()).expect("cstring");
@@ -52,7 +69,11 @@ fn every_write_operation_fails_with_erofs() {
     // SAFETY: valid NUL-terminated strings and a valid buffer of the given length.
     let r = unsafe { libc::setxattr(c.as_ptr(), name.as_ptr(), b"v".as_ptr().cast(), 1, 0) };
     assert_eq!(r, -1);
-    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EROFS), "setxattr");
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EROFS),
+        "setxattr"
+    );
 
     // Nothing changed, and reading still works.
     assert_eq!(std::fs::read(&f).expect("read"), b"contents\n");
@@ -63,7 +84,10 @@ fn every_write_operation_fails_with_erofs() {
 fn sigterm_unmounts_cleanly() {
     let src = tempfile::tempdir().expect("tempdir");
     let mut m = Mount::start(&[local_backend(src.path())], "");
-    assert_eq!(std::fs::read(m.path("data/sub/inner.txt")).expect("read"), b"inner\n");
+    assert_eq!(
+        std::fs::read(m.path("data/sub/inner.txt")).expect("read"),
+        b"inner\n"
+    );
     let status = m.stop_with(libc::SIGTERM);
     assert!(status.success(), "exit status {status}\n{}", m.log());
     assert_eq!(mount_state(&m.mount_point), MountState::NotMounted);
@@ -81,7 +105,10 @@ fn external_umount_stops_the_daemon() {
         if let Some(s) = child.try_wait().expect("wait") {
             break s;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "daemon still running after umount");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "daemon still running after umount"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status}\n{}", m.log());
@@ -98,7 +125,10 @@ fn restart_after_sigkill_clears_the_stale_mount() {
     assert_eq!(e.raw_os_error(), Some(libc::ENOTCONN));
 
     m.spawn();
-    assert_eq!(std::fs::read(m.path("data/file.txt")).expect("read after restart"), b"contents\n");
+    assert_eq!(
+        std::fs::read(m.path("data/file.txt")).expect("read after restart"),
+        b"contents\n"
+    );
     assert!(m.log().contains("clearing a stale mount"), "{}", m.log());
 }
 
@@ -109,7 +139,16 @@ fn daemon_mode_detaches_once_mounted() {
     let mp = dir.path().join("mnt");
     std::fs::create_dir(&mp).expect("mkdir");
     let cfg = dir.path().join("c.yaml");
-    std::fs::write(&cfg, config_yaml(&mp, &dir.path().join("cache"), &[local_backend(src.path())], "")).expect("cfg");
+    std::fs::write(
+        &cfg,
+        config_yaml(
+            &mp,
+            &dir.path().join("cache"),
+            &[local_backend(src.path())],
+            "",
+        ),
+    )
+    .expect("cfg");
     let log = dir.path().join("logs/daemon.log");
     let out = Command::new(BIN)
         .arg("--config")
@@ -120,10 +159,17 @@ fn daemon_mode_detaches_once_mounted() {
         .output()
         .expect("run");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The parent has exited; the mount is live and served by the detached child.
     assert_eq!(mount_state(&mp), MountState::Live);
-    assert_eq!(std::fs::read(mp.join("data/file.txt")).expect("read"), b"contents\n");
+    assert_eq!(
+        std::fs::read(mp.join("data/file.txt")).expect("read"),
+        b"contents\n"
+    );
     let pid: i32 = stdout
         .split("pid ")
         .nth(1)
@@ -134,13 +180,22 @@ fn daemon_mode_detaches_once_mounted() {
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let start = Instant::now();
     while mount_state(&mp) != MountState::NotMounted {
-        assert!(start.elapsed() < Duration::from_secs(10), "still mounted after SIGTERM");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "still mounted after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let text = std::fs::read_to_string(&log).expect("log file");
-    assert!(text.contains("mounted") && text.contains("SIGTERM"), "{text}");
+    assert!(
+        text.contains("mounted") && text.contains("SIGTERM"),
+        "{text}"
+    );
     // The cache directory was created private.
-    let mode = std::fs::metadata(dir.path().join("cache")).expect("cache dir").permissions().mode();
+    let mode = std::fs::metadata(dir.path().join("cache"))
+        .expect("cache dir")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o700);
 }
 
@@ -149,9 +204,20 @@ fn run_with(yaml: &str, mp: &Path) -> (i32, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("c.yaml");
     std::fs::write(&cfg, yaml).expect("write");
-    let out = Command::new(BIN).arg("--config").arg(&cfg).output().expect("run");
-    assert_eq!(mount_state(mp), MountState::NotMounted, "something was mounted");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert_eq!(
+        mount_state(mp),
+        MountState::NotMounted,
+        "something was mounted"
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -160,33 +226,64 @@ fn malformed_configs_exit_2_and_mount_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mp = dir.path().join("mnt");
     std::fs::create_dir(&mp).expect("mkdir");
-    let good = config_yaml(&mp, &dir.path().join("cache"), &[local_backend(src.path())], "");
+    let good = config_yaml(
+        &mp,
+        &dir.path().join("cache"),
+        &[local_backend(src.path())],
+        "",
+    );
     let cases: &[(&str, &str, &str)] = &[
         ("backends:", "bogus: 1\nbackends:", "unknown field `bogus`"),
         ("local: {", "hdfs: {", "unknown field `hdfs`"),
         ("max_size: 1GiB", "max_size: 1 furlong", "cache.max_size"),
-        ("backends:", "metadata_ttl: forever\nbackends:", "metadata_ttl"),
-        ("  - name: data\n", "  - name: data\n    local: { path: /tmp }\n  - name: data\n", "used by two backends"),
+        (
+            "backends:",
+            "metadata_ttl: forever\nbackends:",
+            "metadata_ttl",
+        ),
+        (
+            "  - name: data\n",
+            "  - name: data\n    local: { path: /tmp }\n  - name: data\n",
+            "used by two backends",
+        ),
         ("name: data", "name: a/b", "backends[0].name"),
     ];
     for (from, to, want) in cases {
         assert!(good.contains(from), "pattern {from:?}");
         let (code, err) = run_with(&good.replacen(from, to, 1), &mp);
         assert_eq!(code, 2, "{from:?} -> {to:?}: {err}");
-        assert!(err.contains(want), "{from:?} -> {to:?}: {err:?} lacks {want:?}");
-        assert_eq!(err.trim().lines().count(), 1, "one sentence, not a backtrace: {err}");
+        assert!(
+            err.contains(want),
+            "{from:?} -> {to:?}: {err:?} lacks {want:?}"
+        );
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "one sentence, not a backtrace: {err}"
+        );
     }
-    let out = Command::new(BIN).args(["--config", "/nonexistent/wd.yaml"]).output().expect("run");
+    let out = Command::new(BIN)
+        .args(["--config", "/nonexistent/wd.yaml"])
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
 
     // --check-config validates and prints without mounting.
     let cfg = dir.path().join("good.yaml");
     std::fs::write(&cfg, &good).expect("write");
-    let out = Command::new(BIN).arg("--config").arg(&cfg).arg("--check-config").output().expect("run");
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--check-config")
+        .output()
+        .expect("run");
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("is valid") && text.contains("metadata_ttl: 1m"), "{text}");
+    assert!(
+        text.contains("is valid") && text.contains("metadata_ttl: 1m"),
+        "{text}"
+    );
     assert_eq!(mount_state(&mp), MountState::NotMounted);
 }
 

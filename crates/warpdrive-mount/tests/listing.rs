@@ -31,18 +31,32 @@ fn hundred_thousand_objects_list_completely() {
     eprintln!("seeded {N} objects in {:?}", start.elapsed());
     let b = s3.backend("many", "many", "");
     let want: BTreeSet<String> = (0..N).map(|i| format!("obj-{i:06}")).collect();
-    rt.block_on(upload_many(&b, vec![("big/sub/nested".into(), b"n".to_vec()), ("other".into(), b"o".to_vec())], 2))
-        .expect("upload extras");
+    rt.block_on(upload_many(
+        &b,
+        vec![
+            ("big/sub/nested".into(), b"n".to_vec()),
+            ("other".into(), b"o".to_vec()),
+        ],
+        2,
+    ))
+    .expect("upload extras");
 
     let m = Mount::start(&[b], "");
     let start = Instant::now();
     let mut got = names(&m.path("many/big"));
-    eprintln!("listed {} entries through the mount in {:?}", got.len(), start.elapsed());
+    eprintln!(
+        "listed {} entries through the mount in {:?}",
+        got.len(),
+        start.elapsed()
+    );
     assert!(got.remove("sub"), "the sub-prefix is listed as a directory");
     assert_eq!(got.len(), N);
     assert_eq!(got, want);
     assert!(m.path("many/big/sub").is_dir());
-    assert_eq!(std::fs::read(m.path("many/big/obj-099999")).expect("read last"), b"x");
+    assert_eq!(
+        std::fs::read(m.path("many/big/obj-099999")).expect("read last"),
+        b"x"
+    );
     // A second listing within the TTL is served from memory and equal.
     let again = names(&m.path("many/big"));
     assert_eq!(again.len(), N + 1);
@@ -54,25 +68,48 @@ fn metadata_is_cached_for_the_ttl_and_inodes_are_stable() {
     let s3 = Emulator::start(Kind::Moto).expect("moto");
     s3.create_bucket("ttl").expect("bucket");
     let b = s3.backend("ttl", "ttl", "");
-    rt.block_on(upload_many(&b, vec![("d/a".into(), b"1".to_vec()), ("d/b".into(), b"22".to_vec())], 2))
-        .expect("upload");
+    rt.block_on(upload_many(
+        &b,
+        vec![
+            ("d/a".into(), b"1".to_vec()),
+            ("d/b".into(), b"22".to_vec()),
+        ],
+        2,
+    ))
+    .expect("upload");
     let ttl = Duration::from_secs(2);
-    let m = Mount::start(&[b.clone()], "metadata_ttl: 2s\n");
+    let m = Mount::start(std::slice::from_ref(&b), "metadata_ttl: 2s\n");
     let dir = m.path("ttl/d");
     let listed_at = Instant::now();
-    assert_eq!(names(&dir), BTreeSet::from(["a".to_string(), "b".to_string()]));
+    assert_eq!(
+        names(&dir),
+        BTreeSet::from(["a".to_string(), "b".to_string()])
+    );
     let ino_a = std::fs::metadata(dir.join("a")).expect("stat a").ino();
 
     // Changed behind our back: a new object, and `a` rewritten with another size.
-    rt.block_on(upload_many(&b, vec![("d/c".into(), b"333".to_vec()), ("d/a".into(), b"4444".to_vec())], 2))
-        .expect("upload more");
+    rt.block_on(upload_many(
+        &b,
+        vec![
+            ("d/c".into(), b"333".to_vec()),
+            ("d/a".into(), b"4444".to_vec()),
+        ],
+        2,
+    ))
+    .expect("upload more");
     if listed_at.elapsed() < ttl / 2 {
         // Within the TTL the cached listing answers, including "no such file".
         assert_eq!(names(&dir).len(), 2, "listing refreshed before the TTL");
-        assert!(!dir.join("c").exists(), "negative lookup should come from the fresh listing");
+        assert!(
+            !dir.join("c").exists(),
+            "negative lookup should come from the fresh listing"
+        );
     }
     std::thread::sleep(ttl + Duration::from_millis(300));
-    assert_eq!(names(&dir), BTreeSet::from(["a".to_string(), "b".to_string(), "c".to_string()]));
+    assert_eq!(
+        names(&dir),
+        BTreeSet::from(["a".to_string(), "b".to_string(), "c".to_string()])
+    );
     let md = std::fs::metadata(dir.join("a")).expect("stat a again");
     assert_eq!(md.len(), 4, "new size after the TTL");
     assert_eq!(md.ino(), ino_a, "inode number stable for the same path");

@@ -56,7 +56,10 @@ fn retry() -> RetryConfig {
 
 fn both<T: ObjectStore + PaginatedListStore>(s: T) -> Built {
     let s = Arc::new(s);
-    (s.clone() as Arc<dyn ObjectStore>, s as Arc<dyn PaginatedListStore>)
+    (
+        s.clone() as Arc<dyn ObjectStore>,
+        s as Arc<dyn PaginatedListStore>,
+    )
 }
 
 pub(crate) fn build(cfg: &BackendConfig) -> Result<Built> {
@@ -71,7 +74,9 @@ pub(crate) fn build(cfg: &BackendConfig) -> Result<Built> {
             endpoint,
         } => {
             let mut b = match cfg.auth {
-                AuthMode::Environment | AuthMode::WorkloadIdentity => MicrosoftAzureBuilder::from_env(),
+                AuthMode::Environment | AuthMode::WorkloadIdentity => {
+                    MicrosoftAzureBuilder::from_env()
+                }
                 _ => MicrosoftAzureBuilder::new(),
             }
             .with_account(account)
@@ -117,7 +122,9 @@ pub(crate) fn build(cfg: &BackendConfig) -> Result<Built> {
         }
         BackendKind::Gcs { bucket, endpoint } => {
             let mut b = match cfg.auth {
-                AuthMode::Environment | AuthMode::WorkloadIdentity => GoogleCloudStorageBuilder::from_env(),
+                AuthMode::Environment | AuthMode::WorkloadIdentity => {
+                    GoogleCloudStorageBuilder::from_env()
+                }
                 _ => GoogleCloudStorageBuilder::new(),
             }
             .with_bucket_name(bucket)

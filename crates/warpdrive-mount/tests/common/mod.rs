@@ -13,7 +13,12 @@ use warpdrive_fs::mountinfo::{MountState, mount_state};
 pub const BIN: &str = env!("CARGO_BIN_EXE_warpdrive-mount");
 
 /// Renders a config file for `backends`.
-pub fn config_yaml(mount_point: &Path, cache: &Path, backends: &[BackendConfig], extra: &str) -> String {
+pub fn config_yaml(
+    mount_point: &Path,
+    cache: &Path,
+    backends: &[BackendConfig],
+    extra: &str,
+) -> String {
     let mut y = format!(
         "mount_point: {}\ncache: {{ dir: {}, max_size: 1GiB }}\n{extra}backends:\n",
         mount_point.display(),
@@ -53,13 +58,24 @@ pub struct Mount {
 impl Mount {
     /// Writes the config and starts the daemon; returns once the mount is live.
     pub fn start(backends: &[BackendConfig], extra: &str) -> Mount {
-        let dir = tempfile::Builder::new().prefix("wd-mount-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("wd-mount-")
+            .tempdir()
+            .expect("tempdir");
         let mount_point = dir.path().join("mnt");
         std::fs::create_dir(&mount_point).expect("mkdir mnt");
         let config = dir.path().join("config.yaml");
-        std::fs::write(&config, config_yaml(&mount_point, &dir.path().join("cache"), backends, extra))
-            .expect("write config");
-        let mut m = Mount { dir, mount_point, config, child: None };
+        std::fs::write(
+            &config,
+            config_yaml(&mount_point, &dir.path().join("cache"), backends, extra),
+        )
+        .expect("write config");
+        let mut m = Mount {
+            dir,
+            mount_point,
+            config,
+            child: None,
+        };
         m.spawn();
         m
     }
@@ -83,10 +99,18 @@ impl Mount {
         self.child = Some(child);
         let start = Instant::now();
         while mount_state(&self.mount_point) != MountState::Live {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().expect("wait")) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().expect("wait"))
+            {
                 panic!("daemon exited ({status}) before mounting:\n{}", self.log());
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "not mounted after 30 s:\n{}", self.log());
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "not mounted after 30 s:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -113,7 +137,10 @@ impl Mount {
             if let Some(s) = child.try_wait().expect("wait") {
                 return s;
             }
-            assert!(start.elapsed() < Duration::from_secs(20), "daemon did not exit on signal {sig}");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "daemon did not exit on signal {sig}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -144,7 +171,12 @@ pub fn walk(root: &Path) -> Vec<String> {
             if e.file_type().expect("type").is_dir() {
                 go(base, &p, out);
             } else {
-                out.push(p.strip_prefix(base).expect("prefix").to_string_lossy().into_owned());
+                out.push(
+                    p.strip_prefix(base)
+                        .expect("prefix")
+                        .to_string_lossy()
+                        .into_owned(),
+                );
             }
         }
     }
@@ -155,5 +187,8 @@ pub fn walk(root: &Path) -> Vec<String> {
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
