@@ -22,6 +22,8 @@ use object_store::{
 };
 use warpdrive_config::{AuthMode, BackendConfig, BackendKind};
 
+use crate::keys::WarnOnce;
+use crate::listfilter::FilteringConnector;
 use crate::{Result, StoreError};
 
 /// Per-request timeout. A FUSE read waits for at most this long per attempt.
@@ -62,7 +64,11 @@ fn both<T: ObjectStore + PaginatedListStore>(s: T) -> Built {
     )
 }
 
-pub(crate) fn build(cfg: &BackendConfig) -> Result<Built> {
+pub(crate) fn build(cfg: &BackendConfig, warned: Arc<WarnOnce>) -> Result<Built> {
+    let connector = || FilteringConnector {
+        backend: cfg.name.clone(),
+        warned: warned.clone(),
+    };
     let fail = |e: object_store::Error| StoreError::Build {
         backend: cfg.name.clone(),
         message: e.to_string(),
@@ -81,6 +87,7 @@ pub(crate) fn build(cfg: &BackendConfig) -> Result<Built> {
             }
             .with_account(account)
             .with_container_name(container)
+            .with_http_connector(connector())
             .with_client_options(client_options(endpoint.as_deref()))
             .with_retry(retry());
             if let Some(e) = endpoint {
@@ -104,6 +111,7 @@ pub(crate) fn build(cfg: &BackendConfig) -> Result<Built> {
             }
             .with_bucket_name(bucket)
             .with_region(region)
+            .with_http_connector(connector())
             .with_client_options(client_options(endpoint.as_deref()))
             .with_retry(retry());
             if let Some(e) = endpoint {
@@ -128,6 +136,7 @@ pub(crate) fn build(cfg: &BackendConfig) -> Result<Built> {
                 _ => GoogleCloudStorageBuilder::new(),
             }
             .with_bucket_name(bucket)
+            .with_http_connector(connector())
             .with_client_options(client_options(endpoint.as_deref()))
             .with_retry(retry());
             if let Some(e) = endpoint {

@@ -43,15 +43,20 @@ impl WarnOnce {
         } else {
             format!("{dir}/{name}")
         };
+        self.warn(backend, &key);
+        false
+    }
+
+    /// Warns about skipping `key`, once per key.
+    pub(crate) fn warn(&self, backend: &str, key: &str) {
         let mut seen = self.seen.lock();
-        if seen.len() < MAX_WARNED_KEYS && seen.insert(key.clone()) {
+        if seen.len() < MAX_WARNED_KEYS && seen.insert(key.to_string()) {
             tracing::warn!(
                 backend,
                 key = %key.escape_debug(),
-                "skipping an object whose key cannot be a path (empty, `.`, `..`, NUL or over 255 bytes)"
+                "skipping an object whose key cannot be a path (empty, `.` or `..` segment, control character, or a name over 255 bytes)"
             );
         }
-        false
     }
 }
 

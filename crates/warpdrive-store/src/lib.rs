@@ -19,6 +19,7 @@
 
 mod builder;
 pub mod keys;
+mod listfilter;
 mod local;
 
 use std::fmt;
@@ -114,7 +115,7 @@ enum Inner {
 pub struct Backend {
     config: BackendConfig,
     inner: Inner,
-    warned: keys::WarnOnce,
+    warned: Arc<keys::WarnOnce>,
 }
 
 impl fmt::Debug for Backend {
@@ -130,17 +131,18 @@ impl fmt::Debug for Backend {
 impl Backend {
     /// Builds the client for one backend. Makes no request.
     pub fn build(config: &BackendConfig) -> Result<Backend> {
+        let warned = Arc::new(keys::WarnOnce::default());
         let inner = match &config.kind {
             BackendKind::Local { path } => Inner::Local(local::LocalDir::new(&config.name, path)),
             _ => {
-                let (store, lister) = builder::build(config)?;
+                let (store, lister) = builder::build(config, warned.clone())?;
                 Inner::Cloud { store, lister }
             }
         };
         Ok(Backend {
             config: config.clone(),
             inner,
-            warned: keys::WarnOnce::default(),
+            warned,
         })
     }
 

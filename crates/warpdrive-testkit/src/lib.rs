@@ -404,16 +404,7 @@ async fn gcs_json_upload(endpoint: &str, bucket: &str, key: &str, data: Vec<u8>)
         .next()
         .and_then(|p| p.trim_end_matches('/').parse().ok())
         .ok_or_else(|| anyhow!("no port in GCS endpoint {endpoint}"))?;
-    let name: String = key
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
+    let name = encode_key(key, false);
     let path = format!("/upload/storage/v1/b/{bucket}/o?uploadType=media&name={name}");
     let (status, body) = tokio::task::spawn_blocking(move || {
         http(
@@ -427,6 +418,40 @@ async fn gcs_json_upload(endpoint: &str, bucket: &str, key: &str, data: Vec<u8>)
     .await??;
     if !(200..300).contains(&status) {
         bail!("uploading {key} to GCS emulator failed with HTTP {status}: {body:.300}");
+    }
+    Ok(())
+}
+
+/// Percent-encodes every byte of `key` except unreserved characters (and `/` if `keep_slash`).
+fn encode_key(key: &str, keep_slash: bool) -> String {
+    key.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_~".contains(&b) || (keep_slash && b == b'/') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Uploads `key` byte for byte, bypassing `object_store`'s key validation, so tests can
+/// create the hostile keys (`a//b`, `..`, 300-byte names) that real buckets may hold.
+/// Supported on moto (an unsigned PUT) and the GCS emulator (a JSON API upload).
+pub fn put_raw(kind: Kind, port: u16, bucket: &str, key: &str, data: &[u8]) -> Result<()> {
+    let (status, body) = match kind {
+        Kind::Moto => http(port, "PUT", &format!("/{bucket}/{}", encode_key(key, true)), &[], data)?,
+        Kind::Gcs => http(
+            port,
+            "POST",
+            &format!("/upload/storage/v1/b/{bucket}/o?uploadType=media&name={}", encode_key(key, false)),
+            &[("Content-Type".into(), "application/octet-stream".into())],
+            data,
+        )?,
+        Kind::Azurite => bail!("put_raw is not supported on Azurite"),
+    };
+    if !(200..300).contains(&status) {
+        bail!("raw upload of {key:?} failed with HTTP {status}: {body:.300}");
     }
     Ok(())
 }
