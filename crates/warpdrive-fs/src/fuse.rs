@@ -27,6 +27,9 @@ use crate::inode::{Ino, Kind};
 /// reader costs one FUSE round trip per MiB instead of per 128 KiB.
 pub const MAX_READAHEAD: u32 = 1 << 20;
 
+/// Asynchronous (readahead) requests the kernel may have outstanding (its default is 12).
+const MAX_BACKGROUND: u16 = 64;
+
 /// Entries returned per `readdir` call at most; the reply buffer usually fills first.
 const READDIR_BATCH: usize = 1024;
 
@@ -90,6 +93,11 @@ impl fuser::Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         if let Err(max) = config.set_max_readahead(MAX_READAHEAD) {
             let _ = config.set_max_readahead(max);
+        }
+        // Let the kernel keep more readahead requests in flight: each is served from a read
+        // window that is usually already fetched, so more of them overlap network and copy.
+        if let Err(max) = config.set_max_background(MAX_BACKGROUND) {
+            let _ = config.set_max_background(max);
         }
         // Lookups and readdirs of one directory may run at once: each is an independent
         // request to the store, and serialising them would make `ls -l` of a big prefix slow.

@@ -1,0 +1,141 @@
+//! `make bench`: listing and sequential-read throughput through the mount, each divided by the
+//! same work done with the store API directly, against the same emulator in the same run.
+//!
+//! * Listing: a prefix of N one-byte objects (moto, seeded in-process), listed with
+//!   `read_dir` through a fresh mount vs paging `Backend::list_page` directly (1,000 per page).
+//!   Target: mount ÷ direct ≤ 1.2.
+//! * Reading: a 256 MiB object read sequentially with 1 MiB `read`s through the mount vs a
+//!   loop of sequential 8 MiB ranged GETs, on Azurite, moto and fake-gcs-server. Target:
+//!   mount throughput ÷ direct ≥ 0.9. Best of `REPS` runs each, alternating, so a noisy
+//!   neighbour hurts both sides alike.
+//!
+//! Prints a table of what it measured; asserts nothing.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Mount, runtime};
+use warpdrive_config::BackendConfig;
+use warpdrive_store::Backend;
+use warpdrive_testkit::{Emulator, Kind, random_bytes, upload_many};
+
+const READ_SIZE: usize = 256 << 20;
+const DIRECT_CHUNK: u64 = 8 << 20;
+const REPS: usize = 3;
+
+fn mib_s(bytes: usize, d: Duration) -> f64 {
+    bytes as f64 / (1 << 20) as f64 / d.as_secs_f64()
+}
+
+async fn direct_list(b: &Backend, dir: &str) -> (usize, Duration) {
+    let start = Instant::now();
+    let mut n = 0;
+    let mut token = None;
+    loop {
+        let page = b.list_page(dir, token.take(), None).await.expect("list page");
+        n += page.dirs.len() + page.objects.len();
+        match page.next {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    (n, start.elapsed())
+}
+
+fn mount_list(m: &Mount, rel: &str) -> (usize, Duration) {
+    let start = Instant::now();
+    let n = std::fs::read_dir(m.path(rel)).expect("read_dir").count();
+    (n, start.elapsed())
+}
+
+async fn direct_read(b: &Backend, key: &str, size: u64) -> Duration {
+    let start = Instant::now();
+    let mut off = 0;
+    while off < size {
+        let end = (off + DIRECT_CHUNK).min(size);
+        let bytes = b.get_range(key, off..end, None).await.expect("get_range");
+        assert_eq!(bytes.len() as u64, end - off);
+        off = end;
+    }
+    start.elapsed()
+}
+
+fn mount_read(m: &Mount, rel: &str) -> Duration {
+    let start = Instant::now();
+    let mut f = std::fs::File::open(m.path(rel)).expect("open");
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0;
+    loop {
+        let n = f.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    assert_eq!(total, READ_SIZE);
+    start.elapsed()
+}
+
+/// Whether a section runs: `cargo bench --bench mount -- read` runs only sections whose name
+/// contains "read".
+fn selected(name: &str) -> bool {
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+}
+
+fn main() {
+    let rt = runtime();
+    println!("# WarpDrive benchmarks (mount vs direct store API, same emulator, same run)\n");
+
+    // Listing.
+    println!("| listing | objects | direct | mount | mount ÷ direct (target ≤ 1.2) |");
+    println!("|---|---:|---:|---:|---:|");
+    for n in [10_000usize, 100_000] {
+        if !selected(&format!("list-{n}")) {
+            continue;
+        }
+        let em = Emulator::start_moto_seeded("list", "big/", n).expect("seeded moto");
+        let cfg = em.backend("list", "list", "");
+        let b = Backend::build(&cfg).expect("backend");
+        let (dn, dt) = rt.block_on(direct_list(&b, "big"));
+        let m = Mount::start(std::slice::from_ref(&cfg), "");
+        let (mn, mt) = mount_list(&m, "list/big");
+        // `read_dir` excludes `.` and `..`; both must see every object.
+        assert_eq!((dn, mn), (n, n), "listing counts");
+        println!(
+            "| moto, list-with-delimiter | {n} | {:.2} s | {:.2} s | {:.2} |",
+            dt.as_secs_f64(),
+            mt.as_secs_f64(),
+            mt.as_secs_f64() / dt.as_secs_f64()
+        );
+    }
+
+    // Sequential reads.
+    println!("\n| read 256 MiB | direct (8 MiB GETs) | mount (1 MiB reads) | mount ÷ direct (target ≥ 0.9) |");
+    println!("|---|---:|---:|---:|");
+    let data = random_bytes(READ_SIZE, 7);
+    for kind in [Kind::Azurite, Kind::Moto, Kind::Gcs] {
+        if !selected(&format!("read-{}", kind.name())) {
+            continue;
+        }
+        let em = Emulator::start(kind).expect("emulator");
+        em.create_bucket("read").expect("bucket");
+        let cfg: BackendConfig = em.backend("r", "read", "");
+        rt.block_on(upload_many(&cfg, vec![("big.bin".into(), data.clone())], 1)).expect("upload");
+        let b = Arc::new(Backend::build(&cfg).expect("backend"));
+        let m = Mount::start(std::slice::from_ref(&cfg), "");
+        let mut best_direct = Duration::MAX;
+        let mut best_mount = Duration::MAX;
+        for _ in 0..REPS {
+            best_direct = best_direct.min(rt.block_on(direct_read(&b, "big.bin", READ_SIZE as u64)));
+            best_mount = best_mount.min(mount_read(&m, "r/big.bin"));
+        }
+        let d = mib_s(READ_SIZE, best_direct);
+        let mm = mib_s(READ_SIZE, best_mount);
+        println!("| {} | {d:.0} MiB/s | {mm:.0} MiB/s | {:.2} |", kind.name(), mm / d);
+    }
+}
