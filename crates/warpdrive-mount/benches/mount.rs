@@ -36,7 +36,10 @@ async fn direct_list(b: &Backend, dir: &str) -> (usize, Duration) {
     let mut n = 0;
     let mut token = None;
     loop {
-        let page = b.list_page(dir, token.take(), None).await.expect("list page");
+        let page = b
+            .list_page(dir, token.take(), None)
+            .await
+            .expect("list page");
         n += page.dirs.len() + page.objects.len();
         match page.next {
             Some(t) => token = Some(t),
@@ -83,7 +86,10 @@ fn mount_read(m: &Mount, rel: &str) -> Duration {
 /// Whether a section runs: `cargo bench --bench mount -- read` runs only sections whose name
 /// contains "read".
 fn selected(name: &str) -> bool {
-    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
 }
 
@@ -115,7 +121,9 @@ fn main() {
     }
 
     // Sequential reads.
-    println!("\n| read 256 MiB | direct (8 MiB GETs) | mount (1 MiB reads) | mount ÷ direct (target ≥ 0.9) |");
+    println!(
+        "\n| read 256 MiB | direct (8 MiB GETs) | mount (1 MiB reads) | mount ÷ direct (target ≥ 0.9) |"
+    );
     println!("|---|---:|---:|---:|");
     let data = random_bytes(READ_SIZE, 7);
     for kind in [Kind::Azurite, Kind::Moto, Kind::Gcs] {
@@ -125,17 +133,23 @@ fn main() {
         let em = Emulator::start(kind).expect("emulator");
         em.create_bucket("read").expect("bucket");
         let cfg: BackendConfig = em.backend("r", "read", "");
-        rt.block_on(upload_many(&cfg, vec![("big.bin".into(), data.clone())], 1)).expect("upload");
+        rt.block_on(upload_many(&cfg, vec![("big.bin".into(), data.clone())], 1))
+            .expect("upload");
         let b = Arc::new(Backend::build(&cfg).expect("backend"));
         let m = Mount::start(std::slice::from_ref(&cfg), "");
         let mut best_direct = Duration::MAX;
         let mut best_mount = Duration::MAX;
         for _ in 0..REPS {
-            best_direct = best_direct.min(rt.block_on(direct_read(&b, "big.bin", READ_SIZE as u64)));
+            best_direct =
+                best_direct.min(rt.block_on(direct_read(&b, "big.bin", READ_SIZE as u64)));
             best_mount = best_mount.min(mount_read(&m, "r/big.bin"));
         }
         let d = mib_s(READ_SIZE, best_direct);
         let mm = mib_s(READ_SIZE, best_mount);
-        println!("| {} | {d:.0} MiB/s | {mm:.0} MiB/s | {:.2} |", kind.name(), mm / d);
+        println!(
+            "| {} | {d:.0} MiB/s | {mm:.0} MiB/s | {:.2} |",
+            kind.name(),
+            mm / d
+        );
     }
 }

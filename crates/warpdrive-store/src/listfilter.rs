@@ -11,12 +11,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use object_store::ClientOptions;
 use object_store::client::{
-    HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpResponseBody,
-    HttpService, ReqwestConnector,
+    HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpResponseBody, HttpService,
+    ReqwestConnector,
 };
 use object_store::path::Path as StorePath;
-use object_store::ClientOptions;
 
 use crate::keys::WarnOnce;
 
@@ -72,7 +72,10 @@ impl HttpService for ListFilter {
         let (mut parts, body) = resp.into_parts();
         let bytes = body.bytes().await?;
         let Ok(text) = std::str::from_utf8(&bytes) else {
-            return Ok(HttpResponse::from_parts(parts, HttpResponseBody::from(bytes)));
+            return Ok(HttpResponse::from_parts(
+                parts,
+                HttpResponseBody::from(bytes),
+            ));
         };
         let filtered = filter_list_xml(text, |key| {
             let ok = StorePath::parse(key).is_ok();
@@ -86,7 +89,10 @@ impl HttpService for ListFilter {
                 parts.headers.remove("content-length");
                 Ok(HttpResponse::from_parts(parts, HttpResponseBody::from(out)))
             }
-            None => Ok(HttpResponse::from_parts(parts, HttpResponseBody::from(bytes))),
+            None => Ok(HttpResponse::from_parts(
+                parts,
+                HttpResponseBody::from(bytes),
+            )),
         }
     }
 }
@@ -156,7 +162,9 @@ fn unescape(s: &str) -> String {
             "gt" => Some('>'),
             "quot" => Some('"'),
             "apos" => Some('\''),
-            e if e.starts_with("#x") => u32::from_str_radix(&e[2..], 16).ok().and_then(char::from_u32),
+            e if e.starts_with("#x") => u32::from_str_radix(&e[2..], 16)
+                .ok()
+                .and_then(char::from_u32),
             e if e.starts_with('#') => e[1..].parse().ok().and_then(char::from_u32),
             _ => None,
         };
@@ -189,8 +197,14 @@ mod tests {
             </ListBucketResult>";
         let out = filter_list_xml(xml, valid).expect("something removed");
         assert!(out.contains("<Key>d/ok</Key>") && out.contains("<Prefix>d/a/</Prefix>"));
-        assert!(!out.contains("d/..") && !out.contains("d//") && !out.contains("d/./"), "{out}");
-        assert!(out.starts_with("<ListBucketResult><Prefix>d/</Prefix>") && out.ends_with("</ListBucketResult>"));
+        assert!(
+            !out.contains("d/..") && !out.contains("d//") && !out.contains("d/./"),
+            "{out}"
+        );
+        assert!(
+            out.starts_with("<ListBucketResult><Prefix>d/</Prefix>")
+                && out.ends_with("</ListBucketResult>")
+        );
     }
 
     #[test]

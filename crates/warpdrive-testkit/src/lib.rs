@@ -23,6 +23,9 @@ use object_store::{ObjectStoreExt, PutPayload};
 use warpdrive_config::{AuthMode, BackendConfig, BackendKind};
 use warpdrive_store::Backend;
 
+mod proxy;
+pub use proxy::DelayProxy;
+
 /// Azurite's well-known development account and key (published in Azurite's documentation).
 pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
 const AZURITE_KEY: &str =
@@ -440,11 +443,20 @@ fn encode_key(key: &str, keep_slash: bool) -> String {
 /// Supported on moto (an unsigned PUT) and the GCS emulator (a JSON API upload).
 pub fn put_raw(kind: Kind, port: u16, bucket: &str, key: &str, data: &[u8]) -> Result<()> {
     let (status, body) = match kind {
-        Kind::Moto => http(port, "PUT", &format!("/{bucket}/{}", encode_key(key, true)), &[], data)?,
+        Kind::Moto => http(
+            port,
+            "PUT",
+            &format!("/{bucket}/{}", encode_key(key, true)),
+            &[],
+            data,
+        )?,
         Kind::Gcs => http(
             port,
             "POST",
-            &format!("/upload/storage/v1/b/{bucket}/o?uploadType=media&name={}", encode_key(key, false)),
+            &format!(
+                "/upload/storage/v1/b/{bucket}/o?uploadType=media&name={}",
+                encode_key(key, false)
+            ),
             &[("Content-Type".into(), "application/octet-stream".into())],
             data,
         )?,
