@@ -20,11 +20,12 @@ cleanup() {
     if mountpoint -q "$MNT" 2>/dev/null; then umount "$MNT" 2>/dev/null || umount -l "$MNT"; fi
     [ -f "$STATE/testkit.pid" ] && kill "$(cat "$STATE/testkit.pid")" 2>/dev/null || true
     wait 2>/dev/null || true
+    rm -rf "$STATE"
 }
 trap cleanup EXIT
 
 bold "Phase 0: starting local emulators and uploading sample shards"
-if mountpoint -q "$MNT" 2>/dev/null || ! stat "$MNT" >/dev/null 2>&1 && [ -e "$MNT" ]; then
+if grep -qs " $MNT fuse" /proc/mounts; then
     echo "clearing a previous mount at $MNT"; umount "$MNT" 2>/dev/null || umount -l "$MNT" || true
 fi
 mkdir -p "$MNT"
