@@ -187,13 +187,14 @@ pub enum BackendKind {
     },
     S3 {
         bucket: String,
-        region: String,
+        /// `None`: the environment's `AWS_REGION` with `auth: environment`, else us-east-1.
+        region: Option<String>,
         /// S3-compatible endpoint override (emulators, MinIO, other clouds).
         endpoint: Option<String>,
     },
     Gcs {
         bucket: String,
-        /// JSON API base URL override (emulators).
+        /// Base URL override (emulators); `object_store` uses GCS's XML API below it.
         endpoint: Option<String>,
     },
     Local {

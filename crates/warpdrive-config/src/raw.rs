@@ -181,7 +181,7 @@ impl RawBackend {
             (
                 BackendKind::S3 {
                     bucket,
-                    region: s.region.unwrap_or_else(|| "us-east-1".to_string()),
+                    region: s.region,
                     endpoint: endpoint(s.endpoint, at("s3.endpoint"))?,
                 },
                 normalise_prefix(s.prefix, at("s3.prefix"))?,
@@ -226,10 +226,10 @@ impl RawBackend {
                 "`emulator` uses well-known development credentials and is only allowed with a loopback `endpoint` (127.0.0.1 or localhost)".into(),
             ));
         }
-        if auth == AuthMode::WorkloadIdentity && matches!(kind, BackendKind::Local { .. }) {
+        if matches!(kind, BackendKind::Local { .. }) && auth != AuthMode::Anonymous {
             return Err((
                 at("auth"),
-                "a local backend has no identity; remove `auth`".into(),
+                "a local backend has no identity; remove `auth` or set it to `anonymous`".into(),
             ));
         }
 

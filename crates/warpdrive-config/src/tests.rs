@@ -40,7 +40,7 @@ fn the_issue_example_parses() {
     assert_eq!(c.backends[4].kind.type_name(), "local");
     assert_eq!(c.fuse.threads, DEFAULT_FUSE_THREADS);
     assert!(!c.fuse.allow_other);
-    // The rendered config parses back to nothing surprising.
+    // The resolved config names every backend and writes units back out.
     let yaml = c.to_yaml();
     assert!(yaml.contains("datasets-wus3"), "{yaml}");
     assert!(yaml.contains("max_size: 500GiB"), "{yaml}");
@@ -143,6 +143,11 @@ fn malformed_configs_name_the_field() {
             "backends:",
             "backends: []\nunused:",
             &["unknown field `unused`"],
+        ),
+        (
+            "local: { path: /data/scratch }",
+            "local: { path: /data/scratch }\n    auth: managed_identity",
+            &["(scratch).auth", "no identity"],
         ),
     ];
     for (from, to, words) in cases {

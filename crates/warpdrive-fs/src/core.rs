@@ -222,8 +222,12 @@ impl Fs {
         {
             let entry = l.find(name).ok_or(FsError::NotFound)?;
             let node = self.node(entry.ino)?;
-            let info = node.state.lock().info.as_ref().map(|(i, _)| i.clone());
-            return Ok(self.attr_of(&node, info.as_ref()));
+            if node.kind == Kind::Dir {
+                return Ok(self.attr_of(&node, None));
+            }
+            // Usually fresh from the listing; re-fetched if it was dropped (object changed).
+            let info = self.file_info(&node).await?;
+            return Ok(self.attr_of(&node, Some(&info)));
         }
 
         let key = Self::child_key(&parent, name);
@@ -239,6 +243,8 @@ impl Fs {
                 Ok(self.attr_of(&node, Some(&info)))
             }
             (Err(StoreError::NotFound { .. }), Ok(false)) => Err(FsError::NotFound),
+            // The object is absent but the prefix check failed: report the failure, not ENOENT.
+            (Err(StoreError::NotFound { .. }), Err(e)) => Err(e.into()),
             (Err(e), _) => Err(e.into()),
         }
     }
@@ -307,11 +313,17 @@ impl Fs {
         match h.windows.read(offset, u64::from(size)).await {
             Ok(b) => Ok(b),
             Err(e) => {
-                if let StoreError::PreconditionFailed { .. } = *e {
-                    // The object changed: forget its metadata so the next open sees the new one.
+                if matches!(
+                    *e,
+                    StoreError::PreconditionFailed { .. } | StoreError::NotFound { .. }
+                ) {
+                    // The object changed or is gone: forget its metadata so the next lookup
+                    // or open asks the store again.
                     if let Some(n) = self.inodes.get(h.ino) {
                         n.state.lock().info = None;
                     }
+                }
+                if let StoreError::PreconditionFailed { .. } = *e {
                     tracing::warn!(
                         ino = h.ino.0,
                         "object changed while open; reopen to read the new version"
@@ -542,6 +554,124 @@ fn clone_store_error(e: &StoreError) -> StoreError {
                 backend: backend.clone(),
                 message: message.clone(),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+    use warpdrive_config::{AuthMode, BackendConfig, BackendKind};
+
+    use super::*;
+
+    fn fs_over(dir: &Path) -> Arc<Fs> {
+        let cfg = BackendConfig {
+            name: "data".into(),
+            kind: BackendKind::Local {
+                path: dir.to_path_buf(),
+            },
+            prefix: String::new(),
+            auth: AuthMode::Anonymous,
+        };
+        let backend = Arc::new(Backend::build(&cfg).expect("local backend"));
+        Fs::new(
+            FsConfig {
+                metadata_ttl: MetadataTtl::For(Duration::from_secs(60)),
+                uid: 0,
+                gid: 0,
+            },
+            vec![backend],
+        )
+    }
+
+    async fn all_entries(fs: &Arc<Fs>, ino: Ino) -> Vec<String> {
+        let fh = fs.opendir(ino).expect("opendir");
+        let mut names = Vec::new();
+        let mut offset = 0;
+        loop {
+            // Small batches exercise resuming from the kernel's offset.
+            let batch = fs.readdir(fh, offset, 2).await.expect("readdir");
+            let Some(last) = batch.last() else { break };
+            offset = last.next_offset;
+            names.extend(batch.into_iter().map(|e| e.name));
+        }
+        fs.releasedir(fh);
+        names
+    }
+
+    #[tokio::test]
+    async fn namespace_and_reads_without_a_kernel() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("a")).expect("mkdir");
+        std::fs::write(dir.path().join("a/b.txt"), b"hello").expect("write");
+        std::fs::write(dir.path().join("a/c.txt"), b"").expect("write");
+        std::fs::write(dir.path().join("top"), b"t").expect("write");
+        let fs = fs_over(dir.path());
+
+        assert_eq!(all_entries(&fs, Ino::ROOT).await, vec![".", "..", "data"]);
+        let data = fs.lookup(Ino::ROOT, "data").await.expect("backend dir");
+        assert_eq!(data.kind, Kind::Dir);
+        assert_eq!(
+            all_entries(&fs, data.ino).await,
+            vec![".", "..", "a", "top"]
+        );
+        let a = fs.lookup(data.ino, "a").await.expect("a");
+        assert_eq!(
+            all_entries(&fs, a.ino).await,
+            vec![".", "..", "b.txt", "c.txt"]
+        );
+        let b = fs.lookup(a.ino, "b.txt").await.expect("b.txt");
+        assert_eq!((b.kind, b.size, b.perm), (Kind::File, 5, 0o444));
+        assert_eq!(fs.lookup(a.ino, "b.txt").await.expect("again").ino, b.ino);
+        assert!(matches!(
+            fs.lookup(a.ino, "nope").await,
+            Err(FsError::NotFound)
+        ));
+        assert!(matches!(
+            fs.lookup(a.ino, "..").await,
+            Err(FsError::NotFound)
+        ));
+        assert!(matches!(fs.open(b.ino, true).await, Err(FsError::ReadOnly)));
+        assert!(matches!(fs.open(a.ino, false).await, Err(FsError::IsDir)));
+
+        let fh = fs.open(b.ino, false).await.expect("open");
+        assert_eq!(&fs.read(fh, 0, 100).await.expect("read")[..], b"hello");
+        assert_eq!(&fs.read(fh, 3, 100).await.expect("read")[..], b"lo");
+        assert!(fs.read(fh, 10, 100).await.expect("past end").is_empty());
+        fs.release(fh);
+        assert!(matches!(fs.read(fh, 0, 1).await, Err(FsError::BadHandle)));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Reference model: any sequence of reads through one handle returns exactly the bytes
+        /// of the object, whatever mix of sequential and random offsets it makes.
+        #[test]
+        fn random_reads_equal_the_object(
+            size in 0usize..3_000_000,
+            reads in prop::collection::vec((0u64..3_100_000, 1u32..1_100_000), 1..40),
+        ) {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+            let dir = tempfile::tempdir().expect("tempdir");
+            let data: Vec<u8> = (0..size).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+            std::fs::write(dir.path().join("obj"), &data).expect("write");
+            rt.block_on(async {
+                let fs = fs_over(dir.path());
+                let root = fs.lookup(Ino::ROOT, "data").await.expect("dir");
+                let f = fs.lookup(root.ino, "obj").await.expect("obj");
+                let fh = fs.open(f.ino, false).await.expect("open");
+                for (off, len) in reads {
+                    let got = fs.read(fh, off, len).await.expect("read");
+                    let s = (off as usize).min(size);
+                    let e = (off as usize + len as usize).min(size);
+                    prop_assert_eq!(&got[..], &data[s..e]);
+                }
+                Ok(())
+            })?;
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Is a WarpDrive filesystem mounted at a path, live or stale?
 //!
 //! Read from `/proc/self/mountinfo` (the kernel's mount table) and a `stat` of the path: a
-//! FUSE mount whose daemon died still appears in the table, but `stat` fails with `ENOTCONN`.
+//! FUSE mount whose daemon died still appears in the table, but `statfs` fails with `ENOTCONN`.
 
 use std::path::Path;
 
@@ -96,18 +96,27 @@ fn probe(path: &Path) -> std::io::Result<()> {
     }
 }
 
+fn is_ours(fstype: &str, source: &str) -> bool {
+    source == FS_NAME || fstype == format!("fuse.{FS_NAME}")
+}
+
 /// The state of `path` as a WarpDrive mount point.
 pub fn mount_state(path: &Path) -> MountState {
     let entry = mount_entry(path);
     let stat = probe(path);
     if let Err(e) = &stat
         && e.raw_os_error() == Some(libc::ENOTCONN)
+        && entry
+            .as_ref()
+            .is_none_or(|(fstype, source)| is_ours(fstype, source))
     {
+        // Disconnected: a FUSE mount whose daemon died. Only WarpDrive's own mounts (or one
+        // missing from this namespace's table) count as stale; another's is left alone.
         return MountState::Stale;
     }
     match entry {
         Some((fstype, source)) if fstype.starts_with("fuse") => {
-            if source == FS_NAME || fstype == format!("fuse.{FS_NAME}") {
+            if is_ours(&fstype, &source) {
                 if stat.is_ok() {
                     MountState::Live
                 } else {

@@ -150,7 +150,14 @@ impl ReadWindows {
                 // Drive the prefetch on the runtime; its result waits in the shared future.
                 tokio::spawn(p.data.map(|_| ()));
             }
-            let data = win.data.await?;
+            let data = match win.data.clone().await {
+                Ok(d) => d,
+                Err(e) => {
+                    // Forget the failed window so the next read of this range tries again.
+                    self.state.lock().windows.retain(|w| w.range != win.range);
+                    return Err(e);
+                }
+            };
             let from = (pos - win.range.start) as usize;
             let to = ((end.min(win.range.end)) - win.range.start) as usize;
             if to > data.len() {

@@ -109,8 +109,11 @@ pub(crate) fn detach(args: &Args, config: &Config) -> u8 {
             return exit::OK;
         }
         if start.elapsed() > START_TIMEOUT {
+            // Do not leave a daemon behind that might still mount later, unexpectedly.
+            let _ = child.kill();
+            let _ = child.wait();
             eprintln!(
-                "warpdrive-mount: the daemon (pid {}) has not mounted {} after {:?}; see {}",
+                "warpdrive-mount: the daemon (pid {}) had not mounted {} after {:?} and was stopped; see {}",
                 child.id(),
                 config.mount_point.display(),
                 START_TIMEOUT,

@@ -90,7 +90,6 @@ fn main() -> ExitCode {
     match serve::run(config) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("warpdrive-mount: {e:#}");
             ExitCode::from(exit::FAILED)
         }

@@ -110,10 +110,12 @@ pub(crate) fn build(cfg: &BackendConfig, warned: Arc<WarnOnce>) -> Result<Built>
                 _ => AmazonS3Builder::new(),
             }
             .with_bucket_name(bucket)
-            .with_region(region)
             .with_http_connector(connector())
             .with_client_options(client_options(endpoint.as_deref()))
             .with_retry(retry());
+            if let Some(r) = region {
+                b = b.with_region(r);
+            }
             if let Some(e) = endpoint {
                 b = b.with_endpoint(e).with_virtual_hosted_style_request(false);
             }

@@ -101,6 +101,8 @@ pub struct ListPage {
     pub objects: Vec<(String, ObjectInfo)>,
     /// Continuation token for the next page; `None` on the last page.
     pub next: Option<String>,
+    /// The directory has a marker object (`dir/`), so it exists even if empty.
+    pub marker: bool,
 }
 
 enum Inner {
@@ -228,6 +230,7 @@ impl Backend {
                     };
                     // A directory marker object (`dir/`) lists as the directory itself.
                     if name.is_empty() {
+                        page.marker = true;
                         continue;
                     }
                     if self.warned.accept(&self.config.name, dir, name) {
@@ -249,7 +252,7 @@ impl Backend {
     /// Whether anything exists below the directory key `dir`.
     pub async fn dir_exists(&self, dir: &str) -> Result<bool> {
         let page = self.list_page(dir, None, Some(1)).await?;
-        Ok(!page.dirs.is_empty() || !page.objects.is_empty() || page.next.is_some())
+        Ok(page.marker || !page.dirs.is_empty() || !page.objects.is_empty() || page.next.is_some())
     }
 
     /// An object's metadata.

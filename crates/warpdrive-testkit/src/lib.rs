@@ -1,6 +1,6 @@
 //! Emulator fixtures for tests, benchmarks and the demo.
 //!
-//! [`Emulator::start`] launches Azurite (Azure Blob), moto server (S3) or gcp-storage-emulator
+//! [`Emulator::start`] launches Azurite (Azure Blob), moto server (S3) or fake-gcs-server
 //! (GCS) on a free loopback port with its state in a temporary directory, waits until it
 //! answers, and kills it on drop. [`Emulator::create_bucket`] makes a container or bucket with
 //! one plain HTTP request (signed with Azurite's published development key where needed), and
@@ -269,7 +269,7 @@ pub fn emulator_backend(
         },
         Kind::Moto => BackendKind::S3 {
             bucket: bucket.to_string(),
-            region: "us-east-1".to_string(),
+            region: Some("us-east-1".to_string()),
             endpoint: Some(endpoint.to_string()),
         },
         Kind::Gcs => BackendKind::Gcs {

@@ -33,7 +33,8 @@ pub fn config_yaml(
                 endpoint.as_deref().unwrap_or_default()
             )),
             BackendKind::S3 { bucket, region, endpoint } => y.push_str(&format!(
-                "    s3: {{ bucket: {bucket}, region: {region}, prefix: \"{prefix}\", endpoint: \"{}\" }}\n",
+                "    s3: {{ bucket: {bucket}, region: {}, prefix: \"{prefix}\", endpoint: \"{}\" }}\n",
+                region.as_deref().unwrap_or("us-east-1"),
                 endpoint.as_deref().unwrap_or_default()
             )),
             BackendKind::Gcs { bucket, endpoint } => y.push_str(&format!(
