@@ -518,6 +518,13 @@ impl Fs {
         }
     }
 
+    /// How far the current listing of directory `ino` has got, if one was started.
+    pub fn listing_status(&self, ino: Ino) -> Option<(Status, usize)> {
+        let node = self.inodes.get(ino)?;
+        let l = node.state.lock().listing.clone()?;
+        Some((l.status(), l.len()))
+    }
+
     pub fn stats(&self) -> FsStats {
         FsStats {
             inodes: self.inodes.len() as u64,
