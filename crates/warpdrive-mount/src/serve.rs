@@ -22,6 +22,9 @@ use crate::mountpoint;
 /// How long to wait for the session threads after unmounting before giving up on them.
 const UNMOUNT_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the start-up reachability probe of each backend may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Kernel readahead for the mount, in KiB: matches the 1 MiB FUSE reads we ask for.
 const READ_AHEAD_KB: u32 = 1024;
 
@@ -41,6 +44,18 @@ pub(crate) fn run(config: Config) -> Result<()> {
         .thread_name("warpdrive-io")
         .build()
         .context("starting the I/O runtime")?;
+
+    // Probe every backend once in the background: a wrong endpoint or missing permission is
+    // reported in the log at start instead of at the first `ls`. Mounting does not wait.
+    for b in &backends {
+        let b = b.clone();
+        rt.spawn(async move {
+            match b.probe(PROBE_TIMEOUT).await {
+                Ok(()) => tracing::info!(backend = b.name(), "backend reachable"),
+                Err(e) => tracing::warn!(backend = b.name(), error = %e, "backend unreachable at start; its directory will answer EIO until it is"),
+            }
+        });
+    }
 
     let fs = Fs::new(
         FsConfig {

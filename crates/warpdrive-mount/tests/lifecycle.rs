@@ -313,3 +313,35 @@ fn bad_mount_points_are_clear_errors() {
     assert!(err.contains("not empty"), "{err}");
     assert!(full.join("precious").exists());
 }
+
+#[test]
+fn an_unreachable_backend_answers_eio_and_is_logged() {
+    let src = tempfile::tempdir().expect("tempdir");
+    let port = warpdrive_testkit::free_port().expect("port");
+    let dead = warpdrive_testkit::emulator_backend(
+        warpdrive_testkit::Kind::Moto,
+        &format!("http://127.0.0.1:{port}"),
+        "down",
+        "nothing",
+        "",
+    );
+    let m = Mount::start(&[local_backend(src.path()), dead], "");
+    // The healthy backend is unaffected.
+    assert_eq!(
+        std::fs::read(m.path("data/file.txt")).expect("read"),
+        b"contents\n"
+    );
+    let e = std::fs::read_dir(m.path("down"))
+        .and_then(|d| d.collect::<Result<Vec<_>, _>>())
+        .expect_err("listing a dead endpoint");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    let start = Instant::now();
+    while !m.log().contains("backend unreachable at start") {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no start-up warning:\n{}",
+            m.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
