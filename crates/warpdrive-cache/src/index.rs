@@ -1,0 +1,266 @@
+//! The persistent index: `index.db`, SQLite in WAL mode, written by one background thread.
+//!
+//! The hot path never waits on SQLite. [`Cache`](crate::Cache) keeps the whole index in memory
+//! and sends every change to the writer thread as an [`Op`]; the thread takes the first op,
+//! drains whatever else arrived (up to [`MAX_BATCH`]), and commits them in one transaction.
+//! `flush` sends a marker and waits for the commit that includes it.
+//!
+//! Crash safety comes from the order of writes, not from syncing: a block's bytes are written
+//! to its data file before its index row is queued, so a committed row never names bytes that
+//! were not written. If the machine loses power after the row is committed but before the
+//! page cache reached the disk, the block's CRC32C no longer matches and the block is dropped
+//! on its next read. WAL mode lets `warpdrive-ctl` read the index while the daemon writes.
+
+use std::path::Path;
+use std::sync::mpsc;
+
+use rusqlite::{Connection, params};
+
+use crate::CacheError;
+
+/// The on-disk format version: bump it with any change to the schema or the data file
+/// layout. An index with another version is discarded and rebuilt (with a log line).
+pub const FORMAT_VERSION: i64 = 1;
+
+/// The schema of format [`FORMAT_VERSION`]. The golden test in `tests.rs` fails if this text
+/// changes without a version bump.
+pub(crate) const SCHEMA: &str = "\
+CREATE TABLE objects (
+    id INTEGER PRIMARY KEY,
+    backend TEXT NOT NULL,
+    key TEXT NOT NULL,
+    etag TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    last_access INTEGER NOT NULL,
+    UNIQUE (backend, key)
+);
+CREATE TABLE blocks (
+    object_id INTEGER NOT NULL REFERENCES objects(id) ON DELETE CASCADE,
+    block INTEGER NOT NULL,
+    crc32c INTEGER NOT NULL,
+    PRIMARY KEY (object_id, block)
+) WITHOUT ROWID;
+CREATE TABLE counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+";
+
+/// Most changes committed in one transaction.
+const MAX_BATCH: usize = 4096;
+
+/// One change to the index.
+#[derive(Debug)]
+pub(crate) enum Op {
+    PutObject {
+        id: u64,
+        backend: String,
+        key: String,
+        etag: String,
+        size: u64,
+        last_access: i64,
+    },
+    PutBlock {
+        object_id: u64,
+        block: u64,
+        crc: u32,
+    },
+    DropBlock {
+        object_id: u64,
+        block: u64,
+    },
+    DropObject {
+        id: u64,
+    },
+    Touch {
+        id: u64,
+        last_access: i64,
+    },
+    AddCounter {
+        name: &'static str,
+        delta: i64,
+    },
+    Flush(mpsc::Sender<()>),
+}
+
+/// An object row as loaded at start.
+#[derive(Debug)]
+pub(crate) struct LoadedObject {
+    pub id: u64,
+    pub backend: String,
+    pub key: String,
+    pub etag: String,
+    pub size: u64,
+    pub last_access: i64,
+    pub blocks: Vec<(u64, u32)>,
+}
+
+/// Opens (or creates) the index. The flag is true when an existing index had another format
+/// and was discarded; its data files are then unknown and removed by the caller.
+pub(crate) fn open(path: &Path) -> Result<(Connection, bool), CacheError> {
+    let fresh = !path.exists();
+    let mut conn = connect(path)?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let mut rebuilt = false;
+    if !fresh && version != FORMAT_VERSION {
+        tracing::warn!(
+            found = version,
+            expected = FORMAT_VERSION,
+            path = %path.display(),
+            "cache index has another format version; rebuilding the cache empty"
+        );
+        drop(conn);
+        for suffix in ["", "-wal", "-shm"] {
+            let p = format!("{}{suffix}", path.display());
+            let _ = std::fs::remove_file(p);
+        }
+        conn = connect(path)?;
+        rebuilt = true;
+    }
+    if fresh || rebuilt {
+        let tx = conn.transaction()?;
+        tx.execute_batch(SCHEMA)?;
+        tx.pragma_update(None, "user_version", FORMAT_VERSION)?;
+        tx.commit()?;
+    }
+    Ok((conn, rebuilt))
+}
+
+fn connect(path: &Path) -> Result<Connection, CacheError> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // WAL with NORMAL is durable across process crashes; a power loss may drop the last
+    // commits, which only costs refetching those blocks.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    Ok(conn)
+}
+
+/// Every object with its blocks.
+pub(crate) fn load(conn: &Connection) -> Result<Vec<LoadedObject>, CacheError> {
+    let mut objects = Vec::new();
+    let mut stmt = conn.prepare("SELECT id, backend, key, etag, size, last_access FROM objects")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(LoadedObject {
+            id: r.get::<_, i64>(0)? as u64,
+            backend: r.get(1)?,
+            key: r.get(2)?,
+            etag: r.get(3)?,
+            size: r.get::<_, i64>(4)? as u64,
+            last_access: r.get(5)?,
+            blocks: Vec::new(),
+        })
+    })?;
+    for row in rows {
+        objects.push(row?);
+    }
+    let mut by_id: std::collections::HashMap<u64, usize> =
+        objects.iter().enumerate().map(|(i, o)| (o.id, i)).collect();
+    let mut stmt = conn.prepare("SELECT object_id, block, crc32c FROM blocks")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)? as u64,
+            r.get::<_, i64>(1)? as u64,
+            r.get::<_, i64>(2)? as u32,
+        ))
+    })?;
+    for row in rows {
+        let (oid, block, crc) = row?;
+        if let Some(i) = by_id.get_mut(&oid) {
+            objects[*i].blocks.push((block, crc));
+        }
+    }
+    Ok(objects)
+}
+
+/// A persisted counter's value.
+pub(crate) fn counter(conn: &Connection, name: &str) -> Result<i64, CacheError> {
+    Ok(conn
+        .query_row("SELECT value FROM counters WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
+        .unwrap_or(0))
+}
+
+/// Runs the writer until the channel closes.
+pub(crate) fn run_writer(mut conn: Connection, rx: mpsc::Receiver<Op>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let mut flushes = Vec::new();
+        if let Err(e) = apply(&mut conn, batch, &mut flushes) {
+            tracing::error!(error = %e, "cache index write failed; the affected blocks will be refetched after a restart");
+        }
+        for f in flushes {
+            let _ = f.send(());
+        }
+    }
+}
+
+fn apply(
+    conn: &mut Connection,
+    batch: Vec<Op>,
+    flushes: &mut Vec<mpsc::Sender<()>>,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    for op in batch {
+        match op {
+            Op::PutObject {
+                id,
+                backend,
+                key,
+                etag,
+                size,
+                last_access,
+            } => {
+                // One version per (backend, key): a new version replaces the old row.
+                tx.execute(
+                    "DELETE FROM objects WHERE backend = ?1 AND key = ?2",
+                    params![backend, key],
+                )?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO objects (id, backend, key, etag, size, last_access) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![id as i64, backend, key, etag, size as i64, last_access],
+                )?;
+            }
+            Op::PutBlock {
+                object_id,
+                block,
+                crc,
+            } => {
+                tx.execute(
+                    "INSERT OR REPLACE INTO blocks (object_id, block, crc32c) VALUES (?1, ?2, ?3)",
+                    params![object_id as i64, block as i64, i64::from(crc)],
+                )?;
+            }
+            Op::DropBlock { object_id, block } => {
+                tx.execute(
+                    "DELETE FROM blocks WHERE object_id = ?1 AND block = ?2",
+                    params![object_id as i64, block as i64],
+                )?;
+            }
+            Op::DropObject { id } => {
+                tx.execute("DELETE FROM objects WHERE id = ?1", params![id as i64])?;
+            }
+            Op::Touch { id, last_access } => {
+                tx.execute(
+                    "UPDATE objects SET last_access = ?2 WHERE id = ?1",
+                    params![id as i64, last_access],
+                )?;
+            }
+            Op::AddCounter { name, delta } => {
+                tx.execute(
+                    "INSERT INTO counters (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = value + ?2",
+                    params![name, delta],
+                )?;
+            }
+            Op::Flush(done) => flushes.push(done),
+        }
+    }
+    tx.commit()
+}

@@ -1,0 +1,449 @@
+//! WarpDrive's on-disk block cache (no FUSE here: `warpdrive-ctl` links it directly).
+//!
+//! Layout under the cache directory (created 0700):
+//!
+//! * `data/<id>.blk`: one sparse file per cached object version, as long as the object, with
+//!   each cached block at its own offset. Keeping bytes where they belong is what lets the
+//!   daemon later hand the file to the kernel for FUSE passthrough.
+//! * `index.db`: SQLite (WAL) with the objects (backend, key, ETag, size, last access), each
+//!   cached block's CRC32C, and persisted counters ([`index`]).
+//!
+//! An object is identified by (backend, key) and holds blocks of exactly one version (ETag):
+//! storing a block of a new version drops the old version first, so bytes of two versions are
+//! never mixed. Every read checks the block's CRC32C; a mismatch drops the block (it is
+//! refetched) and is counted. At open, data files the index does not know are removed, and an
+//! index of another format version is rebuilt empty.
+//!
+//! Status: the store itself. The read path, eviction, prefetch and passthrough build on it
+//! next; nothing in the daemon uses it yet.
+
+mod index;
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+
+pub use index::FORMAT_VERSION;
+use index::Op;
+
+/// Default block size: 1 MiB, the largest read the kernel sends through FUSE, so a sequential
+/// reader's request maps to one block. Provisional until the block cache's benchmark measures
+/// the alternatives.
+pub const DEFAULT_BLOCK_SIZE: u64 = 1 << 20;
+
+/// Last-access times are persisted at most this often per object: eviction needs the order of
+/// use to the minute, not a write per read.
+const TOUCH_GRANULARITY_SECS: i64 = 60;
+
+/// Errors of the cache store.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("cache I/O on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cache index: {0}")]
+    Index(#[from] rusqlite::Error),
+    #[error("block {block} is outside an object of {size} bytes")]
+    OutOfRange { block: u64, size: u64 },
+    #[error("block {block} has {got} bytes, expected {want}")]
+    WrongLength { block: u64, got: usize, want: u64 },
+    #[error("the cache index writer has stopped")]
+    WriterGone,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
+    move |source| CacheError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+pub type Result<T, E = CacheError> = std::result::Result<T, E>;
+
+/// One version of one object.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ObjectId {
+    pub backend: String,
+    pub key: String,
+    pub etag: String,
+}
+
+/// The number of a block within an object: bytes `[n * block_size, (n + 1) * block_size)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlockIndex(pub u64);
+
+/// Settings of the cache store.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub dir: PathBuf,
+    pub block_size: u64,
+}
+
+/// Totals for `stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub objects: u64,
+    pub blocks: u64,
+    pub bytes: u64,
+    pub corrupt_blocks: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    id: u64,
+    etag: String,
+    size: u64,
+    /// Cached blocks and their CRC32C.
+    blocks: HashMap<u64, u32>,
+    /// Unix seconds of the last read, for least-recently-used eviction. Atomic so that a
+    /// read under the shared lock can move it.
+    last_access: AtomicI64,
+}
+
+/// The cache store.
+#[derive(Debug)]
+pub struct Cache {
+    cfg: CacheConfig,
+    data_dir: PathBuf,
+    /// (backend, key) → the cached version. A `parking_lot` lock: nothing awaits under it and
+    /// no I/O happens while it is held.
+    objects: RwLock<HashMap<(String, String), Entry>>,
+    next_id: AtomicU64,
+    corrupt: AtomicU64,
+    tx: parking_lot::Mutex<Option<mpsc::Sender<Op>>>,
+    writer: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Cache {
+    /// Opens the cache in `cfg.dir`, creating it (0700) if needed, loading the index and
+    /// removing data files the index does not know.
+    pub fn open(cfg: CacheConfig) -> Result<Cache> {
+        std::fs::create_dir_all(&cfg.dir).map_err(io(&cfg.dir))?;
+        std::fs::set_permissions(&cfg.dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io(&cfg.dir))?;
+        let data_dir = cfg.dir.join("data");
+        std::fs::create_dir_all(&data_dir).map_err(io(&data_dir))?;
+
+        let (conn, _rebuilt) = index::open(&cfg.dir.join("index.db"))?;
+        let loaded = index::load(&conn)?;
+        let corrupt = index::counter(&conn, "corrupt_blocks")? as u64;
+        let mut objects = HashMap::with_capacity(loaded.len());
+        let mut max_id = 0;
+        for o in loaded {
+            max_id = max_id.max(o.id);
+            objects.insert(
+                (o.backend, o.key),
+                Entry {
+                    id: o.id,
+                    etag: o.etag,
+                    size: o.size,
+                    blocks: o.blocks.into_iter().collect(),
+                    last_access: AtomicI64::new(o.last_access),
+                },
+            );
+        }
+        // Remove data files no index row names (left by a crash between creating a file and
+        // committing its row, or by a rebuilt index).
+        let known: std::collections::HashSet<String> =
+            objects.values().map(|e| data_name(e.id)).collect();
+        for entry in std::fs::read_dir(&data_dir).map_err(io(&data_dir))? {
+            let entry = entry.map_err(io(&data_dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !known.contains(&name) {
+                tracing::info!(file = name, "removing a cache file the index does not know");
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+
+        let (tx, rx) = mpsc::channel();
+        let writer = std::thread::Builder::new()
+            .name("cache-index".into())
+            .spawn(move || index::run_writer(conn, rx))
+            .map_err(io(&cfg.dir))?;
+        Ok(Cache {
+            cfg,
+            data_dir,
+            objects: RwLock::new(objects),
+            next_id: AtomicU64::new(max_id + 1),
+            corrupt: AtomicU64::new(corrupt),
+            tx: parking_lot::Mutex::new(Some(tx)),
+            writer: parking_lot::Mutex::new(Some(writer)),
+        })
+    }
+
+    pub fn block_size(&self) -> u64 {
+        self.cfg.block_size
+    }
+
+    fn send(&self, op: Op) -> Result<()> {
+        self.tx
+            .lock()
+            .as_ref()
+            .ok_or(CacheError::WriterGone)?
+            .send(op)
+            .map_err(|_| CacheError::WriterGone)
+    }
+
+    fn data_path(&self, id: u64) -> PathBuf {
+        self.data_dir.join(data_name(id))
+    }
+
+    /// The byte length of block `idx` of an object of `size` bytes.
+    pub fn block_len(&self, size: u64, idx: BlockIndex) -> Result<u64> {
+        let start = idx.0.checked_mul(self.cfg.block_size).filter(|s| *s < size);
+        match start {
+            Some(s) => Ok((size - s).min(self.cfg.block_size)),
+            None => Err(CacheError::OutOfRange { block: idx.0, size }),
+        }
+    }
+
+    /// Whether block `idx` of this version is cached.
+    pub fn has_block(&self, id: &ObjectId, idx: BlockIndex) -> bool {
+        let objects = self.objects.read();
+        objects
+            .get(&(id.backend.clone(), id.key.clone()))
+            .is_some_and(|e| e.etag == id.etag && e.blocks.contains_key(&idx.0))
+    }
+
+    /// Reads block `idx` of this version if cached and intact. A block whose CRC32C does not
+    /// match is dropped and counted, and `None` is returned so the caller refetches it.
+    pub fn read_block(&self, id: &ObjectId, idx: BlockIndex) -> Result<Option<Bytes>> {
+        let (oid, size, crc) = {
+            let objects = self.objects.read();
+            let Some(e) = objects.get(&(id.backend.clone(), id.key.clone())) else {
+                return Ok(None);
+            };
+            if e.etag != id.etag {
+                return Ok(None);
+            }
+            let Some(crc) = e.blocks.get(&idx.0) else {
+                return Ok(None);
+            };
+            let now = now_secs();
+            let before = e.last_access.load(Ordering::Relaxed);
+            if now - before >= TOUCH_GRANULARITY_SECS
+                && e.last_access
+                    .compare_exchange(before, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                self.send(Op::Touch {
+                    id: e.id,
+                    last_access: now,
+                })?;
+            }
+            (e.id, e.size, *crc)
+        };
+        let len = self.block_len(size, idx)?;
+        let path = self.data_path(oid);
+        let f = File::open(&path).map_err(io(&path))?;
+        let mut buf = vec![0u8; len as usize];
+        f.read_exact_at(&mut buf, idx.0 * self.cfg.block_size)
+            .map_err(io(&path))?;
+        if crc32c::crc32c(&buf) != crc {
+            tracing::warn!(
+                backend = id.backend,
+                key = id.key,
+                block = idx.0,
+                "cached block failed its checksum; dropping it"
+            );
+            self.drop_block(id, idx)?;
+            self.corrupt.fetch_add(1, Ordering::Relaxed);
+            self.send(Op::AddCounter {
+                name: "corrupt_blocks",
+                delta: 1,
+            })?;
+            return Ok(None);
+        }
+        Ok(Some(Bytes::from(buf)))
+    }
+
+    fn drop_block(&self, id: &ObjectId, idx: BlockIndex) -> Result<()> {
+        let oid = {
+            let mut objects = self.objects.write();
+            match objects.get_mut(&(id.backend.clone(), id.key.clone())) {
+                Some(e) if e.etag == id.etag => {
+                    e.blocks.remove(&idx.0);
+                    e.id
+                }
+                _ => return Ok(()),
+            }
+        };
+        self.send(Op::DropBlock {
+            object_id: oid,
+            block: idx.0,
+        })
+    }
+
+    /// Stores block `idx` of this version of an object of `size` bytes. The bytes reach the
+    /// data file before the index learns of them. A different cached version of the same
+    /// object is dropped first.
+    pub fn write_block(
+        &self,
+        id: &ObjectId,
+        size: u64,
+        idx: BlockIndex,
+        data: &[u8],
+    ) -> Result<()> {
+        let want = self.block_len(size, idx)?;
+        if data.len() as u64 != want {
+            return Err(CacheError::WrongLength {
+                block: idx.0,
+                got: data.len(),
+                want,
+            });
+        }
+        let oid = self.entry_for(id, size)?;
+        let path = self.data_path(oid);
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        f.write_all_at(data, idx.0 * self.cfg.block_size)
+            .map_err(io(&path))?;
+        let crc = crc32c::crc32c(data);
+        {
+            let mut objects = self.objects.write();
+            match objects.get_mut(&(id.backend.clone(), id.key.clone())) {
+                // Still the same version: record the block.
+                Some(e) if e.id == oid => {
+                    e.blocks.insert(idx.0, crc);
+                }
+                // Replaced meanwhile by another version: these bytes are not wanted.
+                _ => return Ok(()),
+            }
+        }
+        self.send(Op::PutBlock {
+            object_id: oid,
+            block: idx.0,
+            crc,
+        })
+    }
+
+    /// The id of the cached entry for this version, creating it (and its sparse data file),
+    /// and dropping another cached version of the same object.
+    fn entry_for(&self, id: &ObjectId, size: u64) -> Result<u64> {
+        let k = (id.backend.clone(), id.key.clone());
+        if let Some(e) = self.objects.read().get(&k)
+            && e.etag == id.etag
+            && e.size == size
+        {
+            return Ok(e.id);
+        }
+        let new_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let path = self.data_path(new_id);
+        let f = File::create(&path).map_err(io(&path))?;
+        f.set_len(size).map_err(io(&path))?;
+        let mut objects = self.objects.write();
+        if let Some(e) = objects.get(&k)
+            && e.etag == id.etag
+            && e.size == size
+        {
+            // Another writer created it first; ours is not needed.
+            let _ = std::fs::remove_file(&path);
+            return Ok(e.id);
+        }
+        let old = objects.insert(
+            k,
+            Entry {
+                id: new_id,
+                etag: id.etag.clone(),
+                size,
+                blocks: HashMap::new(),
+                last_access: AtomicI64::new(now_secs()),
+            },
+        );
+        drop(objects);
+        if let Some(old) = old {
+            self.send(Op::DropObject { id: old.id })?;
+            let _ = std::fs::remove_file(self.data_path(old.id));
+        }
+        self.send(Op::PutObject {
+            id: new_id,
+            backend: id.backend.clone(),
+            key: id.key.clone(),
+            etag: id.etag.clone(),
+            size,
+            last_access: now_secs(),
+        })?;
+        Ok(new_id)
+    }
+
+    /// Drops every cached byte of `backend`/`key` (any version).
+    pub fn invalidate(&self, backend: &str, key: &str) -> Result<()> {
+        let old = self
+            .objects
+            .write()
+            .remove(&(backend.to_string(), key.to_string()));
+        if let Some(old) = old {
+            self.send(Op::DropObject { id: old.id })?;
+            let _ = std::fs::remove_file(self.data_path(old.id));
+        }
+        Ok(())
+    }
+
+    /// Waits until every change so far is committed to the index.
+    pub fn flush(&self) -> Result<()> {
+        let (done_tx, done_rx) = mpsc::channel();
+        self.send(Op::Flush(done_tx))?;
+        done_rx.recv().map_err(|_| CacheError::WriterGone)
+    }
+
+    /// Unix seconds when this object was last read (or first cached), if cached.
+    pub fn last_access(&self, backend: &str, key: &str) -> Option<i64> {
+        let objects = self.objects.read();
+        objects
+            .get(&(backend.to_string(), key.to_string()))
+            .map(|e| e.last_access.load(Ordering::Relaxed))
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let objects = self.objects.read();
+        let mut s = CacheStats {
+            objects: objects.len() as u64,
+            corrupt_blocks: self.corrupt.load(Ordering::Relaxed),
+            ..Default::default()
+        };
+        for e in objects.values() {
+            s.blocks += e.blocks.len() as u64;
+            for b in e.blocks.keys() {
+                s.bytes += self.block_len(e.size, BlockIndex(*b)).unwrap_or(0);
+            }
+        }
+        s
+    }
+}
+
+impl Drop for Cache {
+    /// Commits pending index changes and stops the writer.
+    fn drop(&mut self) {
+        let _ = self.flush();
+        self.tx.lock().take();
+        if let Some(w) = self.writer.lock().take() {
+            let _ = w.join();
+        }
+    }
+}
+
+fn data_name(id: u64) -> String {
+    format!("{id:016x}.blk")
+}
+
+#[cfg(test)]
+mod tests;

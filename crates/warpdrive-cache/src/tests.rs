@@ -1,0 +1,209 @@
+use std::os::unix::fs::PermissionsExt;
+
+use sha2::Digest;
+
+use super::*;
+
+/// A small block size keeps the tests fast and makes partial last blocks easy to reach.
+const BS: u64 = 4096;
+
+fn cfg(dir: &Path) -> CacheConfig {
+    CacheConfig {
+        dir: dir.join("cache"),
+        block_size: BS,
+    }
+}
+
+fn obj(etag: &str) -> ObjectId {
+    ObjectId {
+        backend: "b".into(),
+        key: "train/shard-000.tar".into(),
+        etag: etag.into(),
+    }
+}
+
+fn block(seed: u8, len: u64) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[test]
+fn blocks_round_trip_and_survive_reopen() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let size = 2 * BS + 100;
+    {
+        let c = Cache::open(cfg(d.path())).expect("open");
+        let mode = std::fs::metadata(d.path().join("cache"))
+            .expect("dir")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+        assert!(!c.has_block(&obj("v1"), BlockIndex(0)));
+        c.write_block(&obj("v1"), size, BlockIndex(0), &block(1, BS))
+            .expect("write 0");
+        c.write_block(&obj("v1"), size, BlockIndex(2), &block(3, 100))
+            .expect("write last");
+        assert!(c.has_block(&obj("v1"), BlockIndex(2)));
+        assert!(
+            !c.has_block(&obj("v2"), BlockIndex(0)),
+            "another version is not cached"
+        );
+        assert_eq!(c.read_block(&obj("v1"), BlockIndex(1)).expect("read"), None);
+        assert!(matches!(
+            c.write_block(&obj("v1"), size, BlockIndex(1), &block(2, 10)),
+            Err(CacheError::WrongLength { .. })
+        ));
+        assert!(matches!(
+            c.block_len(size, BlockIndex(3)),
+            Err(CacheError::OutOfRange { .. })
+        ));
+        assert_eq!(
+            c.stats(),
+            CacheStats {
+                objects: 1,
+                blocks: 2,
+                bytes: BS + 100,
+                corrupt_blocks: 0
+            }
+        );
+    }
+    let c = Cache::open(cfg(d.path())).expect("reopen");
+    let first_seen = c.last_access("b", "train/shard-000.tar").expect("cached");
+    assert!(first_seen > 0, "last access persisted");
+    assert_eq!(
+        c.read_block(&obj("v1"), BlockIndex(0))
+            .expect("read")
+            .as_deref(),
+        Some(&block(1, BS)[..])
+    );
+    assert_eq!(
+        c.read_block(&obj("v1"), BlockIndex(2))
+            .expect("read")
+            .as_deref(),
+        Some(&block(3, 100)[..])
+    );
+    assert_eq!(c.stats().blocks, 2);
+}
+
+#[test]
+fn a_new_version_replaces_the_old_one() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let c = Cache::open(cfg(d.path())).expect("open");
+    c.write_block(&obj("v1"), BS, BlockIndex(0), &block(1, BS))
+        .expect("v1");
+    c.write_block(&obj("v2"), BS, BlockIndex(0), &block(2, BS))
+        .expect("v2");
+    assert_eq!(c.read_block(&obj("v1"), BlockIndex(0)).expect("read"), None);
+    assert_eq!(
+        c.read_block(&obj("v2"), BlockIndex(0))
+            .expect("read")
+            .as_deref(),
+        Some(&block(2, BS)[..])
+    );
+    c.flush().expect("flush");
+    assert_eq!(
+        std::fs::read_dir(d.path().join("cache/data"))
+            .expect("ls")
+            .count(),
+        1,
+        "old data file removed"
+    );
+    c.invalidate("b", "train/shard-000.tar")
+        .expect("invalidate");
+    assert_eq!(c.read_block(&obj("v2"), BlockIndex(0)).expect("read"), None);
+    drop(c);
+    let c = Cache::open(cfg(d.path())).expect("reopen");
+    assert_eq!(c.stats().objects, 0);
+}
+
+#[test]
+fn a_corrupt_block_is_dropped_and_counted() {
+    let d = tempfile::tempdir().expect("tempdir");
+    {
+        let c = Cache::open(cfg(d.path())).expect("open");
+        c.write_block(&obj("v1"), 2 * BS, BlockIndex(1), &block(9, BS))
+            .expect("write");
+    }
+    let file = std::fs::read_dir(d.path().join("cache/data"))
+        .expect("ls")
+        .next()
+        .expect("one file")
+        .expect("entry")
+        .path();
+    let mut bytes = std::fs::read(&file).expect("read file");
+    bytes[BS as usize + 17] ^= 0xff;
+    std::fs::write(&file, bytes).expect("damage");
+    {
+        let c = Cache::open(cfg(d.path())).expect("reopen");
+        assert_eq!(c.read_block(&obj("v1"), BlockIndex(1)).expect("read"), None);
+        assert!(!c.has_block(&obj("v1"), BlockIndex(1)));
+        assert_eq!(c.stats().corrupt_blocks, 1);
+    }
+    let c = Cache::open(cfg(d.path())).expect("reopen again");
+    assert_eq!(c.stats().corrupt_blocks, 1, "the counter persists");
+    assert_eq!(c.stats().blocks, 0, "the drop persists");
+}
+
+#[test]
+fn unknown_files_are_removed_and_other_formats_rebuilt() {
+    let d = tempfile::tempdir().expect("tempdir");
+    {
+        let c = Cache::open(cfg(d.path())).expect("open");
+        c.write_block(&obj("v1"), BS, BlockIndex(0), &block(1, BS))
+            .expect("write");
+    }
+    let stray = d.path().join("cache/data/ffffffffffffffff.blk");
+    std::fs::write(&stray, b"junk").expect("stray");
+    {
+        let c = Cache::open(cfg(d.path())).expect("reopen");
+        assert!(!stray.exists(), "stray data file removed");
+        assert_eq!(c.stats().blocks, 1);
+    }
+    // An index written by another format version is discarded with its data.
+    let conn = rusqlite::Connection::open(d.path().join("cache/index.db")).expect("sqlite");
+    conn.pragma_update(None, "user_version", FORMAT_VERSION + 1)
+        .expect("bump");
+    drop(conn);
+    let c = Cache::open(cfg(d.path())).expect("rebuild");
+    assert_eq!(c.stats(), CacheStats::default());
+    assert_eq!(
+        std::fs::read_dir(d.path().join("cache/data"))
+            .expect("ls")
+            .count(),
+        0
+    );
+}
+
+/// Golden bytes for format 1: the index schema and the data file layout. A change to either
+/// without bumping `FORMAT_VERSION` (and updating this test) fails here.
+#[test]
+fn golden_format() {
+    assert_eq!(FORMAT_VERSION, 1);
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(index::SCHEMA.as_bytes())),
+        "4e37b5fded8f016ba0df7c3a7ee4d7fe0d9f91c38020b8c89d767dd912c3b925",
+        "the index schema changed: bump FORMAT_VERSION"
+    );
+    let d = tempfile::tempdir().expect("tempdir");
+    let c = Cache::open(cfg(d.path())).expect("open");
+    c.write_block(&obj("v1"), 2 * BS + 3, BlockIndex(2), b"abc")
+        .expect("write");
+    c.flush().expect("flush");
+    let file = d.path().join("cache/data/0000000000000001.blk");
+    let bytes = std::fs::read(&file).expect("data file named by object id");
+    assert_eq!(
+        bytes.len() as u64,
+        2 * BS + 3,
+        "the data file is as long as the object"
+    );
+    assert!(
+        bytes[..2 * BS as usize].iter().all(|b| *b == 0),
+        "unwritten blocks are holes"
+    );
+    assert_eq!(
+        &bytes[2 * BS as usize..],
+        b"abc",
+        "a block lives at its own offset"
+    );
+}
