@@ -100,17 +100,7 @@ fn external_umount_stops_the_daemon() {
     let mut m = Mount::start(&[local_backend(src.path())], "");
     nix::mount::umount2(&m.mount_point, nix::mount::MntFlags::empty()).expect("umount");
     let mut child = m.child.take().expect("child");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "daemon still running after umount"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = common::wait_exit(&mut child, Duration::from_secs(10), "umount");
     assert!(status.success(), "{status}\n{}", m.log());
 }
 

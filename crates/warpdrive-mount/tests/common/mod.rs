@@ -133,17 +133,27 @@ impl Mount {
         let mut child = self.child.take().expect("running");
         // SAFETY: kill(2) on our own child's pid has no memory effects.
         unsafe { libc::kill(child.id() as i32, sig) };
-        let start = Instant::now();
-        loop {
-            if let Some(s) = child.try_wait().expect("wait") {
-                return s;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "daemon did not exit on signal {sig}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        wait_exit(
+            &mut child,
+            Duration::from_secs(20),
+            &format!("signal {sig}"),
+        )
+    }
+}
+
+/// Waits for `child` to exit; fails the test after `timeout`, naming what should have
+/// stopped it.
+pub fn wait_exit(child: &mut Child, timeout: Duration, after: &str) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s;
         }
+        assert!(
+            start.elapsed() < timeout,
+            "daemon still running {timeout:?} after {after}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
