@@ -14,9 +14,12 @@
 //! refetched) and is counted. At open, data files the index does not know are removed, and an
 //! index of another format version is rebuilt empty.
 //!
-//! Status: the store itself. The read path, eviction, prefetch and passthrough build on it
+//! Eviction ([`evict`]) drops least recently used data to a size cap and a free-space floor.
+//!
+//! Status: the store and its eviction. The read path, prefetch and passthrough build on it
 //! next; nothing in the daemon uses it yet.
 
+mod evict;
 mod index;
 
 use std::collections::HashMap;
@@ -30,6 +33,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use parking_lot::RwLock;
 
+pub use evict::Evicted;
 pub use index::FORMAT_VERSION;
 use index::Op;
 
@@ -96,6 +100,8 @@ pub struct CacheStats {
     pub blocks: u64,
     pub bytes: u64,
     pub corrupt_blocks: u64,
+    /// Blocks evicted, over the cache's lifetime (persisted).
+    pub evicted_blocks: u64,
 }
 
 #[derive(Debug)]
@@ -120,6 +126,7 @@ pub struct Cache {
     objects: RwLock<HashMap<(String, String), Entry>>,
     next_id: AtomicU64,
     corrupt: AtomicU64,
+    evicted: AtomicU64,
     tx: parking_lot::Mutex<Option<mpsc::Sender<Op>>>,
     writer: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -144,6 +151,7 @@ impl Cache {
         let (conn, _rebuilt) = index::open(&cfg.dir.join("index.db"))?;
         let loaded = index::load(&conn)?;
         let corrupt = index::counter(&conn, "corrupt_blocks")? as u64;
+        let evicted = index::counter(&conn, "evicted_blocks")? as u64;
         let mut objects = HashMap::with_capacity(loaded.len());
         let mut max_id = 0;
         for o in loaded {
@@ -183,6 +191,7 @@ impl Cache {
             objects: RwLock::new(objects),
             next_id: AtomicU64::new(max_id + 1),
             corrupt: AtomicU64::new(corrupt),
+            evicted: AtomicU64::new(evicted),
             tx: parking_lot::Mutex::new(Some(tx)),
             writer: parking_lot::Mutex::new(Some(writer)),
         })
@@ -418,6 +427,7 @@ impl Cache {
         let mut s = CacheStats {
             objects: objects.len() as u64,
             corrupt_blocks: self.corrupt.load(Ordering::Relaxed),
+            evicted_blocks: self.evicted.load(Ordering::Relaxed),
             ..Default::default()
         };
         for e in objects.values() {

@@ -64,7 +64,8 @@ fn blocks_round_trip_and_survive_reopen() {
                 objects: 1,
                 blocks: 2,
                 bytes: BS + 100,
-                corrupt_blocks: 0
+                corrupt_blocks: 0,
+                evicted_blocks: 0,
             }
         );
     }
@@ -206,4 +207,130 @@ fn golden_format() {
         b"abc",
         "a block lives at its own offset"
     );
+}
+
+fn named(key: &str) -> ObjectId {
+    ObjectId {
+        backend: "b".into(),
+        key: key.into(),
+        etag: "e".into(),
+    }
+}
+
+impl Cache {
+    /// Test hook: pretend `key` was last read at `t`.
+    fn set_last_access(&self, key: &str, t: i64) {
+        let objects = self.objects.read();
+        let e = objects
+            .get(&("b".to_string(), key.to_string()))
+            .expect("cached");
+        e.last_access.store(t, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn eviction_drops_least_recently_used_objects_first() {
+    let d = tempfile::tempdir().expect("tempdir");
+    {
+        let c = Cache::open(cfg(d.path())).expect("open");
+        for (i, k) in ["old", "mid", "new"].iter().enumerate() {
+            for b in 0..2 {
+                c.write_block(&named(k), 2 * BS, BlockIndex(b), &block(b as u8, BS))
+                    .expect("write");
+            }
+            c.set_last_access(k, 1000 + i as i64);
+        }
+        assert_eq!(c.stats().bytes, 6 * BS);
+        let ev = c.evict_to(4 * BS).expect("evict");
+        assert_eq!(
+            ev,
+            Evicted {
+                objects: 1,
+                blocks: 2,
+                bytes: 2 * BS
+            }
+        );
+        assert!(!c.has_block(&named("old"), BlockIndex(0)));
+        assert!(
+            c.has_block(&named("mid"), BlockIndex(0)) && c.has_block(&named("new"), BlockIndex(1))
+        );
+        let ev = c.evict_to(BS).expect("evict more");
+        assert_eq!(
+            (ev.objects, ev.bytes),
+            (2, 4 * BS),
+            "mid, then new (nothing punched: each is small)"
+        );
+        assert_eq!(c.evict_to(0).expect("nothing left"), Evicted::default());
+        assert_eq!(
+            std::fs::read_dir(d.path().join("cache/data"))
+                .expect("ls")
+                .count(),
+            0
+        );
+    }
+    let c = Cache::open(cfg(d.path())).expect("reopen");
+    assert_eq!(c.stats().objects, 0);
+    assert_eq!(c.stats().evicted_blocks, 6, "the eviction count persists");
+}
+
+#[test]
+fn a_huge_object_loses_only_some_blocks() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let c = Cache::open(cfg(d.path())).expect("open");
+    let huge = named("huge");
+    for b in 0..10 {
+        c.write_block(&huge, 10 * BS, BlockIndex(b), &block(b as u8, BS))
+            .expect("write");
+    }
+    let ev = c.evict_to(7 * BS).expect("evict");
+    assert_eq!(
+        ev,
+        Evicted {
+            objects: 0,
+            blocks: 3,
+            bytes: 3 * BS
+        }
+    );
+    for b in 0..7 {
+        assert_eq!(
+            c.read_block(&huge, BlockIndex(b)).expect("read").as_deref(),
+            Some(&block(b as u8, BS)[..]),
+            "block {b} kept intact"
+        );
+    }
+    for b in 7..10 {
+        assert!(!c.has_block(&huge, BlockIndex(b)), "block {b} punched");
+    }
+    let file = d.path().join("cache/data/0000000000000001.blk");
+    let bytes = std::fs::read(&file).expect("data");
+    assert_eq!(bytes.len() as u64, 10 * BS, "size kept");
+    assert!(
+        bytes[7 * BS as usize..].iter().all(|b| *b == 0),
+        "punched range reads as zeros"
+    );
+}
+
+#[test]
+fn limits_combine_size_cap_and_free_space_floor() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let c = Cache::open(cfg(d.path())).expect("open");
+    for b in 0..4 {
+        c.write_block(&named("x"), 4 * BS, BlockIndex(b), &block(1, BS))
+            .expect("write");
+    }
+    let (total, free) = c.disk_usage().expect("statvfs");
+    assert!(total > 0 && free <= total);
+    // A generous cap and no floor: nothing to do.
+    assert_eq!(
+        c.enforce_limits(u64::MAX, 0.0).expect("noop"),
+        Evicted::default()
+    );
+    // A cap below the cached bytes evicts down to it; an object not much larger than what
+    // must go is dropped whole.
+    assert_eq!(c.enforce_limits(2 * BS, 0.0).expect("cap").bytes, 4 * BS);
+    // A floor the disk cannot meet empties the cache rather than fill the disk.
+    c.write_block(&named("y"), BS, BlockIndex(0), &block(2, BS))
+        .expect("write");
+    c.enforce_limits(u64::MAX, 1.0).expect("floor");
+    assert_eq!(c.stats().bytes, 0);
 }
