@@ -83,6 +83,15 @@ pub struct FsStats {
     pub inodes: u64,
 }
 
+/// The relative key of `name` inside directory key `dir` (`""` is the backend root).
+fn join_key(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
 /// `.` and `..` are handed out with offsets 1 and 2; listing entry `i` with offset
 /// `i + FIRST_ENTRY_OFFSET`.
 const FIRST_ENTRY_OFFSET: u64 = 3;
@@ -163,11 +172,7 @@ impl Fs {
     }
 
     fn child_key(parent: &Node, name: &str) -> String {
-        if parent.path.key.is_empty() {
-            name.to_string()
-        } else {
-            format!("{}/{name}", parent.path.key)
-        }
+        join_key(&parent.path.key, name)
     }
 
     fn file_node(&self, backend: BackendId, key: String, info: ObjectInfo) -> Arc<Node> {
@@ -331,7 +336,7 @@ impl Fs {
                     return Err(FsError::Stale);
                 }
                 tracing::warn!(ino = h.ino.0, offset, size, error = %e, "read failed");
-                Err(FsError::Store(clone_store_error(&e)))
+                Err(FsError::Store((*e).clone()))
             }
         }
     }
@@ -408,14 +413,9 @@ impl Fs {
                 page.dirs.iter().map(String::as_str).collect();
             let mut entries = Vec::with_capacity(page.dirs.len() + page.objects.len());
             for d in &page.dirs {
-                let child = if key.is_empty() {
-                    d.clone()
-                } else {
-                    format!("{key}/{d}")
-                };
                 entries.push(Entry {
                     name: d.clone(),
-                    ino: self.dir_node(bid, child).ino,
+                    ino: self.dir_node(bid, join_key(&key, d)).ino,
                     kind: Kind::Dir,
                 });
             }
@@ -428,11 +428,7 @@ impl Fs {
                     );
                     continue;
                 }
-                let child = if key.is_empty() {
-                    name.clone()
-                } else {
-                    format!("{key}/{name}")
-                };
+                let child = join_key(&key, &name);
                 entries.push(Entry {
                     name,
                     ino: self.file_node(bid, child, info).ino,
@@ -528,39 +524,6 @@ impl Fs {
     pub fn stats(&self) -> FsStats {
         FsStats {
             inodes: self.inodes.len() as u64,
-        }
-    }
-}
-
-/// `StoreError` holds boxed sources and is not `Clone`; a shared fetch hands the same error to
-/// several readers, so each gets a copy with the same class and message.
-fn clone_store_error(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::NotFound { backend, key } => StoreError::NotFound {
-            backend: backend.clone(),
-            key: key.clone(),
-        },
-        StoreError::PreconditionFailed { backend, key } => StoreError::PreconditionFailed {
-            backend: backend.clone(),
-            key: key.clone(),
-        },
-        StoreError::InvalidKey { backend, key } => StoreError::InvalidKey {
-            backend: backend.clone(),
-            key: key.clone(),
-        },
-        StoreError::Timeout { backend, after } => StoreError::Timeout {
-            backend: backend.clone(),
-            after: *after,
-        },
-        StoreError::Io { backend, message } => StoreError::Io {
-            backend: backend.clone(),
-            message: message.clone(),
-        },
-        StoreError::Build { backend, message } | StoreError::Other { backend, message } => {
-            StoreError::Other {
-                backend: backend.clone(),
-                message: message.clone(),
-            }
         }
     }
 }

@@ -172,9 +172,7 @@ fn set_read_ahead(mp: &Path) {
     let Ok(md) = std::fs::metadata(mp) else {
         return;
     };
-    let dev = md.dev();
-    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
-    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let (major, minor) = (libc::major(md.dev()), libc::minor(md.dev()));
     let path = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
     match std::fs::write(&path, READ_AHEAD_KB.to_string()) {
         Ok(()) => tracing::debug!(path, kb = READ_AHEAD_KB, "set readahead"),

@@ -39,8 +39,9 @@ pub use keys::valid_component;
 /// but a smaller page lets the first directory entries reach `readdir` sooner.
 pub const LIST_PAGE_SIZE: usize = 1000;
 
-/// Errors from a backend, in the classes callers branch on.
-#[derive(Debug, thiserror::Error)]
+/// Errors from a backend, in the classes callers branch on. `Clone` because one shared fetch
+/// hands its error to every reader waiting on it.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("{backend}: object not found: {key}")]
     NotFound { backend: String, key: String },

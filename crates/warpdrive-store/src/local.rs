@@ -15,7 +15,7 @@ use bytes::Bytes;
 use crate::keys::WarnOnce;
 use crate::{ListPage, ObjectInfo, Result, StoreError};
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct LocalDir {
     name: String,
     root: PathBuf,
@@ -88,12 +88,8 @@ impl LocalDir {
             })?
     }
 
-    fn clone_handle(&self) -> LocalDir {
-        LocalDir::new(&self.name, &self.root)
-    }
-
     pub(crate) async fn list(&self, dir: &str, warned: &WarnOnce) -> Result<ListPage> {
-        let me = self.clone_handle();
+        let me = self.clone();
         let dir_owned = dir.to_string();
         let entries = self
             .blocking(move || {
@@ -138,7 +134,7 @@ impl LocalDir {
     }
 
     pub(crate) async fn head(&self, key: &str) -> Result<ObjectInfo> {
-        let me = self.clone_handle();
+        let me = self.clone();
         let key = key.to_string();
         self.blocking(move || {
             let m = me.contained_metadata(&me.root.join(&key), &key)?;
@@ -159,7 +155,7 @@ impl LocalDir {
         range: Range<u64>,
         etag: Option<&str>,
     ) -> Result<Bytes> {
-        let me = self.clone_handle();
+        let me = self.clone();
         let key = key.to_string();
         let etag = etag.map(str::to_string);
         self.blocking(move || {
