@@ -20,12 +20,12 @@ use object_store::path::Path as StorePath;
 
 use crate::keys::WarnOnce;
 
-/// (entry element, element holding its key) for each list dialect.
-const ENTRIES: [(&str, &str); 4] = [
-    ("Blob", "Name"),
-    ("BlobPrefix", "Name"),
-    ("Contents", "Key"),
-    ("CommonPrefixes", "Prefix"),
+/// (entry open tag, entry close tag, element holding its key) for each list dialect.
+const ENTRIES: [(&str, &str, &str); 4] = [
+    ("<Blob>", "</Blob>", "Name"),
+    ("<BlobPrefix>", "</BlobPrefix>", "Name"),
+    ("<Contents>", "</Contents>", "Key"),
+    ("<CommonPrefixes>", "</CommonPrefixes>", "Prefix"),
 ];
 
 /// The connector given to every cloud builder.
@@ -98,34 +98,40 @@ impl HttpService for ListFilter {
 }
 
 /// Removes the entries whose key `keep` rejects; `None` if nothing was removed.
+///
+/// One pass over the body: the next occurrence of each dialect's entry tag is remembered and
+/// searched again only once the cursor has moved past it.
 pub(crate) fn filter_list_xml(text: &str, mut keep: impl FnMut(&str) -> bool) -> Option<String> {
+    let find_from = |from: usize, tag: &str| text[from..].find(tag).map(|i| from + i);
+    let mut next: [Option<usize>; ENTRIES.len()] =
+        std::array::from_fn(|i| find_from(0, ENTRIES[i].0));
     let mut out = String::with_capacity(text.len());
     let mut removed = false;
-    let mut rest = text;
-    loop {
-        // The earliest entry start of any dialect.
-        let next = ENTRIES
-            .iter()
-            .filter_map(|(el, key)| rest.find(&format!("<{el}>")).map(|i| (i, *el, *key)))
-            .min_by_key(|(i, _, _)| *i);
-        let Some((start, el, key_el)) = next else {
-            out.push_str(rest);
+    let mut pos = 0;
+    while let Some((which, start)) = next
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| p.map(|p| (i, p)))
+        .min_by_key(|(_, p)| *p)
+    {
+        let (_, close, key_el) = ENTRIES[which];
+        let Some(end) = find_from(start, close).map(|e| e + close.len()) else {
             break;
         };
-        let close = format!("</{el}>");
-        let Some(end_rel) = rest[start..].find(&close) else {
-            out.push_str(rest);
-            break;
-        };
-        let end = start + end_rel + close.len();
-        let block = &rest[start..end];
-        out.push_str(&rest[..start]);
+        let block = &text[start..end];
+        out.push_str(&text[pos..start]);
         match element_text(block, key_el) {
             Some(raw) if !keep(&unescape(raw)) => removed = true,
             _ => out.push_str(block),
         }
-        rest = &rest[end..];
+        pos = end;
+        for (i, p) in next.iter_mut().enumerate() {
+            if p.is_some_and(|p| p < pos) {
+                *p = find_from(pos, ENTRIES[i].0);
+            }
+        }
     }
+    out.push_str(&text[pos..]);
     removed.then_some(out)
 }
 
