@@ -21,42 +21,51 @@ pub struct Evicted {
     pub bytes: u64,
 }
 
+/// An object that may be evicted, as seen by one pass.
+struct Candidate {
+    last_access: i64,
+    backend: String,
+    key: String,
+    id: u64,
+    bytes: u64,
+}
+
 impl Cache {
+    /// Every cached object with its size in cached bytes: one walk under the read lock.
+    fn candidates(&self) -> Vec<Candidate> {
+        let objects = self.objects.read();
+        objects
+            .iter()
+            .map(|(backend, key, e)| Candidate {
+                last_access: e.last_access.load(Ordering::Relaxed),
+                backend: backend.to_string(),
+                key: key.to_string(),
+                id: e.id,
+                bytes: self.cached_bytes(e),
+            })
+            .collect()
+    }
+
     /// Evicts least recently used data until at most `target` bytes are cached.
     pub fn evict_to(&self, target: u64) -> Result<Evicted> {
+        self.evict_from(self.candidates(), target)
+    }
+
+    fn evict_from(&self, mut candidates: Vec<Candidate>, target: u64) -> Result<Evicted> {
         let mut out = Evicted::default();
-        let mut total = self.stats().bytes;
+        let mut total: u64 = candidates.iter().map(|c| c.bytes).sum();
         if total <= target {
             return Ok(out);
         }
-        // Oldest first: (last access, key, id, bytes).
-        let mut candidates: Vec<(i64, (String, String), u64, u64)> = {
-            let objects = self.objects.read();
-            objects
-                .iter()
-                .map(|(k, e)| {
-                    let bytes = e
-                        .blocks
-                        .keys()
-                        .map(|b| self.block_len(e.size, BlockIndex(*b)).unwrap_or(0))
-                        .sum();
-                    (
-                        e.last_access.load(Ordering::Relaxed),
-                        k.clone(),
-                        e.id,
-                        bytes,
-                    )
-                })
-                .collect()
-        };
-        candidates.sort_by_key(|c| (c.0, c.2));
-        for (_, key, id, bytes) in candidates {
+        // Oldest first; the id breaks ties in creation order.
+        candidates.sort_by_key(|c| (c.last_access, c.id));
+        for c in candidates {
             if total <= target {
                 break;
             }
             let need = total - target;
-            if bytes > need.saturating_mul(2) {
-                let freed = self.punch(&key, id, need)?;
+            if c.bytes > need.saturating_mul(2) {
+                let freed = self.punch(&c.backend, &c.key, c.id, need)?;
                 out.blocks += freed.blocks;
                 out.bytes += freed.bytes;
                 total = total.saturating_sub(freed.bytes);
@@ -64,18 +73,18 @@ impl Cache {
             }
             let removed = {
                 let mut objects = self.objects.write();
-                match objects.get(&key) {
-                    Some(e) if e.id == id => objects.remove(&key),
+                match objects.get(&c.backend, &c.key) {
+                    Some(e) if e.id == c.id => objects.remove(&c.backend, &c.key),
                     _ => None,
                 }
             };
             if let Some(e) = removed {
-                self.send(Op::DropObject { id })?;
-                let _ = std::fs::remove_file(self.data_path(id));
+                self.send(Op::DropObject { id: c.id })?;
+                let _ = std::fs::remove_file(self.data_path(c.id));
                 out.objects += 1;
                 out.blocks += e.blocks.len() as u64;
-                out.bytes += bytes;
-                total = total.saturating_sub(bytes);
+                out.bytes += c.bytes;
+                total = total.saturating_sub(c.bytes);
             }
         }
         if out.blocks > 0 {
@@ -95,10 +104,10 @@ impl Cache {
     }
 
     /// Drops at least `need` bytes of object `id`'s blocks, highest offsets first.
-    fn punch(&self, key: &(String, String), id: u64, need: u64) -> Result<Evicted> {
+    fn punch(&self, backend: &str, key: &str, id: u64, need: u64) -> Result<Evicted> {
         let victims: Vec<(u64, u64)> = {
             let mut objects = self.objects.write();
-            let Some(e) = objects.get_mut(key).filter(|e| e.id == id) else {
+            let Some(e) = objects.get_mut(backend, key).filter(|e| e.id == id) else {
                 return Ok(Evicted::default());
             };
             let mut blocks: Vec<u64> = e.blocks.keys().copied().collect();
@@ -176,11 +185,12 @@ impl Cache {
     /// Evicts so that the cache holds at most `max_bytes` and the disk keeps at least
     /// `min_free` (a fraction, 0.1 for 10 %) of its size free.
     pub fn enforce_limits(&self, max_bytes: u64, min_free: f64) -> Result<Evicted> {
-        let cached = self.stats().bytes;
+        let candidates = self.candidates();
+        let cached: u64 = candidates.iter().map(|c| c.bytes).sum();
         let (total, free) = self.disk_usage()?;
         let floor = (total as f64 * min_free) as u64;
         let deficit = floor.saturating_sub(free);
         let target = max_bytes.min(cached.saturating_sub(deficit));
-        self.evict_to(target)
+        self.evict_from(candidates, target)
     }
 }

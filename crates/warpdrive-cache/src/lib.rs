@@ -116,14 +116,51 @@ struct Entry {
     last_access: AtomicI64,
 }
 
+/// backend → key → cached version. Two levels rather than a `(backend, key)` tuple so that a
+/// lookup borrows the caller's strings instead of allocating a key on every read.
+#[derive(Debug, Default)]
+struct Objects(HashMap<String, HashMap<String, Entry>>);
+
+impl Objects {
+    fn get(&self, backend: &str, key: &str) -> Option<&Entry> {
+        self.0.get(backend)?.get(key)
+    }
+
+    fn get_mut(&mut self, backend: &str, key: &str) -> Option<&mut Entry> {
+        self.0.get_mut(backend)?.get_mut(key)
+    }
+
+    fn insert(&mut self, backend: &str, key: &str, e: Entry) -> Option<Entry> {
+        self.0
+            .entry(backend.to_string())
+            .or_default()
+            .insert(key.to_string(), e)
+    }
+
+    fn remove(&mut self, backend: &str, key: &str) -> Option<Entry> {
+        self.0.get_mut(backend)?.remove(key)
+    }
+
+    /// Every (backend, key, entry).
+    fn iter(&self) -> impl Iterator<Item = (&str, &str, &Entry)> {
+        self.0
+            .iter()
+            .flat_map(|(b, m)| m.iter().map(move |(k, e)| (b.as_str(), k.as_str(), e)))
+    }
+
+    fn len(&self) -> usize {
+        self.0.values().map(HashMap::len).sum()
+    }
+}
+
 /// The cache store.
 #[derive(Debug)]
 pub struct Cache {
     cfg: CacheConfig,
     data_dir: PathBuf,
-    /// (backend, key) → the cached version. A `parking_lot` lock: nothing awaits under it and
+    /// The cached version of each object. A `parking_lot` lock: nothing awaits under it and
     /// no I/O happens while it is held.
-    objects: RwLock<HashMap<(String, String), Entry>>,
+    objects: RwLock<Objects>,
     next_id: AtomicU64,
     corrupt: AtomicU64,
     evicted: AtomicU64,
@@ -152,12 +189,13 @@ impl Cache {
         let loaded = index::load(&conn)?;
         let corrupt = index::counter(&conn, "corrupt_blocks")? as u64;
         let evicted = index::counter(&conn, "evicted_blocks")? as u64;
-        let mut objects = HashMap::with_capacity(loaded.len());
+        let mut objects = Objects::default();
         let mut max_id = 0;
         for o in loaded {
             max_id = max_id.max(o.id);
             objects.insert(
-                (o.backend, o.key),
+                &o.backend,
+                &o.key,
                 Entry {
                     id: o.id,
                     etag: o.etag,
@@ -170,7 +208,7 @@ impl Cache {
         // Remove data files no index row names (left by a crash between creating a file and
         // committing its row, or by a rebuilt index).
         let known: std::collections::HashSet<String> =
-            objects.values().map(|e| data_name(e.id)).collect();
+            objects.iter().map(|(_, _, e)| data_name(e.id)).collect();
         for entry in std::fs::read_dir(&data_dir).map_err(io(&data_dir))? {
             let entry = entry.map_err(io(&data_dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -227,7 +265,7 @@ impl Cache {
     pub fn has_block(&self, id: &ObjectId, idx: BlockIndex) -> bool {
         let objects = self.objects.read();
         objects
-            .get(&(id.backend.clone(), id.key.clone()))
+            .get(&id.backend, &id.key)
             .is_some_and(|e| e.etag == id.etag && e.blocks.contains_key(&idx.0))
     }
 
@@ -236,7 +274,7 @@ impl Cache {
     pub fn read_block(&self, id: &ObjectId, idx: BlockIndex) -> Result<Option<Bytes>> {
         let (oid, size, crc) = {
             let objects = self.objects.read();
-            let Some(e) = objects.get(&(id.backend.clone(), id.key.clone())) else {
+            let Some(e) = objects.get(&id.backend, &id.key) else {
                 return Ok(None);
             };
             if e.etag != id.etag {
@@ -286,7 +324,7 @@ impl Cache {
     fn drop_block(&self, id: &ObjectId, idx: BlockIndex) -> Result<()> {
         let oid = {
             let mut objects = self.objects.write();
-            match objects.get_mut(&(id.backend.clone(), id.key.clone())) {
+            match objects.get_mut(&id.backend, &id.key) {
                 Some(e) if e.etag == id.etag => {
                     e.blocks.remove(&idx.0);
                     e.id
@@ -329,7 +367,7 @@ impl Cache {
         let crc = crc32c::crc32c(data);
         {
             let mut objects = self.objects.write();
-            match objects.get_mut(&(id.backend.clone(), id.key.clone())) {
+            match objects.get_mut(&id.backend, &id.key) {
                 // Still the same version: record the block.
                 Some(e) if e.id == oid => {
                     e.blocks.insert(idx.0, crc);
@@ -348,8 +386,7 @@ impl Cache {
     /// The id of the cached entry for this version, creating it (and its sparse data file),
     /// and dropping another cached version of the same object.
     fn entry_for(&self, id: &ObjectId, size: u64) -> Result<u64> {
-        let k = (id.backend.clone(), id.key.clone());
-        if let Some(e) = self.objects.read().get(&k)
+        if let Some(e) = self.objects.read().get(&id.backend, &id.key)
             && e.etag == id.etag
             && e.size == size
         {
@@ -360,7 +397,7 @@ impl Cache {
         let f = File::create(&path).map_err(io(&path))?;
         f.set_len(size).map_err(io(&path))?;
         let mut objects = self.objects.write();
-        if let Some(e) = objects.get(&k)
+        if let Some(e) = objects.get(&id.backend, &id.key)
             && e.etag == id.etag
             && e.size == size
         {
@@ -369,7 +406,8 @@ impl Cache {
             return Ok(e.id);
         }
         let old = objects.insert(
-            k,
+            &id.backend,
+            &id.key,
             Entry {
                 id: new_id,
                 etag: id.etag.clone(),
@@ -396,10 +434,7 @@ impl Cache {
 
     /// Drops every cached byte of `backend`/`key` (any version).
     pub fn invalidate(&self, backend: &str, key: &str) -> Result<()> {
-        let old = self
-            .objects
-            .write()
-            .remove(&(backend.to_string(), key.to_string()));
+        let old = self.objects.write().remove(backend, key);
         if let Some(old) = old {
             self.send(Op::DropObject { id: old.id })?;
             let _ = std::fs::remove_file(self.data_path(old.id));
@@ -414,11 +449,19 @@ impl Cache {
         done_rx.recv().map_err(|_| CacheError::WriterGone)
     }
 
+    /// Bytes of `e`'s blocks that are cached (the last block may be short).
+    fn cached_bytes(&self, e: &Entry) -> u64 {
+        e.blocks
+            .keys()
+            .map(|b| self.block_len(e.size, BlockIndex(*b)).unwrap_or(0))
+            .sum()
+    }
+
     /// Unix seconds when this object was last read (or first cached), if cached.
     pub fn last_access(&self, backend: &str, key: &str) -> Option<i64> {
         let objects = self.objects.read();
         objects
-            .get(&(backend.to_string(), key.to_string()))
+            .get(backend, key)
             .map(|e| e.last_access.load(Ordering::Relaxed))
     }
 
@@ -430,11 +473,9 @@ impl Cache {
             evicted_blocks: self.evicted.load(Ordering::Relaxed),
             ..Default::default()
         };
-        for e in objects.values() {
+        for (_, _, e) in objects.iter() {
             s.blocks += e.blocks.len() as u64;
-            for b in e.blocks.keys() {
-                s.bytes += self.block_len(e.size, BlockIndex(*b)).unwrap_or(0);
-            }
+            s.bytes += self.cached_bytes(e);
         }
         s
     }

@@ -221,9 +221,7 @@ impl Cache {
     /// Test hook: pretend `key` was last read at `t`.
     fn set_last_access(&self, key: &str, t: i64) {
         let objects = self.objects.read();
-        let e = objects
-            .get(&("b".to_string(), key.to_string()))
-            .expect("cached");
+        let e = objects.get("b", key).expect("cached");
         e.last_access.store(t, Ordering::Relaxed);
     }
 }
