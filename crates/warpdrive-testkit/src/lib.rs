@@ -19,7 +19,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use object_store::path::Path as StorePath;
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use warpdrive_config::{AuthMode, BackendConfig, BackendKind};
 use warpdrive_store::Backend;
 
@@ -369,34 +369,40 @@ pub fn create_bucket(kind: Kind, port: u16, bucket: &str) -> Result<()> {
     Ok(())
 }
 
-/// Uploads `data` as `key` (relative to the backend's prefix) through the backend's own
-/// client; for a local backend, writes the file.
-pub async fn upload(cfg: &BackendConfig, key: &str, data: Vec<u8>) -> Result<()> {
-    if let BackendKind::Local { path } = &cfg.kind {
-        let p = path.join(key);
-        if let Some(d) = p.parent() {
-            std::fs::create_dir_all(d)?;
-        }
-        std::fs::write(&p, data).with_context(|| format!("writing {}", p.display()))?;
-        return Ok(());
-    }
-    if let BackendKind::Gcs {
-        bucket,
-        endpoint: Some(endpoint),
-    } = &cfg.kind
-    {
-        return gcs_json_upload(endpoint, bucket, &format!("{}{key}", cfg.prefix), data).await;
-    }
-    let store = Backend::build(cfg)?
-        .object_store()
-        .ok_or_else(|| anyhow!("no object store"))?;
+/// Uploads one object (`key` relative to the backend's prefix): a file for a local backend,
+/// the JSON API for the GCS emulator, else `store`, the backend's own client.
+async fn upload_one(
+    cfg: &BackendConfig,
+    store: Option<&dyn ObjectStore>,
+    key: &str,
+    data: Vec<u8>,
+) -> Result<()> {
     let full = format!("{}{key}", cfg.prefix);
-    let path = StorePath::parse(&full).map_err(|e| anyhow!("bad key {full:?}: {e}"))?;
-    store
-        .put(&path, PutPayload::from(data))
-        .await
-        .with_context(|| format!("uploading {full} to {}", cfg.name))?;
-    Ok(())
+    match (&cfg.kind, store) {
+        (BackendKind::Local { path }, _) => {
+            let p = path.join(key);
+            if let Some(d) = p.parent() {
+                std::fs::create_dir_all(d)?;
+            }
+            std::fs::write(&p, data).with_context(|| format!("writing {}", p.display()))
+        }
+        (
+            BackendKind::Gcs {
+                bucket,
+                endpoint: Some(endpoint),
+            },
+            _,
+        ) => gcs_json_upload(endpoint, bucket, &full, data).await,
+        (_, Some(store)) => {
+            let path = StorePath::parse(&full).map_err(|e| anyhow!("bad key {full:?}: {e}"))?;
+            store
+                .put(&path, PutPayload::from(data))
+                .await
+                .with_context(|| format!("uploading {full} to {}", cfg.name))?;
+            Ok(())
+        }
+        (_, None) => bail!("backend {} has no object store client", cfg.name),
+    }
 }
 
 /// Uploads through the GCS JSON API. fake-gcs-server's XML API rejects `object_store`'s PUT
@@ -475,8 +481,11 @@ pub async fn upload_many(
     parallel: usize,
 ) -> Result<()> {
     use futures::StreamExt;
+    // One client for the whole batch.
+    let store = Backend::build(cfg)?.object_store();
+    let store = store.as_deref();
     let results: Vec<Result<()>> = futures::stream::iter(objects)
-        .map(|(k, d)| async move { upload(cfg, &k, d).await })
+        .map(|(k, d)| async move { upload_one(cfg, store, &k, d).await })
         .buffer_unordered(parallel)
         .collect()
         .await;
