@@ -5,13 +5,45 @@
 //! object read only in part, say), only as many of its blocks are dropped as needed, highest
 //! offsets first, by punching holes in its data file; the rest stays cached. The target
 //! comes from the size cap and the free-space floor ([`Cache::enforce_limits`]): whichever
-//! asks for less data wins, so the cache never fills the disk.
+//! asks for less data wins, so the cache never fills the disk. Objects pinned by a
+//! passthrough reader are skipped: the kernel reads their data files directly.
+//!
+//! Admission ([`Cache::admit`]) runs a pass before a block is written when the block would
+//! break a limit, and evicts a little below it (a slack of [`SLACK_FRACTION`] of the cap), so
+//! that a cache running at its cap does not walk the index on every block.
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 
 use crate::index::Op;
-use crate::{BlockIndex, Cache, CacheError, Result, io};
+use crate::{BlockIndex, Cache, CacheError, Result};
+
+/// Share of the size cap an admission pass frees beyond what the new block needs.
+const SLACK_FRACTION: u64 = 16;
+
+/// A limit in bytes or as a share of the cache disk.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Limit {
+    Bytes(u64),
+    /// A fraction of the disk's size, 0.0 to 1.0.
+    ShareOfDisk(f64),
+}
+
+impl Limit {
+    fn bytes(self, disk: u64) -> u64 {
+        match self {
+            Limit::Bytes(b) => b,
+            Limit::ShareOfDisk(f) => (disk as f64 * f) as u64,
+        }
+    }
+}
+
+/// How much the cache may hold and how much free space it always leaves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub max_size: Limit,
+    pub min_free: Limit,
+}
 
 /// What one eviction pass freed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -24,6 +56,7 @@ pub struct Evicted {
 /// An object that may be evicted, as seen by one pass.
 struct Candidate {
     last_access: i64,
+    pinned: bool,
     backend: String,
     key: String,
     id: u64,
@@ -38,6 +71,7 @@ impl Cache {
             .iter()
             .map(|(backend, key, e)| Candidate {
                 last_access: e.last_access.load(Ordering::Relaxed),
+                pinned: e.pins.load(Ordering::Relaxed) > 0,
                 backend: backend.to_string(),
                 key: key.to_string(),
                 id: e.id,
@@ -63,6 +97,9 @@ impl Cache {
             if total <= target {
                 break;
             }
+            if c.pinned {
+                continue;
+            }
             let need = total - target;
             if c.bytes > need.saturating_mul(2) {
                 let freed = self.punch(&c.backend, &c.key, c.id, need)?;
@@ -79,10 +116,10 @@ impl Cache {
                 }
             };
             if let Some(e) = removed {
-                self.send(Op::DropObject { id: c.id })?;
-                let _ = std::fs::remove_file(self.data_path(c.id));
+                let blocks = e.blocks.len() as u64;
+                self.forget(e)?;
                 out.objects += 1;
-                out.blocks += e.blocks.len() as u64;
+                out.blocks += blocks;
                 out.bytes += c.bytes;
                 total = total.saturating_sub(c.bytes);
             }
@@ -120,16 +157,14 @@ impl Cache {
                 }
                 let len = self.block_len(e.size, BlockIndex(b)).unwrap_or(0);
                 e.blocks.remove(&b);
+                self.used.fetch_sub(len, Ordering::Relaxed);
                 freed += len;
                 victims.push((b, len));
             }
             victims
         };
         let path = self.data_path(id);
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(io(&path))?;
+        let f = self.file(id)?;
         let mut out = Evicted::default();
         for (b, len) in victims {
             self.send(Op::DropBlock {
@@ -182,15 +217,88 @@ impl Cache {
         Ok((s.f_blocks * frsize, s.f_bavail * frsize))
     }
 
-    /// Evicts so that the cache holds at most `max_bytes` and the disk keeps at least
-    /// `min_free` (a fraction, 0.1 for 10 %) of its size free.
-    pub fn enforce_limits(&self, max_bytes: u64, min_free: f64) -> Result<Evicted> {
+    /// Sets the limits admission and [`Cache::enforce_limits`] keep.
+    pub fn set_limits(&self, limits: Limits) {
+        *self.limits.write() = Some(limits);
+        self.free_estimate.store(0, Ordering::Relaxed);
+    }
+
+    /// Evicts until the cache is within its limits (and `room` bytes more fit), with some
+    /// slack. Returns what was freed; without limits, nothing.
+    pub fn enforce_limits(&self) -> Result<Evicted> {
+        self.make_room(0)
+    }
+
+    fn make_room(&self, room: u64) -> Result<Evicted> {
+        let Some(limits) = *self.limits.read() else {
+            return Ok(Evicted::default());
+        };
+        let _one_pass = self.evicting.lock();
+        let (disk, free) = self.disk_usage()?;
+        let max = limits.max_size.bytes(disk);
+        let floor = limits.min_free.bytes(disk);
         let candidates = self.candidates();
         let cached: u64 = candidates.iter().map(|c| c.bytes).sum();
-        let (total, free) = self.disk_usage()?;
-        let floor = (total as f64 * min_free) as u64;
-        let deficit = floor.saturating_sub(free);
-        let target = max_bytes.min(cached.saturating_sub(deficit));
-        self.evict_from(candidates, target)
+        let deficit = (floor + room).saturating_sub(free);
+        let slack = if room > 0 { max / SLACK_FRACTION } else { 0 };
+        // Bytes other writers reserved but have not recorded yet.
+        let reserved = self.used.load(Ordering::Relaxed).saturating_sub(cached);
+        // The slack applies to whichever limit binds, so a pass run on a stale free-space
+        // estimate evicts nothing.
+        let by_cap = max.saturating_sub(room + reserved + slack);
+        let by_floor = if deficit > 0 {
+            cached.saturating_sub(deficit + slack)
+        } else {
+            cached
+        };
+        let target = by_cap.min(by_floor);
+        let out = if cached > target {
+            self.evict_from(candidates, target)?
+        } else {
+            Evicted::default()
+        };
+        self.max_bytes.store(max, Ordering::Relaxed);
+        self.min_free_bytes.store(floor, Ordering::Relaxed);
+        self.free_estimate
+            .store(free.saturating_add(out.bytes), Ordering::Relaxed);
+        Ok(out)
+    }
+
+    /// Reserves `len` more bytes within the limits, evicting if needed; the caller turns the
+    /// reservation into a recorded block or gives it back ([`Cache::unreserve`]). Reserving
+    /// before writing keeps concurrent writers from overshooting the cap together.
+    /// [`CacheError::NoRoom`] if even an empty cache would break the limits.
+    pub(crate) fn admit(&self, len: u64) -> Result<()> {
+        if self.limits.read().is_none() {
+            self.used.fetch_add(len, Ordering::Relaxed);
+            return Ok(());
+        }
+        let mut evicted = false;
+        loop {
+            let used = self.used.load(Ordering::Relaxed);
+            let fits = used + len <= self.max_bytes.load(Ordering::Relaxed)
+                && self.free_estimate.load(Ordering::Relaxed)
+                    >= self.min_free_bytes.load(Ordering::Relaxed) + len;
+            if fits {
+                if self
+                    .used
+                    .compare_exchange(used, used + len, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return Ok(());
+                }
+                continue;
+            }
+            if evicted {
+                return Err(CacheError::NoRoom { bytes: len });
+            }
+            self.make_room(len)?;
+            evicted = true;
+        }
+    }
+
+    /// Gives back a reservation of [`Cache::admit`] that did not become a block.
+    pub(crate) fn unreserve(&self, len: u64) {
+        self.used.fetch_sub(len, Ordering::Relaxed);
     }
 }

@@ -97,17 +97,24 @@ pub(crate) struct LoadedObject {
 
 /// Opens (or creates) the index. The flag is true when an existing index had another format
 /// and was discarded; its data files are then unknown and removed by the caller.
-pub(crate) fn open(path: &Path) -> Result<(Connection, bool), CacheError> {
+pub(crate) fn open(path: &Path, block_size: u64) -> Result<(Connection, bool), CacheError> {
     let fresh = !path.exists();
     let mut conn = connect(path)?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let stored_bs = if version == FORMAT_VERSION {
+        counter(&conn, "block_size")?
+    } else {
+        0
+    };
     let mut rebuilt = false;
-    if !fresh && version != FORMAT_VERSION {
+    if !fresh && (version != FORMAT_VERSION || (stored_bs != 0 && stored_bs as u64 != block_size)) {
         tracing::warn!(
             found = version,
             expected = FORMAT_VERSION,
+            found_block_size = stored_bs,
+            block_size,
             path = %path.display(),
-            "cache index has another format version; rebuilding the cache empty"
+            "cache index has another format version or block size; rebuilding the cache empty"
         );
         drop(conn);
         for suffix in ["", "-wal", "-shm"] {
@@ -123,6 +130,12 @@ pub(crate) fn open(path: &Path) -> Result<(Connection, bool), CacheError> {
         tx.pragma_update(None, "user_version", FORMAT_VERSION)?;
         tx.commit()?;
     }
+    if stored_bs == 0 || rebuilt {
+        conn.execute(
+            "INSERT OR REPLACE INTO counters (name, value) VALUES ('block_size', ?1)",
+            [block_size as i64],
+        )?;
+    }
     Ok((conn, rebuilt))
 }
 
@@ -134,6 +147,14 @@ fn connect(path: &Path) -> Result<Connection, CacheError> {
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", true)?;
     Ok(conn)
+}
+
+/// Opens an index read-only, beside a daemon that may be writing it (WAL allows this).
+pub(crate) fn open_read_only(path: &Path) -> Result<Connection, CacheError> {
+    Ok(Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?)
 }
 
 /// Every object with its blocks.

@@ -16,8 +16,13 @@
 //!
 //! Eviction ([`evict`]) drops least recently used data to a size cap and a free-space floor.
 //!
-//! Status: the store and its eviction. The read path, prefetch and passthrough build on it
-//! next; nothing in the daemon uses it yet.
+//! Only one process may use a cache directory at a time: [`Cache::open`] takes an exclusive
+//! lock on `lock` in it and a second daemon is refused ([`CacheError::Locked`]).
+//!
+//! Admission keeps the cache inside its limits ([`Limits`]): a block that would push the
+//! cache over its size cap, or the disk under its free-space floor, first evicts least
+//! recently used data; if that cannot make room the block is simply not cached
+//! ([`CacheError::NoRoom`]), so the cache never fills the disk.
 
 mod evict;
 mod index;
@@ -26,21 +31,24 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use parking_lot::RwLock;
 
-pub use evict::Evicted;
+pub use evict::{Evicted, Limit, Limits};
 pub use index::FORMAT_VERSION;
 use index::Op;
 
-/// Default block size: 1 MiB, the largest read the kernel sends through FUSE, so a sequential
-/// reader's request maps to one block. Provisional until the block cache's benchmark measures
-/// the alternatives.
+/// Default block size (the config's default is the one that counts; see doc/BENCHMARKS.md).
 pub const DEFAULT_BLOCK_SIZE: u64 = 1 << 20;
+
+/// Data files kept open for reads and writes: opening the file for every block would cost
+/// more than reading the block.
+const MAX_OPEN_FILES: usize = 256;
 
 /// Last-access times are persisted at most this often per object: eviction needs the order of
 /// use to the minute, not a write per read.
@@ -63,6 +71,22 @@ pub enum CacheError {
     WrongLength { block: u64, got: usize, want: u64 },
     #[error("the cache index writer has stopped")]
     WriterGone,
+    #[error(
+        "cache directory {dir} is in use by another warpdrive-mount (pid {pid}); give each daemon its own cache.dir"
+    )]
+    Locked { dir: PathBuf, pid: String },
+    #[error("no room in the cache for {bytes} more bytes within its limits")]
+    NoRoom { bytes: u64 },
+}
+
+impl CacheError {
+    /// Whether this is a failure of the cache disk (as opposed to a full cache or bad input).
+    pub fn is_disk_failure(&self) -> bool {
+        matches!(
+            self,
+            CacheError::Io { .. } | CacheError::Index(_) | CacheError::WriterGone
+        )
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
@@ -85,6 +109,18 @@ pub struct ObjectId {
 /// The number of a block within an object: bytes `[n * block_size, (n + 1) * block_size)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BlockIndex(pub u64);
+
+/// One cached block, as [`Cache::cached_blocks`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedBlock {
+    pub backend: String,
+    pub key: String,
+    /// The data file holding it.
+    pub path: PathBuf,
+    /// Its offset in the object and the data file.
+    pub offset: u64,
+    pub len: u64,
+}
 
 /// Settings of the cache store.
 #[derive(Debug, Clone)]
@@ -114,6 +150,22 @@ struct Entry {
     /// Unix seconds of the last read, for least-recently-used eviction. Atomic so that a
     /// read under the shared lock can move it.
     last_access: AtomicI64,
+    /// Open handles reading the data file directly (passthrough); eviction skips the object
+    /// while any is open, since the kernel would read holes.
+    pins: AtomicU32,
+}
+
+impl Entry {
+    fn new(id: u64, etag: String, size: u64, blocks: HashMap<u64, u32>, last_access: i64) -> Self {
+        Entry {
+            id,
+            etag,
+            size,
+            blocks,
+            last_access: AtomicI64::new(last_access),
+            pins: AtomicU32::new(0),
+        }
+    }
 }
 
 /// backend → key → cached version. Two levels rather than a `(backend, key)` tuple so that a
@@ -166,6 +218,21 @@ pub struct Cache {
     evicted: AtomicU64,
     tx: parking_lot::Mutex<Option<mpsc::Sender<Op>>>,
     writer: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Open data files by object id.
+    files: parking_lot::Mutex<HashMap<u64, Arc<File>>>,
+    /// Bytes of cached blocks.
+    used: AtomicU64,
+    /// Admission limits; `None` admits everything.
+    limits: RwLock<Option<Limits>>,
+    /// The limits in bytes, and the disk's free bytes, as of the last eviction pass (free
+    /// bytes shrink with every block written since).
+    max_bytes: AtomicU64,
+    min_free_bytes: AtomicU64,
+    free_estimate: AtomicU64,
+    /// One eviction pass at a time.
+    evicting: parking_lot::Mutex<()>,
+    /// Held for the cache's lifetime: the exclusive lock on `<dir>/lock`.
+    _lock: File,
 }
 
 fn now_secs() -> i64 {
@@ -182,28 +249,28 @@ impl Cache {
         std::fs::create_dir_all(&cfg.dir).map_err(io(&cfg.dir))?;
         std::fs::set_permissions(&cfg.dir, std::fs::Permissions::from_mode(0o700))
             .map_err(io(&cfg.dir))?;
+        let lock = lock_dir(&cfg.dir)?;
         let data_dir = cfg.dir.join("data");
         std::fs::create_dir_all(&data_dir).map_err(io(&data_dir))?;
 
-        let (conn, _rebuilt) = index::open(&cfg.dir.join("index.db"))?;
+        let (conn, _rebuilt) = index::open(&cfg.dir.join("index.db"), cfg.block_size)?;
         let loaded = index::load(&conn)?;
         let corrupt = index::counter(&conn, "corrupt_blocks")? as u64;
         let evicted = index::counter(&conn, "evicted_blocks")? as u64;
         let mut objects = Objects::default();
         let mut max_id = 0;
+        let mut used = 0;
         for o in loaded {
             max_id = max_id.max(o.id);
-            objects.insert(
-                &o.backend,
-                &o.key,
-                Entry {
-                    id: o.id,
-                    etag: o.etag,
-                    size: o.size,
-                    blocks: o.blocks.into_iter().collect(),
-                    last_access: AtomicI64::new(o.last_access),
-                },
+            let e = Entry::new(
+                o.id,
+                o.etag,
+                o.size,
+                o.blocks.into_iter().collect(),
+                o.last_access,
             );
+            used += cached_bytes(cfg.block_size, &e);
+            objects.insert(&o.backend, &o.key, e);
         }
         // Remove data files no index row names (left by a crash between creating a file and
         // committing its row, or by a rebuilt index).
@@ -232,7 +299,42 @@ impl Cache {
             evicted: AtomicU64::new(evicted),
             tx: parking_lot::Mutex::new(Some(tx)),
             writer: parking_lot::Mutex::new(Some(writer)),
+            files: parking_lot::Mutex::new(HashMap::new()),
+            used: AtomicU64::new(used),
+            limits: RwLock::new(None),
+            max_bytes: AtomicU64::new(u64::MAX),
+            min_free_bytes: AtomicU64::new(0),
+            free_estimate: AtomicU64::new(u64::MAX),
+            evicting: parking_lot::Mutex::new(()),
+            _lock: lock,
         })
+    }
+
+    /// The open data file of object `id`, opened read-write on first use.
+    fn file(&self, id: u64) -> Result<Arc<File>> {
+        if let Some(f) = self.files.lock().get(&id) {
+            return Ok(f.clone());
+        }
+        let path = self.data_path(id);
+        let f = Arc::new(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(io(&path))?,
+        );
+        let mut files = self.files.lock();
+        if files.len() >= MAX_OPEN_FILES {
+            files.clear();
+        }
+        files.insert(id, f.clone());
+        Ok(f)
+    }
+
+    /// Forgets object `id`'s data file: closes it and removes it from disk.
+    fn remove_data(&self, id: u64) {
+        self.files.lock().remove(&id);
+        let _ = std::fs::remove_file(self.data_path(id));
     }
 
     pub fn block_size(&self) -> u64 {
@@ -298,12 +400,15 @@ impl Cache {
             (e.id, e.size, *crc)
         };
         let len = self.block_len(size, idx)?;
-        let path = self.data_path(oid);
-        let f = File::open(&path).map_err(io(&path))?;
+        let f = self.file(oid)?;
         let mut buf = vec![0u8; len as usize];
-        f.read_exact_at(&mut buf, idx.0 * self.cfg.block_size)
-            .map_err(io(&path))?;
-        if crc32c::crc32c(&buf) != crc {
+        match f.read_exact_at(&mut buf, idx.0 * self.cfg.block_size) {
+            Ok(()) => {}
+            // A truncated data file: the block is damaged, like a checksum mismatch.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => buf.clear(),
+            Err(e) => return Err(io(&self.data_path(oid))(e)),
+        }
+        if buf.len() as u64 != len || crc32c::crc32c(&buf) != crc {
             tracing::warn!(
                 backend = id.backend,
                 key = id.key,
@@ -326,7 +431,10 @@ impl Cache {
             let mut objects = self.objects.write();
             match objects.get_mut(&id.backend, &id.key) {
                 Some(e) if e.etag == id.etag => {
-                    e.blocks.remove(&idx.0);
+                    if e.blocks.remove(&idx.0).is_some() {
+                        let len = block_len(self.cfg.block_size, e.size, idx.0);
+                        self.used.fetch_sub(len, Ordering::Relaxed);
+                    }
                     e.id
                 }
                 _ => return Ok(()),
@@ -356,31 +464,66 @@ impl Cache {
                 want,
             });
         }
+        self.admit(want)?;
+        let r = self.write_admitted(id, size, idx, data);
+        match r {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                self.unreserve(want);
+                Ok(())
+            }
+            Err(e) => {
+                self.unreserve(want);
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes a block whose room is reserved. `Ok(false)` when the bytes were not recorded
+    /// (already cached, or the object was replaced meanwhile).
+    fn write_admitted(
+        &self,
+        id: &ObjectId,
+        size: u64,
+        idx: BlockIndex,
+        data: &[u8],
+    ) -> Result<bool> {
+        let want = data.len() as u64;
         let oid = self.entry_for(id, size)?;
-        let path = self.data_path(oid);
-        let f = OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        f.write_all_at(data, idx.0 * self.cfg.block_size)
-            .map_err(io(&path))?;
+        let f = self.file(oid)?;
+        if let Err(e) = f.write_all_at(data, idx.0 * self.cfg.block_size) {
+            if e.raw_os_error() == Some(libc::ENOSPC) {
+                // The disk filled faster than the estimate said: not a failure of the disk.
+                self.free_estimate.store(0, Ordering::Relaxed);
+                return Err(CacheError::NoRoom { bytes: want });
+            }
+            return Err(io(&self.data_path(oid))(e));
+        }
+        self.free_estimate
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| {
+                Some(f.saturating_sub(want))
+            })
+            .ok();
         let crc = crc32c::crc32c(data);
         {
             let mut objects = self.objects.write();
             match objects.get_mut(&id.backend, &id.key) {
                 // Still the same version: record the block.
                 Some(e) if e.id == oid => {
-                    e.blocks.insert(idx.0, crc);
+                    if e.blocks.insert(idx.0, crc).is_some() {
+                        return Ok(false);
+                    }
                 }
                 // Replaced meanwhile by another version: these bytes are not wanted.
-                _ => return Ok(()),
+                _ => return Ok(false),
             }
         }
         self.send(Op::PutBlock {
             object_id: oid,
             block: idx.0,
             crc,
-        })
+        })?;
+        Ok(true)
     }
 
     /// The id of the cached entry for this version, creating it (and its sparse data file),
@@ -408,18 +551,11 @@ impl Cache {
         let old = objects.insert(
             &id.backend,
             &id.key,
-            Entry {
-                id: new_id,
-                etag: id.etag.clone(),
-                size,
-                blocks: HashMap::new(),
-                last_access: AtomicI64::new(now_secs()),
-            },
+            Entry::new(new_id, id.etag.clone(), size, HashMap::new(), now_secs()),
         );
         drop(objects);
         if let Some(old) = old {
-            self.send(Op::DropObject { id: old.id })?;
-            let _ = std::fs::remove_file(self.data_path(old.id));
+            self.forget(old)?;
         }
         self.send(Op::PutObject {
             id: new_id,
@@ -432,14 +568,113 @@ impl Cache {
         Ok(new_id)
     }
 
+    /// Drops a removed entry's blocks: from the byte count, the index and the disk.
+    fn forget(&self, old: Entry) -> Result<()> {
+        self.used
+            .fetch_sub(cached_bytes(self.cfg.block_size, &old), Ordering::Relaxed);
+        self.remove_data(old.id);
+        self.send(Op::DropObject { id: old.id })
+    }
+
     /// Drops every cached byte of `backend`/`key` (any version).
     pub fn invalidate(&self, backend: &str, key: &str) -> Result<()> {
         let old = self.objects.write().remove(backend, key);
-        if let Some(old) = old {
-            self.send(Op::DropObject { id: old.id })?;
-            let _ = std::fs::remove_file(self.data_path(old.id));
+        match old {
+            Some(old) => self.forget(old),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// The cached version of `backend`/`key`: its ETag and size, if any block is cached
+    /// or the object was opened.
+    pub fn cached_version(&self, backend: &str, key: &str) -> Option<(String, u64)> {
+        let objects = self.objects.read();
+        objects.get(backend, key).map(|e| (e.etag.clone(), e.size))
+    }
+
+    /// Whether every block of this version is cached.
+    pub fn is_complete(&self, id: &ObjectId) -> bool {
+        let objects = self.objects.read();
+        objects.get(&id.backend, &id.key).is_some_and(|e| {
+            e.etag == id.etag && e.blocks.len() as u64 == e.size.div_ceil(self.cfg.block_size)
+        })
+    }
+
+    /// Reads every cached block of this version and checks its CRC32C, dropping (and
+    /// counting) the damaged ones. Returns how many were damaged.
+    pub fn verify(&self, id: &ObjectId) -> Result<u64> {
+        let blocks: Vec<u64> = {
+            let objects = self.objects.read();
+            match objects.get(&id.backend, &id.key) {
+                Some(e) if e.etag == id.etag => e.blocks.keys().copied().collect(),
+                _ => return Ok(0),
+            }
+        };
+        let mut bad = 0;
+        for b in blocks {
+            if self.read_block(id, BlockIndex(b))?.is_none() {
+                bad += 1;
+            }
+        }
+        Ok(bad)
+    }
+
+    /// Opens this version's data file for a reader that bypasses the cache (FUSE
+    /// passthrough) and pins the object against eviction until [`Cache::unpin`]. `None`
+    /// unless every block is cached.
+    pub fn pin_complete(&self, id: &ObjectId) -> Result<Option<(u64, File)>> {
+        let oid = {
+            let objects = self.objects.read();
+            match objects.get(&id.backend, &id.key) {
+                Some(e)
+                    if e.etag == id.etag
+                        && e.blocks.len() as u64 == e.size.div_ceil(self.cfg.block_size) =>
+                {
+                    e.pins.fetch_add(1, Ordering::Relaxed);
+                    e.id
+                }
+                _ => return Ok(None),
+            }
+        };
+        let path = self.data_path(oid);
+        match File::open(&path) {
+            Ok(f) => Ok(Some((oid, f))),
+            Err(e) => {
+                self.unpin(id, oid);
+                Err(io(&path)(e))
+            }
+        }
+    }
+
+    /// Releases a pin taken by [`Cache::pin_complete`] (`object_id` is what it returned).
+    pub fn unpin(&self, id: &ObjectId, object_id: u64) {
+        let objects = self.objects.read();
+        if let Some(e) = objects.get(&id.backend, &id.key)
+            && e.id == object_id
+        {
+            e.pins.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Every cached block: where it lives and how long it is (for scrubbing and tests).
+    pub fn cached_blocks(&self) -> Vec<CachedBlock> {
+        let objects = self.objects.read();
+        let mut out = Vec::new();
+        for (backend, key, e) in objects.iter() {
+            push_blocks(
+                &mut out,
+                (&self.data_dir, self.cfg.block_size),
+                (backend, key, e.id, e.size),
+                e.blocks.keys().copied(),
+            );
+        }
+        out.sort_by(|a, b| (&a.path, a.offset).cmp(&(&b.path, b.offset)));
+        out
+    }
+
+    /// Bytes of cached blocks (kept up to date without walking the index).
+    pub fn used_bytes(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
     }
 
     /// Waits until every change so far is committed to the index.
@@ -451,10 +686,7 @@ impl Cache {
 
     /// Bytes of `e`'s blocks that are cached (the last block may be short).
     fn cached_bytes(&self, e: &Entry) -> u64 {
-        e.blocks
-            .keys()
-            .map(|b| self.block_len(e.size, BlockIndex(*b)).unwrap_or(0))
-            .sum()
+        cached_bytes(self.cfg.block_size, e)
     }
 
     /// Unix seconds when this object was last read (or first cached), if cached.
@@ -490,6 +722,88 @@ impl Drop for Cache {
             let _ = w.join();
         }
     }
+}
+
+/// The byte length of block `b` of an object of `size` bytes (0 past the end).
+fn block_len(block_size: u64, size: u64, b: u64) -> u64 {
+    size.saturating_sub(b.saturating_mul(block_size))
+        .min(block_size)
+}
+
+/// Appends the [`CachedBlock`]s of one object.
+fn push_blocks(
+    out: &mut Vec<CachedBlock>,
+    (data_dir, block_size): (&Path, u64),
+    (backend, key, id, size): (&str, &str, u64, u64),
+    blocks: impl Iterator<Item = u64>,
+) {
+    for b in blocks {
+        out.push(CachedBlock {
+            backend: backend.to_string(),
+            key: key.to_string(),
+            path: data_dir.join(data_name(id)),
+            offset: b * block_size,
+            len: block_len(block_size, size, b),
+        });
+    }
+}
+
+/// Every cached block recorded in the index of the cache in `dir`, read without taking the
+/// cache's lock (a running daemon may hold it): what `warpdrive-ctl` and tests inspect.
+pub fn read_index_blocks(dir: &Path) -> Result<Vec<CachedBlock>> {
+    let conn = index::open_read_only(&dir.join("index.db"))?;
+    let block_size = index::counter(&conn, "block_size")? as u64;
+    let data_dir = dir.join("data");
+    let mut out = Vec::new();
+    for o in index::load(&conn)? {
+        push_blocks(
+            &mut out,
+            (&data_dir, block_size),
+            (&o.backend, &o.key, o.id, o.size),
+            o.blocks.iter().map(|(b, _)| *b),
+        );
+    }
+    out.sort_by(|a, b| (&a.path, a.offset).cmp(&(&b.path, b.offset)));
+    Ok(out)
+}
+
+fn cached_bytes(block_size: u64, e: &Entry) -> u64 {
+    e.blocks
+        .keys()
+        .map(|b| block_len(block_size, e.size, *b))
+        .sum()
+}
+
+/// Takes the exclusive lock on `<dir>/lock` (and writes our pid in it), or says who holds it.
+fn lock_dir(dir: &Path) -> Result<File> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let path = dir.join("lock");
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io(&path))?;
+    // SAFETY: flock(2) on a descriptor we own; no memory is passed.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            let mut pid = String::new();
+            let _ = f.read_to_string(&mut pid);
+            return Err(CacheError::Locked {
+                dir: dir.to_path_buf(),
+                pid: pid.trim().to_string(),
+            });
+        }
+        return Err(io(&path)(err));
+    }
+    f.set_len(0).map_err(io(&path))?;
+    f.seek(std::io::SeekFrom::Start(0)).map_err(io(&path))?;
+    write!(f, "{}", std::process::id()).map_err(io(&path))?;
+    Ok(f)
 }
 
 fn data_name(id: u64) -> String {

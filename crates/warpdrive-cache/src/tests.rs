@@ -318,17 +318,80 @@ fn limits_combine_size_cap_and_free_space_floor() {
     }
     let (total, free) = c.disk_usage().expect("statvfs");
     assert!(total > 0 && free <= total);
-    // A generous cap and no floor: nothing to do.
-    assert_eq!(
-        c.enforce_limits(u64::MAX, 0.0).expect("noop"),
-        Evicted::default()
-    );
+    // No limits set, or generous ones: nothing to do.
+    assert_eq!(c.enforce_limits().expect("noop"), Evicted::default());
+    c.set_limits(Limits {
+        max_size: Limit::Bytes(u64::MAX),
+        min_free: Limit::Bytes(0),
+    });
+    assert_eq!(c.enforce_limits().expect("noop"), Evicted::default());
     // A cap below the cached bytes evicts down to it; an object not much larger than what
     // must go is dropped whole.
-    assert_eq!(c.enforce_limits(2 * BS, 0.0).expect("cap").bytes, 4 * BS);
-    // A floor the disk cannot meet empties the cache rather than fill the disk.
-    c.write_block(&named("y"), BS, BlockIndex(0), &block(2, BS))
-        .expect("write");
-    c.enforce_limits(u64::MAX, 1.0).expect("floor");
+    c.set_limits(Limits {
+        max_size: Limit::Bytes(2 * BS),
+        min_free: Limit::Bytes(0),
+    });
+    assert_eq!(c.enforce_limits().expect("cap").bytes, 4 * BS);
+    assert_eq!(c.used_bytes(), 0);
+    // Admission keeps the cap: writing 5 blocks under a 2-block cap leaves at most 2.
+    for b in 0..5 {
+        c.write_block(&named(&format!("k{b}")), BS, BlockIndex(0), &block(2, BS))
+            .expect("admitted after eviction");
+        assert!(c.used_bytes() <= 2 * BS, "cap held after block {b}");
+    }
+    assert_eq!(
+        c.used_bytes(),
+        c.stats().bytes,
+        "the running count matches a walk"
+    );
+    // A floor the disk cannot meet empties the cache rather than fill the disk, and a new
+    // block is refused rather than written.
+    c.set_limits(Limits {
+        max_size: Limit::Bytes(u64::MAX),
+        min_free: Limit::ShareOfDisk(1.0),
+    });
+    c.enforce_limits().expect("floor");
     assert_eq!(c.stats().bytes, 0);
+    assert!(matches!(
+        c.write_block(&named("z"), BS, BlockIndex(0), &block(3, BS)),
+        Err(CacheError::NoRoom { .. })
+    ));
+}
+
+#[test]
+fn pinned_objects_are_not_evicted() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let c = Cache::open(cfg(d.path())).expect("open");
+    let (a, b) = (named("a"), named("b"));
+    c.write_block(&a, BS, BlockIndex(0), &block(1, BS))
+        .expect("write");
+    c.write_block(&b, 2 * BS, BlockIndex(0), &block(2, BS))
+        .expect("write");
+    c.set_last_access("a", 1);
+    assert!(
+        c.pin_complete(&b).expect("pin").is_none(),
+        "b is incomplete"
+    );
+    let (oid, _file) = c.pin_complete(&a).expect("pin").expect("a is complete");
+    assert_eq!(c.verify(&a).expect("verify"), 0);
+    c.evict_to(0).expect("evict");
+    assert!(c.has_block(&a, BlockIndex(0)), "pinned a stays");
+    assert!(!c.has_block(&b, BlockIndex(0)), "b goes");
+    c.unpin(&a, oid);
+    c.evict_to(0).expect("evict");
+    assert!(!c.has_block(&a, BlockIndex(0)), "unpinned a goes");
+}
+
+#[test]
+fn a_second_user_of_the_directory_is_refused() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let c = Cache::open(cfg(d.path())).expect("open");
+    let e = Cache::open(cfg(d.path())).expect_err("second open");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("in use") && msg.contains(&std::process::id().to_string()),
+        "{msg}"
+    );
+    drop(c);
+    Cache::open(cfg(d.path())).expect("free again after the first closes");
 }

@@ -124,12 +124,39 @@ pub enum SizeLimit {
     PercentOfDisk(f64),
 }
 
-/// The block cache's settings. The cache itself arrives with the block cache; today the
-/// directory is validated and created so that a mistake is caught before anything is mounted.
+/// The block cache's settings.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CacheConfig {
     pub dir: PathBuf,
+    /// Most the cache may hold.
     pub max_size: SizeLimit,
+    /// Free space the cache always leaves on its disk.
+    pub min_free: SizeLimit,
+    /// Bytes per cache block (a power of two).
+    #[serde(serialize_with = "ser_size")]
+    pub block_size: u64,
+    /// Bytes of prefetch in flight at once, over every open file.
+    #[serde(serialize_with = "ser_size")]
+    pub prefetch_budget: u64,
+}
+
+fn ser_size<S: serde::Serializer>(b: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&units::format_size(*b))
+}
+
+/// Default cache block: see doc/BENCHMARKS.md ("Block size") for the measurement behind it.
+pub const DEFAULT_BLOCK_SIZE: u64 = 1 << 20;
+/// Default prefetch budget, shared by every open file.
+pub const DEFAULT_PREFETCH_BUDGET: u64 = 256 << 20;
+
+/// Whether fully cached files are served by FUSE passthrough.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Passthrough {
+    /// When the kernel supports it.
+    Auto,
+    /// Never: every read reaches the daemon (and is checksummed).
+    Off,
 }
 
 /// Where `/metrics` is served.
@@ -145,6 +172,7 @@ pub struct FuseConfig {
     pub threads: usize,
     /// Let other users see the mount. Off by default: a mount is private to its owner.
     pub allow_other: bool,
+    pub passthrough: Passthrough,
 }
 
 /// How a backend authenticates.
@@ -335,6 +363,36 @@ impl Config {
             None => SizeLimit::PercentOfDisk(80.0),
             Some(s) => units::parse_size_limit(s).map_err(|m| invalid("cache.max_size", m))?,
         };
+        let min_free = match raw_cache.min_free.as_deref() {
+            None => SizeLimit::PercentOfDisk(10.0),
+            Some(s) => units::parse_size_limit(s).map_err(|m| invalid("cache.min_free", m))?,
+        };
+        let block_size = match raw_cache.block_size.as_deref() {
+            None => DEFAULT_BLOCK_SIZE,
+            Some(s) => {
+                let b = units::parse_size(s).map_err(|m| invalid("cache.block_size", m))?;
+                if !b.is_power_of_two() || !(64 << 10..=16 << 20).contains(&b) {
+                    return Err(invalid(
+                        "cache.block_size",
+                        format!("`{s}` must be a power of two from 64KiB to 16MiB, e.g. 1MiB"),
+                    ));
+                }
+                b
+            }
+        };
+        let prefetch_budget = match raw_cache.prefetch_budget.as_deref() {
+            None => DEFAULT_PREFETCH_BUDGET,
+            Some(s) => units::parse_size(s).map_err(|m| invalid("cache.prefetch_budget", m))?,
+        };
+        if prefetch_budget != 0 && prefetch_budget < block_size {
+            return Err(invalid(
+                "cache.prefetch_budget",
+                format!(
+                    "is smaller than one block ({}); use 0 to turn prefetch off, or e.g. 256MiB",
+                    units::format_size(block_size)
+                ),
+            ));
+        }
 
         let metrics_listen = raw
             .metrics
@@ -369,6 +427,7 @@ impl Config {
         let fuse = FuseConfig {
             threads,
             allow_other: raw_fuse.allow_other.unwrap_or(false),
+            passthrough: raw_fuse.passthrough.unwrap_or(Passthrough::Auto),
         };
 
         let raw_backends = raw.backends.unwrap_or_default();
@@ -398,6 +457,9 @@ impl Config {
             cache: CacheConfig {
                 dir: cache_dir,
                 max_size,
+                min_free,
+                block_size,
+                prefetch_budget,
             },
             metrics: MetricsConfig { listen },
             metadata_ttl,

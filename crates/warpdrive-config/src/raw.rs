@@ -25,6 +25,9 @@ pub(crate) struct RawConfig {
 pub(crate) struct RawCache {
     pub dir: Option<PathBuf>,
     pub max_size: Option<String>,
+    pub min_free: Option<String>,
+    pub block_size: Option<String>,
+    pub prefetch_budget: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -38,6 +41,7 @@ pub(crate) struct RawMetrics {
 pub(crate) struct RawFuse {
     pub threads: Option<usize>,
     pub allow_other: Option<bool>,
+    pub passthrough: Option<crate::Passthrough>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -40,10 +40,16 @@ fn the_issue_example_parses() {
     assert_eq!(c.backends[4].kind.type_name(), "local");
     assert_eq!(c.fuse.threads, DEFAULT_FUSE_THREADS);
     assert!(!c.fuse.allow_other);
+    assert_eq!(c.fuse.passthrough, Passthrough::Auto);
+    assert_eq!(c.cache.min_free, SizeLimit::PercentOfDisk(10.0));
+    assert_eq!(c.cache.block_size, DEFAULT_BLOCK_SIZE);
+    assert_eq!(c.cache.prefetch_budget, 256 << 20);
     // The resolved config names every backend and writes units back out.
     let yaml = c.to_yaml();
     assert!(yaml.contains("datasets-wus3"), "{yaml}");
     assert!(yaml.contains("max_size: 500GiB"), "{yaml}");
+    assert!(yaml.contains("block_size: 1MiB"), "{yaml}");
+    assert!(yaml.contains("passthrough: auto"), "{yaml}");
     assert!(yaml.contains("metadata_ttl: 1m"), "{yaml}");
     assert!(yaml.contains("type: s3"), "{yaml}");
 }
@@ -102,6 +108,31 @@ fn malformed_configs_name_the_field() {
         ("500GiB", "500 parsecs", &["cache.max_size", "unknown unit"]),
         ("500GiB", "lots", &["cache.max_size", "not a size"]),
         ("500GiB", "150%", &["cache.max_size", "between"]),
+        (
+            "max_size: 500GiB",
+            "max_size: 500GiB, min_free: lots%",
+            &["cache.min_free", "not a percentage"],
+        ),
+        (
+            "max_size: 500GiB",
+            "max_size: 500GiB, block_size: 3MiB",
+            &["cache.block_size", "power of two"],
+        ),
+        (
+            "max_size: 500GiB",
+            "max_size: 500GiB, block_size: 32KiB",
+            &["cache.block_size", "64KiB to 16MiB"],
+        ),
+        (
+            "max_size: 500GiB",
+            "max_size: 500GiB, prefetch_budget: 4KiB",
+            &["cache.prefetch_budget", "smaller than one block"],
+        ),
+        (
+            "mount_point: /wd",
+            "mount_point: /wd\nfuse: { passthrough: always }",
+            &["unknown variant `always`"],
+        ),
         (
             "metadata_ttl: 60s",
             "metadata_ttl: soon",

@@ -8,12 +8,15 @@
 //!
 //! Every mutating operation answers `EROFS` (the mount is also read-only in the kernel).
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
+
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
+    BackingId, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
     ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
 };
@@ -42,12 +45,19 @@ pub struct FuseAdapter {
     fs: Arc<Fs>,
     rt: Handle,
     ttl: Duration,
+    /// Passthrough backing files of open handles, closed at release.
+    backing: Arc<Mutex<HashMap<u64, BackingId>>>,
 }
 
 impl FuseAdapter {
     /// `ttl` is how long the kernel may cache entries and attributes.
     pub fn new(fs: Arc<Fs>, rt: Handle, ttl: Duration) -> FuseAdapter {
-        FuseAdapter { fs, rt, ttl }
+        FuseAdapter {
+            fs,
+            rt,
+            ttl,
+            backing: Arc::default(),
+        }
     }
 }
 
@@ -104,6 +114,19 @@ impl fuser::Filesystem for FuseAdapter {
         if let Err(missing) = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS) {
             tracing::debug!(?missing, "kernel lacks parallel directory operations");
         }
+        // Passthrough: the kernel reads fully cached files straight from the cache disk.
+        if self.fs.wants_passthrough() {
+            let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                && config.set_max_stack_depth(1).is_ok();
+            if ok {
+                tracing::info!("FUSE passthrough enabled for fully cached files");
+            } else {
+                tracing::info!(
+                    "the kernel does not offer FUSE passthrough; cached files are served by the daemon"
+                );
+            }
+            self.fs.set_passthrough_ready(ok);
+        }
         Ok(())
     }
 
@@ -141,9 +164,31 @@ impl fuser::Filesystem for FuseAdapter {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY
             || flags.0 & (libc::O_TRUNC | libc::O_APPEND | libc::O_CREAT) != 0;
         let fs = self.fs.clone();
+        let backing = self.backing.clone();
         self.rt.spawn(async move {
             match fs.open(Ino(ino.0), write).await {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Ok(o) => {
+                    let fh = FileHandle(o.fh);
+                    if let Some(file) = o.passthrough {
+                        match reply.open_backing(&file) {
+                            Ok(id) => {
+                                reply.opened_passthrough(fh, FopenFlags::empty(), &id);
+                                backing.lock().insert(o.fh, id);
+                                return;
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "passthrough refused by the kernel; serving the file from the daemon");
+                                fs.set_passthrough_ready(false);
+                            }
+                        }
+                    }
+                    let flags = if o.keep_cache {
+                        FopenFlags::FOPEN_KEEP_CACHE
+                    } else {
+                        FopenFlags::empty()
+                    };
+                    reply.opened(fh, flags)
+                }
                 Err(e) => {
                     log_err("open", &e);
                     reply.error(errno(&e))
@@ -196,6 +241,7 @@ impl fuser::Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.backing.lock().remove(&fh.0);
         self.fs.release(fh.0);
         reply.ok();
     }

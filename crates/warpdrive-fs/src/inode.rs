@@ -53,6 +53,8 @@ pub struct NodeState {
     pub info: Option<(ObjectInfo, Instant)>,
     /// Directories: the latest listing (complete or still streaming).
     pub listing: Option<Arc<Listing>>,
+    /// Files: the ETag of the version last opened, whose pages the kernel may still cache.
+    pub opened_etag: Option<String>,
 }
 
 #[derive(Debug)]

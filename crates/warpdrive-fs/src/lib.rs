@@ -1,19 +1,19 @@
 //! WarpDrive's filesystem: a FUSE-free core and a thin FUSE adapter over it.
 //!
-//! Data flows one way: [`fuse::FuseAdapter`] → [`core::Fs`] → (block cache, next) →
-//! [`warpdrive_store::Backend`]. The core owns the namespace ([`inode`]), directory listings
-//! ([`listing`]), metadata freshness, open handles and the read path ([`readahead`]); the
+//! Data flows one way: [`fuse::FuseAdapter`] → [`core::Fs`] → [`blocks`] (block cache and
+//! prefetch) → [`warpdrive_store::Backend`]. The core owns the namespace ([`inode`]),
+//! directory listings ([`listing`]), metadata freshness, open handles and versions; the
 //! adapter converts FUSE arguments and replies. Tests drive the core without a kernel.
 
+pub mod blocks;
 pub mod core;
 pub mod error;
 pub mod fuse;
 pub mod inode;
 pub mod listing;
 pub mod mountinfo;
-pub mod readahead;
 
-pub use crate::core::{Attr, DirEntry, Fs, FsConfig};
+pub use crate::core::{Attr, DirEntry, Fs, FsConfig, Invalidator, Opened};
 pub use crate::error::{FsError, FsResult};
 pub use crate::fuse::FuseAdapter;
 pub use crate::inode::{Ino, Kind};

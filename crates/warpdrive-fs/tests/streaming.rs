@@ -37,8 +37,12 @@ async fn first_entries_arrive_before_the_listing_ends() {
             metadata_ttl: MetadataTtl::For(Duration::from_secs(600)),
             uid: 0,
             gid: 0,
+            block_size: 1 << 20,
+            prefetch_budget: 0,
+            passthrough: false,
         },
         vec![Arc::new(Backend::build(&cfg).expect("backend"))],
+        None,
     );
     let root = fs.lookup(Ino::ROOT, "s").await.expect("backend dir");
     let d = fs.lookup(root.ino, "d").await.expect("d");

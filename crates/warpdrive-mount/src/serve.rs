@@ -12,7 +12,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use fuser::{MountOption, SessionACL};
 use tokio::signal::unix::{SignalKind, signal};
-use warpdrive_config::Config;
+use warpdrive_cache::{Cache, CacheConfig, Limit, Limits};
+use warpdrive_config::{Config, Passthrough, SizeLimit};
 use warpdrive_fs::mountinfo::FS_NAME;
 use warpdrive_fs::{Fs, FsConfig, FuseAdapter};
 use warpdrive_store::Backend;
@@ -28,9 +29,60 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Kernel readahead for the mount, in KiB: matches the 1 MiB FUSE reads we ask for.
 const READ_AHEAD_KB: u32 = 1024;
 
+/// How often the cache limits are re-checked in the background (other programs may fill the
+/// disk; admission handles the cache's own growth).
+const EVICT_INTERVAL: Duration = Duration::from_secs(10);
+
+fn limit(l: SizeLimit) -> Limit {
+    match l {
+        SizeLimit::Bytes(b) => Limit::Bytes(b),
+        SizeLimit::PercentOfDisk(p) => Limit::ShareOfDisk(p / 100.0),
+    }
+}
+
+/// Opens the block cache (refusing a directory another daemon uses) and starts the thread
+/// that keeps it within its limits.
+fn open_cache(config: &Config) -> Result<Arc<Cache>> {
+    let started = std::time::Instant::now();
+    let cache = Cache::open(CacheConfig {
+        dir: config.cache.dir.clone(),
+        block_size: config.cache.block_size,
+    })
+    .with_context(|| format!("opening the block cache in {}", config.cache.dir.display()))?;
+    let cache = Arc::new(cache);
+    cache.set_limits(Limits {
+        max_size: limit(config.cache.max_size),
+        min_free: limit(config.cache.min_free),
+    });
+    let s = cache.stats();
+    tracing::info!(
+        dir = %config.cache.dir.display(),
+        objects = s.objects,
+        blocks = s.blocks,
+        bytes = s.bytes,
+        ms = started.elapsed().as_millis() as u64,
+        "block cache opened"
+    );
+    let weak = Arc::downgrade(&cache);
+    std::thread::Builder::new()
+        .name("cache-evict".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(EVICT_INTERVAL);
+                let Some(c) = weak.upgrade() else { return };
+                if let Err(e) = c.enforce_limits() {
+                    tracing::warn!(error = %e, "cache eviction pass failed");
+                }
+            }
+        })
+        .context("starting the cache eviction thread")?;
+    Ok(cache)
+}
+
 pub(crate) fn run(config: Config) -> Result<()> {
     mountpoint::prepare(&config.mount_point)?;
     prepare_cache_dir(&config.cache.dir)?;
+    let cache = open_cache(&config)?;
 
     let backends = config
         .backends
@@ -62,10 +114,18 @@ pub(crate) fn run(config: Config) -> Result<()> {
             metadata_ttl: config.metadata_ttl,
             uid: nix::unistd::geteuid().as_raw(),
             gid: nix::unistd::getegid().as_raw(),
+            block_size: config.cache.block_size,
+            prefetch_budget: config.cache.prefetch_budget,
+            passthrough: config.fuse.passthrough == Passthrough::Auto,
         },
         backends,
+        Some(cache.clone()),
     );
-    let adapter = FuseAdapter::new(fs, rt.handle().clone(), config.metadata_ttl.kernel_ttl());
+    let adapter = FuseAdapter::new(
+        fs.clone(),
+        rt.handle().clone(),
+        config.metadata_ttl.kernel_ttl(),
+    );
 
     let mut fcfg = fuser::Config::default();
     fcfg.mount_options = vec![
@@ -91,6 +151,12 @@ pub(crate) fn run(config: Config) -> Result<()> {
             mp.display()
         )
     })?;
+    let notifier = session.notifier();
+    fs.set_invalidator(Arc::new(move |ino| {
+        if let Err(e) = notifier.inval_inode(fuser::INodeNo(ino.0), 0, 0) {
+            tracing::debug!(ino = ino.0, error = %e, "page cache invalidation not delivered");
+        }
+    }));
     let bg = session.spawn().context("starting FUSE session threads")?;
     set_read_ahead(&mp);
     tracing::info!(
@@ -134,6 +200,10 @@ pub(crate) fn run(config: Config) -> Result<()> {
         }
     }
     rt.shutdown_timeout(Duration::from_secs(2));
+    drop(fs);
+    if let Err(e) = cache.flush() {
+        tracing::warn!(error = %e, "could not commit the last cache index changes");
+    }
     tracing::info!(mount_point = %mp.display(), "stopped");
     Ok(())
 }

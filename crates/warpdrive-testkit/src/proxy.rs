@@ -1,10 +1,17 @@
-//! A TCP proxy that delays responses, for tests that need one slow backend.
+//! A TCP proxy in front of an emulator: delays responses (for tests that need one slow
+//! backend) and counts the requests passing through (for tests that must show what the
+//! daemon fetched, seen from outside it).
 //!
 //! Every time the upstream starts sending after a quiet spell (a new response, roughly), the
 //! proxy holds the bytes for `delay` before passing them on; bytes of a response already
-//! flowing pass at once. It runs on its own runtime thread and stops when dropped.
+//! flowing pass at once. Requests are parsed from the client's stream (request line and
+//! headers; the daemon sends no bodies on the read path): every request is counted, and a
+//! `GET` with a `Range` header is a data read whose range length is added to
+//! [`ProxyStats::range_bytes`]. It runs on its own runtime thread and stops when dropped.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -14,10 +21,32 @@ use tokio::net::{TcpListener, TcpStream};
 /// Upstream silence after which the next bytes count as a new response.
 const QUIET: Duration = Duration::from_millis(50);
 
-/// A running delaying proxy on 127.0.0.1.
+/// What passed through the proxy.
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    /// Every request.
+    pub requests: AtomicU64,
+    /// `GET` requests with a `Range` header: reads of object data.
+    pub ranged_gets: AtomicU64,
+    /// Bytes those ranges asked for.
+    pub range_bytes: AtomicU64,
+}
+
+impl ProxyStats {
+    /// (ranged GETs, bytes they asked for).
+    pub fn data_reads(&self) -> (u64, u64) {
+        (
+            self.ranged_gets.load(Ordering::Relaxed),
+            self.range_bytes.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// A running proxy on 127.0.0.1.
 #[derive(Debug)]
 pub struct DelayProxy {
     pub port: u16,
+    pub stats: Arc<ProxyStats>,
     rt: Option<tokio::runtime::Runtime>,
 }
 
@@ -34,23 +63,82 @@ impl DelayProxy {
             .context("binding proxy")?;
         let port = listener.local_addr()?.port();
         let target: SocketAddr = ([127, 0, 0, 1], upstream).into();
+        let stats = Arc::new(ProxyStats::default());
+        let st = stats.clone();
         rt.spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                let st = st.clone();
                 tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(target).await {
-                        let _ = relay(client, server, delay).await;
+                        let _ = relay(client, server, delay, st).await;
                     }
                 });
             }
         });
-        Ok(DelayProxy { port, rt: Some(rt) })
+        Ok(DelayProxy {
+            port,
+            stats,
+            rt: Some(rt),
+        })
+    }
+
+    /// A proxy that only counts.
+    pub fn counting(upstream: u16) -> Result<DelayProxy> {
+        DelayProxy::start(upstream, Duration::ZERO)
     }
 }
 
-async fn relay(client: TcpStream, server: TcpStream, delay: Duration) -> std::io::Result<()> {
+/// Counts the requests whose headers are complete in `buf`, removing them from it.
+fn count_requests(buf: &mut Vec<u8>, stats: &ProxyStats) {
+    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        buf.drain(..end + 4);
+        stats.requests.fetch_add(1, Ordering::Relaxed);
+        if !head.starts_with("get ") {
+            continue;
+        }
+        let range = head
+            .lines()
+            .find_map(|l| l.strip_prefix("range:"))
+            .and_then(|r| r.trim().strip_prefix("bytes="))
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(a, b)| {
+                Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?))
+            });
+        if let Some((a, b)) = range {
+            stats.ranged_gets.fetch_add(1, Ordering::Relaxed);
+            stats
+                .range_bytes
+                .fetch_add(b.saturating_sub(a) + 1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    delay: Duration,
+    stats: Arc<ProxyStats>,
+) -> std::io::Result<()> {
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = server.into_split();
-    let up = tokio::spawn(async move { tokio::io::copy(&mut cr, &mut sw).await });
+    let up = tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 << 10];
+        let mut pending = Vec::new();
+        loop {
+            let n = cr.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<_, std::io::Error>(());
+            }
+            pending.extend_from_slice(&buf[..n]);
+            count_requests(&mut pending, &stats);
+            // A body (never sent on the read path) must not grow the buffer without bound.
+            if pending.len() > 1 << 20 {
+                pending.clear();
+            }
+            sw.write_all(&buf[..n]).await?;
+        }
+    });
     let mut buf = vec![0u8; 64 << 10];
     let mut last = Instant::now() - QUIET * 2;
     loop {
@@ -58,7 +146,7 @@ async fn relay(client: TcpStream, server: TcpStream, delay: Duration) -> std::io
         if n == 0 {
             break;
         }
-        if last.elapsed() >= QUIET {
+        if !delay.is_zero() && last.elapsed() >= QUIET {
             tokio::time::sleep(delay).await;
         }
         cw.write_all(&buf[..n]).await?;

@@ -19,8 +19,19 @@ pub fn config_yaml(
     backends: &[BackendConfig],
     extra: &str,
 ) -> String {
+    config_yaml_with(mount_point, cache, backends, extra, "max_size: 1GiB")
+}
+
+/// Renders a config file for `backends` with these `cache:` fields besides `dir`.
+pub fn config_yaml_with(
+    mount_point: &Path,
+    cache: &Path,
+    backends: &[BackendConfig],
+    extra: &str,
+    cache_fields: &str,
+) -> String {
     let mut y = format!(
-        "mount_point: {}\ncache: {{ dir: {}, max_size: 1GiB }}\n{extra}backends:\n",
+        "mount_point: {}\ncache: {{ dir: {}, {cache_fields} }}\n{extra}backends:\n",
         mount_point.display(),
         cache.display()
     );
@@ -59,6 +70,11 @@ pub struct Mount {
 impl Mount {
     /// Writes the config and starts the daemon; returns once the mount is live.
     pub fn start(backends: &[BackendConfig], extra: &str) -> Mount {
+        Mount::start_with_cache(backends, extra, "max_size: 1GiB")
+    }
+
+    /// As [`Mount::start`], with these `cache:` fields besides `dir`.
+    pub fn start_with_cache(backends: &[BackendConfig], extra: &str, cache_fields: &str) -> Mount {
         let dir = tempfile::Builder::new()
             .prefix("wd-mount-")
             .tempdir()
@@ -68,7 +84,13 @@ impl Mount {
         let config = dir.path().join("config.yaml");
         std::fs::write(
             &config,
-            config_yaml(&mount_point, &dir.path().join("cache"), backends, extra),
+            config_yaml_with(
+                &mount_point,
+                &dir.path().join("cache"),
+                backends,
+                extra,
+                cache_fields,
+            ),
         )
         .expect("write config");
         let mut m = Mount {
@@ -122,6 +144,19 @@ impl Mount {
 
     pub fn path(&self, rel: &str) -> PathBuf {
         self.mount_point.join(rel)
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    /// Opens the cache of a stopped daemon (to read its persisted counters and blocks).
+    pub fn open_cache(&self) -> warpdrive_cache::Cache {
+        warpdrive_cache::Cache::open(warpdrive_cache::CacheConfig {
+            dir: self.cache_dir(),
+            block_size: warpdrive_cache::DEFAULT_BLOCK_SIZE,
+        })
+        .expect("open the stopped daemon's cache")
     }
 
     pub fn pid(&self) -> i32 {

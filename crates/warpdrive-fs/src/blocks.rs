@@ -1,0 +1,617 @@
+//! The block read path: cache hits, single-flight fetches and prefetch into the cache.
+//!
+//! A read is split into cache blocks. For each block, in this order:
+//!
+//! 1. a fetch of that block already in flight (for any handle of the same object version) is
+//!    joined, so concurrent readers of a block cause one request;
+//! 2. a cached block is read from its data file and its CRC32C checked (a damaged block
+//!    counts as missing and is refetched);
+//! 3. otherwise the block is missing: consecutive missing blocks become one ranged GET with
+//!    `If-Match: <etag>`.
+//!
+//! A fetch runs as its own task: as soon as its GET completes, waiting readers get the bytes;
+//! the task then writes each block to the cache (data file first, then the index) and only
+//! then leaves the in-flight table, so a later reader finds the block either in flight or in
+//! the cache, never neither.
+//!
+//! Each open handle has a [`Stream`]: sequential detection for prefetch. A read that starts
+//! within the blocks the previous read ended in, or just after them, is sequential and
+//! doubles the handle's window (1 block up to [`MAX_WINDOW`]); any other read resets it. On a
+//! sequential read the blocks of the window ahead that are neither cached nor in flight are
+//! fetched into the cache in runs of up to [`PREFETCH_RUN`]. Every prefetch holds permits of
+//! one global budget of bytes in flight, shared by all handles; when the budget is used up,
+//! prefetch waits for the next read rather than queueing, so any number of open files costs
+//! at most the budget. Prefetched bytes go to the cache, not to RAM.
+//!
+//! If the cache disk fails (read-only, I/O errors) reads go straight to the backend: the
+//! failure is logged once, counted, and the cache is retried after [`CACHE_RETRY_AFTER`].
+//! Without a cache a sequential reader's GETs span its window and the last one is kept in
+//! the handle, so it still makes few large requests.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use parking_lot::Mutex;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use warpdrive_cache::{BlockIndex, Cache, CacheError, ObjectId};
+use warpdrive_store::{Backend, StoreError};
+
+use crate::inode::Ino;
+
+/// Furthest a sequential reader's prefetch runs ahead of it. With the default budget of
+/// 256 MiB, 16 handles streaming at once each get their full window.
+pub const MAX_WINDOW: u64 = 16 << 20;
+/// Largest prefetch GET: big enough that request overhead is small, small enough that a
+/// window of [`MAX_WINDOW`] is several GETs in parallel.
+pub const PREFETCH_RUN: u64 = 4 << 20;
+/// After a cache disk failure, how long reads bypass the cache before trying it again.
+pub const CACHE_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+type FetchResult = Result<Bytes, Arc<StoreError>>;
+type SharedFetch = Shared<BoxFuture<'static, FetchResult>>;
+
+/// Counters of the read path, cumulative since start. Read with `Ordering::Relaxed`.
+#[derive(Debug, Default)]
+pub struct ReadStats {
+    pub hit_blocks: AtomicU64,
+    pub hit_bytes: AtomicU64,
+    pub miss_blocks: AtomicU64,
+    pub miss_bytes: AtomicU64,
+    /// Bytes and GET requests fetched from backends (demand and prefetch).
+    pub fetched_bytes: AtomicU64,
+    pub fetch_requests: AtomicU64,
+    pub prefetch_hits: AtomicU64,
+    pub prefetch_wasted: AtomicU64,
+    pub window_resets: AtomicU64,
+    /// Gauge: prefetch bytes in flight now.
+    pub prefetch_in_flight_bytes: AtomicU64,
+    /// Cache disk failures (I/O errors, read-only disk).
+    pub cache_failures: AtomicU64,
+    /// Blocks not cached because the cache could not make room within its limits.
+    pub not_admitted: AtomicU64,
+    pub passthrough_opens: AtomicU64,
+    pub keep_cache_opens: AtomicU64,
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// One version of one object, as a handle reads it.
+#[derive(Debug, Clone)]
+pub struct Object {
+    pub ino: Ino,
+    pub backend: Arc<Backend>,
+    /// Backend name, key and ETag (empty when the store gave none).
+    pub id: Arc<ObjectId>,
+    pub size: u64,
+}
+
+impl Object {
+    /// Only a version with an ETag can be cached: without one it could not be revalidated.
+    fn cacheable(&self) -> bool {
+        !self.id.etag.is_empty()
+    }
+
+    fn if_match(&self) -> Option<&str> {
+        Some(self.id.etag.as_str()).filter(|e| !e.is_empty())
+    }
+}
+
+/// A fetch in flight: blocks `first..=last` of one object version.
+#[derive(Clone)]
+struct Inflight {
+    etag: Arc<ObjectId>,
+    first: u64,
+    fut: SharedFetch,
+}
+
+/// Per-handle sequential detection and prefetch bookkeeping.
+#[derive(Debug, Default)]
+pub struct Stream {
+    /// The last block of the previous read.
+    last_block: Option<u64>,
+    /// Blocks to keep fetched ahead of a sequential reader.
+    window: u64,
+    /// Prefetch has been started for every block below this one.
+    prefetched_to: u64,
+    /// Blocks this handle prefetched and has not read yet.
+    prefetched: HashSet<u64>,
+    /// Without a cache: the last run fetched, `(first block, bytes)`.
+    recent: Option<(u64, Bytes)>,
+}
+
+/// Where a block of a read comes from.
+enum Part {
+    Ready(Bytes),
+    Wait(Inflight),
+}
+
+/// The shared read path of one filesystem.
+pub struct BlockReader {
+    cache: Option<Arc<Cache>>,
+    block_size: u64,
+    inflight: Mutex<HashMap<(Ino, u64), Inflight>>,
+    /// Prefetch budget in blocks; `None` turns prefetch off.
+    budget: Option<Arc<Semaphore>>,
+    /// Reads bypass the cache until then, after a disk failure.
+    cache_off_until: Mutex<Option<Instant>>,
+    failure_logged: AtomicBool,
+    pub stats: ReadStats,
+}
+
+impl std::fmt::Debug for BlockReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockReader")
+            .field("block_size", &self.block_size)
+            .field("cache", &self.cache.is_some())
+            .finish()
+    }
+}
+
+impl BlockReader {
+    /// A read path over `cache` (if any) with `block_size` blocks (the cache's, when there
+    /// is one) and a prefetch budget in bytes (0: no prefetch).
+    pub fn new(cache: Option<Arc<Cache>>, block_size: u64, prefetch_budget: u64) -> BlockReader {
+        let block_size = cache.as_ref().map_or(block_size, |c| c.block_size());
+        let permits = (prefetch_budget / block_size).min(Semaphore::MAX_PERMITS as u64) as usize;
+        BlockReader {
+            cache,
+            block_size,
+            inflight: Mutex::new(HashMap::new()),
+            budget: (permits > 0).then(|| Arc::new(Semaphore::new(permits))),
+            cache_off_until: Mutex::new(None),
+            failure_logged: AtomicBool::new(false),
+            stats: ReadStats::default(),
+        }
+    }
+
+    pub fn block_size(&self) -> u64 {
+        self.block_size
+    }
+
+    /// The cache, unless there is none or it is resting after a disk failure.
+    pub fn cache(&self) -> Option<&Arc<Cache>> {
+        let c = self.cache.as_ref()?;
+        let mut off = self.cache_off_until.lock();
+        match *off {
+            Some(t) if Instant::now() < t => None,
+            Some(_) => {
+                *off = None;
+                Some(c)
+            }
+            None => Some(c),
+        }
+    }
+
+    fn cache_for(&self, obj: &Object) -> Option<&Arc<Cache>> {
+        if obj.cacheable() { self.cache() } else { None }
+    }
+
+    /// Handles an error from the cache: a disk failure is counted, logged once, and turns the
+    /// cache off for a while; a full cache only means the block was not kept.
+    pub fn cache_error(&self, e: &CacheError) {
+        match e {
+            CacheError::NoRoom { .. } => add(&self.stats.not_admitted, 1),
+            e if e.is_disk_failure() => {
+                add(&self.stats.cache_failures, 1);
+                if !self.failure_logged.swap(true, Ordering::Relaxed) {
+                    tracing::error!(error = %e, "the cache disk failed; reading straight from the backends (retrying the cache every {}s)", CACHE_RETRY_AFTER.as_secs());
+                } else {
+                    tracing::debug!(error = %e, "cache disk failure");
+                }
+                *self.cache_off_until.lock() = Some(Instant::now() + CACHE_RETRY_AFTER);
+            }
+            e => tracing::warn!(error = %e, "cache refused a block"),
+        }
+    }
+
+    /// The byte length of block `b` of `obj`.
+    fn block_len(&self, obj: &Object, b: u64) -> u64 {
+        obj.size
+            .saturating_sub(b * self.block_size)
+            .min(self.block_size)
+    }
+
+    fn last_block(&self, obj: &Object) -> u64 {
+        obj.size.saturating_sub(1) / self.block_size
+    }
+
+    /// A fetch of block `b` of this version in flight, to join.
+    fn joinable(&self, obj: &Object, b: u64) -> Option<Inflight> {
+        let map = self.inflight.lock();
+        map.get(&(obj.ino, b))
+            .filter(|f| f.etag.etag == obj.id.etag)
+            .cloned()
+    }
+
+    /// Reads `len` bytes at `offset` (fewer at the end of the object) through `stream`.
+    pub async fn read(
+        self: &Arc<Self>,
+        obj: &Object,
+        stream: &Mutex<Stream>,
+        offset: u64,
+        len: u64,
+    ) -> FetchResult {
+        let end = offset.saturating_add(len).min(obj.size);
+        if offset >= end {
+            return Ok(Bytes::new());
+        }
+        let bs = self.block_size;
+        let (b0, b1) = (offset / bs, (end - 1) / bs);
+        let cache = self.cache_for(obj).cloned();
+        let (sequential, recent) = self.advance(stream, b0, b1);
+
+        let mut parts: Vec<(u64, Option<Part>)> = Vec::with_capacity((b1 - b0 + 1) as usize);
+        let mut missing = Vec::new();
+        for b in b0..=b1 {
+            if let Some((first, run)) = &recent
+                && b >= *first
+            {
+                let from = ((b - first) * bs) as usize;
+                let to = from + self.block_len(obj, b) as usize;
+                if to <= run.len() {
+                    parts.push((b, Some(Part::Ready(run.slice(from..to)))));
+                    continue;
+                }
+            }
+            if let Some(f) = self.joinable(obj, b) {
+                parts.push((b, Some(Part::Wait(f))));
+                continue;
+            }
+            if let Some(c) = &cache {
+                match c.read_block(&obj.id, BlockIndex(b)) {
+                    Ok(Some(bytes)) => {
+                        add(&self.stats.hit_blocks, 1);
+                        add(&self.stats.hit_bytes, bytes.len() as u64);
+                        parts.push((b, Some(Part::Ready(bytes))));
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => self.cache_error(&e),
+                }
+            }
+            add(&self.stats.miss_blocks, 1);
+            add(&self.stats.miss_bytes, self.block_len(obj, b));
+            if stream.lock().prefetched.remove(&b) {
+                // Prefetched, but gone (evicted or damaged) before it was read.
+                add(&self.stats.prefetch_wasted, 1);
+            }
+            parts.push((b, None));
+            missing.push(b);
+        }
+
+        // Missing blocks: one fetch per run of consecutive blocks. Without a cache, a
+        // sequential reader's last run reaches across its window, kept in the handle.
+        if !missing.is_empty() {
+            let mut stretch_to = None;
+            if cache.is_none() && sequential {
+                let w = stream.lock().window.max(1);
+                stretch_to = Some((b1 + w).min(self.last_block(obj)));
+            }
+            let runs = self.start_runs(obj, &missing, stretch_to, None);
+            for (b, part) in parts.iter_mut() {
+                if part.is_none() {
+                    *part = runs.get(b).cloned().map(Part::Wait);
+                }
+            }
+            if cache.is_none()
+                && let Some(run) = runs.get(&b1)
+                && let Ok(bytes) = run.fut.clone().await
+            {
+                stream.lock().recent = Some((run.first, bytes));
+            }
+        }
+
+        if sequential && cache.is_some() {
+            self.prefetch(obj, stream, b1);
+        }
+
+        // Assemble the answer.
+        let mut out: Option<BytesMut> = None;
+        let mut single: Option<Bytes> = None;
+        for (b, part) in parts {
+            let block = match part {
+                Some(Part::Ready(bytes)) => bytes,
+                Some(Part::Wait(f)) => {
+                    let run = f.fut.clone().await?;
+                    let from = ((b - f.first) * bs) as usize;
+                    let to = from + self.block_len(obj, b) as usize;
+                    if to > run.len() {
+                        return Err(Arc::new(StoreError::Io {
+                            backend: obj.backend.name().to_string(),
+                            message: format!(
+                                "a fetch of {} returned {} bytes, fewer than block {b} needs",
+                                obj.id.key,
+                                run.len()
+                            ),
+                        }));
+                    }
+                    run.slice(from..to)
+                }
+                None => {
+                    return Err(Arc::new(StoreError::Io {
+                        backend: obj.backend.name().to_string(),
+                        message: format!("block {b} of {} was never fetched", obj.id.key),
+                    }));
+                }
+            };
+            {
+                let mut st = stream.lock();
+                if st.prefetched.remove(&b) {
+                    add(&self.stats.prefetch_hits, 1);
+                }
+            }
+            let block_start = b * bs;
+            let from = (offset.max(block_start) - block_start) as usize;
+            let to = (end.min(block_start + bs) - block_start) as usize;
+            let piece = block.slice(from..to.min(block.len()));
+            match (&mut out, &single) {
+                (None, None) => single = Some(piece),
+                (None, Some(s)) => {
+                    let mut buf = BytesMut::with_capacity((end - offset) as usize);
+                    buf.extend_from_slice(s);
+                    buf.extend_from_slice(&piece);
+                    out = Some(buf);
+                }
+                (Some(buf), _) => buf.extend_from_slice(&piece),
+            }
+        }
+        Ok(match out {
+            Some(b) => b.freeze(),
+            None => single.unwrap_or_default(),
+        })
+    }
+
+    /// Updates the handle's sequential detection for a read of blocks `b0..=b1`. Returns
+    /// whether the read is sequential, and the handle's last run (without a cache).
+    fn advance(&self, stream: &Mutex<Stream>, b0: u64, b1: u64) -> (bool, Option<(u64, Bytes)>) {
+        let max_window = (MAX_WINDOW / self.block_size).max(1);
+        let mut st = stream.lock();
+        let sequential = match st.last_block {
+            None => b0 == 0,
+            Some(last) => b0 >= last && b0 <= last + 1 + st.window,
+        };
+        if sequential {
+            st.window = (st.window * 2).clamp(1, max_window);
+        } else {
+            if st.window > 1 {
+                add(&self.stats.window_resets, 1);
+            }
+            st.window = 1;
+            st.prefetched_to = 0;
+        }
+        st.last_block = Some(b1);
+        (sequential, st.recent.clone())
+    }
+
+    /// Starts fetches for `blocks` (ascending), one per run of consecutive blocks, joining
+    /// any that another reader started meanwhile. `stretch_to` extends the last run to that
+    /// block. With `permits`, the fetches are prefetches holding the budget.
+    fn start_runs(
+        self: &Arc<Self>,
+        obj: &Object,
+        blocks: &[u64],
+        stretch_to: Option<u64>,
+        mut permits: Option<(OwnedSemaphorePermit, &mut Vec<u64>)>,
+    ) -> HashMap<u64, Inflight> {
+        let mut out = HashMap::new();
+        let mut map = self.inflight.lock();
+        let mut run: Option<(u64, u64)> = None;
+        let mut runs = Vec::new();
+        for &b in blocks {
+            if let Some(f) = map
+                .get(&(obj.ino, b))
+                .filter(|f| f.etag.etag == obj.id.etag)
+            {
+                out.insert(b, f.clone());
+                if let Some(r) = run.take() {
+                    runs.push(r);
+                }
+                continue;
+            }
+            run = match run {
+                Some((first, last)) if last + 1 == b => Some((first, b)),
+                Some(r) => {
+                    runs.push(r);
+                    Some((b, b))
+                }
+                None => Some((b, b)),
+            };
+        }
+        if let Some((first, mut last)) = run {
+            // Stretching stops at a block already in flight.
+            while stretch_to.is_some_and(|s| last < s) && !map.contains_key(&(obj.ino, last + 1)) {
+                last += 1;
+            }
+            runs.push((first, last));
+        }
+        for (first, last) in runs {
+            let permit = permits.as_mut().map(|(p, _)| {
+                p.split((last - first + 1) as usize)
+                    .expect("the caller holds a permit per block")
+            });
+            if let Some((_, started)) = permits.as_mut() {
+                started.extend(first..=last);
+            }
+            let f = self.spawn_fetch(obj, first, last, permit);
+            for b in first..=last {
+                map.insert((obj.ino, b), f.clone());
+                out.insert(b, f.clone());
+            }
+        }
+        out
+    }
+
+    /// Starts the task fetching blocks `first..=last` of `obj`.
+    fn spawn_fetch(
+        self: &Arc<Self>,
+        obj: &Object,
+        first: u64,
+        last: u64,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Inflight {
+        let bs = self.block_size;
+        let range = first * bs..((last + 1) * bs).min(obj.size);
+        let len = range.end - range.start;
+        let prefetch = permit.is_some();
+        if prefetch {
+            add(&self.stats.prefetch_in_flight_bytes, len);
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel::<FetchResult>();
+        let this = self.clone();
+        let o = obj.clone();
+        tokio::spawn(async move {
+            let r = o
+                .backend
+                .get_range(&o.id.key, range, o.if_match())
+                .await
+                .map_err(Arc::new);
+            add(&this.stats.fetch_requests, 1);
+            if let Ok(bytes) = &r {
+                add(&this.stats.fetched_bytes, bytes.len() as u64);
+            }
+            let _ = tx.send(r.clone());
+            if let (Ok(bytes), Some(cache)) = (r, this.cache_for(&o).cloned()) {
+                let (id, size) = (o.id.clone(), o.size);
+                let written = tokio::task::spawn_blocking(move || {
+                    for b in first..=last {
+                        let from = ((b - first) * bs) as usize;
+                        let to = (from + bs as usize).min(bytes.len());
+                        cache.write_block(&id, size, BlockIndex(b), &bytes[from..to])?;
+                    }
+                    Ok::<(), CacheError>(())
+                })
+                .await;
+                match written {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => this.cache_error(&e),
+                    Err(e) => tracing::warn!(error = %e, "cache write task failed"),
+                }
+            }
+            this.finish(&o, first, last);
+            if prefetch {
+                this.stats
+                    .prefetch_in_flight_bytes
+                    .fetch_sub(len, Ordering::Relaxed);
+            }
+            drop(permit);
+        });
+        let fut = async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(Arc::new(StoreError::Io {
+                    backend: String::new(),
+                    message: "the fetch task stopped".into(),
+                }))
+            })
+        }
+        .boxed()
+        .shared();
+        Inflight {
+            etag: obj.id.clone(),
+            first,
+            fut,
+        }
+    }
+
+    /// Removes the in-flight entries of the run `first..=last` (and only that run's).
+    fn finish(&self, obj: &Object, first: u64, last: u64) {
+        let mut map = self.inflight.lock();
+        for b in first..=last {
+            if map
+                .get(&(obj.ino, b))
+                .is_some_and(|f| f.first == first && f.etag.etag == obj.id.etag)
+            {
+                map.remove(&(obj.ino, b));
+            }
+        }
+    }
+
+    /// Starts prefetching the window ahead of block `b1` into the cache, within the budget.
+    fn prefetch(self: &Arc<Self>, obj: &Object, stream: &Mutex<Stream>, b1: u64) {
+        let Some(budget) = &self.budget else { return };
+        let Some(cache) = self.cache_for(obj).cloned() else {
+            return;
+        };
+        let last = self.last_block(obj);
+        let (from, to) = {
+            let st = stream.lock();
+            ((b1 + 1).max(st.prefetched_to), (b1 + st.window).min(last))
+        };
+        if from > to {
+            return;
+        }
+        let wanted: Vec<u64> = {
+            let map = self.inflight.lock();
+            (from..=to)
+                .filter(|b| !map.contains_key(&(obj.ino, *b)))
+                .filter(|b| !cache.has_block(&obj.id, BlockIndex(*b)))
+                .collect()
+        };
+        let run_blocks = (PREFETCH_RUN / self.block_size).max(1) as usize;
+        let mut done_to = to + 1;
+        let mut started = Vec::new();
+        // Runs of consecutive wanted blocks, each at most `run_blocks` long.
+        let mut i = 0;
+        while i < wanted.len() {
+            let mut j = i + 1;
+            while j < wanted.len() && wanted[j] == wanted[j - 1] + 1 && j - i < run_blocks {
+                j += 1;
+            }
+            let n = (j - i) as u32;
+            let Ok(permit) = budget.clone().try_acquire_many_owned(n) else {
+                // Budget used up: try again at the next read.
+                done_to = wanted[i];
+                break;
+            };
+            self.start_runs(obj, &wanted[i..j], None, Some((permit, &mut started)));
+            i = j;
+        }
+        let mut st = stream.lock();
+        st.prefetched_to = st.prefetched_to.max(done_to);
+        st.prefetched.extend(started);
+    }
+
+    /// Called when a handle closes: what it prefetched and never read was wasted.
+    pub fn close(&self, stream: &Mutex<Stream>) {
+        let n = stream.lock().prefetched.len() as u64;
+        add(&self.stats.prefetch_wasted, n);
+    }
+
+    /// Fetches every block of `obj` that is not cached, into the cache (used to repair an
+    /// object before it is handed to passthrough). Returns once all are written.
+    pub async fn fill(self: &Arc<Self>, obj: &Object) -> Result<(), Arc<StoreError>> {
+        let Some(cache) = self.cache_for(obj).cloned() else {
+            return Ok(());
+        };
+        if obj.size == 0 {
+            return Ok(());
+        }
+        let missing: Vec<u64> = (0..=self.last_block(obj))
+            .filter(|b| !cache.has_block(&obj.id, BlockIndex(*b)))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let runs = self.start_runs(obj, &missing, None, None);
+        for f in runs.values() {
+            f.fut.clone().await?;
+        }
+        // The blocks are written after the readers are answered: wait for the writes.
+        loop {
+            let pending = {
+                let map = self.inflight.lock();
+                missing.iter().any(|b| map.contains_key(&(obj.ino, *b)))
+            };
+            if !pending {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
