@@ -31,6 +31,7 @@ demo: deps release ## the showcase on local emulators: mounts two Azure "regions
 
 bench: deps ## benchmarks: listing and read throughput through the mount vs the store API directly
 	$(CARGO) bench -p warpdrive-mount --bench mount
+	$(CARGO) bench -p warpdrive-mount --bench cache
 
 clean:
 	$(CARGO) clean

@@ -365,6 +365,7 @@ impl Config {
         };
         let min_free = match raw_cache.min_free.as_deref() {
             None => SizeLimit::PercentOfDisk(10.0),
+            Some(s) if matches!(s.trim(), "0" | "0%") => SizeLimit::Bytes(0),
             Some(s) => units::parse_size_limit(s).map_err(|m| invalid("cache.min_free", m))?,
         };
         let block_size = match raw_cache.block_size.as_deref() {

@@ -889,6 +889,48 @@ mod tests {
         (fs, cache)
     }
 
+    /// Many handles streaming at once share one prefetch budget: bytes in flight never
+    /// exceed it, and prefetched blocks are later read from the cache.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn prefetch_shares_one_budget() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache_dir = tempfile::tempdir().expect("cache dir");
+        let bs = 4096u64;
+        let files: Vec<Vec<u8>> = (0..30)
+            .map(|i| write_version(dir.path(), &format!("s{i}"), i, 40 * bs as usize + 9))
+            .collect();
+        let (fs, _cache) = cached_fs(dir.path(), cache_dir.path(), bs);
+        let budget = 8 * bs;
+        let root = fs.lookup(Ino::ROOT, "data").await.expect("dir");
+        let mut fhs = Vec::new();
+        for i in 0..files.len() {
+            let f = fs.lookup(root.ino, &format!("s{i}")).await.expect("lookup");
+            fhs.push(fs.open(f.ino, false).await.expect("open").fh);
+        }
+        let stats = fs.read_stats();
+        let mut peak = 0;
+        for off in (0..41 * bs).step_by(bs as usize) {
+            for (fh, data) in fhs.iter().zip(&files) {
+                let got = fs.read(*fh, off, bs as u32).await.expect("read");
+                let s = (off as usize).min(data.len());
+                let e = (off + bs).min(data.len() as u64) as usize;
+                assert_eq!(&got[..], &data[s..e]);
+                peak = peak.max(stats.prefetch_in_flight_bytes.load(Ordering::Relaxed));
+            }
+        }
+        assert!(
+            peak <= budget,
+            "{peak} bytes of prefetch in flight, budget {budget}"
+        );
+        assert!(
+            stats.prefetch_hits.load(Ordering::Relaxed) > 0,
+            "prefetch was used"
+        );
+        for fh in fhs {
+            fs.release(fh);
+        }
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Open(usize),

@@ -506,3 +506,94 @@ fn a_second_daemon_refuses_the_same_cache_directory() {
         warpdrive_fs::mountinfo::MountState::NotMounted
     );
 }
+
+/// A tmpfs mounted for one test, unmounted (lazily) when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).expect("mkdir");
+        nix::mount::mount(
+            Some("tmpfs"),
+            at,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some(format!("size={size},mode=0700").as_str()),
+        )
+        .expect("mount tmpfs (needs root)");
+        Tmpfs(at.to_path_buf())
+    }
+
+    /// Makes `dir` on this disk immutable (`chattr +i`): nothing, not even root, can create
+    /// a file in it any more, as on a failing disk.
+    fn make_immutable(&self, dir: &Path) {
+        use std::os::fd::AsRawFd;
+        const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
+        const FS_IOC_SETFLAGS: libc::c_ulong = 0x4008_6602;
+        const FS_IMMUTABLE_FL: libc::c_long = 0x10;
+        let d = std::fs::File::open(dir).expect("open dir");
+        let mut flags: libc::c_long = 0;
+        // SAFETY: the FS_IOC_*FLAGS ioctls read and write one `long` we own.
+        unsafe {
+            assert_eq!(libc::ioctl(d.as_raw_fd(), FS_IOC_GETFLAGS, &mut flags), 0);
+            flags |= FS_IMMUTABLE_FL;
+            assert_eq!(
+                libc::ioctl(d.as_raw_fd(), FS_IOC_SETFLAGS, &flags),
+                0,
+                "chattr +i: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn a_full_or_failing_cache_disk_never_fails_a_read() {
+    let objects: Vec<(String, Vec<u8>)> = (0..6)
+        .map(|i| {
+            (
+                format!("o{i}"),
+                random_bytes(12 * MIB + i * 1000, 300 + i as u64),
+            )
+        })
+        .collect();
+    let (_s3, proxy) = seeded("full", objects.clone());
+    let mut m = Mount::prepare(
+        &[via(&proxy, "full")],
+        "fuse: { passthrough: off }\n",
+        "max_size: 1GiB, min_free: 0",
+    );
+    // A 16 MiB cache disk: far smaller than the data, and than one object plus the index.
+    let disk = Tmpfs::mount(&m.cache_dir(), "16m");
+    m.spawn();
+    for (key, data) in &objects[..4] {
+        let got = std::fs::read(m.path(&format!("s3/{key}"))).expect("read with a full disk");
+        assert_eq!(sha256(&got), sha256(data), "{key}");
+    }
+
+    // The disk fails under the daemon: reads go to the backend, with one log line.
+    disk.make_immutable(&m.cache_dir().join("data"));
+    for _ in 0..2 {
+        for (key, data) in &objects {
+            let got = std::fs::read(m.path(&format!("s3/{key}")))
+                .unwrap_or_else(|e| panic!("read {key} with a read-only cache disk: {e}"));
+            assert_eq!(sha256(&got), sha256(data), "{key}");
+        }
+        drop_page_cache();
+    }
+    let log = m.log();
+    assert!(!log.contains("No space left"), "ENOSPC surfaced:\n{log}");
+    assert_eq!(
+        log.matches("the cache disk failed").count(),
+        1,
+        "the failure is logged once:\n{log}"
+    );
+    m.stop_with(libc::SIGTERM);
+    drop(disk);
+}

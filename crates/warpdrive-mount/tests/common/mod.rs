@@ -75,6 +75,13 @@ impl Mount {
 
     /// As [`Mount::start`], with these `cache:` fields besides `dir`.
     pub fn start_with_cache(backends: &[BackendConfig], extra: &str, cache_fields: &str) -> Mount {
+        let mut m = Mount::prepare(backends, extra, cache_fields);
+        m.spawn();
+        m
+    }
+
+    /// Writes the config without starting the daemon ([`Mount::spawn`] starts it).
+    pub fn prepare(backends: &[BackendConfig], extra: &str, cache_fields: &str) -> Mount {
         let dir = tempfile::Builder::new()
             .prefix("wd-mount-")
             .tempdir()
@@ -93,14 +100,12 @@ impl Mount {
             ),
         )
         .expect("write config");
-        let mut m = Mount {
+        Mount {
             dir,
             mount_point,
             config,
             child: None,
-        };
-        m.spawn();
-        m
+        }
     }
 
     /// Starts (or restarts) the daemon on the same config.

@@ -1,0 +1,311 @@
+//! `make bench` (cache part): the block cache's figures, each measured against its baseline
+//! in the same run. Sections (filter by name: `cargo bench --bench cache -- warm-seq`):
+//!
+//! * `block-size`: for each candidate block size, the cold read of a 256 MiB object on moto
+//!   (mount ÷ a loop of 8 MiB ranged GETs) and warm 128 KiB random reads without passthrough
+//!   (p50/p99 latency seen by the reader, cache files in the page cache, the mount's own page
+//!   cache empty). This is how the default block size was chosen.
+//! * `warm-seq`: 8 cached 64 MiB files read in parallel with 1 MiB reads through the mount,
+//!   with and without passthrough, ÷ the same read of the cache files directly. The page
+//!   cache is dropped before every run, so every side reads the disk.
+//! * `rss`: the daemon's peak RSS (VmHWM) while 8 readers stream 8 cold 64 MiB objects.
+//! * `startup`: time from starting the daemon over an index of 1,000,000 cached blocks to
+//!   the first read served.
+//!
+//! Prints what it measured; asserts nothing.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Mount, runtime, sha256};
+use warpdrive_store::Backend;
+use warpdrive_testkit::{Emulator, Kind, random_bytes, upload_many};
+
+const MIB: usize = 1 << 20;
+const REPS: usize = 3;
+
+fn selected(name: &str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+}
+
+fn mib_s(bytes: usize, d: Duration) -> f64 {
+    bytes as f64 / MIB as f64 / d.as_secs_f64()
+}
+
+fn drop_page_cache() {
+    // SAFETY: sync(2) takes no arguments.
+    unsafe { libc::sync() };
+    std::fs::write("/proc/sys/vm/drop_caches", "1").expect("drop_caches (needs root)");
+}
+
+fn read_file(path: &std::path::Path) -> usize {
+    let mut f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut buf = vec![0u8; MIB];
+    let mut total = 0;
+    loop {
+        let n = f.read(&mut buf).expect("read");
+        if n == 0 {
+            return total;
+        }
+        total += n;
+    }
+}
+
+/// Reads `paths` in parallel, one thread each; returns the elapsed time.
+fn parallel_read(paths: &[std::path::PathBuf], expect_each: usize) -> Duration {
+    let start = Instant::now();
+    let threads: Vec<_> = paths
+        .iter()
+        .cloned()
+        .map(|p| std::thread::spawn(move || read_file(&p)))
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().expect("reader"), expect_each);
+    }
+    start.elapsed()
+}
+
+/// A moto bucket holding `objects`.
+fn moto_with(bucket: &str, objects: Vec<(String, Vec<u8>)>) -> Emulator {
+    let em = Emulator::start(Kind::Moto).expect("moto");
+    em.create_bucket(bucket).expect("bucket");
+    runtime()
+        .block_on(upload_many(&em.backend("b", bucket, ""), objects, 4))
+        .expect("upload");
+    em
+}
+
+/// Restarts the daemon over an empty cache.
+fn restart_cold(m: &mut Mount) {
+    if m.child.is_some() {
+        m.stop_with(libc::SIGTERM);
+    }
+    let _ = std::fs::remove_dir_all(m.cache_dir());
+    m.spawn();
+}
+
+fn set_config(m: &Mount, from: &str, to: &str) {
+    let cfg = std::fs::read_to_string(&m.config).expect("config");
+    std::fs::write(&m.config, cfg.replace(from, to)).expect("config");
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+fn block_size_section() {
+    let rt = runtime();
+    let size = 256 * MIB;
+    let data = random_bytes(size, 7);
+    // Azurite: moto copies the whole object for every ranged GET, which would measure moto.
+    let em = Emulator::start(Kind::Azurite).expect("azurite");
+    em.create_bucket("bsz").expect("container");
+    let cfg = em.backend("r", "bsz", "");
+    rt.block_on(upload_many(&cfg, vec![("big.bin".into(), data)], 1))
+        .expect("upload");
+    let b = Arc::new(Backend::build(&cfg).expect("backend"));
+    println!(
+        "| block size (Azurite) | cold read mount ÷ direct (target ≥ 0.9) | warm 128 KiB random p50 | p99 (target ≤ 100 µs) |"
+    );
+    println!("|---:|---:|---:|---:|");
+    for bs in ["256KiB", "1MiB"] {
+        let mut m = Mount::prepare(
+            std::slice::from_ref(&cfg),
+            "fuse: { passthrough: off }\n",
+            &format!("max_size: 1GiB, block_size: {bs}"),
+        );
+        let mut ratio: f64 = 0.0;
+        for _ in 0..2 {
+            let start = Instant::now();
+            let mut off = 0u64;
+            while off < size as u64 {
+                let end = (off + 8 * MIB as u64).min(size as u64);
+                rt.block_on(b.get_range("big.bin", off..end, None))
+                    .expect("get");
+                off = end;
+            }
+            let direct = start.elapsed();
+            restart_cold(&mut m);
+            let start = Instant::now();
+            assert_eq!(read_file(&m.path("r/big.bin")), size);
+            let mount = start.elapsed();
+            ratio = ratio.max(direct.as_secs_f64() / mount.as_secs_f64());
+        }
+        // Warm: a new daemon over the full cache, the cache file still in the page cache.
+        std::thread::sleep(Duration::from_millis(500));
+        m.stop_with(libc::SIGTERM);
+        m.spawn();
+        let f = std::fs::File::open(m.path("r/big.bin")).expect("open");
+        let slots = size / (128 << 10);
+        let mut order: Vec<usize> = (0..slots).collect();
+        // A fixed shuffle: every 128 KiB slot once, so each read reaches the daemon.
+        for i in (1..order.len()).rev() {
+            let j = (i * 2_654_435_761) % (i + 1);
+            order.swap(i, j);
+        }
+        let mut buf = vec![0u8; 128 << 10];
+        let mut lat: Vec<Duration> = order
+            .iter()
+            .map(|slot| {
+                let t = Instant::now();
+                f.read_exact_at(&mut buf, (*slot * (128 << 10)) as u64)
+                    .expect("read");
+                t.elapsed()
+            })
+            .collect();
+        lat.sort();
+        println!(
+            "| {bs} | {ratio:.2} | {:.0} µs | {:.0} µs |",
+            percentile(&lat, 0.5).as_secs_f64() * 1e6,
+            percentile(&lat, 0.99).as_secs_f64() * 1e6
+        );
+    }
+}
+
+fn warm_seq_section() {
+    let objects: Vec<(String, Vec<u8>)> = (0..8)
+        .map(|i| (format!("f{i}"), random_bytes(64 * MIB, 40 + i)))
+        .collect();
+    let sums: Vec<String> = objects.iter().map(|(_, d)| sha256(d)).collect();
+    let em = moto_with("warm", objects);
+    let cfg = em.backend("w", "warm", "");
+    let mut m = Mount::prepare(std::slice::from_ref(&cfg), "", "max_size: 2GiB");
+    m.spawn();
+    let paths: Vec<_> = (0..8).map(|i| m.path(&format!("w/f{i}"))).collect();
+    for (p, s) in paths.iter().zip(&sums) {
+        assert_eq!(&sha256(&std::fs::read(p).expect("cold read")), s);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let files: Vec<_> = warpdrive_cache::read_index_blocks(&m.cache_dir())
+        .expect("index")
+        .into_iter()
+        .map(|b| b.path)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(files.len(), 8);
+    let total = 8 * 64 * MIB;
+    // First open in a daemon's life verifies the file; do that before measuring.
+    m.stop_with(libc::SIGTERM);
+    m.spawn();
+    parallel_read(&paths, 64 * MIB);
+    let (mut direct, mut pt) = (Duration::MAX, Duration::MAX);
+    for _ in 0..REPS {
+        drop_page_cache();
+        direct = direct.min(parallel_read(&files, 64 * MIB));
+        drop_page_cache();
+        pt = pt.min(parallel_read(&paths, 64 * MIB));
+    }
+    m.stop_with(libc::SIGTERM);
+    set_config(&m, "backends:", "fuse: { passthrough: off }\nbackends:");
+    m.spawn();
+    let mut off = Duration::MAX;
+    for _ in 0..REPS {
+        drop_page_cache();
+        direct = direct.min(parallel_read(&files, 64 * MIB));
+        drop_page_cache();
+        off = off.min(parallel_read(&paths, 64 * MIB));
+    }
+    let d = mib_s(total, direct);
+    println!("| warm sequential, 8 × 64 MiB in parallel | MiB/s | ÷ cache files directly |");
+    println!("|---|---:|---:|");
+    println!("| cache files read directly | {d:.0} | 1.00 |");
+    let p = mib_s(total, pt);
+    println!(
+        "| mount, passthrough (target ≥ 0.95) | {p:.0} | {:.2} |",
+        p / d
+    );
+    let o = mib_s(total, off);
+    println!(
+        "| mount, passthrough off (target ≥ 0.7) | {o:.0} | {:.2} |",
+        o / d
+    );
+}
+
+fn vm_hwm(pid: i32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM")
+        * 1024
+}
+
+fn rss_section() {
+    let objects: Vec<(String, Vec<u8>)> = (0..8)
+        .map(|i| (format!("s{i}"), random_bytes(64 * MIB, 60 + i)))
+        .collect();
+    let em = moto_with("rss", objects);
+    let cfg = em.backend("s", "rss", "");
+    let m = Mount::start(std::slice::from_ref(&cfg), "");
+    let paths: Vec<_> = (0..8).map(|i| m.path(&format!("s/s{i}"))).collect();
+    let t = parallel_read(&paths, 64 * MIB);
+    let peak = vm_hwm(m.pid());
+    println!(
+        "| daemon peak RSS, 8 readers × 64 MiB cold | {:.0} MiB (target ≤ 256 MiB) | {:.0} MiB/s |",
+        peak as f64 / MIB as f64,
+        mib_s(8 * 64 * MIB, t)
+    );
+}
+
+fn startup_section() {
+    let em = moto_with("start", vec![("tiny".into(), b"first read".to_vec())]);
+    let cfg = em.backend("s", "start", "");
+    let mut m = Mount::prepare(
+        std::slice::from_ref(&cfg),
+        "",
+        "max_size: 100TiB, min_free: 0",
+    );
+    let t = Instant::now();
+    warpdrive_cache::synthesize(
+        &warpdrive_cache::CacheConfig {
+            dir: m.cache_dir(),
+            block_size: warpdrive_cache::DEFAULT_BLOCK_SIZE,
+        },
+        "other",
+        1000,
+        1000,
+    )
+    .expect("synthesize");
+    let built = t.elapsed();
+    let start = Instant::now();
+    m.spawn();
+    assert_eq!(
+        std::fs::read(m.path("s/tiny")).expect("first read"),
+        b"first read"
+    );
+    let first = start.elapsed();
+    println!(
+        "| start-up over 1,000,000 cached blocks → first read | {:.2} s (target ≤ 2 s) | index built in {:.1} s |",
+        first.as_secs_f64(),
+        built.as_secs_f64()
+    );
+}
+
+fn main() {
+    println!("# WarpDrive block cache benchmarks (same machine, same run)\n");
+    if selected("block-size") {
+        block_size_section();
+        println!();
+    }
+    if selected("warm-seq") {
+        warm_seq_section();
+        println!();
+    }
+    println!("| measurement | value | |\n|---|---:|---:|");
+    if selected("rss") {
+        rss_section();
+    }
+    if selected("startup") {
+        startup_section();
+    }
+}
