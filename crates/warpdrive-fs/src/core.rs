@@ -77,8 +77,9 @@ pub struct Opened {
     pub fh: u64,
     /// The kernel may keep its page cache of the file from an earlier open.
     pub keep_cache: bool,
-    /// Serve reads from this cache file in the kernel (FUSE passthrough).
-    pub passthrough: Option<std::fs::File>,
+    /// Serve reads from this cache file in the kernel (FUSE passthrough): the cache's id of
+    /// the object version, and its data file.
+    pub passthrough: Option<(u64, std::fs::File)>,
 }
 
 /// Attributes of a node, FUSE-free.
@@ -464,7 +465,7 @@ impl Fs {
     /// The cache file to hand the kernel for `obj`, pinned, if passthrough is on and every
     /// block is cached. Before the first time in this daemon's life, every block is checked
     /// (passthrough reads skip the checksums) and damaged ones are refetched.
-    async fn passthrough_file(&self, obj: &Object) -> (Option<u64>, Option<std::fs::File>) {
+    async fn passthrough_file(&self, obj: &Object) -> (Option<u64>, Option<(u64, std::fs::File)>) {
         if !self.cfg.passthrough || !self.passthrough_ready.load(Ordering::Relaxed) {
             return (None, None);
         }
@@ -500,7 +501,7 @@ impl Fs {
             self.verified.lock().insert((*obj.id).clone());
         }
         match cache.pin_complete(&obj.id) {
-            Ok(Some((oid, file))) => (Some(oid), Some(file)),
+            Ok(Some((oid, file))) => (Some(oid), Some((oid, file))),
             Ok(None) => (None, None),
             Err(e) => {
                 self.reader.cache_error(&e);
@@ -545,6 +546,23 @@ impl Fs {
                 Err(FsError::Store((*e).clone()))
             }
         }
+    }
+
+    /// The FUSE adapter could not use passthrough for handle `fh` after all: releases the
+    /// pin taken for it (reads then go through the daemon).
+    pub fn passthrough_declined(&self, fh: u64) {
+        let Some(h) = self.files.write().remove(&fh) else {
+            return;
+        };
+        if let (Some(oid), Some(cache)) = (h.pinned, self.reader.cache()) {
+            cache.unpin(&h.obj.id, oid);
+        }
+        let h = FileHandle {
+            obj: h.obj.clone(),
+            stream: Mutex::new(Stream::default()),
+            pinned: None,
+        };
+        self.files.write().insert(fh, Arc::new(h));
     }
 
     pub fn release(&self, fh: u64) {

@@ -39,14 +39,31 @@ const READDIR_BATCH: usize = 1024;
 /// The reported block size for `stat`; large so tools read in big chunks.
 const BLKSIZE: u32 = 1 << 20;
 
+/// Open handles per inode: the kernel refuses to mix passthrough and normal opens of one
+/// inode, and wants every passthrough open of an inode to use the same backing file.
+#[derive(Debug, Default)]
+struct Modes {
+    inodes: HashMap<u64, InodeMode>,
+    /// Handle → (inode, opened with passthrough).
+    handles: HashMap<u64, (u64, bool)>,
+}
+
+#[derive(Debug, Default)]
+struct InodeMode {
+    normal: u32,
+    /// The backing file (cache object id, kernel backing id) and how many handles use it.
+    passthrough: Option<(u64, BackingId, u32)>,
+}
+
 /// The `fuser::Filesystem` over [`Fs`].
 #[derive(Debug)]
 pub struct FuseAdapter {
     fs: Arc<Fs>,
     rt: Handle,
     ttl: Duration,
-    /// Passthrough backing files of open handles, closed at release.
-    backing: Arc<Mutex<HashMap<u64, BackingId>>>,
+    /// How each inode is open, for the kernel's rule that an inode's opens are all
+    /// passthrough (sharing one backing file) or all not.
+    modes: Arc<Mutex<Modes>>,
 }
 
 impl FuseAdapter {
@@ -56,7 +73,7 @@ impl FuseAdapter {
             fs,
             rt,
             ttl,
-            backing: Arc::default(),
+            modes: Arc::default(),
         }
     }
 }
@@ -164,24 +181,44 @@ impl fuser::Filesystem for FuseAdapter {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY
             || flags.0 & (libc::O_TRUNC | libc::O_APPEND | libc::O_CREAT) != 0;
         let fs = self.fs.clone();
-        let backing = self.backing.clone();
+        let modes = self.modes.clone();
         self.rt.spawn(async move {
             match fs.open(Ino(ino.0), write).await {
                 Ok(o) => {
                     let fh = FileHandle(o.fh);
-                    if let Some(file) = o.passthrough {
-                        match reply.open_backing(&file) {
-                            Ok(id) => {
-                                reply.opened_passthrough(fh, FopenFlags::empty(), &id);
-                                backing.lock().insert(o.fh, id);
+                    let mut modes = modes.lock();
+                    let Modes { inodes, handles } = &mut *modes;
+                    let mode = inodes.entry(ino.0).or_default();
+                    if let Some((oid, file)) = &o.passthrough
+                        && mode.normal == 0
+                    {
+                        match &mut mode.passthrough {
+                            Some((id, backing, n)) if id == oid => {
+                                *n += 1;
+                                reply.opened_passthrough(fh, FopenFlags::empty(), backing);
+                                handles.insert(o.fh, (ino.0, true));
                                 return;
                             }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "passthrough refused by the kernel; serving the file from the daemon");
-                                fs.set_passthrough_ready(false);
-                            }
+                            Some(_) => {}
+                            None => match reply.open_backing(file) {
+                                Ok(backing) => {
+                                    reply.opened_passthrough(fh, FopenFlags::empty(), &backing);
+                                    mode.passthrough = Some((*oid, backing, 1));
+                                    handles.insert(o.fh, (ino.0, true));
+                                    return;
+                                }
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "passthrough refused by the kernel; serving cached files from the daemon");
+                                    fs.set_passthrough_ready(false);
+                                }
+                            },
                         }
                     }
+                    if o.passthrough.is_some() {
+                        fs.passthrough_declined(o.fh);
+                    }
+                    mode.normal += 1;
+                    handles.insert(o.fh, (ino.0, false));
                     let flags = if o.keep_cache {
                         FopenFlags::FOPEN_KEEP_CACHE
                     } else {
@@ -241,7 +278,28 @@ impl fuser::Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.backing.lock().remove(&fh.0);
+        {
+            let mut modes = self.modes.lock();
+            let Modes { inodes, handles } = &mut *modes;
+            if let Some((ino, pt)) = handles.remove(&fh.0)
+                && let Some(mode) = inodes.get_mut(&ino)
+            {
+                if pt {
+                    if let Some((_, _, n)) = &mut mode.passthrough {
+                        *n -= 1;
+                        if *n == 0 {
+                            // Closes the kernel's backing id.
+                            mode.passthrough = None;
+                        }
+                    }
+                } else {
+                    mode.normal = mode.normal.saturating_sub(1);
+                }
+                if mode.normal == 0 && mode.passthrough.is_none() {
+                    inodes.remove(&ino);
+                }
+            }
+        }
         self.fs.release(fh.0);
         reply.ok();
     }
