@@ -109,7 +109,7 @@ struct FileHandle {
     obj: Object,
     stream: Mutex<Stream>,
     /// The cache object pinned against eviction while the kernel reads its file directly.
-    pinned: Option<u64>,
+    pinned: Mutex<Option<u64>>,
 }
 
 /// An open directory: the listing snapshot it reads from.
@@ -276,6 +276,12 @@ impl Fs {
             },
             Kind::File,
         );
+        self.record_info(&node, &info);
+        node
+    }
+
+    /// Keeps fresh metadata for a file; a new ETag or size means a new version.
+    fn record_info(&self, node: &Node, info: &ObjectInfo) {
         let old = node
             .state
             .lock()
@@ -284,9 +290,8 @@ impl Fs {
         if let Some((old, _)) = old
             && (old.etag != info.etag || old.size != info.size)
         {
-            self.version_changed(&node);
+            self.version_changed(node);
         }
-        node
     }
 
     fn dir_node(&self, backend: BackendId, key: String) -> Arc<Node> {
@@ -384,16 +389,7 @@ impl Fs {
                 return Err(e.into());
             }
         };
-        let old = node
-            .state
-            .lock()
-            .info
-            .replace((info.clone(), Instant::now()));
-        if let Some((old, _)) = old
-            && (old.etag != info.etag || old.size != info.size)
-        {
-            self.version_changed(node);
-        }
+        self.record_info(node, &info);
         Ok(info)
     }
 
@@ -452,7 +448,7 @@ impl Fs {
             Arc::new(FileHandle {
                 obj,
                 stream: Mutex::new(Stream::default()),
-                pinned,
+                pinned: Mutex::new(pinned),
             }),
         );
         Ok(Opened {
@@ -551,18 +547,12 @@ impl Fs {
     /// The FUSE adapter could not use passthrough for handle `fh` after all: releases the
     /// pin taken for it (reads then go through the daemon).
     pub fn passthrough_declined(&self, fh: u64) {
-        let Some(h) = self.files.write().remove(&fh) else {
+        let Some(h) = self.files.read().get(&fh).cloned() else {
             return;
         };
-        if let (Some(oid), Some(cache)) = (h.pinned, self.reader.cache()) {
+        if let (Some(oid), Some(cache)) = (h.pinned.lock().take(), self.reader.cache()) {
             cache.unpin(&h.obj.id, oid);
         }
-        let h = FileHandle {
-            obj: h.obj.clone(),
-            stream: Mutex::new(Stream::default()),
-            pinned: None,
-        };
-        self.files.write().insert(fh, Arc::new(h));
     }
 
     pub fn release(&self, fh: u64) {
@@ -570,7 +560,7 @@ impl Fs {
             return;
         };
         self.reader.close(&h.stream);
-        if let (Some(oid), Some(cache)) = (h.pinned, self.reader.cache()) {
+        if let (Some(oid), Some(cache)) = (h.pinned.lock().take(), self.reader.cache()) {
             cache.unpin(&h.obj.id, oid);
         }
     }

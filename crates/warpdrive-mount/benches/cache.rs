@@ -22,29 +22,15 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Mount, runtime, sha256};
+use common::{Mount, drop_page_cache, runtime, selected, sha256};
 use warpdrive_store::Backend;
 use warpdrive_testkit::{Emulator, Kind, random_bytes, upload_many};
 
 const MIB: usize = 1 << 20;
 const REPS: usize = 3;
 
-fn selected(name: &str) -> bool {
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
-}
-
 fn mib_s(bytes: usize, d: Duration) -> f64 {
     bytes as f64 / MIB as f64 / d.as_secs_f64()
-}
-
-fn drop_page_cache() {
-    // SAFETY: sync(2) takes no arguments.
-    unsafe { libc::sync() };
-    std::fs::write("/proc/sys/vm/drop_caches", "1").expect("drop_caches (needs root)");
 }
 
 fn read_file(path: &std::path::Path) -> usize {

@@ -19,7 +19,7 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Mount, runtime};
+use common::{Mount, runtime, selected};
 use warpdrive_config::BackendConfig;
 use warpdrive_store::Backend;
 use warpdrive_testkit::{Emulator, Kind, random_bytes, upload_many};
@@ -82,16 +82,6 @@ fn mount_read(m: &Mount, rel: &str) -> Duration {
     }
     assert_eq!(total, READ_SIZE);
     start.elapsed()
-}
-
-/// Whether a section runs: `cargo bench --bench mount -- read` runs only sections whose name
-/// contains "read".
-fn selected(name: &str) -> bool {
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
 }
 
 fn main() {

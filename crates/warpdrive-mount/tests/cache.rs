@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Mount, runtime, sha256, wait_exit};
+use common::{BIN, Mount, drop_page_cache, runtime, sha256, wait_exit};
 use warpdrive_testkit::{DelayProxy, Emulator, Kind, emulator_backend, random_bytes, upload_many};
 
 const MIB: usize = 1 << 20;
@@ -65,13 +65,6 @@ fn read_all(m: &Mount, objects: &[(String, Vec<u8>)]) {
 /// Bytes the daemon asked the store for since `before`.
 fn fetched_since(proxy: &DelayProxy, before: u64) -> u64 {
     proxy.stats.data_reads().1 - before
-}
-
-/// Drops the kernel's page cache, so reads reach the daemon again.
-fn drop_page_cache() {
-    // SAFETY: sync(2) takes no arguments.
-    unsafe { libc::sync() };
-    std::fs::write("/proc/sys/vm/drop_caches", "1").expect("drop_caches (needs root)");
 }
 
 /// Waits until the cache has absorbed what was fetched (blocks are written after readers

@@ -243,3 +243,20 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("runtime")
 }
+
+/// Drops the kernel's page cache, so reads reach the daemon (or the disk) again.
+pub fn drop_page_cache() {
+    // SAFETY: sync(2) takes no arguments.
+    unsafe { libc::sync() };
+    std::fs::write("/proc/sys/vm/drop_caches", "1").expect("drop_caches (needs root)");
+}
+
+/// Benchmarks: whether a section runs. `cargo bench --bench X -- read` runs only sections
+/// whose name contains "read".
+pub fn selected(name: &str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+}
