@@ -16,11 +16,11 @@ use std::sync::mpsc;
 
 use rusqlite::{Connection, params};
 
-use crate::CacheError;
+use crate::{CacheError, Crcs};
 
 /// The on-disk format version: bump it with any change to the schema or the data file
 /// layout. An index with another version is discarded and rebuilt (with a log line).
-pub const FORMAT_VERSION: i64 = 1;
+pub const FORMAT_VERSION: i64 = 2;
 
 /// The schema of format [`FORMAT_VERSION`]. The golden test in `tests.rs` fails if this text
 /// changes without a version bump.
@@ -37,7 +37,7 @@ CREATE TABLE objects (
 CREATE TABLE blocks (
     object_id INTEGER NOT NULL REFERENCES objects(id) ON DELETE CASCADE,
     block INTEGER NOT NULL,
-    crc32c INTEGER NOT NULL,
+    crc32c BLOB NOT NULL,
     PRIMARY KEY (object_id, block)
 ) WITHOUT ROWID;
 CREATE TABLE counters (
@@ -60,10 +60,11 @@ pub(crate) enum Op {
         size: u64,
         last_access: i64,
     },
+    /// `crcs`: one CRC32C per check unit of the block.
     PutBlock {
         object_id: u64,
         block: u64,
-        crc: u32,
+        crcs: Crcs,
     },
     DropBlock {
         object_id: u64,
@@ -92,7 +93,7 @@ pub(crate) struct LoadedObject {
     pub etag: String,
     pub size: u64,
     pub last_access: i64,
-    pub blocks: Vec<(u64, u32)>,
+    pub blocks: Vec<(u64, Crcs)>,
 }
 
 /// Opens (or creates) the index. The flag is true when an existing index had another format
@@ -182,13 +183,18 @@ pub(crate) fn load(conn: &Connection) -> Result<Vec<LoadedObject>, CacheError> {
         Ok((
             r.get::<_, i64>(0)? as u64,
             r.get::<_, i64>(1)? as u64,
-            r.get::<_, i64>(2)? as u32,
+            r.get::<_, Vec<u8>>(2)?,
         ))
     })?;
     for row in rows {
-        let (oid, block, crc) = row?;
+        let (oid, block, blob) = row?;
+        // A blob that is not whole CRCs is damage: the block reads as corrupt and is refetched.
+        let crcs: Crcs = blob
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
         if let Some(i) = by_id.get_mut(&oid) {
-            objects[*i].blocks.push((block, crc));
+            objects[*i].blocks.push((block, crcs));
         }
     }
     Ok(objects)
@@ -252,11 +258,12 @@ fn apply(
             Op::PutBlock {
                 object_id,
                 block,
-                crc,
+                crcs,
             } => {
+                let blob: Vec<u8> = crcs.iter().flat_map(|c| c.to_le_bytes()).collect();
                 tx.execute(
                     "INSERT OR REPLACE INTO blocks (object_id, block, crc32c) VALUES (?1, ?2, ?3)",
-                    params![object_id as i64, block as i64, i64::from(crc)],
+                    params![object_id as i64, block as i64, blob],
                 )?;
             }
             Op::DropBlock { object_id, block } => {

@@ -6,12 +6,14 @@
 //!   each cached block at its own offset. Keeping bytes where they belong is what lets the
 //!   daemon later hand the file to the kernel for FUSE passthrough.
 //! * `index.db`: SQLite (WAL) with the objects (backend, key, ETag, size, last access), each
-//!   cached block's CRC32C, and persisted counters ([`index`]).
+//!   cached block's CRC32Cs (one per [`CHECK_UNIT`] of the block), and persisted counters
+//!   ([`index`]).
 //!
 //! An object is identified by (backend, key) and holds blocks of exactly one version (ETag):
 //! storing a block of a new version drops the old version first, so bytes of two versions are
-//! never mixed. Every read checks the block's CRC32C; a mismatch drops the block (it is
-//! refetched) and is counted. At open, data files the index does not know are removed, and an
+//! never mixed. Every read checks the CRC32C of each check unit it reads; a mismatch drops the
+//! whole block (it is refetched) and is counted. Checking in units smaller than a block lets a
+//! 128 KiB read of a 1 MiB block read and check 128 KiB, not the whole block. At open, data files the index does not know are removed, and an
 //! index of another format version is rebuilt empty.
 //!
 //! Eviction ([`evict`]) drops least recently used data to a size cap and a free-space floor.
@@ -45,6 +47,54 @@ use index::Op;
 
 /// Default block size (the config's default is the one that counts; see doc/BENCHMARKS.md).
 pub const DEFAULT_BLOCK_SIZE: u64 = 1 << 20;
+
+/// Each block is checked in units of this many bytes (the smallest block size), one CRC32C
+/// per unit: a read of part of a block reads and checks only the units it touches.
+pub const CHECK_UNIT: u64 = 64 << 10;
+
+/// The CRC32Cs of one block, one per [`CHECK_UNIT`] (the last unit may be short).
+pub(crate) type Crcs = Box<[u32]>;
+
+/// The CRC32C of each check unit of `data`.
+pub(crate) fn unit_crcs(data: &[u8]) -> Crcs {
+    data.chunks(CHECK_UNIT as usize)
+        .map(crc32c::crc32c)
+        .collect()
+}
+
+/// Reads `len` bytes at `offset` (fewer only at end of file) into a new buffer, without
+/// zeroing it first: on the hot path the memset would cost as much as the copy.
+fn pread_vec(f: &File, len: usize, offset: u64) -> std::io::Result<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let mut buf: Vec<u8> = Vec::with_capacity(len);
+    while buf.len() < len {
+        let filled = buf.len();
+        let spare = &mut buf.spare_capacity_mut()[..len - filled];
+        // SAFETY: pread(2) writes at most `spare.len()` bytes to `spare`, which is valid,
+        // writable memory owned by `buf`.
+        let n = unsafe {
+            libc::pread(
+                f.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                (offset + filled as u64) as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            break;
+        }
+        // SAFETY: pread initialised the `n` bytes after the first `filled`.
+        unsafe { buf.set_len(filled + n as usize) };
+    }
+    Ok(buf)
+}
 
 /// Data files kept open for reads and writes: opening the file for every block would cost
 /// more than reading the block.
@@ -145,8 +195,8 @@ struct Entry {
     id: u64,
     etag: String,
     size: u64,
-    /// Cached blocks and their CRC32C.
-    blocks: HashMap<u64, u32>,
+    /// Cached blocks and their CRC32Cs.
+    blocks: HashMap<u64, Crcs>,
     /// Unix seconds of the last read, for least-recently-used eviction. Atomic so that a
     /// read under the shared lock can move it.
     last_access: AtomicI64,
@@ -156,7 +206,7 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(id: u64, etag: String, size: u64, blocks: HashMap<u64, u32>, last_access: i64) -> Self {
+    fn new(id: u64, etag: String, size: u64, blocks: HashMap<u64, Crcs>, last_access: i64) -> Self {
         Entry {
             id,
             etag,
@@ -374,7 +424,19 @@ impl Cache {
     /// Reads block `idx` of this version if cached and intact. A block whose CRC32C does not
     /// match is dropped and counted, and `None` is returned so the caller refetches it.
     pub fn read_block(&self, id: &ObjectId, idx: BlockIndex) -> Result<Option<Bytes>> {
-        let (oid, size, crc) = {
+        self.read_range(id, idx, 0..self.cfg.block_size)
+    }
+
+    /// Reads bytes `range` of block `idx` (offsets within the block, clamped to its length)
+    /// if the block is cached and the check units covering `range` are intact. A damaged
+    /// unit drops the whole block, is counted, and gives `None`, so the caller refetches.
+    pub fn read_range(
+        &self,
+        id: &ObjectId,
+        idx: BlockIndex,
+        range: std::ops::Range<u64>,
+    ) -> Result<Option<Bytes>> {
+        let (oid, len, first_unit, crcs) = {
             let objects = self.objects.read();
             let Some(e) = objects.get(&id.backend, &id.key) else {
                 return Ok(None);
@@ -382,7 +444,7 @@ impl Cache {
             if e.etag != id.etag {
                 return Ok(None);
             }
-            let Some(crc) = e.blocks.get(&idx.0) else {
+            let Some(all) = e.blocks.get(&idx.0) else {
                 return Ok(None);
             };
             let now = now_secs();
@@ -397,18 +459,38 @@ impl Cache {
                     last_access: now,
                 })?;
             }
-            (e.id, e.size, *crc)
+            let len = block_len(self.cfg.block_size, e.size, idx.0);
+            let end = range.end.min(len);
+            if range.start >= end {
+                return Ok(Some(Bytes::new()));
+            }
+            let (u0, u1) = (range.start / CHECK_UNIT, (end - 1) / CHECK_UNIT);
+            // A checksum list that does not cover the block is damage, like a mismatch.
+            let crcs: Vec<u32> = if all.len() as u64 == len.div_ceil(CHECK_UNIT) {
+                all[u0 as usize..=u1 as usize].to_vec()
+            } else {
+                Vec::new()
+            };
+            (e.id, len, u0, crcs)
         };
-        let len = self.block_len(size, idx)?;
+        let end = range.end.min(len);
+        let from = first_unit * CHECK_UNIT;
+        let to = ((first_unit + crcs.len() as u64) * CHECK_UNIT).min(len);
         let f = self.file(oid)?;
-        let mut buf = vec![0u8; len as usize];
-        match f.read_exact_at(&mut buf, idx.0 * self.cfg.block_size) {
-            Ok(()) => {}
-            // A truncated data file: the block is damaged, like a checksum mismatch.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => buf.clear(),
-            Err(e) => return Err(io(&self.data_path(oid))(e)),
-        }
-        if buf.len() as u64 != len || crc32c::crc32c(&buf) != crc {
+        let buf = if crcs.is_empty() {
+            Vec::new()
+        } else {
+            let at = idx.0 * self.cfg.block_size + from;
+            pread_vec(&f, (to - from) as usize, at).map_err(|e| io(&self.data_path(oid))(e))?
+        };
+        // A short read (truncated data file) is damage, like a checksum mismatch.
+        let intact = !crcs.is_empty()
+            && buf.len() as u64 == to - from
+            && buf
+                .chunks(CHECK_UNIT as usize)
+                .zip(&crcs)
+                .all(|(chunk, crc)| crc32c::crc32c(chunk) == *crc);
+        if !intact {
             tracing::warn!(
                 backend = id.backend,
                 key = id.key,
@@ -423,7 +505,9 @@ impl Cache {
             })?;
             return Ok(None);
         }
-        Ok(Some(Bytes::from(buf)))
+        Ok(Some(Bytes::from(buf).slice(
+            (range.start - from) as usize..(end - from) as usize,
+        )))
     }
 
     fn drop_block(&self, id: &ObjectId, idx: BlockIndex) -> Result<()> {
@@ -504,13 +588,13 @@ impl Cache {
                 Some(f.saturating_sub(want))
             })
             .ok();
-        let crc = crc32c::crc32c(data);
+        let crcs = unit_crcs(data);
         {
             let mut objects = self.objects.write();
             match objects.get_mut(&id.backend, &id.key) {
                 // Still the same version: record the block.
                 Some(e) if e.id == oid => {
-                    if e.blocks.insert(idx.0, crc).is_some() {
+                    if e.blocks.insert(idx.0, crcs.clone()).is_some() {
                         return Ok(false);
                     }
                 }
@@ -521,7 +605,7 @@ impl Cache {
         self.send(Op::PutBlock {
             object_id: oid,
             block: idx.0,
-            crc,
+            crcs,
         })?;
         Ok(true)
     }
@@ -815,7 +899,7 @@ fn data_name(id: u64) -> String {
 /// Checksums are of zeros, which is what a sparse file reads as, so the blocks verify.
 pub fn synthesize(cfg: &CacheConfig, backend: &str, objects: u64, blocks: u64) -> Result<()> {
     let cache = Cache::open(cfg.clone())?;
-    let zeros_crc = crc32c::crc32c(&vec![0u8; cfg.block_size as usize]);
+    let zeros_crc = unit_crcs(&vec![0u8; cfg.block_size as usize]);
     for o in 0..objects {
         let id = ObjectId {
             backend: backend.to_string(),
@@ -829,11 +913,11 @@ pub fn synthesize(cfg: &CacheConfig, backend: &str, objects: u64, blocks: u64) -
             .get_mut(backend, &id.key)
             .ok_or(CacheError::WriterGone)?;
         for b in 0..blocks {
-            e.blocks.insert(b, zeros_crc);
+            e.blocks.insert(b, zeros_crc.clone());
             cache.send(Op::PutBlock {
                 object_id: oid,
                 block: b,
-                crc: zeros_crc,
+                crcs: zeros_crc.clone(),
             })?;
         }
     }

@@ -176,14 +176,14 @@ fn unknown_files_are_removed_and_other_formats_rebuilt() {
     );
 }
 
-/// Golden bytes for format 1: the index schema and the data file layout. A change to either
+/// Golden bytes for format 2: the index schema, the checksum encoding and the data file layout. A change to either
 /// without bumping `FORMAT_VERSION` (and updating this test) fails here.
 #[test]
 fn golden_format() {
-    assert_eq!(FORMAT_VERSION, 1);
+    assert_eq!(FORMAT_VERSION, 2);
     assert_eq!(
         hex::encode(sha2::Sha256::digest(index::SCHEMA.as_bytes())),
-        "4e37b5fded8f016ba0df7c3a7ee4d7fe0d9f91c38020b8c89d767dd912c3b925",
+        "c77270ce77736cb3e7ddf43d6ebd4ca419828528ec271e1e16a8311fc771de22",
         "the index schema changed: bump FORMAT_VERSION"
     );
     let d = tempfile::tempdir().expect("tempdir");
@@ -207,6 +207,77 @@ fn golden_format() {
         b"abc",
         "a block lives at its own offset"
     );
+    let conn = rusqlite::Connection::open(d.path().join("cache/index.db")).expect("index");
+    let blob: Vec<u8> = conn
+        .query_row("SELECT crc32c FROM blocks WHERE block = 2", [], |r| {
+            r.get(0)
+        })
+        .expect("block row");
+    assert_eq!(
+        blob,
+        crc32c::crc32c(b"abc").to_le_bytes(),
+        "one little-endian CRC32C per check unit"
+    );
+}
+
+/// A read of part of a block checks only the units it reads; damage in one of them drops the
+/// whole block and is counted once.
+#[test]
+fn partial_reads_check_their_units() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let bs = 4 * CHECK_UNIT;
+    let c = Cache::open(CacheConfig {
+        dir: d.path().join("cache"),
+        block_size: bs,
+    })
+    .expect("open");
+    let data: Vec<u8> = (0..bs + 1000).map(|i| (i * 7 % 251) as u8).collect();
+    let id = obj("v1");
+    c.write_block(&id, data.len() as u64, BlockIndex(0), &data[..bs as usize])
+        .expect("write");
+    c.write_block(&id, data.len() as u64, BlockIndex(1), &data[bs as usize..])
+        .expect("write");
+    let u = CHECK_UNIT as usize;
+    // Unaligned, across units, and clamped at the short last block.
+    for (b, r) in [
+        (0, 10..u as u64 + 5),
+        (0, 3 * u as u64..bs),
+        (1, 0..bs),
+        (1, 990..5000),
+    ] {
+        let got = c
+            .read_range(&id, BlockIndex(b), r.clone())
+            .expect("read")
+            .expect("hit");
+        let start = (b * bs + r.start) as usize;
+        let end = (b * bs + r.end).min(data.len() as u64) as usize;
+        assert_eq!(&got[..], &data[start..end], "block {b} range {r:?}");
+    }
+    // Damage unit 2 of block 0: units 0 and 1 still read; unit 2 drops the block.
+    let file = d.path().join("cache/data/0000000000000001.blk");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .expect("data file");
+    f.write_all_at(&[data[2 * u] ^ 1], 2 * CHECK_UNIT)
+        .expect("damage");
+    assert!(
+        c.read_range(&id, BlockIndex(0), 0..2 * CHECK_UNIT)
+            .expect("read")
+            .is_some()
+    );
+    assert_eq!(c.stats().corrupt_blocks, 0);
+    assert_eq!(
+        c.read_range(&id, BlockIndex(0), 2 * CHECK_UNIT..2 * CHECK_UNIT + 1)
+            .expect("read"),
+        None
+    );
+    assert_eq!(c.stats().corrupt_blocks, 1);
+    assert!(
+        !c.has_block(&id, BlockIndex(0)),
+        "the damaged block is dropped"
+    );
+    assert!(c.has_block(&id, BlockIndex(1)));
 }
 
 fn named(key: &str) -> ObjectId {

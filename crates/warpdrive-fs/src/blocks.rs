@@ -126,10 +126,60 @@ pub struct Stream {
     recent: Option<(u64, Bytes)>,
 }
 
-/// Where a block of a read comes from.
+/// Where the bytes a read wants of one block come from.
 enum Part {
+    /// The bytes themselves (only the part of the block the read covers).
     Ready(Bytes),
+    /// A fetch of the whole block, in flight.
     Wait(Inflight),
+}
+
+/// A read started by [`BlockReader::begin`].
+#[derive(Debug)]
+pub enum Begun {
+    /// Served at once (every block was at hand), or failed.
+    Ready(FetchResult),
+    /// Waiting for fetches: complete it with [`BlockReader::complete`].
+    Pending(Pending),
+}
+
+/// A read waiting for fetches.
+pub struct Pending {
+    obj: Object,
+    offset: u64,
+    end: u64,
+    parts: Vec<(u64, Option<Part>)>,
+    /// Without a cache: the run to keep in the handle for the reader's next reads.
+    keep: Option<Inflight>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("key", &self.obj.id.key)
+            .field("offset", &self.offset)
+            .field("end", &self.end)
+            .finish()
+    }
+}
+
+fn never_fetched(obj: &Object, b: u64) -> Arc<StoreError> {
+    Arc::new(StoreError::Io {
+        backend: obj.backend.name().to_string(),
+        message: format!("block {b} of {} was never fetched", obj.id.key),
+    })
+}
+
+/// The pieces of a read, in order, as one buffer (no copy when there is one piece).
+fn concat(mut pieces: Vec<Bytes>, total: usize) -> Bytes {
+    if pieces.len() == 1 {
+        return pieces.pop().unwrap_or_default();
+    }
+    let mut buf = BytesMut::with_capacity(total);
+    for p in &pieces {
+        buf.extend_from_slice(p);
+    }
+    buf.freeze()
 }
 
 /// The shared read path of one filesystem.
@@ -238,9 +288,27 @@ impl BlockReader {
         offset: u64,
         len: u64,
     ) -> FetchResult {
+        match self.begin(obj, stream, offset, len) {
+            Begun::Ready(r) => r,
+            Begun::Pending(p) => self.complete(p, stream).await,
+        }
+    }
+
+    /// Starts a read of `len` bytes at `offset` through `stream`: serves it at once when every
+    /// block is at hand (cached, or in the handle's last run), else starts the fetches it
+    /// needs and returns them to [`BlockReader::complete`]. Never blocks on the network, so
+    /// the FUSE adapter calls it on its own thread and only hands waiting reads to the
+    /// runtime. Must run inside the tokio runtime's context (it may spawn fetches).
+    pub fn begin(
+        self: &Arc<Self>,
+        obj: &Object,
+        stream: &Mutex<Stream>,
+        offset: u64,
+        len: u64,
+    ) -> Begun {
         let end = offset.saturating_add(len).min(obj.size);
         if offset >= end {
-            return Ok(Bytes::new());
+            return Begun::Ready(Ok(Bytes::new()));
         }
         let bs = self.block_size;
         let (b0, b1) = (offset / bs, (end - 1) / bs);
@@ -250,13 +318,15 @@ impl BlockReader {
         let mut parts: Vec<(u64, Option<Part>)> = Vec::with_capacity((b1 - b0 + 1) as usize);
         let mut missing = Vec::new();
         for b in b0..=b1 {
+            // The bytes of block `b` this read wants, as offsets within the block.
+            let (from, to) = (offset.max(b * bs) - b * bs, end.min((b + 1) * bs) - b * bs);
             if let Some((first, run)) = &recent
                 && b >= *first
             {
-                let from = ((b - first) * bs) as usize;
-                let to = from + self.block_len(obj, b) as usize;
-                if to <= run.len() {
-                    parts.push((b, Some(Part::Ready(run.slice(from..to)))));
+                let at = (b - first) * bs;
+                if at + to <= run.len() as u64 {
+                    let piece = run.slice((at + from) as usize..(at + to) as usize);
+                    parts.push((b, Some(Part::Ready(piece))));
                     continue;
                 }
             }
@@ -265,7 +335,7 @@ impl BlockReader {
                 continue;
             }
             if let Some(c) = &cache {
-                match c.read_block(&obj.id, BlockIndex(b)) {
+                match c.read_range(&obj.id, BlockIndex(b), from..to) {
                     Ok(Some(bytes)) => {
                         add(&self.stats.hit_blocks, 1);
                         add(&self.stats.hit_bytes, bytes.len() as u64);
@@ -288,6 +358,7 @@ impl BlockReader {
 
         // Missing blocks: one fetch per run of consecutive blocks. Without a cache, a
         // sequential reader's last run reaches across its window, kept in the handle.
+        let mut keep = None;
         if !missing.is_empty() {
             let mut stretch_to = None;
             if cache.is_none() && sequential {
@@ -300,28 +371,66 @@ impl BlockReader {
                     *part = runs.get(b).cloned().map(Part::Wait);
                 }
             }
-            if cache.is_none()
-                && let Some(run) = runs.get(&b1)
-                && let Ok(bytes) = run.fut.clone().await
-            {
-                stream.lock().recent = Some((run.first, bytes));
+            if cache.is_none() {
+                keep = runs.get(&b1).cloned();
             }
         }
 
         if sequential && cache.is_some() {
             self.prefetch(obj, stream, b1);
         }
+        {
+            let mut st = stream.lock();
+            for (b, _) in &parts {
+                if st.prefetched.remove(b) {
+                    add(&self.stats.prefetch_hits, 1);
+                }
+            }
+        }
 
-        // Assemble the answer.
-        let mut out: Option<BytesMut> = None;
-        let mut single: Option<Bytes> = None;
+        let mut ready = Vec::with_capacity(parts.len());
+        for (b, part) in &parts {
+            match part {
+                Some(Part::Ready(bytes)) => ready.push(bytes.clone()),
+                Some(Part::Wait(_)) => {
+                    return Begun::Pending(Pending {
+                        obj: obj.clone(),
+                        offset,
+                        end,
+                        parts,
+                        keep,
+                    });
+                }
+                None => return Begun::Ready(Err(never_fetched(obj, *b))),
+            }
+        }
+        Begun::Ready(Ok(concat(ready, (end - offset) as usize)))
+    }
+
+    /// Completes a read [`BlockReader::begin`] could not serve at once.
+    pub async fn complete(&self, p: Pending, stream: &Mutex<Stream>) -> FetchResult {
+        let bs = self.block_size;
+        let Pending {
+            obj,
+            offset,
+            end,
+            parts,
+            keep,
+        } = p;
+        if let Some(run) = keep
+            && let Ok(bytes) = run.fut.clone().await
+        {
+            stream.lock().recent = Some((run.first, bytes));
+        }
+        let mut pieces = Vec::with_capacity(parts.len());
         for (b, part) in parts {
-            let block = match part {
+            let piece = match part {
                 Some(Part::Ready(bytes)) => bytes,
                 Some(Part::Wait(f)) => {
                     let run = f.fut.clone().await?;
-                    let from = ((b - f.first) * bs) as usize;
-                    let to = from + self.block_len(obj, b) as usize;
+                    let at = ((b - f.first) * bs) as usize;
+                    let from = at + (offset.max(b * bs) - b * bs) as usize;
+                    let to = at + (end.min((b + 1) * bs) - b * bs) as usize;
                     if to > run.len() {
                         return Err(Arc::new(StoreError::Io {
                             backend: obj.backend.name().to_string(),
@@ -334,38 +443,11 @@ impl BlockReader {
                     }
                     run.slice(from..to)
                 }
-                None => {
-                    return Err(Arc::new(StoreError::Io {
-                        backend: obj.backend.name().to_string(),
-                        message: format!("block {b} of {} was never fetched", obj.id.key),
-                    }));
-                }
+                None => return Err(never_fetched(&obj, b)),
             };
-            {
-                let mut st = stream.lock();
-                if st.prefetched.remove(&b) {
-                    add(&self.stats.prefetch_hits, 1);
-                }
-            }
-            let block_start = b * bs;
-            let from = (offset.max(block_start) - block_start) as usize;
-            let to = (end.min(block_start + bs) - block_start) as usize;
-            let piece = block.slice(from..to.min(block.len()));
-            match (&mut out, &single) {
-                (None, None) => single = Some(piece),
-                (None, Some(s)) => {
-                    let mut buf = BytesMut::with_capacity((end - offset) as usize);
-                    buf.extend_from_slice(s);
-                    buf.extend_from_slice(&piece);
-                    out = Some(buf);
-                }
-                (Some(buf), _) => buf.extend_from_slice(&piece),
-            }
+            pieces.push(piece);
         }
-        Ok(match out {
-            Some(b) => b.freeze(),
-            None => single.unwrap_or_default(),
-        })
+        Ok(concat(pieces, (end - offset) as usize))
     }
 
     /// Updates the handle's sequential detection for a read of blocks `b0..=b1`. Returns
@@ -494,7 +576,7 @@ impl BlockReader {
                     Err(e) => tracing::warn!(error = %e, "cache write task failed"),
                 }
             }
-            this.finish(&o, first, last);
+            this.fetched(&o, first, last);
             if prefetch {
                 this.stats
                     .prefetch_in_flight_bytes
@@ -520,7 +602,7 @@ impl BlockReader {
     }
 
     /// Removes the in-flight entries of the run `first..=last` (and only that run's).
-    fn finish(&self, obj: &Object, first: u64, last: u64) {
+    fn fetched(&self, obj: &Object, first: u64, last: u64) {
         let mut map = self.inflight.lock();
         for b in first..=last {
             if map

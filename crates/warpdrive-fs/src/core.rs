@@ -34,7 +34,7 @@ use warpdrive_cache::{Cache, ObjectId};
 use warpdrive_config::MetadataTtl;
 use warpdrive_store::{Backend, ObjectInfo, StoreError, valid_component};
 
-use crate::blocks::{BlockReader, Object, ReadStats, Stream};
+use crate::blocks::{Begun, BlockReader, Object, Pending, ReadStats, Stream};
 use crate::error::{FsError, FsResult};
 use crate::inode::{BackendId, Ino, InodeTable, Kind, Node, NodePath};
 use crate::listing::{Entry, Listing, Status};
@@ -101,6 +101,22 @@ pub struct DirEntry {
     pub kind: Kind,
     pub name: String,
     pub next_offset: u64,
+}
+
+/// A read waiting for fetches (see [`Fs::read_start`]).
+#[derive(Debug)]
+pub struct PendingRead {
+    h: Arc<FileHandle>,
+    offset: u64,
+    size: u32,
+    p: Pending,
+}
+
+/// How [`Fs::read_start`] left a read.
+#[derive(Debug)]
+pub enum ReadStart {
+    Done(FsResult<Bytes>),
+    Pending(PendingRead),
 }
 
 /// An open file.
@@ -508,40 +524,60 @@ impl Fs {
 
     /// Reads up to `size` bytes at `offset` through handle `fh`.
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
-        let h = self
-            .files
-            .read()
-            .get(&fh)
-            .cloned()
-            .ok_or(FsError::BadHandle)?;
+        match self.read_start(fh, offset, size) {
+            ReadStart::Done(r) => r,
+            ReadStart::Pending(p) => self.read_finish(p).await,
+        }
+    }
+
+    /// Starts a read: done at once when every block is cached (the FUSE adapter then answers
+    /// from its own thread, with no hop to the runtime), else pending on fetches, to
+    /// complete with [`Fs::read_finish`]. Must run inside the tokio runtime's context.
+    pub fn read_start(&self, fh: u64, offset: u64, size: u32) -> ReadStart {
+        let Some(h) = self.files.read().get(&fh).cloned() else {
+            return ReadStart::Done(Err(FsError::BadHandle));
+        };
         match self
             .reader
-            .read(&h.obj, &h.stream, offset, u64::from(size))
-            .await
+            .begin(&h.obj, &h.stream, offset, u64::from(size))
         {
-            Ok(b) => Ok(b),
-            Err(e) => {
-                if matches!(
-                    *e,
-                    StoreError::PreconditionFailed { .. } | StoreError::NotFound { .. }
-                ) && let Some(n) = self.inodes.get(h.obj.ino)
-                {
-                    // The object changed or is gone: forget its metadata so the next lookup
-                    // or open asks the store again, and drop what is cached of it.
-                    n.state.lock().info = None;
-                    self.version_changed(&n);
-                }
-                if let StoreError::PreconditionFailed { .. } = *e {
-                    tracing::warn!(
-                        ino = h.obj.ino.0,
-                        "object changed while open; reopen to read the new version"
-                    );
-                    return Err(FsError::Stale);
-                }
-                tracing::warn!(ino = h.obj.ino.0, offset, size, error = %e, "read failed");
-                Err(FsError::Store((*e).clone()))
+            Begun::Ready(r) => {
+                ReadStart::Done(r.map_err(|e| self.read_failed(&h, offset, size, e)))
             }
+            Begun::Pending(p) => ReadStart::Pending(PendingRead { h, offset, size, p }),
         }
+    }
+
+    /// Completes a read [`Fs::read_start`] left pending.
+    pub async fn read_finish(&self, r: PendingRead) -> FsResult<Bytes> {
+        let PendingRead { h, offset, size, p } = r;
+        self.reader
+            .complete(p, &h.stream)
+            .await
+            .map_err(|e| self.read_failed(&h, offset, size, e))
+    }
+
+    /// The error a failed read returns; a changed or vanished object is forgotten first.
+    fn read_failed(&self, h: &FileHandle, offset: u64, size: u32, e: Arc<StoreError>) -> FsError {
+        if matches!(
+            *e,
+            StoreError::PreconditionFailed { .. } | StoreError::NotFound { .. }
+        ) && let Some(n) = self.inodes.get(h.obj.ino)
+        {
+            // The object changed or is gone: forget its metadata so the next lookup
+            // or open asks the store again, and drop what is cached of it.
+            n.state.lock().info = None;
+            self.version_changed(&n);
+        }
+        if let StoreError::PreconditionFailed { .. } = *e {
+            tracing::warn!(
+                ino = h.obj.ino.0,
+                "object changed while open; reopen to read the new version"
+            );
+            return FsError::Stale;
+        }
+        tracing::warn!(ino = h.obj.ino.0, offset, size, error = %e, "read failed");
+        FsError::Store((*e).clone())
     }
 
     /// The FUSE adapter could not use passthrough for handle `fh` after all: releases the

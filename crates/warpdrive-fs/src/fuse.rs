@@ -4,7 +4,9 @@
 //! fuser calls these methods from several session threads at once (`n_threads`). Each method
 //! spawns its operation on the daemon's runtime and returns at once, so a session thread never
 //! waits on the network: one slow backend request cannot stall reads of other files. Replies
-//! are `Send` and are sent from the runtime's tasks.
+//! are `Send` and are sent from the runtime's tasks. The one exception is a read whose blocks
+//! are all cached: it is answered from the session thread (a `pread` of the cache file), since
+//! handing it to the runtime would cost more than the read itself.
 //!
 //! Every mutating operation answers `EROFS` (the mount is also read-only in the kernel).
 
@@ -22,8 +24,8 @@ use fuser::{
 };
 use tokio::runtime::Handle;
 
-use crate::core::{Attr, Fs};
-use crate::error::FsError;
+use crate::core::{Attr, Fs, ReadStart};
+use crate::error::{FsError, FsResult};
 use crate::inode::{Ino, Kind};
 
 /// Largest read the kernel may send us and the readahead it may do: 1 MiB, so a sequential
@@ -106,6 +108,16 @@ fn file_attr(a: &Attr) -> FileAttr {
         rdev: 0,
         blksize: BLKSIZE,
         flags: 0,
+    }
+}
+
+fn reply_read(r: FsResult<bytes::Bytes>, reply: ReplyData) {
+    match r {
+        Ok(b) => reply.data(&b),
+        Err(e) => {
+            log_err("read", &e);
+            reply.error(errno(&e))
+        }
     }
 }
 
@@ -245,16 +257,17 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyData,
     ) {
-        let fs = self.fs.clone();
-        self.rt.spawn(async move {
-            match fs.read(fh.0, offset, size).await {
-                Ok(b) => reply.data(&b),
-                Err(e) => {
-                    log_err("read", &e);
-                    reply.error(errno(&e))
-                }
+        // Cached reads are answered from this thread; only reads waiting on fetches go to
+        // the runtime (the hop would cost more than the read).
+        let _guard = self.rt.enter();
+        match self.fs.read_start(fh.0, offset, size) {
+            ReadStart::Done(r) => reply_read(r, reply),
+            ReadStart::Pending(p) => {
+                let fs = self.fs.clone();
+                self.rt
+                    .spawn(async move { reply_read(fs.read_finish(p).await, reply) });
             }
-        });
+        }
     }
 
     fn flush(
