@@ -9,24 +9,28 @@
 //! 3. otherwise the block is missing: consecutive missing blocks become one ranged GET with
 //!    `If-Match: <etag>`.
 //!
-//! A fetch runs as its own task: as soon as its GET completes, waiting readers get the bytes;
-//! the task then writes each block to the cache (data file first, then the index) and only
-//! then leaves the in-flight table, so a later reader finds the block either in flight or in
-//! the cache, never neither.
+//! A fetch runs as its own task and streams its GET: as soon as each block of the run has
+//! arrived, the readers waiting on that block get it; the task then writes the block to the
+//! cache (data file first, then the index) and only then takes it out of the in-flight
+//! table, so a later reader finds a block either in flight or in the cache, never neither. A
+//! run therefore costs one block of memory however long it is, and a reader waits for its
+//! block, not for the whole run.
 //!
 //! Each open handle has a [`Stream`]: sequential detection for prefetch. A read that starts
 //! within the blocks the previous read ended in, or just after them, is sequential and
 //! doubles the handle's window (1 block up to [`MAX_WINDOW`]); any other read resets it. On a
 //! sequential read the blocks of the window ahead that are neither cached nor in flight are
-//! fetched into the cache in runs of up to [`PREFETCH_RUN`]. Every prefetch holds permits of
-//! one global budget of bytes in flight, shared by all handles; when the budget is used up,
-//! prefetch waits for the next read rather than queueing, so any number of open files costs
-//! at most the budget. Prefetched bytes go to the cache, not to RAM.
+//! fetched into the cache in runs of up to [`PREFETCH_RUN`], once the window has moved on by
+//! a whole run (so steady-state GETs are a run long, not a block). Every prefetch holds
+//! permits of one global budget of bytes in flight, shared by all handles, and gives each
+//! back as its block lands in the cache; when the budget is used up, prefetch waits for the
+//! next read rather than queueing, so any number of open files costs at most the budget.
+//! Prefetched bytes go to the cache, not to RAM.
 //!
 //! If the cache disk fails (read-only, I/O errors) reads go straight to the backend: the
 //! failure is logged once, counted, and the cache is retried after [`CACHE_RETRY_AFTER`].
-//! Without a cache a sequential reader's GETs span its window and the last one is kept in
-//! the handle, so it still makes few large requests.
+//! Without a cache a sequential reader's GETs reach ahead across its window (up to a run) and
+//! the last one is kept in the handle, so it still makes few large requests.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -34,8 +38,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, StreamExt};
 use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use warpdrive_cache::{BlockIndex, Cache, CacheError, ObjectId};
@@ -44,11 +48,13 @@ use warpdrive_store::{Backend, StoreError};
 use crate::inode::Ino;
 
 /// Furthest a sequential reader's prefetch runs ahead of it. With the default budget of
-/// 256 MiB, 16 handles streaming at once each get their full window.
-pub const MAX_WINDOW: u64 = 16 << 20;
-/// Largest prefetch GET: big enough that request overhead is small, small enough that a
-/// window of [`MAX_WINDOW`] is several GETs in parallel.
-pub const PREFETCH_RUN: u64 = 4 << 20;
+/// 256 MiB, 4 handles streaming at once each get their full window; more share it.
+pub const MAX_WINDOW: u64 = 64 << 20;
+/// Prefetch GET size: stores charge a fixed cost per request (Azurite serves 1 MiB GETs at
+/// a third of the rate of 8 MiB ones; see doc/BENCHMARKS.md), so prefetch asks for a whole
+/// run at a time, and a window of [`MAX_WINDOW`] keeps up to four in flight. Blocks are
+/// handed out and cached as they stream in, so a run never sits in memory whole.
+pub const PREFETCH_RUN: u64 = 16 << 20;
 /// After a cache disk failure, how long reads bypass the cache before trying it again.
 pub const CACHE_RETRY_AFTER: Duration = Duration::from_secs(30);
 
@@ -103,12 +109,26 @@ impl Object {
     }
 }
 
-/// A fetch in flight: blocks `first..=last` of one object version.
+/// One block of a fetch in flight: resolves to that block's bytes as soon as they have
+/// arrived, while the rest of its run is still streaming.
 #[derive(Clone)]
 struct Inflight {
     etag: Arc<ObjectId>,
+    /// The first block of the run (the GET) this block belongs to.
     first: u64,
     fut: SharedFetch,
+}
+
+/// The state of one GET's task.
+struct Run {
+    first: u64,
+    /// The next block to arrive.
+    next: u64,
+    last: u64,
+    /// One per block not yet handed out, in order.
+    senders: std::vec::IntoIter<tokio::sync::oneshot::Sender<FetchResult>>,
+    /// The prefetch budget still held: one permit per block not yet done.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 /// Per-handle sequential detection and prefetch bookkeeping.
@@ -122,8 +142,9 @@ pub struct Stream {
     prefetched_to: u64,
     /// Blocks this handle prefetched and has not read yet.
     prefetched: HashSet<u64>,
-    /// Without a cache: the last run fetched, `(first block, bytes)`.
-    recent: Option<(u64, Bytes)>,
+    /// Without a cache: the last run this handle fetched, `(first block, one fetch per
+    /// block)`; a resolved fetch keeps its bytes, so the reader's next reads are served from it.
+    recent: Option<(u64, Vec<SharedFetch>)>,
 }
 
 /// Where the bytes a read wants of one block come from.
@@ -131,7 +152,7 @@ enum Part {
     /// The bytes themselves (only the part of the block the read covers).
     Ready(Bytes),
     /// A fetch of the whole block, in flight.
-    Wait(Inflight),
+    Wait(SharedFetch),
 }
 
 /// A read started by [`BlockReader::begin`].
@@ -149,8 +170,6 @@ pub struct Pending {
     offset: u64,
     end: u64,
     parts: Vec<(u64, Option<Part>)>,
-    /// Without a cache: the run to keep in the handle for the reader's next reads.
-    keep: Option<Inflight>,
 }
 
 impl std::fmt::Debug for Pending {
@@ -189,6 +208,8 @@ pub struct BlockReader {
     inflight: Mutex<HashMap<(Ino, u64), Inflight>>,
     /// Prefetch budget in blocks; `None` turns prefetch off.
     budget: Option<Arc<Semaphore>>,
+    /// Blocks in one prefetch GET: a run, or the whole budget if that is smaller.
+    run_blocks: u64,
     /// Reads bypass the cache until then, after a disk failure.
     cache_off_until: Mutex<Option<Instant>>,
     failure_logged: AtomicBool,
@@ -215,6 +236,7 @@ impl BlockReader {
             block_size,
             inflight: Mutex::new(HashMap::new()),
             budget: (permits > 0).then(|| Arc::new(Semaphore::new(permits))),
+            run_blocks: (PREFETCH_RUN / block_size).clamp(1, permits.max(1) as u64),
             cache_off_until: Mutex::new(None),
             failure_logged: AtomicBool::new(false),
             stats: ReadStats::default(),
@@ -290,7 +312,7 @@ impl BlockReader {
     ) -> FetchResult {
         match self.begin(obj, stream, offset, len) {
             Begun::Ready(r) => r,
-            Begun::Pending(p) => self.complete(p, stream).await,
+            Begun::Pending(p) => self.complete(p).await,
         }
     }
 
@@ -322,16 +344,13 @@ impl BlockReader {
             let (from, to) = (offset.max(b * bs) - b * bs, end.min((b + 1) * bs) - b * bs);
             if let Some((first, run)) = &recent
                 && b >= *first
+                && let Some(f) = run.get((b - first) as usize)
             {
-                let at = (b - first) * bs;
-                if at + to <= run.len() as u64 {
-                    let piece = run.slice((at + from) as usize..(at + to) as usize);
-                    parts.push((b, Some(Part::Ready(piece))));
-                    continue;
-                }
+                parts.push((b, Some(Part::Wait(f.clone()))));
+                continue;
             }
             if let Some(f) = self.joinable(obj, b) {
-                parts.push((b, Some(Part::Wait(f))));
+                parts.push((b, Some(Part::Wait(f.fut))));
                 continue;
             }
             if let Some(c) = &cache {
@@ -357,22 +376,32 @@ impl BlockReader {
         }
 
         // Missing blocks: one fetch per run of consecutive blocks. Without a cache, a
-        // sequential reader's last run reaches across its window, kept in the handle.
-        let mut keep = None;
+        // sequential reader's last run reaches ahead across its window (at most one prefetch
+        // run), and the handle keeps it for its next reads.
         if !missing.is_empty() {
             let mut stretch_to = None;
             if cache.is_none() && sequential {
-                let w = stream.lock().window.max(1);
+                let w = stream.lock().window.max(1).min(self.run_blocks());
                 stretch_to = Some((b1 + w).min(self.last_block(obj)));
             }
             let runs = self.start_runs(obj, &missing, stretch_to, None);
             for (b, part) in parts.iter_mut() {
                 if part.is_none() {
-                    *part = runs.get(b).cloned().map(Part::Wait);
+                    *part = runs.get(b).map(|f| Part::Wait(f.fut.clone()));
                 }
             }
-            if cache.is_none() {
-                keep = runs.get(&b1).cloned();
+            if cache.is_none()
+                && let Some(last_run) = runs.get(&b1)
+            {
+                let first = last_run.first;
+                let futs: Vec<SharedFetch> = (first..)
+                    .map_while(|b| {
+                        runs.get(&b)
+                            .filter(|f| f.first == first)
+                            .map(|f| f.fut.clone())
+                    })
+                    .collect();
+                stream.lock().recent = Some((first, futs));
             }
         }
 
@@ -388,61 +417,69 @@ impl BlockReader {
             }
         }
 
+        // Fetches that already resolved are as good as ready.
         let mut ready = Vec::with_capacity(parts.len());
         for (b, part) in &parts {
-            match part {
-                Some(Part::Ready(bytes)) => ready.push(bytes.clone()),
-                Some(Part::Wait(_)) => {
-                    return Begun::Pending(Pending {
-                        obj: obj.clone(),
-                        offset,
-                        end,
-                        parts,
-                        keep,
-                    });
-                }
+            let piece = match part {
+                Some(Part::Ready(bytes)) => bytes.clone(),
+                Some(Part::Wait(f)) => match f.peek() {
+                    Some(Ok(block)) => match self.piece(obj, *b, offset, end, block) {
+                        Ok(p) => p,
+                        Err(e) => return Begun::Ready(Err(e)),
+                    },
+                    Some(Err(e)) => return Begun::Ready(Err(e.clone())),
+                    None => {
+                        return Begun::Pending(Pending {
+                            obj: obj.clone(),
+                            offset,
+                            end,
+                            parts,
+                        });
+                    }
+                },
                 None => return Begun::Ready(Err(never_fetched(obj, *b))),
-            }
+            };
+            ready.push(piece);
         }
         Begun::Ready(Ok(concat(ready, (end - offset) as usize)))
     }
 
-    /// Completes a read [`BlockReader::begin`] could not serve at once.
-    pub async fn complete(&self, p: Pending, stream: &Mutex<Stream>) -> FetchResult {
+    /// The part of block `b`'s bytes that a read of `offset..end` wants.
+    fn piece(&self, obj: &Object, b: u64, offset: u64, end: u64, block: &Bytes) -> FetchResult {
         let bs = self.block_size;
+        let from = (offset.max(b * bs) - b * bs) as usize;
+        let to = (end.min((b + 1) * bs) - b * bs) as usize;
+        if to > block.len() {
+            return Err(Arc::new(StoreError::Io {
+                backend: obj.backend.name().to_string(),
+                message: format!(
+                    "a fetch of {} returned {} bytes, fewer than block {b} needs",
+                    obj.id.key,
+                    block.len()
+                ),
+            }));
+        }
+        Ok(block.slice(from..to))
+    }
+
+    /// Blocks in one prefetch GET.
+    fn run_blocks(&self) -> u64 {
+        self.run_blocks
+    }
+
+    /// Completes a read [`BlockReader::begin`] could not serve at once.
+    pub async fn complete(&self, p: Pending) -> FetchResult {
         let Pending {
             obj,
             offset,
             end,
             parts,
-            keep,
         } = p;
-        if let Some(run) = keep
-            && let Ok(bytes) = run.fut.clone().await
-        {
-            stream.lock().recent = Some((run.first, bytes));
-        }
         let mut pieces = Vec::with_capacity(parts.len());
         for (b, part) in parts {
             let piece = match part {
                 Some(Part::Ready(bytes)) => bytes,
-                Some(Part::Wait(f)) => {
-                    let run = f.fut.clone().await?;
-                    let at = ((b - f.first) * bs) as usize;
-                    let from = at + (offset.max(b * bs) - b * bs) as usize;
-                    let to = at + (end.min((b + 1) * bs) - b * bs) as usize;
-                    if to > run.len() {
-                        return Err(Arc::new(StoreError::Io {
-                            backend: obj.backend.name().to_string(),
-                            message: format!(
-                                "a fetch of {} returned {} bytes, fewer than block {b} needs",
-                                obj.id.key,
-                                run.len()
-                            ),
-                        }));
-                    }
-                    run.slice(from..to)
-                }
+                Some(Part::Wait(f)) => self.piece(&obj, b, offset, end, &f.await?)?,
                 None => return Err(never_fetched(&obj, b)),
             };
             pieces.push(piece);
@@ -452,7 +489,12 @@ impl BlockReader {
 
     /// Updates the handle's sequential detection for a read of blocks `b0..=b1`. Returns
     /// whether the read is sequential, and the handle's last run (without a cache).
-    fn advance(&self, stream: &Mutex<Stream>, b0: u64, b1: u64) -> (bool, Option<(u64, Bytes)>) {
+    fn advance(
+        &self,
+        stream: &Mutex<Stream>,
+        b0: u64,
+        b1: u64,
+    ) -> (bool, Option<(u64, Vec<SharedFetch>)>) {
         let max_window = (MAX_WINDOW / self.block_size).max(1);
         let mut st = stream.lock();
         let sequential = match st.last_block {
@@ -521,96 +563,183 @@ impl BlockReader {
             if let Some((_, started)) = permits.as_mut() {
                 started.extend(first..=last);
             }
-            let f = self.spawn_fetch(obj, first, last, permit);
-            for b in first..=last {
+            let fetches = self.spawn_fetch(obj, first, last, permit);
+            for (b, f) in (first..=last).zip(fetches) {
                 map.insert((obj.ino, b), f.clone());
-                out.insert(b, f.clone());
+                out.insert(b, f);
             }
         }
         out
     }
 
-    /// Starts the task fetching blocks `first..=last` of `obj`.
+    /// Starts the task fetching blocks `first..=last` of `obj` with one GET; returns one
+    /// fetch per block, each resolving as soon as its block has arrived.
     fn spawn_fetch(
         self: &Arc<Self>,
         obj: &Object,
         first: u64,
         last: u64,
         permit: Option<OwnedSemaphorePermit>,
-    ) -> Inflight {
-        let bs = self.block_size;
-        let range = first * bs..((last + 1) * bs).min(obj.size);
-        let len = range.end - range.start;
-        let prefetch = permit.is_some();
-        if prefetch {
-            add(&self.stats.prefetch_in_flight_bytes, len);
+    ) -> Vec<Inflight> {
+        let range = first * self.block_size..((last + 1) * self.block_size).min(obj.size);
+        if permit.is_some() {
+            add(
+                &self.stats.prefetch_in_flight_bytes,
+                range.end - range.start,
+            );
         }
-        let (tx, rx) = tokio::sync::oneshot::channel::<FetchResult>();
+        let mut senders = Vec::new();
+        let mut fetches = Vec::new();
+        for _ in first..=last {
+            let (tx, rx) = tokio::sync::oneshot::channel::<FetchResult>();
+            senders.push(tx);
+            let fut = async move {
+                rx.await.unwrap_or_else(|_| {
+                    Err(Arc::new(StoreError::Io {
+                        backend: String::new(),
+                        message: "the fetch task stopped".into(),
+                    }))
+                })
+            }
+            .boxed()
+            .shared();
+            fetches.push(Inflight {
+                etag: obj.id.clone(),
+                first,
+                fut,
+            });
+        }
         let this = self.clone();
         let o = obj.clone();
         tokio::spawn(async move {
-            let r = o
-                .backend
-                .get_range(&o.id.key, range, o.if_match())
-                .await
-                .map_err(Arc::new);
-            add(&this.stats.fetch_requests, 1);
-            if let Ok(bytes) = &r {
-                add(&this.stats.fetched_bytes, bytes.len() as u64);
+            let mut run = Run {
+                first,
+                next: first,
+                last,
+                senders: senders.into_iter(),
+                permit,
+            };
+            if let Err(e) = this.stream_run(&o, range, &mut run).await {
+                this.abandon(&o, &mut run, e);
             }
-            let _ = tx.send(r.clone());
-            if let (Ok(bytes), Some(cache)) = (r, this.cache_for(&o).cloned()) {
-                let (id, size) = (o.id.clone(), o.size);
-                let written = tokio::task::spawn_blocking(move || {
-                    for b in first..=last {
-                        let from = ((b - first) * bs) as usize;
-                        let to = (from + bs as usize).min(bytes.len());
-                        cache.write_block(&id, size, BlockIndex(b), &bytes[from..to])?;
-                    }
-                    Ok::<(), CacheError>(())
-                })
-                .await;
-                match written {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => this.cache_error(&e),
-                    Err(e) => tracing::warn!(error = %e, "cache write task failed"),
-                }
-            }
-            this.fetched(&o, first, last);
-            if prefetch {
-                this.stats
-                    .prefetch_in_flight_bytes
-                    .fetch_sub(len, Ordering::Relaxed);
-            }
-            drop(permit);
         });
-        let fut = async move {
-            rx.await.unwrap_or_else(|_| {
-                Err(Arc::new(StoreError::Io {
-                    backend: String::new(),
-                    message: "the fetch task stopped".into(),
-                }))
-            })
+        fetches
+    }
+
+    /// Streams one GET, handing out and caching each block as soon as it is complete.
+    async fn stream_run(
+        &self,
+        o: &Object,
+        range: std::ops::Range<u64>,
+        run: &mut Run,
+    ) -> Result<(), Arc<StoreError>> {
+        add(&self.stats.fetch_requests, 1);
+        let mut body = o
+            .backend
+            .get_range_stream(&o.id.key, range, o.if_match())
+            .await
+            .map_err(Arc::new)?;
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = body.next().await {
+            let mut chunk = chunk.map_err(Arc::new)?;
+            while !chunk.is_empty() {
+                if run.next > run.last {
+                    return Err(self.bad_length(o, "more"));
+                }
+                let want = self.block_len(o, run.next) as usize;
+                let block = if buf.is_empty() && chunk.len() >= want {
+                    chunk.split_to(want)
+                } else {
+                    let take = (want - buf.len()).min(chunk.len());
+                    buf.extend_from_slice(&chunk.split_to(take));
+                    if buf.len() < want {
+                        continue;
+                    }
+                    buf.split().freeze()
+                };
+                self.land(o, run, block).await;
+            }
         }
-        .boxed()
-        .shared();
-        Inflight {
-            etag: obj.id.clone(),
-            first,
-            fut,
+        if run.next <= run.last {
+            return Err(self.bad_length(o, "fewer"));
+        }
+        Ok(())
+    }
+
+    fn bad_length(&self, o: &Object, what: &str) -> Arc<StoreError> {
+        Arc::new(StoreError::Io {
+            backend: o.backend.name().to_string(),
+            message: format!(
+                "a ranged GET of {} returned {what} bytes than asked",
+                o.id.key
+            ),
+        })
+    }
+
+    /// Block `run.next` has arrived: wakes its readers, writes it to the cache, and only
+    /// then takes it out of the in-flight table (and gives back its share of the budget).
+    async fn land(&self, o: &Object, run: &mut Run, block: Bytes) {
+        let b = run.next;
+        run.next += 1;
+        add(&self.stats.fetched_bytes, block.len() as u64);
+        if let Some(tx) = run.senders.next() {
+            let _ = tx.send(Ok(block.clone()));
+        }
+        if let Some(cache) = self.cache_for(o).cloned() {
+            let (id, size) = (o.id.clone(), o.size);
+            let len = block.len() as u64;
+            let written = tokio::task::spawn_blocking(move || {
+                cache.write_block(&id, size, BlockIndex(b), &block)
+            })
+            .await;
+            match written {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => self.cache_error(&e),
+                Err(e) => tracing::warn!(error = %e, "cache write task failed"),
+            }
+            debug_assert_eq!(len, self.block_len(o, b));
+        }
+        self.fetched(o, run.first, b);
+        self.release_permit(o, run, b);
+    }
+
+    /// The GET failed: every block not yet handed out gets the error and leaves the table.
+    fn abandon(&self, o: &Object, run: &mut Run, e: Arc<StoreError>) {
+        for tx in run.senders.by_ref() {
+            let _ = tx.send(Err(e.clone()));
+        }
+        while run.next <= run.last {
+            let b = run.next;
+            run.next += 1;
+            self.fetched(o, run.first, b);
+            self.release_permit(o, run, b);
         }
     }
 
-    /// Removes the in-flight entries of the run `first..=last` (and only that run's).
-    fn fetched(&self, obj: &Object, first: u64, last: u64) {
+    /// A prefetched block is done (cached or abandoned): one permit of the budget goes back.
+    fn release_permit(&self, o: &Object, run: &mut Run, b: u64) {
+        let Some(p) = run.permit.as_mut() else {
+            return;
+        };
+        self.stats
+            .prefetch_in_flight_bytes
+            .fetch_sub(self.block_len(o, b), Ordering::Relaxed);
+        if p.num_permits() > 1 {
+            drop(p.split(1));
+        } else {
+            run.permit = None;
+        }
+    }
+
+    /// Removes the in-flight entry of block `b` of the run starting at `first` (and only
+    /// that run's).
+    fn fetched(&self, obj: &Object, first: u64, b: u64) {
         let mut map = self.inflight.lock();
-        for b in first..=last {
-            if map
-                .get(&(obj.ino, b))
-                .is_some_and(|f| f.first == first && f.etag.etag == obj.id.etag)
-            {
-                map.remove(&(obj.ino, b));
-            }
+        if map
+            .get(&(obj.ino, b))
+            .is_some_and(|f| f.first == first && f.etag.etag == obj.id.etag)
+        {
+            map.remove(&(obj.ino, b));
         }
     }
 
@@ -621,11 +750,15 @@ impl BlockReader {
             return;
         };
         let last = self.last_block(obj);
-        let (from, to) = {
+        let run_blocks = self.run_blocks();
+        let (from, to, window) = {
             let st = stream.lock();
-            ((b1 + 1).max(st.prefetched_to), (b1 + st.window).min(last))
+            let from = (b1 + 1).max(st.prefetched_to);
+            (from, (b1 + st.window).min(last), st.window)
         };
-        if from > to {
+        // Wait until the window has moved on by a whole run (or reaches the end of the
+        // object): topping it up block by block would make every GET one block long.
+        if from > to || (to < last && to - from + 1 < run_blocks.min(window / 2).max(1)) {
             return;
         }
         let wanted: Vec<u64> = {
@@ -635,7 +768,7 @@ impl BlockReader {
                 .filter(|b| !cache.has_block(&obj.id, BlockIndex(*b)))
                 .collect()
         };
-        let run_blocks = (PREFETCH_RUN / self.block_size).max(1) as usize;
+        let run_blocks = run_blocks as usize;
         let mut done_to = to + 1;
         let mut started = Vec::new();
         // Runs of consecutive wanted blocks, each at most `run_blocks` long.

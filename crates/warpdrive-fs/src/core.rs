@@ -552,7 +552,7 @@ impl Fs {
     pub async fn read_finish(&self, r: PendingRead) -> FsResult<Bytes> {
         let PendingRead { h, offset, size, p } = r;
         self.reader
-            .complete(p, &h.stream)
+            .complete(p)
             .await
             .map_err(|e| self.read_failed(&h, offset, size, e))
     }

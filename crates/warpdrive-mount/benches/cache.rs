@@ -157,6 +157,52 @@ fn block_size_section() {
     }
 }
 
+/// Direct ranged-GET throughput on Azurite by request size and concurrency: what prefetch
+/// runs are sized by.
+fn get_size_section() {
+    let rt = runtime();
+    let size = 256 * MIB;
+    let em = Emulator::start(Kind::Azurite).expect("azurite");
+    em.create_bucket("gsz").expect("container");
+    let cfg = em.backend("r", "gsz", "");
+    rt.block_on(upload_many(
+        &cfg,
+        vec![("big.bin".into(), random_bytes(size, 9))],
+        1,
+    ))
+    .expect("upload");
+    let b = Arc::new(Backend::build(&cfg).expect("backend"));
+    println!("| GET size (Azurite, 256 MiB read) | 1 at a time | 2 at a time | 4 at a time |");
+    println!("|---:|---:|---:|---:|");
+    for get in [MIB, 4 * MIB, 8 * MIB, 16 * MIB, 32 * MIB] {
+        let mut row = format!("| {} MiB |", get / MIB);
+        for par in [1usize, 2, 4] {
+            let start = Instant::now();
+            rt.block_on(async {
+                let offsets: Vec<u64> = (0..size).step_by(get).map(|o| o as u64).collect();
+                let mut set = tokio::task::JoinSet::new();
+                let mut it = offsets.into_iter();
+                loop {
+                    while set.len() < par {
+                        let Some(off) = it.next() else { break };
+                        let b = b.clone();
+                        set.spawn(async move {
+                            b.get_range("big.bin", off..off + get as u64, None)
+                                .await
+                                .expect("get")
+                        });
+                    }
+                    if set.join_next().await.is_none() {
+                        break;
+                    }
+                }
+            });
+            row.push_str(&format!(" {:.0} MiB/s |", mib_s(size, start.elapsed())));
+        }
+        println!("{row}");
+    }
+}
+
 fn warm_seq_section() {
     let objects: Vec<(String, Vec<u8>)> = (0..8)
         .map(|i| (format!("f{i}"), random_bytes(64 * MIB, 40 + i)))
@@ -281,6 +327,10 @@ fn main() {
     println!("# WarpDrive block cache benchmarks (same machine, same run)\n");
     if selected("block-size") {
         block_size_section();
+        println!();
+    }
+    if selected("get-size") {
+        get_size_section();
         println!();
     }
     if selected("warm-seq") {

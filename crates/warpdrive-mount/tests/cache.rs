@@ -125,9 +125,14 @@ fn kill_9_during_a_cold_read_keeps_completed_blocks() {
             1,
         ))
         .expect("upload");
-    // Slow enough that the read is still going when the daemon dies.
+    // Slow enough that the read is still going when the daemon dies: 150 ms a request, and
+    // a small prefetch budget so that requests stay small (2 MiB).
     let proxy = DelayProxy::start(s3.port, Duration::from_millis(150)).expect("proxy");
-    let mut m = Mount::start(&[via(&proxy, "kill")], "fuse: { passthrough: off }\n");
+    let mut m = Mount::start_with_cache(
+        &[via(&proxy, "kill")],
+        "fuse: { passthrough: off }\n",
+        "max_size: 1GiB, prefetch_budget: 2MiB",
+    );
 
     let path = m.path("s3/huge.bin");
     let reader = std::thread::spawn(move || {

@@ -28,6 +28,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::path::Path as StorePath;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
@@ -310,6 +312,39 @@ impl Backend {
                     });
                 }
                 Ok(bytes)
+            }
+        }
+    }
+
+    /// Like [`Backend::get_range`], but yields the body as it arrives, so a caller can use
+    /// the first bytes of a large range before the last ones are received and never holds
+    /// the whole range in memory. The stream may end early; the caller checks the length.
+    pub async fn get_range_stream(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        etag: Option<&str>,
+    ) -> Result<BoxStream<'static, Result<Bytes>>> {
+        match &self.inner {
+            Inner::Local(_) => {
+                let bytes = self.get_range(key, range, etag).await?;
+                Ok(futures::stream::once(async move { Ok(bytes) }).boxed())
+            }
+            Inner::Cloud { store, .. } => {
+                let path = self.store_path(key)?;
+                let opts = GetOptions {
+                    if_match: etag.map(str::to_string),
+                    range: Some(GetRange::Bounded(range)),
+                    ..Default::default()
+                };
+                let (name, k) = (self.config.name.clone(), key.to_string());
+                let r = store
+                    .get_opts(&path, opts)
+                    .await
+                    .map_err(|e| StoreError::from_object_store(&name, &k, e))?;
+                Ok(r.into_stream()
+                    .map(move |c| c.map_err(|e| StoreError::from_object_store(&name, &k, e)))
+                    .boxed())
             }
         }
     }
