@@ -113,9 +113,9 @@ fn main() {
 
     // Sequential reads.
     println!(
-        "\n| read 256 MiB | direct (8 MiB GETs) | mount (1 MiB reads) | mount ÷ direct (target ≥ 0.9) |"
+        "\n| read 256 MiB | direct (8 MiB GETs) | mount, cold (1 MiB reads) | mount ÷ direct (target ≥ 0.9) | mount, warm without passthrough | warm ÷ direct |"
     );
-    println!("|---|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|");
     let data = random_bytes(READ_SIZE, 7);
     for kind in [Kind::Azurite, Kind::Moto, Kind::Gcs] {
         if !selected(&format!("read-{}", kind.name())) {
@@ -127,7 +127,7 @@ fn main() {
         rt.block_on(upload_many(&cfg, vec![("big.bin".into(), data.clone())], 1))
             .expect("upload");
         let b = Arc::new(Backend::build(&cfg).expect("backend"));
-        let mut m = Mount::start(std::slice::from_ref(&cfg), "");
+        let mut m = Mount::start(std::slice::from_ref(&cfg), "fuse: { passthrough: off }\n");
         let mut best_direct = Duration::MAX;
         let mut best_mount = Duration::MAX;
         for _ in 0..REPS {
@@ -139,12 +139,23 @@ fn main() {
             m.spawn();
             best_mount = best_mount.min(mount_read(&m, "r/big.bin"));
         }
+        // The ceiling of the daemon's read path on this machine: the same read with every
+        // block cached (a new daemon, so the mount's page cache is empty; the cache file
+        // stays in the page cache). A cold read cannot beat it.
+        let mut best_warm = Duration::MAX;
+        for _ in 0..REPS {
+            m.stop_with(libc::SIGTERM);
+            m.spawn();
+            best_warm = best_warm.min(mount_read(&m, "r/big.bin"));
+        }
         let d = mib_s(READ_SIZE, best_direct);
         let mm = mib_s(READ_SIZE, best_mount);
+        let w = mib_s(READ_SIZE, best_warm);
         println!(
-            "| {} | {d:.0} MiB/s | {mm:.0} MiB/s | {:.2} |",
+            "| {} | {d:.0} MiB/s | {mm:.0} MiB/s | {:.2} | {w:.0} MiB/s | {:.2} |",
             kind.name(),
-            mm / d
+            mm / d,
+            w / d
         );
     }
 }
