@@ -190,6 +190,17 @@ pub struct CacheStats {
     pub evicted_blocks: u64,
 }
 
+/// See [`Cache::quick_stats`]. Corrupt and evicted blocks are lifetime counts (persisted).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct QuickStats {
+    pub used_bytes: u64,
+    /// The size cap in bytes, as of the last eviction pass (`u64::MAX` before the first).
+    pub max_bytes: u64,
+    pub objects: u64,
+    pub corrupt_blocks: u64,
+    pub evicted_blocks: u64,
+}
+
 #[derive(Debug)]
 struct Entry {
     id: u64,
@@ -759,6 +770,17 @@ impl Cache {
     /// Bytes of cached blocks (kept up to date without walking the index).
     pub fn used_bytes(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
+    }
+
+    /// Figures cheap enough for every metrics scrape: no walk of the index.
+    pub fn quick_stats(&self) -> QuickStats {
+        QuickStats {
+            used_bytes: self.used.load(Ordering::Relaxed),
+            max_bytes: self.max_bytes.load(Ordering::Relaxed),
+            objects: self.objects.read().len() as u64,
+            corrupt_blocks: self.corrupt.load(Ordering::Relaxed),
+            evicted_blocks: self.evicted.load(Ordering::Relaxed),
+        }
     }
 
     /// Waits until every change so far is committed to the index.

@@ -163,6 +163,8 @@ pub enum Passthrough {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MetricsConfig {
     pub listen: SocketAddr,
+    /// The config asked, explicitly, for a listener other programs on the network can reach.
+    pub allow_remote: bool,
 }
 
 /// FUSE session settings.
@@ -395,16 +397,25 @@ impl Config {
             ));
         }
 
-        let metrics_listen = raw
-            .metrics
-            .and_then(|m| m.listen)
-            .unwrap_or_else(|| DEFAULT_METRICS_LISTEN.to_string());
+        let (metrics_listen, allow_remote) = match raw.metrics {
+            Some(m) => (m.listen, m.allow_remote.unwrap_or(false)),
+            None => (None, false),
+        };
+        let metrics_listen = metrics_listen.unwrap_or_else(|| DEFAULT_METRICS_LISTEN.to_string());
         let listen: SocketAddr = metrics_listen.parse().map_err(|_| {
             invalid(
                 "metrics.listen",
                 format!("`{metrics_listen}` is not an address; use IP:PORT such as 127.0.0.1:9090"),
             )
         })?;
+        if !listen.ip().is_loopback() && !allow_remote {
+            return Err(invalid(
+                "metrics.listen",
+                format!(
+                    "`{listen}` is not a loopback address, so anyone on the network could read the metrics; use 127.0.0.1:PORT, or add `allow_remote: true` under `metrics:` to expose them on purpose"
+                ),
+            ));
+        }
 
         let metadata_ttl = match raw.metadata_ttl.as_deref() {
             None => MetadataTtl::For(DEFAULT_METADATA_TTL),
@@ -462,7 +473,10 @@ impl Config {
                 block_size,
                 prefetch_budget,
             },
-            metrics: MetricsConfig { listen },
+            metrics: MetricsConfig {
+                listen,
+                allow_remote,
+            },
             metadata_ttl,
             fuse,
             backends,

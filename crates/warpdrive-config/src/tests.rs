@@ -29,6 +29,17 @@ fn parse(text: &str) -> Result<Config, ConfigError> {
 }
 
 #[test]
+fn a_remote_metrics_listener_needs_allow_remote() {
+    let c = parse(&GOOD.replace(
+        "listen: 127.0.0.1:9090",
+        "listen: 0.0.0.0:9090, allow_remote: true",
+    ))
+    .expect("explicitly allowed");
+    assert!(c.metrics.allow_remote);
+    assert!(!c.metrics.listen.ip().is_loopback());
+}
+
+#[test]
 fn the_issue_example_parses() {
     let c = parse(GOOD).expect("example config parses");
     assert_eq!(c.mount_point, Path::new("/wd"));
@@ -142,6 +153,15 @@ fn malformed_configs_name_the_field() {
             "listen: 127.0.0.1:9090",
             "listen: nine",
             &["metrics.listen", "not an address"],
+        ),
+        (
+            "listen: 127.0.0.1:9090",
+            "listen: 0.0.0.0:9090",
+            &[
+                "metrics.listen",
+                "not a loopback address",
+                "allow_remote: true",
+            ],
         ),
         ("{ bucket: evalsets }", "{ }", &["gcs.bucket", "missing"]),
         (

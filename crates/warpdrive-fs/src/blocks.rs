@@ -34,7 +34,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -61,31 +61,12 @@ pub const CACHE_RETRY_AFTER: Duration = Duration::from_secs(30);
 type FetchResult = Result<Bytes, Arc<StoreError>>;
 type SharedFetch = Shared<BoxFuture<'static, FetchResult>>;
 
-/// Counters of the read path, cumulative since start. Read with `Ordering::Relaxed`.
-#[derive(Debug, Default)]
-pub struct ReadStats {
-    pub hit_blocks: AtomicU64,
-    pub hit_bytes: AtomicU64,
-    pub miss_blocks: AtomicU64,
-    pub miss_bytes: AtomicU64,
-    /// Bytes and GET requests fetched from backends (demand and prefetch).
-    pub fetched_bytes: AtomicU64,
-    pub fetch_requests: AtomicU64,
-    pub prefetch_hits: AtomicU64,
-    pub prefetch_wasted: AtomicU64,
-    pub window_resets: AtomicU64,
-    /// Gauge: prefetch bytes in flight now.
-    pub prefetch_in_flight_bytes: AtomicU64,
-    /// Cache disk failures (I/O errors, read-only disk).
-    pub cache_failures: AtomicU64,
-    /// Blocks not cached because the cache could not make room within its limits.
-    pub not_admitted: AtomicU64,
-    pub passthrough_opens: AtomicU64,
-    pub keep_cache_opens: AtomicU64,
-}
+/// The read path's counters (hits, misses, prefetch, passthrough): the daemon's metrics,
+/// recorded with one atomic add each.
+pub use warpdrive_metrics::ReadMetrics as ReadStats;
 
-fn add(c: &AtomicU64, n: u64) {
-    c.fetch_add(n, Ordering::Relaxed);
+fn add(c: &warpdrive_metrics::Counter, n: u64) {
+    c.inc_by(n);
 }
 
 /// One version of one object, as a handle reads it.
@@ -228,7 +209,12 @@ impl std::fmt::Debug for BlockReader {
 impl BlockReader {
     /// A read path over `cache` (if any) with `block_size` blocks (the cache's, when there
     /// is one) and a prefetch budget in bytes (0: no prefetch).
-    pub fn new(cache: Option<Arc<Cache>>, block_size: u64, prefetch_budget: u64) -> BlockReader {
+    pub fn new(
+        cache: Option<Arc<Cache>>,
+        block_size: u64,
+        prefetch_budget: u64,
+        stats: ReadStats,
+    ) -> BlockReader {
         let block_size = cache.as_ref().map_or(block_size, |c| c.block_size());
         let permits = (prefetch_budget / block_size).min(Semaphore::MAX_PERMITS as u64) as usize;
         BlockReader {
@@ -239,7 +225,7 @@ impl BlockReader {
             run_blocks: (PREFETCH_RUN / block_size).clamp(1, permits.max(1) as u64),
             cache_off_until: Mutex::new(None),
             failure_logged: AtomicBool::new(false),
-            stats: ReadStats::default(),
+            stats,
         }
     }
 
@@ -269,9 +255,9 @@ impl BlockReader {
     /// cache off for a while; a full cache only means the block was not kept.
     pub fn cache_error(&self, e: &CacheError) {
         match e {
-            CacheError::NoRoom { .. } => add(&self.stats.not_admitted, 1),
+            CacheError::NoRoom { .. } => add(&self.stats.not_admitted_blocks, 1),
             e if e.is_disk_failure() => {
-                add(&self.stats.cache_failures, 1);
+                add(&self.stats.cache_disk_failures, 1);
                 if !self.failure_logged.swap(true, Ordering::Relaxed) {
                     tracing::error!(error = %e, "the cache disk failed; reading straight from the backends (retrying the cache every {}s)", CACHE_RETRY_AFTER.as_secs());
                 } else {
@@ -339,21 +325,21 @@ impl BlockReader {
 
         let mut parts: Vec<(u64, Option<Part>)> = Vec::with_capacity((b1 - b0 + 1) as usize);
         let mut missing = Vec::new();
+        // Every block a read touches counts once: a hit if its bytes came from the cache, a
+        // miss otherwise (fetched now, joined in flight, or in the handle's last run); the
+        // byte counts are the bytes of the read, so hits + misses = bytes read.
         for b in b0..=b1 {
             // The bytes of block `b` this read wants, as offsets within the block.
             let (from, to) = (offset.max(b * bs) - b * bs, end.min((b + 1) * bs) - b * bs);
+            let mut part = None;
             if let Some((first, run)) = &recent
                 && b >= *first
                 && let Some(f) = run.get((b - first) as usize)
             {
-                parts.push((b, Some(Part::Wait(f.clone()))));
-                continue;
-            }
-            if let Some(f) = self.joinable(obj, b) {
-                parts.push((b, Some(Part::Wait(f.fut))));
-                continue;
-            }
-            if let Some(c) = &cache {
+                part = Some(Part::Wait(f.clone()));
+            } else if let Some(f) = self.joinable(obj, b) {
+                part = Some(Part::Wait(f.fut));
+            } else if let Some(c) = &cache {
                 match c.read_range(&obj.id, BlockIndex(b), from..to) {
                     Ok(Some(bytes)) => {
                         add(&self.stats.hit_blocks, 1);
@@ -366,13 +352,15 @@ impl BlockReader {
                 }
             }
             add(&self.stats.miss_blocks, 1);
-            add(&self.stats.miss_bytes, self.block_len(obj, b));
-            if stream.lock().prefetched.remove(&b) {
-                // Prefetched, but gone (evicted or damaged) before it was read.
-                add(&self.stats.prefetch_wasted, 1);
+            add(&self.stats.miss_bytes, to - from);
+            if part.is_none() {
+                if stream.lock().prefetched.remove(&b) {
+                    // Prefetched, but gone (evicted or damaged) before it was read.
+                    add(&self.stats.prefetch_wasted, 1);
+                }
+                missing.push(b);
             }
-            parts.push((b, None));
-            missing.push(b);
+            parts.push((b, part));
         }
 
         // Missing blocks: one fetch per run of consecutive blocks. Without a cache, a
@@ -583,10 +571,9 @@ impl BlockReader {
     ) -> Vec<Inflight> {
         let range = first * self.block_size..((last + 1) * self.block_size).min(obj.size);
         if permit.is_some() {
-            add(
-                &self.stats.prefetch_in_flight_bytes,
-                range.end - range.start,
-            );
+            self.stats
+                .prefetch_in_flight_bytes
+                .inc_by((range.end - range.start) as i64);
         }
         let mut senders = Vec::new();
         let mut fetches = Vec::new();
@@ -633,7 +620,6 @@ impl BlockReader {
         range: std::ops::Range<u64>,
         run: &mut Run,
     ) -> Result<(), Arc<StoreError>> {
-        add(&self.stats.fetch_requests, 1);
         let mut body = o
             .backend
             .get_range_stream(&o.id.key, range, o.if_match())
@@ -681,7 +667,6 @@ impl BlockReader {
     async fn land(&self, o: &Object, run: &mut Run, block: Bytes) {
         let b = run.next;
         run.next += 1;
-        add(&self.stats.fetched_bytes, block.len() as u64);
         if let Some(tx) = run.senders.next() {
             let _ = tx.send(Ok(block.clone()));
         }
@@ -723,7 +708,7 @@ impl BlockReader {
         };
         self.stats
             .prefetch_in_flight_bytes
-            .fetch_sub(self.block_len(o, b), Ordering::Relaxed);
+            .dec_by(self.block_len(o, b) as i64);
         if p.num_permits() > 1 {
             drop(p.split(1));
         } else {

@@ -32,6 +32,7 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use warpdrive_cache::{Cache, ObjectId};
 use warpdrive_config::MetadataTtl;
+use warpdrive_metrics::Metrics;
 use warpdrive_store::{Backend, ObjectInfo, StoreError, valid_component};
 
 use crate::blocks::{Begun, BlockReader, Object, Pending, ReadStats, Stream};
@@ -165,6 +166,7 @@ pub struct Fs {
     next_fh: AtomicU64,
     started: SystemTime,
     reader: Arc<BlockReader>,
+    metrics: Arc<Metrics>,
     invalidator: InvalidatorSlot,
     /// Whether the kernel accepted FUSE passthrough (set by the adapter at init).
     passthrough_ready: AtomicBool,
@@ -175,8 +177,25 @@ pub struct Fs {
 impl Fs {
     /// A filesystem over `backends`, in mount-table order, caching blocks in `cache`.
     pub fn new(cfg: FsConfig, backends: Vec<Arc<Backend>>, cache: Option<Arc<Cache>>) -> Arc<Fs> {
-        let reader = Arc::new(BlockReader::new(cache, cfg.block_size, cfg.prefetch_budget));
+        let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"), "unknown"));
+        Fs::with_metrics(cfg, backends, cache, metrics)
+    }
+
+    /// As [`Fs::new`], recording into the daemon's metrics.
+    pub fn with_metrics(
+        cfg: FsConfig,
+        backends: Vec<Arc<Backend>>,
+        cache: Option<Arc<Cache>>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Fs> {
+        let reader = Arc::new(BlockReader::new(
+            cache,
+            cfg.block_size,
+            cfg.prefetch_budget,
+            metrics.read.clone(),
+        ));
         let fs = Fs {
+            metrics,
             reader,
             invalidator: InvalidatorSlot::default(),
             passthrough_ready: AtomicBool::new(false),
@@ -209,6 +228,10 @@ impl Fs {
     /// Counters of the read path and the cache.
     pub fn read_stats(&self) -> &ReadStats {
         &self.reader.stats
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The block cache, if there is one.
@@ -455,9 +478,9 @@ impl Fs {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let stats = &self.reader.stats;
         if passthrough.is_some() {
-            stats.passthrough_opens.fetch_add(1, Ordering::Relaxed);
+            stats.passthrough_opens.inc();
         } else if keep_cache {
-            stats.keep_cache_opens.fetch_add(1, Ordering::Relaxed);
+            stats.keep_cache_opens.inc();
         }
         self.files.write().insert(
             fh,
@@ -959,17 +982,14 @@ mod tests {
                 let s = (off as usize).min(data.len());
                 let e = (off + bs).min(data.len() as u64) as usize;
                 assert_eq!(&got[..], &data[s..e]);
-                peak = peak.max(stats.prefetch_in_flight_bytes.load(Ordering::Relaxed));
+                peak = peak.max(stats.prefetch_in_flight_bytes.get() as u64);
             }
         }
         assert!(
             peak <= budget,
             "{peak} bytes of prefetch in flight, budget {budget}"
         );
-        assert!(
-            stats.prefetch_hits.load(Ordering::Relaxed) > 0,
-            "prefetch was used"
-        );
+        assert!(stats.prefetch_hits.get() > 0, "prefetch was used");
         for fh in fhs {
             fs.release(fh);
         }

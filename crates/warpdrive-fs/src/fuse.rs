@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -27,6 +27,7 @@ use tokio::runtime::Handle;
 use crate::core::{Attr, Fs, ReadStart};
 use crate::error::{FsError, FsResult};
 use crate::inode::{Ino, Kind};
+use warpdrive_metrics::Op;
 
 /// Largest read the kernel may send us and the readahead it may do: 1 MiB, so a sequential
 /// reader costs one FUSE round trip per MiB instead of per 128 KiB.
@@ -69,6 +70,18 @@ pub struct FuseAdapter {
 }
 
 impl FuseAdapter {
+    fn count(&self, op: Op) {
+        self.fs.metrics().fuse.op(op);
+    }
+
+    /// Answers an operation that would change the tree: counted, `EROFS`.
+    fn refuse(&self) -> Errno {
+        let m = &self.fs.metrics().fuse;
+        m.op(Op::Write);
+        m.error(Op::Write, libc::EROFS);
+        Errno::EROFS
+    }
+
     /// `ttl` is how long the kernel may cache entries and attributes.
     pub fn new(fs: Arc<Fs>, rt: Handle, ttl: Duration) -> FuseAdapter {
         FuseAdapter {
@@ -84,11 +97,14 @@ fn errno(e: &FsError) -> Errno {
     Errno::from_i32(e.errno())
 }
 
-fn log_err(op: &str, e: &FsError) {
+/// A failed operation: logged (except a plain "not found"), counted, and its errno.
+fn failed(fs: &Fs, op: Op, e: &FsError) -> Errno {
     match e {
         FsError::NotFound => {}
-        other => tracing::debug!(op, error = %other, "operation failed"),
+        other => tracing::debug!(op = op.name(), error = %other, "operation failed"),
     }
+    fs.metrics().fuse.error(op, e.errno());
+    errno(e)
 }
 
 fn file_attr(a: &Attr) -> FileAttr {
@@ -111,14 +127,17 @@ fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
-fn reply_read(r: FsResult<bytes::Bytes>, reply: ReplyData) {
+/// Answers a read and records its latency (since `start`, when the request arrived) and size.
+fn reply_read(fs: &Fs, start: Instant, r: FsResult<bytes::Bytes>, reply: ReplyData) {
+    let m = &fs.metrics().fuse;
     match r {
-        Ok(b) => reply.data(&b),
-        Err(e) => {
-            log_err("read", &e);
-            reply.error(errno(&e))
+        Ok(b) => {
+            reply.data(&b);
+            m.read_size.observe(b.len() as u64);
         }
+        Err(e) => reply.error(failed(fs, Op::Read, &e)),
     }
+    m.read_latency.observe_duration(start.elapsed());
 }
 
 fn file_type(k: Kind) -> FileType {
@@ -160,6 +179,7 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.count(Op::Lookup);
         let Some(name) = name.to_str().map(str::to_string) else {
             reply.error(Errno::ENOENT);
             return;
@@ -168,28 +188,24 @@ impl fuser::Filesystem for FuseAdapter {
         self.rt.spawn(async move {
             match fs.lookup(Ino(parent.0), &name).await {
                 Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
-                Err(e) => {
-                    log_err("lookup", &e);
-                    reply.error(errno(&e))
-                }
+                Err(e) => reply.error(failed(&fs, Op::Lookup, &e)),
             }
         });
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.count(Op::Getattr);
         let (fs, ttl) = (self.fs.clone(), self.ttl);
         self.rt.spawn(async move {
             match fs.getattr(Ino(ino.0)).await {
                 Ok(a) => reply.attr(&ttl, &file_attr(&a)),
-                Err(e) => {
-                    log_err("getattr", &e);
-                    reply.error(errno(&e))
-                }
+                Err(e) => reply.error(failed(&fs, Op::Getattr, &e)),
             }
         });
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.count(Op::Open);
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY
             || flags.0 & (libc::O_TRUNC | libc::O_APPEND | libc::O_CREAT) != 0;
         let fs = self.fs.clone();
@@ -197,6 +213,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.rt.spawn(async move {
             match fs.open(Ino(ino.0), write).await {
                 Ok(o) => {
+                    fs.metrics().fuse.open_handles.inc();
                     let fh = FileHandle(o.fh);
                     let mut modes = modes.lock();
                     let Modes { inodes, handles } = &mut *modes;
@@ -239,8 +256,7 @@ impl fuser::Filesystem for FuseAdapter {
                     reply.opened(fh, flags)
                 }
                 Err(e) => {
-                    log_err("open", &e);
-                    reply.error(errno(&e))
+                    reply.error(failed(&fs, Op::Open, &e))
                 }
             }
         });
@@ -257,15 +273,19 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyData,
     ) {
+        let start = Instant::now();
+        self.count(Op::Read);
         // Cached reads are answered from this thread; only reads waiting on fetches go to
         // the runtime (the hop would cost more than the read).
         let _guard = self.rt.enter();
         match self.fs.read_start(fh.0, offset, size) {
-            ReadStart::Done(r) => reply_read(r, reply),
+            ReadStart::Done(r) => reply_read(&self.fs, start, r, reply),
             ReadStart::Pending(p) => {
                 let fs = self.fs.clone();
-                self.rt
-                    .spawn(async move { reply_read(fs.read_finish(p).await, reply) });
+                self.rt.spawn(async move {
+                    let r = fs.read_finish(p).await;
+                    reply_read(&fs, start, r, reply)
+                });
             }
         }
     }
@@ -278,6 +298,7 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: fuser::LockOwner,
         reply: ReplyEmpty,
     ) {
+        self.count(Op::Flush);
         reply.ok();
     }
 
@@ -291,6 +312,7 @@ impl fuser::Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.count(Op::Release);
         {
             let mut modes = self.modes.lock();
             let Modes { inodes, handles } = &mut *modes;
@@ -314,18 +336,17 @@ impl fuser::Filesystem for FuseAdapter {
             }
         }
         self.fs.release(fh.0);
+        self.fs.metrics().fuse.open_handles.dec();
         reply.ok();
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.count(Op::Opendir);
         // `opendir` may start a listing task, so it runs inside the runtime's context.
         let _guard = self.rt.enter();
         match self.fs.opendir(Ino(ino.0)) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => {
-                log_err("opendir", &e);
-                reply.error(errno(&e))
-            }
+            Err(e) => reply.error(failed(&self.fs, Op::Opendir, &e)),
         }
     }
 
@@ -337,6 +358,7 @@ impl fuser::Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        self.count(Op::Readdir);
         let fs = self.fs.clone();
         self.rt.spawn(async move {
             match fs.readdir(fh.0, offset, READDIR_BATCH).await {
@@ -348,10 +370,7 @@ impl fuser::Filesystem for FuseAdapter {
                     }
                     reply.ok()
                 }
-                Err(e) => {
-                    log_err("readdir", &e);
-                    reply.error(errno(&e))
-                }
+                Err(e) => reply.error(failed(&fs, Op::Readdir, &e)),
             }
         });
     }
@@ -364,11 +383,13 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        self.count(Op::Releasedir);
         self.fs.releasedir(fh.0);
         reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.count(Op::Statfs);
         let s = self.fs.stats();
         reply.statfs(0, 0, 0, s.inodes, 0, BLKSIZE, crate::NAME_MAX, BLKSIZE);
     }
@@ -381,10 +402,13 @@ impl fuser::Filesystem for FuseAdapter {
         _size: u32,
         reply: ReplyXattr,
     ) {
+        self.count(Op::Getxattr);
+        self.fs.metrics().fuse.error(Op::Getxattr, libc::ENODATA);
         reply.error(Errno::from_i32(libc::ENODATA));
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.count(Op::Listxattr);
         if size == 0 {
             reply.size(0);
         } else {
@@ -412,7 +436,7 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        reply.error(Errno::EROFS);
+        reply.error(self.refuse());
     }
 
     fn mknod(
@@ -425,7 +449,7 @@ impl fuser::Filesystem for FuseAdapter {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EROFS);
+        reply.error(self.refuse());
     }
 
     fn mkdir(
@@ -437,15 +461,15 @@ impl fuser::Filesystem for FuseAdapter {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EROFS);
+        reply.error(self.refuse());
     }
 
     fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+        reply.error(self.refuse());
     }
 
     fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+        reply.error(self.refuse());
     }
 
     fn symlink(
@@ -456,7 +480,7 @@ impl fuser::Filesystem for FuseAdapter {
         _target: &std::path::Path,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EROFS);
+        reply.error(self.refuse());
     }
 
     fn rename(
@@ -469,7 +493,7 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: fuser::RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EROFS);
+        reply.error(self.refuse());
     }
 
     fn link(
@@ -480,7 +504,7 @@ impl fuser::Filesystem for FuseAdapter {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EROFS);
+        reply.error(self.refuse());
     }
 
     fn write(
@@ -495,7 +519,7 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyWrite,
     ) {
-        reply.error(Errno::EROFS);
+        reply.error(self.refuse());
     }
 
     fn create(
@@ -508,7 +532,7 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        reply.error(Errno::EROFS);
+        reply.error(self.refuse());
     }
 
     fn setxattr(
@@ -521,11 +545,11 @@ impl fuser::Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EROFS);
+        reply.error(self.refuse());
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+        reply.error(self.refuse());
     }
 
     fn fallocate(
@@ -538,6 +562,6 @@ impl fuser::Filesystem for FuseAdapter {
         _mode: i32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EROFS);
+        reply.error(self.refuse());
     }
 }

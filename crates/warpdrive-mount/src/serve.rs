@@ -16,9 +16,10 @@ use warpdrive_cache::{Cache, CacheConfig, Limit, Limits};
 use warpdrive_config::{Config, Passthrough, SizeLimit};
 use warpdrive_fs::mountinfo::FS_NAME;
 use warpdrive_fs::{Fs, FsConfig, FuseAdapter};
+use warpdrive_metrics::{CacheFigures, Metrics};
 use warpdrive_store::Backend;
 
-use crate::mountpoint;
+use crate::{http, mountpoint};
 
 /// How long to wait for the session threads after unmounting before giving up on them.
 const UNMOUNT_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -79,15 +80,57 @@ fn open_cache(config: &Config) -> Result<Arc<Cache>> {
     Ok(cache)
 }
 
+/// The git commit this binary was built from (`unknown` outside a checkout).
+const GIT_COMMIT: &str = match option_env!("WARPDRIVE_GIT_COMMIT") {
+    Some(c) => c,
+    None => "unknown",
+};
+
+/// Tells the metrics where the cache's figures come from. Evictions and damaged blocks are
+/// counted from this start on (the cache's own counts are lifetime ones).
+fn cache_metrics(metrics: &Metrics, cache: &Arc<Cache>, dir: &Path) {
+    let start = cache.quick_stats();
+    let cache = Arc::downgrade(cache);
+    let dir = dir.to_path_buf();
+    metrics.set_cache_source(Box::new(move || {
+        let Some(c) = cache.upgrade() else {
+            return CacheFigures::default();
+        };
+        let q = c.quick_stats();
+        let (disk, free) = nix::sys::statvfs::statvfs(&dir)
+            .map(|s| {
+                let f = s.fragment_size();
+                (s.blocks() * f, s.blocks_available() * f)
+            })
+            .unwrap_or((0, 0));
+        CacheFigures {
+            used_bytes: q.used_bytes,
+            capacity_bytes: if q.max_bytes == u64::MAX {
+                disk
+            } else {
+                q.max_bytes
+            },
+            objects: q.objects,
+            disk_bytes: disk,
+            disk_free_bytes: free,
+            evicted_blocks: q.evicted_blocks.saturating_sub(start.evicted_blocks),
+            corrupt_blocks: q.corrupt_blocks.saturating_sub(start.corrupt_blocks),
+        }
+    }));
+}
+
 pub(crate) fn run(config: Config) -> Result<()> {
     mountpoint::prepare(&config.mount_point)?;
     prepare_cache_dir(&config.cache.dir)?;
     let cache = open_cache(&config)?;
+    let metrics_listener = http::bind(config.metrics.listen)?;
+    let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"), GIT_COMMIT));
+    cache_metrics(&metrics, &cache, &config.cache.dir);
 
     let backends = config
         .backends
         .iter()
-        .map(|b| Backend::build(b).map(Arc::new))
+        .map(|b| Backend::build_with_metrics(b, metrics.backend(&b.name)).map(Arc::new))
         .collect::<Result<Vec<_>, _>>()
         .context("building backend clients")?;
 
@@ -96,6 +139,8 @@ pub(crate) fn run(config: Config) -> Result<()> {
         .thread_name("warpdrive-io")
         .build()
         .context("starting the I/O runtime")?;
+    rt.spawn(http::serve(metrics_listener, metrics.clone()));
+    tracing::info!("metrics at http://{}/metrics", config.metrics.listen);
 
     // Probe every backend once in the background: a wrong endpoint or missing permission is
     // reported in the log at start instead of at the first `ls`. Mounting does not wait.
@@ -109,7 +154,7 @@ pub(crate) fn run(config: Config) -> Result<()> {
         });
     }
 
-    let fs = Fs::new(
+    let fs = Fs::with_metrics(
         FsConfig {
             metadata_ttl: config.metadata_ttl,
             uid: nix::unistd::geteuid().as_raw(),
@@ -120,6 +165,7 @@ pub(crate) fn run(config: Config) -> Result<()> {
         },
         backends,
         Some(cache.clone()),
+        metrics.clone(),
     );
     let adapter = FuseAdapter::new(
         fs.clone(),

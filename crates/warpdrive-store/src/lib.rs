@@ -25,7 +25,7 @@ mod local;
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -34,6 +34,7 @@ use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::path::Path as StorePath;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 use warpdrive_config::{BackendConfig, BackendKind};
+use warpdrive_metrics::{BackendMetrics, ErrorKind, Request};
 
 pub use keys::valid_component;
 
@@ -121,6 +122,84 @@ pub struct Backend {
     config: BackendConfig,
     inner: Inner,
     warned: Arc<keys::WarnOnce>,
+    metrics: BackendMetrics,
+}
+
+/// The class of a failed request, for `warpdrive_backend_errors_total`.
+fn classify(e: &object_store::Error) -> ErrorKind {
+    use object_store::Error as E;
+    match e {
+        E::NotFound { .. }
+        | E::Precondition { .. }
+        | E::PermissionDenied { .. }
+        | E::Unauthenticated { .. }
+        | E::AlreadyExists { .. }
+        | E::NotModified { .. }
+        | E::InvalidPath { .. } => return ErrorKind::Client,
+        _ => {}
+    }
+    // The transport's own classification, if the failure came from it.
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<object_store::client::HttpError>() {
+            use object_store::client::HttpErrorKind as K;
+            return match h.kind() {
+                K::Timeout => ErrorKind::Timeout,
+                K::Connect | K::Request | K::Interrupted => ErrorKind::Connection,
+                _ => ErrorKind::Other,
+            };
+        }
+        source = s.source();
+    }
+    // Otherwise the HTTP status the store answered with (object_store's retry error is not
+    // public; its message carries the status).
+    let text = e.to_string();
+    let status = text
+        .split("status code: ")
+        .nth(1)
+        .and_then(|t| t.get(..3))
+        .and_then(|t| t.parse::<u16>().ok());
+    match status {
+        Some(429) => ErrorKind::Throttled,
+        Some(503) if text.contains("SlowDown") || text.contains("ServerBusy") => {
+            ErrorKind::Throttled
+        }
+        Some(500..=599) => ErrorKind::Server,
+        Some(400..=499) => ErrorKind::Client,
+        _ => ErrorKind::Other,
+    }
+}
+
+/// Records one request's latency when dropped (so a stream read to its end, or abandoned,
+/// records once).
+struct RequestTimer {
+    metrics: BackendMetrics,
+    kind: Request,
+    start: Instant,
+    first_byte: Option<Duration>,
+}
+
+impl RequestTimer {
+    fn new(metrics: &BackendMetrics, kind: Request) -> RequestTimer {
+        RequestTimer {
+            metrics: metrics.clone(),
+            kind,
+            start: Instant::now(),
+            first_byte: None,
+        }
+    }
+
+    fn first_byte(&mut self) {
+        self.first_byte.get_or_insert(self.start.elapsed());
+    }
+}
+
+impl Drop for RequestTimer {
+    fn drop(&mut self) {
+        let total = self.start.elapsed();
+        self.metrics
+            .request(self.kind, self.first_byte.unwrap_or(total), total);
+    }
 }
 
 impl fmt::Debug for Backend {
@@ -134,8 +213,14 @@ impl fmt::Debug for Backend {
 }
 
 impl Backend {
-    /// Builds the client for one backend. Makes no request.
+    /// Builds the client for one backend. Makes no request. Its metrics are not exposed
+    /// anywhere (see [`Backend::build_with_metrics`]).
     pub fn build(config: &BackendConfig) -> Result<Backend> {
+        Backend::build_with_metrics(config, BackendMetrics::detached(&config.name))
+    }
+
+    /// Builds the client for one backend, recording its requests into `metrics`.
+    pub fn build_with_metrics(config: &BackendConfig, metrics: BackendMetrics) -> Result<Backend> {
         let warned = Arc::new(keys::WarnOnce::default());
         let inner = match &config.kind {
             BackendKind::Local { path } => Inner::Local(local::LocalDir::new(&config.name, path)),
@@ -148,6 +233,7 @@ impl Backend {
             config: config.clone(),
             inner,
             warned,
+            metrics,
         })
     }
 
@@ -162,6 +248,29 @@ impl Backend {
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    pub fn metrics(&self) -> &BackendMetrics {
+        &self.metrics
+    }
+
+    /// Counts a failed cloud request and turns it into a [`StoreError`].
+    fn failed(&self, key: &str, e: object_store::Error) -> StoreError {
+        self.metrics.error(classify(&e));
+        StoreError::from_object_store(&self.config.name, key, e)
+    }
+
+    /// Counts a failed local request.
+    fn local_failed<T>(&self, r: Result<T>) -> Result<T> {
+        if let Err(e) = &r {
+            self.metrics.error(match e {
+                StoreError::NotFound { .. }
+                | StoreError::PreconditionFailed { .. }
+                | StoreError::InvalidKey { .. } => ErrorKind::Client,
+                _ => ErrorKind::Other,
+            });
+        }
+        r
     }
 
     pub fn config(&self) -> &BackendConfig {
@@ -197,8 +306,9 @@ impl Backend {
     ) -> Result<ListPage> {
         let dir = dir.trim_end_matches('/');
         let full_dir = self.full_key(dir)?;
+        let _timer = RequestTimer::new(&self.metrics, Request::List);
         match &self.inner {
-            Inner::Local(l) => l.list(&full_dir, &self.warned).await,
+            Inner::Local(l) => self.local_failed(l.list(&full_dir, &self.warned).await),
             Inner::Cloud { lister, .. } => {
                 let prefix = match full_dir.as_str() {
                     "" => None,
@@ -213,7 +323,7 @@ impl Backend {
                 let r = lister
                     .list_paginated(prefix.as_deref(), opts)
                     .await
-                    .map_err(|e| StoreError::from_object_store(&self.config.name, dir, e))?;
+                    .map_err(|e| self.failed(dir, e))?;
                 let strip = prefix.as_deref().unwrap_or("");
                 let mut page = ListPage {
                     next: r.page_token.filter(|t| !t.is_empty()),
@@ -260,14 +370,12 @@ impl Backend {
 
     /// An object's metadata.
     pub async fn head(&self, key: &str) -> Result<ObjectInfo> {
+        let _timer = RequestTimer::new(&self.metrics, Request::Head);
         match &self.inner {
-            Inner::Local(l) => l.head(&self.full_key(key)?).await,
+            Inner::Local(l) => self.local_failed(l.head(&self.full_key(key)?).await),
             Inner::Cloud { store, .. } => {
                 let path = self.store_path(key)?;
-                let m = store
-                    .head(&path)
-                    .await
-                    .map_err(|e| StoreError::from_object_store(&self.config.name, key, e))?;
+                let m = store.head(&path).await.map_err(|e| self.failed(key, e))?;
                 Ok(ObjectInfo {
                     size: m.size,
                     mtime: m.last_modified.into(),
@@ -288,8 +396,15 @@ impl Backend {
         if range.is_empty() {
             return Ok(Bytes::new());
         }
+        let mut timer = RequestTimer::new(&self.metrics, Request::Get);
         match &self.inner {
-            Inner::Local(l) => l.read(&self.full_key(key)?, range, etag).await,
+            Inner::Local(l) => {
+                let r = self.local_failed(l.read(&self.full_key(key)?, range, etag).await);
+                if let Ok(b) = &r {
+                    self.metrics.read_bytes.inc_by(b.len() as u64);
+                }
+                r
+            }
             Inner::Cloud { store, .. } => {
                 let path = self.store_path(key)?;
                 let opts = GetOptions {
@@ -297,9 +412,13 @@ impl Backend {
                     range: Some(GetRange::Bounded(range.clone())),
                     ..Default::default()
                 };
-                let err = |e| StoreError::from_object_store(&self.config.name, key, e);
-                let r = store.get_opts(&path, opts).await.map_err(err)?;
-                let bytes = r.bytes().await.map_err(err)?;
+                let r = store
+                    .get_opts(&path, opts)
+                    .await
+                    .map_err(|e| self.failed(key, e))?;
+                timer.first_byte();
+                let bytes = r.bytes().await.map_err(|e| self.failed(key, e))?;
+                self.metrics.read_bytes.inc_by(bytes.len() as u64);
                 if bytes.len() as u64 != range.end - range.start {
                     return Err(StoreError::Io {
                         backend: self.config.name.clone(),
@@ -337,13 +456,30 @@ impl Backend {
                     range: Some(GetRange::Bounded(range)),
                     ..Default::default()
                 };
-                let (name, k) = (self.config.name.clone(), key.to_string());
+                let mut timer = RequestTimer::new(&self.metrics, Request::Get);
                 let r = store
                     .get_opts(&path, opts)
                     .await
-                    .map_err(|e| StoreError::from_object_store(&name, &k, e))?;
+                    .map_err(|e| self.failed(key, e))?;
+                timer.first_byte();
+                let (name, k) = (self.config.name.clone(), key.to_string());
+                let metrics = self.metrics.clone();
+                // The timer lives in the stream: the request's total time is recorded when
+                // the body has been read (or the stream dropped).
                 Ok(r.into_stream()
-                    .map(move |c| c.map_err(|e| StoreError::from_object_store(&name, &k, e)))
+                    .map(move |c| {
+                        let _ = &timer;
+                        match c {
+                            Ok(b) => {
+                                metrics.read_bytes.inc_by(b.len() as u64);
+                                Ok(b)
+                            }
+                            Err(e) => {
+                                metrics.error(classify(&e));
+                                Err(StoreError::from_object_store(&name, &k, e))
+                            }
+                        }
+                    })
                     .boxed())
             }
         }

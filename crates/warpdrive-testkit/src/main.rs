@@ -107,6 +107,7 @@ fn demo(
          # published development credentials and is only accepted for loopback endpoints.\n\
          mount_point: {mp}\n\
          cache: {{ dir: {cache}, max_size: 10GiB }}\n\
+         metrics: {{ listen: 127.0.0.1:{metrics_port} }}\n\
          metadata_ttl: 60s\n\
          backends:\n\
          \x20 - name: datasets-cac\n\
@@ -123,6 +124,7 @@ fn demo(
         e1 = cac.endpoint(),
         e2 = wus3.endpoint(),
         e3 = s3.endpoint(),
+        metrics_port = warpdrive_testkit::free_port()?,
     );
     std::fs::write(&config_out, yaml)
         .with_context(|| format!("writing {}", config_out.display()))?;

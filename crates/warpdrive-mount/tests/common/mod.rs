@@ -30,8 +30,10 @@ pub fn config_yaml_with(
     extra: &str,
     cache_fields: &str,
 ) -> String {
+    // Every daemon of a test run gets its own metrics port.
+    let port = warpdrive_testkit::free_port().expect("metrics port");
     let mut y = format!(
-        "mount_point: {}\ncache: {{ dir: {}, {cache_fields} }}\n{extra}backends:\n",
+        "mount_point: {}\ncache: {{ dir: {}, {cache_fields} }}\nmetrics: {{ listen: 127.0.0.1:{port} }}\n{extra}backends:\n",
         mount_point.display(),
         cache.display()
     );
@@ -162,6 +164,30 @@ impl Mount {
             block_size: warpdrive_cache::DEFAULT_BLOCK_SIZE,
         })
         .expect("open the stopped daemon's cache")
+    }
+
+    /// The port of the daemon's metrics listener (from its config).
+    pub fn metrics_port(&self) -> u16 {
+        let cfg = std::fs::read_to_string(&self.config).expect("config");
+        cfg.split("metrics: { listen: 127.0.0.1:")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|p| p.parse().ok())
+            .expect("metrics port in the config")
+    }
+
+    /// `GET /metrics` from the running daemon: the raw text.
+    pub fn metrics_text(&self) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port()))
+            .unwrap_or_else(|e| panic!("metrics listener: {e}\n{}", self.log()));
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .expect("request");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("response");
+        let (head, body) = out.split_once("\r\n\r\n").expect("HTTP response");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        body.to_string()
     }
 
     pub fn pid(&self) -> i32 {

@@ -1,0 +1,747 @@
+//! Every WarpDrive metric, defined once: names, types, help and label sets (doc/METRICS.md
+//! lists them). Built on `prometheus-client`, served by the daemon at `/metrics`.
+//!
+//! Recording on the hot path is an atomic add on a handle resolved in advance (a counter per
+//! FUSE operation, per backend and operation, ...); the only label lookups happen on error
+//! paths. Values that other parts of the daemon already keep (the cache's bytes and objects,
+//! process figures) are read at scrape time by collectors, so nothing is counted twice and a
+//! scrape holds no lock that the read path takes for more than a map lookup.
+//!
+//! Conventions: every name starts with `warpdrive_`; counters end in `_total` (the encoder
+//! adds it); units are `_seconds` and `_bytes`; things are labels, not separate metrics.
+
+mod histogram;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use parking_lot::RwLock;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+pub use prometheus_client::metrics::counter::Counter;
+pub use prometheus_client::metrics::gauge::Gauge;
+
+pub use histogram::{Histogram, READ_LATENCY_BOUNDS, READ_SIZE_BOUNDS, REQUEST_LATENCY_BOUNDS};
+
+/// FUSE operations counted one by one (every other operation counts as `other`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Lookup,
+    Getattr,
+    Open,
+    Read,
+    Release,
+    Opendir,
+    Readdir,
+    Releasedir,
+    Statfs,
+    Flush,
+    Getxattr,
+    Listxattr,
+    /// Any operation that would change the tree (always `EROFS`).
+    Write,
+}
+
+impl Op {
+    pub const ALL: [Op; 13] = [
+        Op::Lookup,
+        Op::Getattr,
+        Op::Open,
+        Op::Read,
+        Op::Release,
+        Op::Opendir,
+        Op::Readdir,
+        Op::Releasedir,
+        Op::Statfs,
+        Op::Flush,
+        Op::Getxattr,
+        Op::Listxattr,
+        Op::Write,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Lookup => "lookup",
+            Op::Getattr => "getattr",
+            Op::Open => "open",
+            Op::Read => "read",
+            Op::Release => "release",
+            Op::Opendir => "opendir",
+            Op::Readdir => "readdir",
+            Op::Releasedir => "releasedir",
+            Op::Statfs => "statfs",
+            Op::Flush => "flush",
+            Op::Getxattr => "getxattr",
+            Op::Listxattr => "listxattr",
+            Op::Write => "write",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabels {
+    op: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpErrnoLabels {
+    op: &'static str,
+    errno: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    backend: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendOpLabels {
+    backend: String,
+    op: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendKindLabels {
+    backend: String,
+    kind: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn read_latency() -> Histogram {
+    Histogram::seconds(READ_LATENCY_BOUNDS)
+}
+
+fn request_latency() -> Histogram {
+    Histogram::seconds(REQUEST_LATENCY_BOUNDS)
+}
+
+/// FUSE operations.
+#[derive(Debug)]
+pub struct FuseMetrics {
+    ops: Vec<Counter>,
+    errors: Family<OpErrnoLabels, Counter>,
+    pub read_latency: Histogram,
+    pub read_size: Histogram,
+    /// Files open through the mount now.
+    pub open_handles: Gauge,
+}
+
+impl FuseMetrics {
+    /// Counts one operation.
+    pub fn op(&self, op: Op) {
+        self.ops[op as usize].inc();
+    }
+
+    /// Counts one failed operation (`errno` by name, such as `ENOENT`).
+    pub fn error(&self, op: Op, errno: i32) {
+        self.errors
+            .get_or_create(&OpErrnoLabels {
+                op: op.name(),
+                errno: errno_name(errno),
+            })
+            .inc();
+    }
+}
+
+/// The errno values this crate names in advance (Linux numbering).
+mod libc_errno {
+    pub const ENOENT: i32 = 2;
+    pub const EIO: i32 = 5;
+    pub const EROFS: i32 = 30;
+    pub const ESTALE: i32 = 116;
+}
+
+/// The symbolic name of an errno value (`ENOENT`), or its number.
+pub fn errno_name(errno: i32) -> String {
+    let name = match errno {
+        1 => "EPERM",
+        2 => "ENOENT",
+        5 => "EIO",
+        9 => "EBADF",
+        12 => "ENOMEM",
+        13 => "EACCES",
+        16 => "EBUSY",
+        17 => "EEXIST",
+        20 => "ENOTDIR",
+        21 => "EISDIR",
+        22 => "EINVAL",
+        24 => "EMFILE",
+        28 => "ENOSPC",
+        30 => "EROFS",
+        34 => "ERANGE",
+        36 => "ENAMETOOLONG",
+        38 => "ENOSYS",
+        61 => "ENODATA",
+        95 => "EOPNOTSUPP",
+        110 => "ETIMEDOUT",
+        116 => "ESTALE",
+        _ => return errno.to_string(),
+    };
+    name.to_string()
+}
+
+/// The block read path: cache hits and misses, prefetch, passthrough. Kept by the read path
+/// itself (these are its counters, not copies).
+#[derive(Debug, Default, Clone)]
+pub struct ReadMetrics {
+    pub hit_blocks: Counter,
+    pub hit_bytes: Counter,
+    pub miss_blocks: Counter,
+    pub miss_bytes: Counter,
+    pub prefetch_hits: Counter,
+    pub prefetch_wasted: Counter,
+    pub window_resets: Counter,
+    pub prefetch_in_flight_bytes: Gauge,
+    pub cache_disk_failures: Counter,
+    pub not_admitted_blocks: Counter,
+    pub passthrough_opens: Counter,
+    pub keep_cache_opens: Counter,
+}
+
+/// One backend's handles, resolved once so that recording is an atomic add.
+#[derive(Debug, Clone)]
+pub struct BackendMetrics {
+    name: String,
+    pub read_bytes: Counter,
+    requests: [Counter; 3],
+    first_byte: [Histogram; 3],
+    total: [Histogram; 3],
+    errors: Family<BackendKindLabels, Counter>,
+    pub retries: Counter,
+}
+
+/// Backend request kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    Get,
+    Head,
+    List,
+}
+
+impl Request {
+    const ALL: [Request; 3] = [Request::Get, Request::Head, Request::List];
+
+    fn name(self) -> &'static str {
+        match self {
+            Request::Get => "get",
+            Request::Head => "head",
+            Request::List => "list",
+        }
+    }
+}
+
+/// Classes of backend errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The store asked us to slow down (HTTP 429, 503 SlowDown).
+    Throttled,
+    Timeout,
+    /// Could not connect, or the connection broke.
+    Connection,
+    /// HTTP 5xx.
+    Server,
+    /// HTTP 4xx, including a missing object and a changed ETag (412).
+    Client,
+    Other,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 6] = [
+        ErrorKind::Throttled,
+        ErrorKind::Timeout,
+        ErrorKind::Connection,
+        ErrorKind::Server,
+        ErrorKind::Client,
+        ErrorKind::Other,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Throttled => "throttled",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Connection => "connection",
+            ErrorKind::Server => "server",
+            ErrorKind::Client => "client",
+            ErrorKind::Other => "other",
+        }
+    }
+}
+
+impl BackendMetrics {
+    /// Handles that no registry exposes (for tools and tests that build backends alone).
+    pub fn detached(name: &str) -> BackendMetrics {
+        BackendMetrics {
+            name: name.to_string(),
+            read_bytes: Counter::default(),
+            requests: Default::default(),
+            first_byte: [request_latency(), request_latency(), request_latency()],
+            total: [request_latency(), request_latency(), request_latency()],
+            errors: Family::default(),
+            retries: Counter::default(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Counts one request and its latency: until the first byte of the answer, and in all.
+    pub fn request(&self, r: Request, first_byte: std::time::Duration, total: std::time::Duration) {
+        let i = r as usize;
+        self.requests[i].inc();
+        self.first_byte[i].observe_duration(first_byte);
+        self.total[i].observe_duration(total);
+    }
+
+    /// Counts one failed request.
+    pub fn error(&self, kind: ErrorKind) {
+        self.errors
+            .get_or_create(&BackendKindLabels {
+                backend: self.name.clone(),
+                kind: kind.name(),
+            })
+            .inc();
+    }
+}
+
+/// What the cache reports at scrape time.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CacheFigures {
+    pub used_bytes: u64,
+    /// The size cap in bytes (`cache.max_size`, resolved).
+    pub capacity_bytes: u64,
+    pub objects: u64,
+    /// The cache disk's size and free bytes.
+    pub disk_bytes: u64,
+    pub disk_free_bytes: u64,
+    /// Since the daemon started.
+    pub evicted_blocks: u64,
+    pub corrupt_blocks: u64,
+}
+
+/// Reads the cache's figures at scrape time.
+pub type CacheSource = Box<dyn Fn() -> CacheFigures + Send + Sync>;
+
+/// The daemon's metrics and the registry that exposes them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub fuse: FuseMetrics,
+    pub read: ReadMetrics,
+    backend_read_bytes: Family<BackendLabels, Counter>,
+    backend_requests: Family<BackendOpLabels, Counter>,
+    backend_first_byte: HistogramFamily<BackendOpLabels>,
+    backend_total: HistogramFamily<BackendOpLabels>,
+    backend_errors: Family<BackendKindLabels, Counter>,
+    backend_retries: Family<BackendLabels, Counter>,
+    pub auth_refreshes: Family<AuthLabels, Counter>,
+    pub auth_refresh_failures: Family<AuthLabels, Counter>,
+    pub auth_token_expiry: Family<AuthLabels, Gauge<f64, AtomicU64>>,
+    cache: CacheSlot,
+}
+
+/// The `backend` label of the auth families, which the credential code records into.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    pub backend: String,
+}
+
+impl Metrics {
+    /// Every family, registered. `version` and `commit` go into `warpdrive_build_info`.
+    pub fn new(version: &str, commit: &str) -> Metrics {
+        let mut r = Registry::default();
+        // Every operation's series exists from the start (at 0), and its handle is the
+        // family's own counter.
+        let ops: Family<OpLabels, Counter> = Family::default();
+        let fuse = FuseMetrics {
+            ops: Op::ALL
+                .iter()
+                .map(|op| ops.get_or_create(&OpLabels { op: op.name() }).clone())
+                .collect(),
+            errors: Family::default(),
+            read_latency: read_latency(),
+            read_size: Histogram::plain(READ_SIZE_BOUNDS),
+            open_handles: Gauge::default(),
+        };
+        // The errors every mount can produce exist from the start (at 0), so dashboards and
+        // alerts see the series before the first failure; others appear when they happen.
+        for (op, errno) in [
+            (Op::Lookup, libc_errno::ENOENT),
+            (Op::Lookup, libc_errno::EIO),
+            (Op::Getattr, libc_errno::EIO),
+            (Op::Open, libc_errno::EIO),
+            (Op::Open, libc_errno::ESTALE),
+            (Op::Read, libc_errno::EIO),
+            (Op::Read, libc_errno::ESTALE),
+            (Op::Readdir, libc_errno::EIO),
+            (Op::Opendir, libc_errno::EIO),
+            (Op::Write, libc_errno::EROFS),
+        ] {
+            let _ = fuse.errors.get_or_create(&OpErrnoLabels {
+                op: op.name(),
+                errno: errno_name(errno),
+            });
+        }
+        r.register(
+            "warpdrive_fuse_operations",
+            "FUSE operations received, by operation",
+            ops,
+        );
+        r.register(
+            "warpdrive_fuse_errors",
+            "FUSE operations answered with an error, by operation and errno",
+            fuse.errors.clone(),
+        );
+        r.register(
+            "warpdrive_fuse_read_latency_seconds",
+            "Time from a FUSE read request to its reply",
+            fuse.read_latency.clone(),
+        );
+        r.register(
+            "warpdrive_fuse_read_size_bytes",
+            "Bytes returned by each FUSE read",
+            fuse.read_size.clone(),
+        );
+        r.register(
+            "warpdrive_fuse_open_handles",
+            "Files open through the mount",
+            fuse.open_handles.clone(),
+        );
+
+        let read = ReadMetrics::default();
+        let counters: [(&str, &str, &Counter); 10] = [
+            (
+                "warpdrive_cache_hit_blocks",
+                "Blocks read from the cache",
+                &read.hit_blocks,
+            ),
+            (
+                "warpdrive_cache_hit_bytes",
+                "Bytes read from the cache",
+                &read.hit_bytes,
+            ),
+            (
+                "warpdrive_cache_miss_blocks",
+                "Blocks a read needed that were not cached",
+                &read.miss_blocks,
+            ),
+            (
+                "warpdrive_cache_miss_bytes",
+                "Bytes of blocks a read needed that were not cached",
+                &read.miss_bytes,
+            ),
+            (
+                "warpdrive_cache_disk_failures",
+                "Cache disk failures (I/O errors, read-only disk); reads then bypass the cache",
+                &read.cache_disk_failures,
+            ),
+            (
+                "warpdrive_cache_not_admitted_blocks",
+                "Blocks not cached because the cache could not make room within its limits",
+                &read.not_admitted_blocks,
+            ),
+            (
+                "warpdrive_cache_passthrough_opens",
+                "Opens served with FUSE passthrough (the kernel reads the cache file)",
+                &read.passthrough_opens,
+            ),
+            (
+                "warpdrive_cache_keep_cache_opens",
+                "Opens that kept the kernel's page cache of the file",
+                &read.keep_cache_opens,
+            ),
+            (
+                "warpdrive_prefetch_hits",
+                "Prefetched blocks later read",
+                &read.prefetch_hits,
+            ),
+            (
+                "warpdrive_prefetch_wasted",
+                "Prefetched blocks evicted or abandoned before they were read",
+                &read.prefetch_wasted,
+            ),
+        ];
+        for (name, help, c) in counters {
+            r.register(name, help, c.clone());
+        }
+        r.register(
+            "warpdrive_prefetch_window_resets",
+            "Sequential windows reset by a random read",
+            read.window_resets.clone(),
+        );
+        r.register(
+            "warpdrive_prefetch_in_flight_bytes",
+            "Prefetch bytes requested and not yet cached",
+            read.prefetch_in_flight_bytes.clone(),
+        );
+
+        let m = Metrics {
+            fuse,
+            read,
+            backend_read_bytes: Family::default(),
+            backend_requests: Family::default(),
+            backend_first_byte: Family::new_with_constructor(request_latency),
+            backend_total: Family::new_with_constructor(request_latency),
+            backend_errors: Family::default(),
+            backend_retries: Family::default(),
+            auth_refreshes: Family::default(),
+            auth_refresh_failures: Family::default(),
+            auth_token_expiry: Family::default(),
+            cache: CacheSlot::default(),
+            registry: Registry::default(),
+        };
+        r.register(
+            "warpdrive_backend_read_bytes",
+            "Bytes received from a backend by ranged GETs",
+            m.backend_read_bytes.clone(),
+        );
+        r.register(
+            "warpdrive_backend_requests",
+            "Requests to a backend, by operation (get, head, list)",
+            m.backend_requests.clone(),
+        );
+        r.register(
+            "warpdrive_backend_first_byte_seconds",
+            "Time from sending a backend request to the first byte of its answer",
+            m.backend_first_byte.clone(),
+        );
+        r.register(
+            "warpdrive_backend_request_seconds",
+            "Time from sending a backend request to the end of its answer",
+            m.backend_total.clone(),
+        );
+        r.register(
+            "warpdrive_backend_errors",
+            "Failed backend requests, by kind (throttled, timeout, connection, server, client, other)",
+            m.backend_errors.clone(),
+        );
+        r.register(
+            "warpdrive_backend_retries",
+            "Backend requests sent again after a transient failure",
+            m.backend_retries.clone(),
+        );
+        r.register(
+            "warpdrive_auth_refreshes",
+            "Credential refreshes, by backend",
+            m.auth_refreshes.clone(),
+        );
+        r.register(
+            "warpdrive_auth_refresh_failures",
+            "Failed credential refreshes, by backend",
+            m.auth_refresh_failures.clone(),
+        );
+        r.register(
+            "warpdrive_auth_token_expiry_seconds",
+            "Seconds until the backend's current token expires",
+            m.auth_token_expiry.clone(),
+        );
+        r.register_collector(Box::new(CacheCollector(m.cache.clone())));
+        r.register_collector(Box::new(ProcessCollector {
+            started: Instant::now(),
+            version: version.to_string(),
+            commit: commit.to_string(),
+        }));
+        Metrics { registry: r, ..m }
+    }
+
+    /// Handles for one backend, registered under its name.
+    pub fn backend(&self, name: &str) -> BackendMetrics {
+        let l = BackendLabels {
+            backend: name.to_string(),
+        };
+        let op = |r: Request| BackendOpLabels {
+            backend: name.to_string(),
+            op: r.name(),
+        };
+        // Every error kind and the auth counters exist from the start, at 0.
+        for kind in ErrorKind::ALL {
+            let _ = self.backend_errors.get_or_create(&BackendKindLabels {
+                backend: name.to_string(),
+                kind: kind.name(),
+            });
+        }
+        let auth = AuthLabels {
+            backend: name.to_string(),
+        };
+        let _ = self.auth_refreshes.get_or_create(&auth);
+        let _ = self.auth_refresh_failures.get_or_create(&auth);
+        BackendMetrics {
+            name: name.to_string(),
+            read_bytes: self.backend_read_bytes.get_or_create(&l).clone(),
+            requests: Request::ALL.map(|r| self.backend_requests.get_or_create(&op(r)).clone()),
+            first_byte: Request::ALL.map(|r| self.backend_first_byte.get_or_create(&op(r)).clone()),
+            total: Request::ALL.map(|r| self.backend_total.get_or_create(&op(r)).clone()),
+            errors: self.backend_errors.clone(),
+            retries: self.backend_retries.get_or_create(&l).clone(),
+        }
+    }
+
+    /// Where the cache's figures come from (set once the cache is open).
+    pub fn set_cache_source(&self, source: CacheSource) {
+        *self.cache.0.write() = Some(source);
+    }
+
+    /// The Prometheus text format (0.0.4), what `/metrics` serves by default.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The OpenMetrics text format, for scrapers that ask for it.
+    pub fn render_openmetrics(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Where the cache's figures come from, once the cache is open.
+#[derive(Default, Clone)]
+struct CacheSlot(Arc<RwLock<Option<CacheSource>>>);
+
+impl std::fmt::Debug for CacheSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheSlot")
+            .field("set", &self.0.read().is_some())
+            .finish()
+    }
+}
+
+#[derive(Debug)]
+struct CacheCollector(CacheSlot);
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    let g = ConstGauge::new(v as i64);
+    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    let c = ConstCounter::new(v);
+    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+impl Collector for CacheCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        let Some(f) = self.0.0.read().as_ref().map(|s| s()) else {
+            return Ok(());
+        };
+        gauge(
+            &mut e,
+            "warpdrive_cache_used_bytes",
+            "Bytes of cached blocks",
+            f.used_bytes,
+        )?;
+        gauge(
+            &mut e,
+            "warpdrive_cache_capacity_bytes",
+            "The cache's size cap in bytes",
+            f.capacity_bytes,
+        )?;
+        gauge(
+            &mut e,
+            "warpdrive_cache_objects",
+            "Object versions with cached blocks",
+            f.objects,
+        )?;
+        gauge(
+            &mut e,
+            "warpdrive_cache_disk_bytes",
+            "Size of the cache's disk",
+            f.disk_bytes,
+        )?;
+        gauge(
+            &mut e,
+            "warpdrive_cache_disk_free_bytes",
+            "Free bytes on the cache's disk",
+            f.disk_free_bytes,
+        )?;
+        counter(
+            &mut e,
+            "warpdrive_cache_evicted_blocks",
+            "Blocks evicted to respect the cache's limits",
+            f.evicted_blocks,
+        )?;
+        counter(
+            &mut e,
+            "warpdrive_cache_corrupt_blocks",
+            "Cached blocks that failed their checksum (dropped and refetched)",
+            f.corrupt_blocks,
+        )
+    }
+}
+
+#[derive(Debug)]
+struct ProcessCollector {
+    started: Instant,
+    version: String,
+    commit: String,
+}
+
+/// Resident memory from `/proc/self/statm` (pages × page size).
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+fn open_fds() -> u64 {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64)
+}
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        let up = ConstGauge::new(self.started.elapsed().as_secs_f64());
+        up.encode(e.encode_descriptor(
+            "warpdrive_uptime_seconds",
+            "Seconds since the daemon started",
+            None,
+            up.metric_type(),
+        )?)?;
+        gauge(
+            &mut e,
+            "warpdrive_resident_memory_bytes",
+            "The daemon's resident memory",
+            resident_bytes(),
+        )?;
+        gauge(
+            &mut e,
+            "warpdrive_open_fds",
+            "File descriptors the daemon has open",
+            open_fds(),
+        )?;
+        let info = Family::<BuildLabels, Gauge>::default();
+        info.get_or_create(&BuildLabels {
+            version: self.version.clone(),
+            commit: self.commit.clone(),
+        })
+        .set(1);
+        info.encode(e.encode_descriptor(
+            "warpdrive_build_info",
+            "The daemon's version and git commit (always 1)",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?)
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    commit: String,
+}
+
+#[cfg(test)]
+mod tests;

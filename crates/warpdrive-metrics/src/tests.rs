@@ -1,0 +1,97 @@
+use super::*;
+
+fn parse(text: &str) -> prometheus_parse::Scrape {
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("parses")
+}
+
+#[test]
+fn every_family_renders_with_its_type() {
+    let m = Metrics::new("1.2.3", "abc123");
+    let b = m.backend("s3-archive");
+    b.request(
+        Request::Get,
+        std::time::Duration::from_millis(3),
+        std::time::Duration::from_millis(9),
+    );
+    b.read_bytes.inc_by(4096);
+    b.error(ErrorKind::Throttled);
+    m.fuse.op(Op::Read);
+    m.fuse.error(Op::Lookup, 2);
+    m.fuse
+        .read_latency
+        .observe_duration(std::time::Duration::from_micros(80));
+    m.fuse.read_size.observe(131_072);
+    m.set_cache_source(Box::new(|| CacheFigures {
+        used_bytes: 10,
+        capacity_bytes: 100,
+        ..Default::default()
+    }));
+    let s = parse(&m.render());
+    let kind = |name: &str| {
+        s.samples
+            .iter()
+            .find(|x| x.metric == name)
+            .map(|x| match x.value {
+                prometheus_parse::Value::Counter(_) => "counter",
+                prometheus_parse::Value::Gauge(_) => "gauge",
+                prometheus_parse::Value::Histogram(_) => "histogram",
+                _ => "other",
+            })
+    };
+    for (name, want) in [
+        ("warpdrive_fuse_operations_total", "counter"),
+        ("warpdrive_fuse_errors_total", "counter"),
+        ("warpdrive_fuse_read_latency_seconds", "histogram"),
+        ("warpdrive_fuse_read_size_bytes", "histogram"),
+        ("warpdrive_cache_hit_blocks_total", "counter"),
+        ("warpdrive_cache_used_bytes", "gauge"),
+        ("warpdrive_backend_requests_total", "counter"),
+        ("warpdrive_backend_read_bytes_total", "counter"),
+        ("warpdrive_backend_first_byte_seconds", "histogram"),
+        ("warpdrive_build_info", "gauge"),
+        ("warpdrive_uptime_seconds", "gauge"),
+    ] {
+        assert_eq!(kind(name), Some(want), "{name}");
+    }
+    let sample = |name: &str, label: (&str, &str)| {
+        s.samples
+            .iter()
+            .find(|x| x.metric == name && x.labels.get(label.0) == Some(label.1))
+            .map(|x| x.value.clone())
+    };
+    assert!(matches!(
+        sample("warpdrive_fuse_operations_total", ("op", "read")),
+        Some(prometheus_parse::Value::Counter(v)) if v == 1.0
+    ));
+    assert!(matches!(
+        sample("warpdrive_fuse_errors_total", ("errno", "ENOENT")),
+        Some(prometheus_parse::Value::Counter(v)) if v == 1.0
+    ));
+    assert!(matches!(
+        sample("warpdrive_backend_errors_total", ("kind", "throttled")),
+        Some(prometheus_parse::Value::Counter(v)) if v == 1.0
+    ));
+    assert!(matches!(
+        sample("warpdrive_build_info", ("commit", "abc123")),
+        Some(prometheus_parse::Value::Gauge(v)) if v == 1.0
+    ));
+    let lat = s
+        .samples
+        .iter()
+        .find(|x| x.metric == "warpdrive_fuse_read_latency_seconds")
+        .expect("latency histogram");
+    let prometheus_parse::Value::Histogram(buckets) = &lat.value else {
+        panic!("latency is not a histogram: {:?}", lat.value)
+    };
+    let le = |b: f64| {
+        buckets
+            .iter()
+            .find(|x| (x.less_than - b).abs() < 1e-12)
+            .map(|x| x.count)
+    };
+    assert_eq!(le(0.0001), Some(1.0), "80 µs is ≤ 100 µs");
+    assert_eq!(le(0.00005), Some(0.0));
+    for bound in [0.0001, 0.0005, 0.001, 0.005, 0.05] {
+        assert!(le(bound).is_some(), "bucket {bound} missing");
+    }
+}
