@@ -262,7 +262,11 @@ impl Fs {
         {
             self.reader.cache_error(&e);
         }
-        node.state.lock().opened_etag = None;
+        {
+            let mut st = node.state.lock();
+            st.opened_etag = None;
+            st.kernel_stale = true;
+        }
         if let Some(inval) = self.invalidator.0.read().clone() {
             let ino = node.ino;
             // Off the request's thread: the kernel may wait on this very request.
@@ -329,6 +333,14 @@ impl Fs {
         if let Some((old, _)) = old
             && (old.etag != info.etag || old.size != info.size)
         {
+            tracing::debug!(
+                key = node.path.key,
+                old_size = old.size,
+                size = info.size,
+                old_etag = old.etag.as_deref().unwrap_or(""),
+                etag = info.etag.as_deref().unwrap_or(""),
+                "object changed"
+            );
             self.version_changed(node);
         }
     }
@@ -467,13 +479,24 @@ impl Fs {
             );
             self.version_changed(&node);
         }
-        let keep_cache = {
+        let (keep_cache, stale) = {
             let mut st = node.state.lock();
             let same = st.opened_etag.as_deref() == Some(obj.id.etag.as_str());
             let first = st.opened_etag.is_none();
+            let stale = std::mem::take(&mut st.kernel_stale);
             st.opened_etag = Some(obj.id.etag.clone());
-            (same || first) && !obj.id.etag.is_empty()
+            ((same || first) && !stale && !obj.id.etag.is_empty(), stale)
         };
+        if stale {
+            // The kernel may still hold the old version's size (its attributes live for the
+            // TTL) and pages: drop them before this open is answered, so that no read through
+            // it sees the new bytes with the old size. The notification runs on a blocking
+            // thread, since the kernel may need other requests answered to complete it.
+            let inval = self.invalidator.0.read().clone();
+            if let Some(inval) = inval {
+                let _ = tokio::task::spawn_blocking(move || inval(ino)).await;
+            }
+        }
         let (pinned, passthrough) = self.passthrough_file(&obj).await;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let stats = &self.reader.stats;

@@ -55,6 +55,9 @@ pub struct NodeState {
     pub listing: Option<Arc<Listing>>,
     /// Files: the ETag of the version last opened, whose pages the kernel may still cache.
     pub opened_etag: Option<String>,
+    /// Files: the object changed and the kernel may still hold the old version's size and
+    /// pages; the next open invalidates them before it answers.
+    pub kernel_stale: bool,
 }
 
 #[derive(Debug)]

@@ -203,7 +203,19 @@ fn an_overwritten_object_is_revalidated_and_never_mixed() {
                 match std::fs::read(&path) {
                     Ok(b) if b == v1 => seen.lock().expect("lock").0 += 1,
                     Ok(b) if b == v2 => seen.lock().expect("lock").1 += 1,
-                    Ok(b) => panic!("a read returned {} bytes matching neither version", b.len()),
+                    Ok(b) => {
+                        let first_diff = |v: &[u8]| b.iter().zip(v).position(|(x, y)| x != y);
+                        panic!(
+                            "a read returned {} bytes matching neither version (v1 is {} bytes, v2 {}; first difference from v1 at {:?}, from v2 at {:?}; bytes past v2's end: {:?}; v1 there: {:?})",
+                            b.len(),
+                            v1.len(),
+                            v2.len(),
+                            first_diff(&v1),
+                            first_diff(&v2),
+                            &b[v2.len().min(b.len())..b.len().min(v2.len() + 40)],
+                            &v1[v2.len()..v2.len() + 40]
+                        )
+                    }
                     // The version a handle opened disappeared under it.
                     Err(e) if e.raw_os_error() == Some(libc::ESTALE) => {
                         seen.lock().expect("lock").2 += 1
@@ -223,7 +235,9 @@ fn an_overwritten_object_is_revalidated_and_never_mixed() {
         .expect("overwrite");
     std::thread::sleep(Duration::from_millis(2500));
     stop.store(true, Ordering::Relaxed);
-    reader.join().expect("no read saw a mix");
+    if reader.join().is_err() {
+        panic!("a read saw neither version; daemon log:\n{}", m.log());
+    }
     let (old, new, stale) = *seen.lock().expect("lock");
     assert!(
         old > 0 && new > 0,
