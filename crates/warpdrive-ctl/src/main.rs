@@ -19,7 +19,8 @@ pub(crate) mod exit {
 const AFTER_HELP: &str = "\
 Exit codes:
   0  success; for `status`: mounted and every backend reachable
-  1  for `status`: not mounted, stale, or a backend unreachable; otherwise a failure
+  1  for `status`: not mounted, stale, or a backend unreachable; for `metrics`: the
+     daemon's metrics endpoint cannot be reached; otherwise a failure
   2  the config is invalid or unreadable";
 
 /// Inspect and manage WarpDrive: mounts, backends, and (with the block cache) cached data.
@@ -38,6 +39,10 @@ struct Args {
 enum Cmd {
     /// Whether the mount is live, each backend's reachability, and the config in use.
     Status(cmd::status::StatusArgs),
+    /// The daemon's metrics as a dashboard: FUSE operations, read latency, cache, readahead,
+    /// backend I/O and auth (`--watch` to follow, `--json` for scripts, `--snapshot` and
+    /// `--since` for figures of one run only).
+    Metrics(cmd::metrics::MetricsArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +56,7 @@ fn main() -> ExitCode {
     };
     let r = match args.cmd {
         Cmd::Status(a) => cmd::status::run(&config, &args.config, &a),
+        Cmd::Metrics(a) => cmd::metrics::run(&config, &a),
     };
     match r {
         Ok(code) => ExitCode::from(code),

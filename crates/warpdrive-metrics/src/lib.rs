@@ -11,6 +11,7 @@
 //! adds it); units are `_seconds` and `_bytes`; things are labels, not separate metrics.
 
 mod histogram;
+pub mod snapshot;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -26,6 +27,8 @@ use prometheus_client::registry::Registry;
 
 pub use prometheus_client::metrics::counter::Counter;
 pub use prometheus_client::metrics::gauge::Gauge;
+
+pub use snapshot::Snapshot;
 
 pub use histogram::{Histogram, READ_LATENCY_BOUNDS, READ_SIZE_BOUNDS, REQUEST_LATENCY_BOUNDS};
 

@@ -122,6 +122,24 @@ fn hist_line(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("{name} missing"))
 }
 
+/// Runs `warpdrive-ctl` (built beside the daemon by `cargo build --bins`) on the mount's
+/// config; returns its stdout.
+fn ctl(m: &Mount, args: &[&str]) -> String {
+    let bin = std::path::Path::new(BIN).with_file_name("warpdrive-ctl");
+    let out = std::process::Command::new(&bin)
+        .arg("--config")
+        .arg(&m.config)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (run `cargo build --bins` first)", bin.display()));
+    assert!(
+        out.status.success(),
+        "warpdrive-ctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
 fn read_all(m: &Mount, objects: &[(&str, &str, Vec<u8>)]) {
     for (backend, key, data) in objects {
         let got = std::fs::read(m.path(&format!("{backend}/{key}")))
@@ -224,6 +242,36 @@ fn metrics_agree_with_a_known_workload() {
     }
     assert_eq!(value(&s, "warpdrive_cache_used_bytes", &[]), total);
     assert_eq!(value(&s, "warpdrive_fuse_open_handles", &[]), 0.0);
+
+    // `warpdrive-ctl metrics`: a snapshot now, a warm pass in the same daemon (page cache
+    // dropped), and the figures since the snapshot show that pass alone.
+    let snap = m.dir.path().join("before.json");
+    let out = ctl(&m, &["metrics", "--snapshot", snap.to_str().expect("path")]);
+    assert!(
+        out.contains("Read latency") && out.contains("≤100µs") && out.contains("alpha"),
+        "{out}"
+    );
+    common::drop_page_cache();
+    read_all(&m, &objects);
+    let d: serde_json::Value = serde_json::from_str(&ctl(
+        &m,
+        &["metrics", "--json", "--since", snap.to_str().expect("path")],
+    ))
+    .expect("json");
+    assert_eq!(d["since_snapshot"], true);
+    assert_eq!(d["cache"]["miss_bytes"], 0.0, "{d}");
+    assert_eq!(d["cache"]["hit_bytes"], total, "{d}");
+    assert_eq!(d["read_bytes"], total, "{d}");
+    for b in d["backends"].as_array().expect("backends") {
+        assert_eq!(b["read_bytes"], 0.0, "{d}");
+    }
+    let rows: f64 = d["read_latency"]["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r[1].as_f64().expect("count"))
+        .sum();
+    assert_eq!(rows, d["read_latency"]["count"].as_f64().expect("count"));
 
     // Warm, in a new daemon (counters start again; the mount's page cache is gone).
     std::thread::sleep(Duration::from_millis(300));
