@@ -95,3 +95,45 @@ fn every_family_renders_with_its_type() {
         assert!(le(bound).is_some(), "bucket {bound} missing");
     }
 }
+
+/// Every metric name the shipped Grafana dashboard and Prometheus rules use is one the daemon
+/// serves (a renamed metric would leave an empty panel).
+#[test]
+fn the_shipped_dashboard_and_rules_use_real_names() {
+    let m = Metrics::new("v", "c");
+    let b = m.backend("b");
+    b.error(ErrorKind::Server);
+    m.fuse.op(Op::Read);
+    m.set_cache_source(Box::new(CacheFigures::default));
+    m.auth_token_expiry
+        .get_or_create(&AuthLabels {
+            backend: "b".into(),
+        })
+        .set(1.0);
+    let served = m.render();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+    let mut used = 0;
+    for file in ["grafana/warpdrive.json", "prometheus/warpdrive-rules.yml"] {
+        let text = std::fs::read_to_string(root.join(file)).expect(file);
+        if file.ends_with(".json") {
+            serde_json::from_str::<serde_json::Value>(&text).expect("dashboard is JSON");
+        }
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("warpdrive_") {
+            let name: String = rest[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[i + name.len()..];
+            // `warpdrive:...` recording rules are not metric names.
+            assert!(
+                served.contains(&format!("\n{name}"))
+                    || served.contains(&format!("\n{name}{{"))
+                    || served.contains(&format!("# TYPE {name} ")),
+                "{file} uses {name}, which the daemon does not serve"
+            );
+            used += 1;
+        }
+    }
+    assert!(used > 20, "the dashboard and rules use the metrics");
+}
