@@ -11,7 +11,9 @@ use std::time::Duration;
 use common::{BIN, Mount, runtime, sha256, wait_exit};
 use prometheus_parse::{Sample, Scrape, Value};
 use warpdrive_fs::mountinfo::{MountState, mount_state};
-use warpdrive_testkit::{Emulator, Kind, emulator_backend, free_port, random_bytes, upload_many};
+use warpdrive_testkit::{
+    DelayProxy, Emulator, Kind, emulator_backend, free_port, random_bytes, upload_many,
+};
 
 const MIB: usize = 1 << 20;
 
@@ -370,5 +372,66 @@ fn the_metrics_listener_stays_on_loopback_unless_allowed() {
         mount_state(&m.mount_point),
         MountState::NotMounted,
         "nothing mounted"
+    );
+}
+
+#[test]
+fn injected_failures_are_classified_and_retries_counted() {
+    let s3 = Emulator::start(Kind::Moto).expect("moto");
+    s3.create_bucket("rty").expect("bucket");
+    let a = random_bytes(MIB + 3, 11);
+    let b = random_bytes(100 << 10, 12);
+    runtime()
+        .block_on(upload_many(
+            &s3.backend("direct", "rty", ""),
+            vec![("a".into(), a.clone()), ("b".into(), b.clone())],
+            2,
+        ))
+        .expect("upload");
+    let proxy = DelayProxy::counting(s3.port).expect("proxy");
+    let flaky = emulator_backend(
+        Kind::Moto,
+        &format!("http://127.0.0.1:{}", proxy.port),
+        "flaky",
+        "rty",
+        "",
+    );
+    let m = Mount::start(&[flaky], "");
+    // One 500, then one 429: each read still succeeds, on the retry.
+    proxy.fail_reads(1, 500);
+    assert_eq!(
+        sha256(&std::fs::read(m.path("flaky/a")).expect("a")),
+        sha256(&a)
+    );
+    proxy.fail_reads(1, 429);
+    assert_eq!(
+        sha256(&std::fs::read(m.path("flaky/b")).expect("b")),
+        sha256(&b)
+    );
+    assert_eq!(
+        proxy
+            .stats
+            .failed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    let (s, text) = scrape(&m);
+    let errors = |kind: &str| {
+        value(
+            &s,
+            "warpdrive_backend_errors_total",
+            &[("backend", "flaky"), ("kind", kind)],
+        )
+    };
+    assert_eq!(errors("server"), 1.0, "{text}");
+    assert_eq!(errors("throttled"), 1.0, "{text}");
+    assert_eq!(
+        value(
+            &s,
+            "warpdrive_backend_retries_total",
+            &[("backend", "flaky")]
+        ),
+        2.0,
+        "{text}"
     );
 }

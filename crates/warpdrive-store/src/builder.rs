@@ -21,6 +21,7 @@ use object_store::{
     BackoffConfig, ClientOptions, ObjectStore, RetryConfig, StaticCredentialProvider,
 };
 use warpdrive_config::{AuthMode, BackendConfig, BackendKind};
+use warpdrive_metrics::BackendMetrics;
 
 use crate::keys::WarnOnce;
 use crate::listfilter::FilteringConnector;
@@ -64,10 +65,15 @@ fn both<T: ObjectStore + PaginatedListStore>(s: T) -> Built {
     )
 }
 
-pub(crate) fn build(cfg: &BackendConfig, warned: Arc<WarnOnce>) -> Result<Built> {
+pub(crate) fn build(
+    cfg: &BackendConfig,
+    warned: Arc<WarnOnce>,
+    metrics: &BackendMetrics,
+) -> Result<Built> {
     let connector = || FilteringConnector {
         backend: cfg.name.clone(),
         warned: warned.clone(),
+        metrics: metrics.clone(),
     };
     let fail = |e: object_store::Error| StoreError::Build {
         backend: cfg.name.clone(),

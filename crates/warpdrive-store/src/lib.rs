@@ -17,6 +17,7 @@
 //! `std::fs` (see [`local`]), because `object_store`'s `LocalFileSystem` percent-encodes file
 //! names and cannot list a directory that holds a name it considers invalid.
 
+mod attempts;
 mod builder;
 pub mod keys;
 mod listfilter;
@@ -225,7 +226,7 @@ impl Backend {
         let inner = match &config.kind {
             BackendKind::Local { path } => Inner::Local(local::LocalDir::new(&config.name, path)),
             _ => {
-                let (store, lister) = builder::build(config, warned.clone())?;
+                let (store, lister) = builder::build(config, warned.clone(), &metrics)?;
                 Inner::Cloud { store, lister }
             }
         };
@@ -254,9 +255,9 @@ impl Backend {
         &self.metrics
     }
 
-    /// Counts a failed cloud request and turns it into a [`StoreError`].
+    /// Turns a failed cloud request into a [`StoreError`]. Its attempts were counted, by
+    /// kind, in the HTTP layer ([`attempts`]).
     fn failed(&self, key: &str, e: object_store::Error) -> StoreError {
-        self.metrics.error(classify(&e));
         StoreError::from_object_store(&self.config.name, key, e)
     }
 

@@ -18,6 +18,9 @@ use object_store::client::{
 };
 use object_store::path::Path as StorePath;
 
+use warpdrive_metrics::BackendMetrics;
+
+use crate::attempts::Attempts;
 use crate::keys::WarnOnce;
 
 /// (entry open tag, entry close tag, element holding its key) for each list dialect.
@@ -33,11 +36,14 @@ const ENTRIES: [(&str, &str, &str); 4] = [
 pub(crate) struct FilteringConnector {
     pub backend: String,
     pub warned: Arc<WarnOnce>,
+    /// Every HTTP attempt is counted into these (see [`crate::attempts`]).
+    pub metrics: BackendMetrics,
 }
 
 impl HttpConnector for FilteringConnector {
     fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
-        let inner = ReqwestConnector::default().connect(options)?;
+        let raw = ReqwestConnector::default().connect(options)?;
+        let inner = HttpClient::new(Attempts::new(raw, self.metrics.clone()));
         Ok(HttpClient::new(ListFilter {
             inner,
             backend: self.backend.clone(),

@@ -8,6 +8,10 @@
 //! headers; the daemon sends no bodies on the read path): every request is counted, and a
 //! `GET` with a `Range` header is a data read whose range length is added to
 //! [`ProxyStats::range_bytes`]. It runs on its own runtime thread and stops when dropped.
+//!
+//! Faults: [`DelayProxy::fail_reads`] makes the next ranged `GET`s fail with an HTTP status
+//! instead of reaching the emulator (the connection is then closed), to show how the daemon
+//! counts and retries them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +34,11 @@ pub struct ProxyStats {
     pub ranged_gets: AtomicU64,
     /// Bytes those ranges asked for.
     pub range_bytes: AtomicU64,
+    /// Ranged `GET`s still to answer with `fail_status` instead of forwarding.
+    pub fail_next: AtomicU64,
+    pub fail_status: AtomicU64,
+    /// Ranged `GET`s answered with an injected failure.
+    pub failed: AtomicU64,
 }
 
 impl ProxyStats {
@@ -86,10 +95,31 @@ impl DelayProxy {
     pub fn counting(upstream: u16) -> Result<DelayProxy> {
         DelayProxy::start(upstream, Duration::ZERO)
     }
+
+    /// Answers the next `n` ranged `GET`s with HTTP `status` (and closes their connections)
+    /// instead of forwarding them.
+    pub fn fail_reads(&self, n: u64, status: u16) {
+        self.stats
+            .fail_status
+            .store(u64::from(status), Ordering::Relaxed);
+        self.stats.fail_next.store(n, Ordering::Relaxed);
+    }
 }
 
-/// Counts the requests whose headers are complete in `buf`, removing them from it.
-fn count_requests(buf: &mut Vec<u8>, stats: &ProxyStats) {
+/// An HTTP error response with an empty body.
+fn error_response(status: u16) -> String {
+    let reason = match status {
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Error",
+    };
+    format!("HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+}
+
+/// Counts the requests whose headers are complete in `buf`, removing them from it. Returns
+/// the status to answer with instead of forwarding, if a fault is armed for one of them.
+fn count_requests(buf: &mut Vec<u8>, stats: &ProxyStats) -> Option<u16> {
     while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
         let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
         buf.drain(..end + 4);
@@ -106,12 +136,21 @@ fn count_requests(buf: &mut Vec<u8>, stats: &ProxyStats) {
                 Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?))
             });
         if let Some((a, b)) = range {
+            let armed = stats
+                .fail_next
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok();
+            if armed {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                return Some(stats.fail_status.load(Ordering::Relaxed) as u16);
+            }
             stats.ranged_gets.fetch_add(1, Ordering::Relaxed);
             stats
                 .range_bytes
                 .fetch_add(b.saturating_sub(a) + 1, Ordering::Relaxed);
         }
     }
+    None
 }
 
 async fn relay(
@@ -120,8 +159,10 @@ async fn relay(
     delay: Duration,
     stats: Arc<ProxyStats>,
 ) -> std::io::Result<()> {
-    let (mut cr, mut cw) = client.into_split();
+    let (mut cr, cw) = client.into_split();
+    let cw = Arc::new(tokio::sync::Mutex::new(cw));
     let (mut sr, mut sw) = server.into_split();
+    let cw_up = cw.clone();
     let up = tokio::spawn(async move {
         let mut buf = vec![0u8; 64 << 10];
         let mut pending = Vec::new();
@@ -131,7 +172,14 @@ async fn relay(
                 return Ok::<_, std::io::Error>(());
             }
             pending.extend_from_slice(&buf[..n]);
-            count_requests(&mut pending, &stats);
+            if let Some(status) = count_requests(&mut pending, &stats) {
+                // Answer in the emulator's place and close both sides.
+                let mut w = cw_up.lock().await;
+                w.write_all(error_response(status).as_bytes()).await?;
+                w.shutdown().await?;
+                sw.shutdown().await?;
+                return Ok(());
+            }
             // A body (never sent on the read path) must not grow the buffer without bound.
             if pending.len() > 1 << 20 {
                 pending.clear();
@@ -149,7 +197,7 @@ async fn relay(
         if !delay.is_zero() && last.elapsed() >= QUIET {
             tokio::time::sleep(delay).await;
         }
-        cw.write_all(&buf[..n]).await?;
+        cw.lock().await.write_all(&buf[..n]).await?;
         last = Instant::now();
     }
     up.abort();
