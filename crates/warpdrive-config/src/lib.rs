@@ -165,6 +165,8 @@ pub struct MetricsConfig {
     pub listen: SocketAddr,
     /// The config asked, explicitly, for a listener other programs on the network can reach.
     pub allow_remote: bool,
+    /// Record and serve metrics (on by default; off only to measure what they cost).
+    pub enabled: bool,
 }
 
 /// FUSE session settings.
@@ -397,9 +399,13 @@ impl Config {
             ));
         }
 
-        let (metrics_listen, allow_remote) = match raw.metrics {
-            Some(m) => (m.listen, m.allow_remote.unwrap_or(false)),
-            None => (None, false),
+        let (metrics_listen, allow_remote, metrics_enabled) = match raw.metrics {
+            Some(m) => (
+                m.listen,
+                m.allow_remote.unwrap_or(false),
+                m.enabled.unwrap_or(true),
+            ),
+            None => (None, false, true),
         };
         let metrics_listen = metrics_listen.unwrap_or_else(|| DEFAULT_METRICS_LISTEN.to_string());
         let listen: SocketAddr = metrics_listen.parse().map_err(|_| {
@@ -476,6 +482,7 @@ impl Config {
             metrics: MetricsConfig {
                 listen,
                 allow_remote,
+                enabled: metrics_enabled,
             },
             metadata_ttl,
             fuse,

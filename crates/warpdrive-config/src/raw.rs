@@ -35,6 +35,7 @@ pub(crate) struct RawCache {
 pub(crate) struct RawMetrics {
     pub listen: Option<String>,
     pub allow_remote: Option<bool>,
+    pub enabled: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

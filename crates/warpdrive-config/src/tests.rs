@@ -37,6 +37,13 @@ fn a_remote_metrics_listener_needs_allow_remote() {
     .expect("explicitly allowed");
     assert!(c.metrics.allow_remote);
     assert!(!c.metrics.listen.ip().is_loopback());
+    assert!(c.metrics.enabled, "on by default");
+    let off = parse(&GOOD.replace(
+        "listen: 127.0.0.1:9090",
+        "listen: 127.0.0.1:9090, enabled: false",
+    ))
+    .expect("metrics off");
+    assert!(!off.metrics.enabled);
 }
 
 #[test]

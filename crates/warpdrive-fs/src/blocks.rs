@@ -65,9 +65,7 @@ type SharedFetch = Shared<BoxFuture<'static, FetchResult>>;
 /// recorded with one atomic add each.
 pub use warpdrive_metrics::ReadMetrics as ReadStats;
 
-fn add(c: &warpdrive_metrics::Counter, n: u64) {
-    c.inc_by(n);
-}
+use warpdrive_metrics::add;
 
 /// One version of one object, as a handle reads it.
 #[derive(Debug, Clone)]
@@ -571,9 +569,10 @@ impl BlockReader {
     ) -> Vec<Inflight> {
         let range = first * self.block_size..((last + 1) * self.block_size).min(obj.size);
         if permit.is_some() {
-            self.stats
-                .prefetch_in_flight_bytes
-                .inc_by((range.end - range.start) as i64);
+            warpdrive_metrics::shift(
+                &self.stats.prefetch_in_flight_bytes,
+                (range.end - range.start) as i64,
+            );
         }
         let mut senders = Vec::new();
         let mut fetches = Vec::new();
@@ -706,9 +705,10 @@ impl BlockReader {
         let Some(p) = run.permit.as_mut() else {
             return;
         };
-        self.stats
-            .prefetch_in_flight_bytes
-            .dec_by(self.block_len(o, b) as i64);
+        warpdrive_metrics::shift(
+            &self.stats.prefetch_in_flight_bytes,
+            -(self.block_len(o, b) as i64),
+        );
         if p.num_permits() > 1 {
             drop(p.split(1));
         } else {

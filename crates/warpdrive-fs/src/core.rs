@@ -501,9 +501,9 @@ impl Fs {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let stats = &self.reader.stats;
         if passthrough.is_some() {
-            stats.passthrough_opens.inc();
+            warpdrive_metrics::add(&stats.passthrough_opens, 1);
         } else if keep_cache {
-            stats.keep_cache_opens.inc();
+            warpdrive_metrics::add(&stats.keep_cache_opens, 1);
         }
         self.files.write().insert(
             fh,

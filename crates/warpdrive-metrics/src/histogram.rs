@@ -79,6 +79,9 @@ impl Histogram {
 
     /// Records a value in the recorded unit (nanoseconds or bytes).
     pub fn observe(&self, v: u64) {
+        if !crate::recording() {
+            return;
+        }
         let i = self.0.bounds.partition_point(|b| *b < v);
         self.0.buckets[i].fetch_add(1, Ordering::Relaxed);
         self.0.count.fetch_add(1, Ordering::Relaxed);

@@ -13,6 +13,38 @@
 mod histogram;
 pub mod snapshot;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Whether recording is on (`metrics.enabled`). Off only to measure what recording costs.
+static RECORDING: AtomicBool = AtomicBool::new(true);
+
+/// Turns recording on or off for the whole process (`metrics.enabled: false` turns it off).
+pub fn set_recording(on: bool) {
+    RECORDING.store(on, Ordering::Relaxed);
+}
+
+/// Whether recording is on.
+#[inline]
+pub fn recording() -> bool {
+    RECORDING.load(Ordering::Relaxed)
+}
+
+/// Adds `n` to a counter (if recording is on).
+#[inline]
+pub fn add(c: &Counter, n: u64) {
+    if recording() {
+        c.inc_by(n);
+    }
+}
+
+/// Moves a gauge by `n` (if recording is on).
+#[inline]
+pub fn shift(g: &Gauge, n: i64) {
+    if recording() {
+        g.inc_by(n);
+    }
+}
+
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
@@ -139,11 +171,14 @@ pub struct FuseMetrics {
 impl FuseMetrics {
     /// Counts one operation.
     pub fn op(&self, op: Op) {
-        self.ops[op as usize].inc();
+        add(&self.ops[op as usize], 1);
     }
 
     /// Counts one failed operation (`errno` by name, such as `ENOENT`).
     pub fn error(&self, op: Op, errno: i32) {
+        if !recording() {
+            return;
+        }
         self.errors
             .get_or_create(&OpErrnoLabels {
                 op: op.name(),
@@ -297,6 +332,9 @@ impl BackendMetrics {
 
     /// Counts one request and its latency: until the first byte of the answer, and in all.
     pub fn request(&self, r: Request, first_byte: std::time::Duration, total: std::time::Duration) {
+        if !recording() {
+            return;
+        }
         let i = r as usize;
         self.requests[i].inc();
         self.first_byte[i].observe_duration(first_byte);
@@ -305,6 +343,9 @@ impl BackendMetrics {
 
     /// Counts one failed request.
     pub fn error(&self, kind: ErrorKind) {
+        if !recording() {
+            return;
+        }
         self.errors
             .get_or_create(&BackendKindLabels {
                 backend: self.name.clone(),

@@ -123,7 +123,12 @@ pub(crate) fn run(config: Config) -> Result<()> {
     mountpoint::prepare(&config.mount_point)?;
     prepare_cache_dir(&config.cache.dir)?;
     let cache = open_cache(&config)?;
-    let metrics_listener = http::bind(config.metrics.listen)?;
+    let metrics_listener = if config.metrics.enabled {
+        Some(http::bind(config.metrics.listen)?)
+    } else {
+        warpdrive_metrics::set_recording(false);
+        None
+    };
     let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"), GIT_COMMIT));
     cache_metrics(&metrics, &cache, &config.cache.dir);
 
@@ -139,8 +144,13 @@ pub(crate) fn run(config: Config) -> Result<()> {
         .thread_name("warpdrive-io")
         .build()
         .context("starting the I/O runtime")?;
-    rt.spawn(http::serve(metrics_listener, metrics.clone()));
-    tracing::info!("metrics at http://{}/metrics", config.metrics.listen);
+    match metrics_listener {
+        Some(l) => {
+            rt.spawn(http::serve(l, metrics.clone()));
+            tracing::info!("metrics at http://{}/metrics", config.metrics.listen);
+        }
+        None => tracing::info!("metrics are off (metrics.enabled: false)"),
+    }
 
     // Probe every backend once in the background: a wrong endpoint or missing permission is
     // reported in the log at start instead of at the first `ls`. Mounting does not wait.

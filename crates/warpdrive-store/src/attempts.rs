@@ -83,7 +83,7 @@ impl HttpService for Attempts {
                 .remove(&key)
                 .is_some_and(|t| t.elapsed() < RETRY_WINDOW)
             {
-                self.metrics.retries.inc();
+                warpdrive_metrics::add(&self.metrics.retries, 1);
             }
         }
         let r = self.inner.execute(req).await;

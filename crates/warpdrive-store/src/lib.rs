@@ -402,7 +402,7 @@ impl Backend {
             Inner::Local(l) => {
                 let r = self.local_failed(l.read(&self.full_key(key)?, range, etag).await);
                 if let Ok(b) = &r {
-                    self.metrics.read_bytes.inc_by(b.len() as u64);
+                    warpdrive_metrics::add(&self.metrics.read_bytes, b.len() as u64);
                 }
                 r
             }
@@ -419,7 +419,7 @@ impl Backend {
                     .map_err(|e| self.failed(key, e))?;
                 timer.first_byte();
                 let bytes = r.bytes().await.map_err(|e| self.failed(key, e))?;
-                self.metrics.read_bytes.inc_by(bytes.len() as u64);
+                warpdrive_metrics::add(&self.metrics.read_bytes, bytes.len() as u64);
                 if bytes.len() as u64 != range.end - range.start {
                     return Err(StoreError::Io {
                         backend: self.config.name.clone(),
@@ -472,7 +472,7 @@ impl Backend {
                         let _ = &timer;
                         match c {
                             Ok(b) => {
-                                metrics.read_bytes.inc_by(b.len() as u64);
+                                warpdrive_metrics::add(&metrics.read_bytes, b.len() as u64);
                                 Ok(b)
                             }
                             Err(e) => {
