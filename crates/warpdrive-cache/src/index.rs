@@ -200,6 +200,20 @@ pub(crate) fn load(conn: &Connection) -> Result<Vec<LoadedObject>, CacheError> {
     Ok(objects)
 }
 
+/// Every persisted counter.
+pub(crate) fn counters(
+    conn: &Connection,
+) -> Result<std::collections::BTreeMap<String, i64>, CacheError> {
+    let mut stmt = conn.prepare("SELECT name, value FROM counters")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    let mut out = std::collections::BTreeMap::new();
+    for row in rows {
+        let (k, v) = row?;
+        out.insert(k, v);
+    }
+    Ok(out)
+}
+
 /// A persisted counter's value.
 pub(crate) fn counter(conn: &Connection, name: &str) -> Result<i64, CacheError> {
     Ok(conn

@@ -783,6 +783,19 @@ impl Cache {
         }
     }
 
+    /// Adds to persisted lifetime counters (the daemon's hits and misses, by name).
+    pub fn add_counters(&self, deltas: &[(&'static str, u64)]) -> Result<()> {
+        for (name, delta) in deltas {
+            if *delta > 0 {
+                self.send(Op::AddCounter {
+                    name,
+                    delta: *delta as i64,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Waits until every change so far is committed to the index.
     pub fn flush(&self) -> Result<()> {
         let (done_tx, done_rx) = mpsc::channel();
@@ -852,6 +865,53 @@ fn push_blocks(
             len: block_len(block_size, size, b),
         });
     }
+}
+
+/// What the index of the cache in `dir` holds, read without taking the cache's lock (a running
+/// daemon may hold it): what `warpdrive-ctl stats` prints.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IndexSummary {
+    pub format_version: i64,
+    pub block_size: u64,
+    pub objects: u64,
+    pub blocks: u64,
+    pub bytes: u64,
+    /// Persisted lifetime counters (`hit_blocks`, `hit_bytes`, `miss_blocks`, `miss_bytes`,
+    /// `evicted_blocks`, `corrupt_blocks`), as of the daemon's last commit.
+    pub counters: std::collections::BTreeMap<String, i64>,
+    /// Unix seconds of the least and most recent access among cached objects.
+    pub oldest_access: Option<i64>,
+    pub newest_access: Option<i64>,
+}
+
+/// Reads the summary of the cache in `dir` (see [`IndexSummary`]).
+pub fn read_index_summary(dir: &Path) -> Result<IndexSummary> {
+    let conn = index::open_read_only(&dir.join("index.db"))?;
+    let block_size = index::counter(&conn, "block_size")? as u64;
+    let mut s = IndexSummary {
+        format_version: conn.query_row("PRAGMA user_version", [], |r| r.get(0))?,
+        block_size,
+        counters: index::counters(&conn)?,
+        ..Default::default()
+    };
+    for o in index::load(&conn)? {
+        s.objects += 1;
+        s.blocks += o.blocks.len() as u64;
+        s.bytes += o
+            .blocks
+            .iter()
+            .map(|(b, _)| block_len(block_size, o.size, *b))
+            .sum::<u64>();
+        s.oldest_access = Some(
+            s.oldest_access
+                .map_or(o.last_access, |t| t.min(o.last_access)),
+        );
+        s.newest_access = Some(
+            s.newest_access
+                .map_or(o.last_access, |t| t.max(o.last_access)),
+        );
+    }
+    Ok(s)
 }
 
 /// Every cached block recorded in the index of the cache in `dir`, read without taking the

@@ -20,7 +20,8 @@ const AFTER_HELP: &str = "\
 Exit codes:
   0  success; for `status`: mounted and every backend reachable
   1  for `status`: not mounted, stale, or a backend unreachable; for `metrics`: the
-     daemon's metrics endpoint cannot be reached; otherwise a failure
+     daemon's metrics endpoint cannot be reached; for `stats`: no cache index yet;
+     otherwise a failure
   2  the config is invalid or unreadable";
 
 /// Inspect and manage WarpDrive: mounts, backends, and (with the block cache) cached data.
@@ -43,6 +44,10 @@ enum Cmd {
     /// backend I/O and auth (`--watch` to follow, `--json` for scripts, `--snapshot` and
     /// `--since` for figures of one run only).
     Metrics(cmd::metrics::MetricsArgs),
+    /// Cache totals from the index: objects, blocks, bytes, capacity and share of the disk,
+    /// lifetime hits, misses, evictions and hit ratio, oldest and newest entry. Works while
+    /// the mount is live.
+    Stats(cmd::stats::StatsArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +62,7 @@ fn main() -> ExitCode {
     let r = match args.cmd {
         Cmd::Status(a) => cmd::status::run(&config, &args.config, &a),
         Cmd::Metrics(a) => cmd::metrics::run(&config, &a),
+        Cmd::Stats(a) => cmd::stats::run(&config, &a),
     };
     match r {
         Ok(code) => ExitCode::from(code),

@@ -80,6 +80,42 @@ fn open_cache(config: &Config) -> Result<Arc<Cache>> {
     Ok(cache)
 }
 
+/// How often the read path's hit and miss counts are added to the index's lifetime counters.
+const PERSIST_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Adds the hits and misses counted since the last call to the cache's persisted lifetime
+/// counters (`warpdrive-ctl stats` shows them, across restarts).
+struct PersistCounters {
+    read: warpdrive_metrics::ReadMetrics,
+    last: [u64; 4],
+}
+
+impl PersistCounters {
+    fn now(&self) -> [u64; 4] {
+        let r = &self.read;
+        [
+            r.hit_blocks.get(),
+            r.hit_bytes.get(),
+            r.miss_blocks.get(),
+            r.miss_bytes.get(),
+        ]
+    }
+
+    fn persist(&mut self, cache: &Cache) {
+        let now = self.now();
+        let names = ["hit_blocks", "hit_bytes", "miss_blocks", "miss_bytes"];
+        let deltas: Vec<(&'static str, u64)> = names
+            .into_iter()
+            .zip(now.iter().zip(&self.last))
+            .map(|(n, (a, b))| (n, a.saturating_sub(*b)))
+            .collect();
+        match cache.add_counters(&deltas) {
+            Ok(()) => self.last = now,
+            Err(e) => tracing::warn!(error = %e, "could not persist the cache counters"),
+        }
+    }
+}
+
 /// The git commit this binary was built from (`unknown` outside a checkout).
 const GIT_COMMIT: &str = match option_env!("WARPDRIVE_GIT_COMMIT") {
     Some(c) => c,
@@ -207,6 +243,23 @@ pub(crate) fn run(config: Config) -> Result<()> {
             mp.display()
         )
     })?;
+    let persist = Arc::new(parking_lot::Mutex::new(PersistCounters {
+        read: metrics.read.clone(),
+        last: [0; 4],
+    }));
+    {
+        let (persist, weak) = (persist.clone(), Arc::downgrade(&cache));
+        std::thread::Builder::new()
+            .name("cache-counters".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(PERSIST_INTERVAL);
+                    let Some(c) = weak.upgrade() else { return };
+                    persist.lock().persist(&c);
+                }
+            })
+            .context("starting the counter thread")?;
+    }
     let notifier = session.notifier();
     fs.set_invalidator(Arc::new(move |ino| {
         if let Err(e) = notifier.inval_inode(fuser::INodeNo(ino.0), 0, 0) {
@@ -257,6 +310,7 @@ pub(crate) fn run(config: Config) -> Result<()> {
     }
     rt.shutdown_timeout(Duration::from_secs(2));
     drop(fs);
+    persist.lock().persist(&cache);
     if let Err(e) = cache.flush() {
         tracing::warn!(error = %e, "could not commit the last cache index changes");
     }

@@ -8,7 +8,7 @@ mod common;
 use std::io::Read;
 use std::time::Duration;
 
-use common::{BIN, Mount, runtime, sha256, wait_exit};
+use common::{BIN, Mount, ctl, runtime, sha256, wait_exit};
 use prometheus_parse::{Sample, Scrape, Value};
 use warpdrive_fs::mountinfo::{MountState, mount_state};
 use warpdrive_testkit::{
@@ -122,24 +122,6 @@ fn hist_line(text: &str, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("{name} missing"))
-}
-
-/// Runs `warpdrive-ctl` (built beside the daemon by `cargo build --bins`) on the mount's
-/// config; returns its stdout.
-fn ctl(m: &Mount, args: &[&str]) -> String {
-    let bin = std::path::Path::new(BIN).with_file_name("warpdrive-ctl");
-    let out = std::process::Command::new(&bin)
-        .arg("--config")
-        .arg(&m.config)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e} (run `cargo build --bins` first)", bin.display()));
-    assert!(
-        out.status.success(),
-        "warpdrive-ctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
 }
 
 fn read_all(m: &Mount, objects: &[(&str, &str, Vec<u8>)]) {

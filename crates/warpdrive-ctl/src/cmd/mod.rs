@@ -1,4 +1,5 @@
 //! One module per subcommand.
 
 pub mod metrics;
+pub mod stats;
 pub mod status;

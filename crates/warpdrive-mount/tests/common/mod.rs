@@ -207,6 +207,24 @@ impl Mount {
     }
 }
 
+/// Runs `warpdrive-ctl` (built beside the daemon by `cargo build --bins`) on the mount's
+/// config; returns its stdout.
+pub fn ctl(m: &Mount, args: &[&str]) -> String {
+    let bin = Path::new(BIN).with_file_name("warpdrive-ctl");
+    let out = Command::new(&bin)
+        .arg("--config")
+        .arg(&m.config)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (run `cargo build --bins` first)", bin.display()));
+    assert!(
+        out.status.success(),
+        "warpdrive-ctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
 /// Waits for `child` to exit; fails the test after `timeout`, naming what should have
 /// stopped it.
 pub fn wait_exit(child: &mut Child, timeout: Duration, after: &str) -> std::process::ExitStatus {
