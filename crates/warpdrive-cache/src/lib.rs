@@ -884,8 +884,32 @@ pub struct IndexSummary {
     pub newest_access: Option<i64>,
 }
 
+/// One cached object version as the index records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexObject {
+    pub backend: String,
+    pub key: String,
+    pub etag: String,
+    /// The object's size.
+    pub size: u64,
+    pub blocks: u64,
+    /// Bytes of its cached blocks.
+    pub cached_bytes: u64,
+    /// Unix seconds of its last read (to the minute).
+    pub last_access: i64,
+}
+
+/// Every cached object in the index of the cache in `dir`, read without the cache's lock.
+pub fn read_index_objects(dir: &Path) -> Result<Vec<IndexObject>> {
+    Ok(read_index(dir)?.1)
+}
+
 /// Reads the summary of the cache in `dir` (see [`IndexSummary`]).
 pub fn read_index_summary(dir: &Path) -> Result<IndexSummary> {
+    Ok(read_index(dir)?.0)
+}
+
+fn read_index(dir: &Path) -> Result<(IndexSummary, Vec<IndexObject>)> {
     let conn = index::open_read_only(&dir.join("index.db"))?;
     let block_size = index::counter(&conn, "block_size")? as u64;
     let mut s = IndexSummary {
@@ -894,24 +918,30 @@ pub fn read_index_summary(dir: &Path) -> Result<IndexSummary> {
         counters: index::counters(&conn)?,
         ..Default::default()
     };
+    let mut objects = Vec::new();
     for o in index::load(&conn)? {
-        s.objects += 1;
-        s.blocks += o.blocks.len() as u64;
-        s.bytes += o
+        let cached: u64 = o
             .blocks
             .iter()
             .map(|(b, _)| block_len(block_size, o.size, *b))
-            .sum::<u64>();
-        s.oldest_access = Some(
-            s.oldest_access
-                .map_or(o.last_access, |t| t.min(o.last_access)),
-        );
-        s.newest_access = Some(
-            s.newest_access
-                .map_or(o.last_access, |t| t.max(o.last_access)),
-        );
+            .sum();
+        s.objects += 1;
+        s.blocks += o.blocks.len() as u64;
+        s.bytes += cached;
+        let t = o.last_access;
+        s.oldest_access = Some(s.oldest_access.map_or(t, |x| x.min(t)));
+        s.newest_access = Some(s.newest_access.map_or(t, |x| x.max(t)));
+        objects.push(IndexObject {
+            blocks: o.blocks.len() as u64,
+            backend: o.backend,
+            key: o.key,
+            etag: o.etag,
+            size: o.size,
+            cached_bytes: cached,
+            last_access: t,
+        });
     }
-    Ok(s)
+    Ok((s, objects))
 }
 
 /// Every cached block recorded in the index of the cache in `dir`, read without taking the

@@ -2,6 +2,8 @@
 //! file under `cmd/`.
 
 mod cmd;
+mod fmt;
+mod target;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +50,12 @@ enum Cmd {
     /// lifetime hits, misses, evictions and hit ratio, oldest and newest entry. Works while
     /// the mount is live.
     Stats(cmd::stats::StatsArgs),
+    /// Cache bytes and objects per backend or per directory prefix (`--by path --depth N`),
+    /// largest first.
+    Usage(cmd::usage::UsageArgs),
+    /// Cached objects not read for `--older-than` (7 days by default), oldest first, and the
+    /// bytes evicting them would free.
+    Stale(cmd::stale::StaleArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +71,8 @@ fn main() -> ExitCode {
         Cmd::Status(a) => cmd::status::run(&config, &args.config, &a),
         Cmd::Metrics(a) => cmd::metrics::run(&config, &a),
         Cmd::Stats(a) => cmd::stats::run(&config, &a),
+        Cmd::Usage(a) => cmd::usage::run(&config, &a),
+        Cmd::Stale(a) => cmd::stale::run(&config, &a),
     };
     match r {
         Ok(code) => ExitCode::from(code),

@@ -17,8 +17,8 @@ fn stats_match_the_cache_live_and_across_restarts() {
     let s3 = Emulator::start(Kind::Moto).expect("moto");
     s3.create_bucket("gov").expect("bucket");
     let objects = vec![
-        ("a.bin".to_string(), random_bytes(2 * MIB + 1, 31)),
-        ("b.bin".to_string(), random_bytes(MIB, 32)),
+        ("d1/a.bin".to_string(), random_bytes(2 * MIB + 1, 31)),
+        ("d1/sub/b.bin".to_string(), random_bytes(MIB, 32)),
         ("c.bin".to_string(), random_bytes(10 << 10, 33)),
     ];
     let cfg = s3.backend("s3", "gov", "");
@@ -69,4 +69,74 @@ fn stats_match_the_cache_live_and_across_restarts() {
         text.contains("hit ratio") && text.contains("objects    3"),
         "{text}"
     );
+
+    // usage and stale read the same index.
+    let len = |k: &str| {
+        objects
+            .iter()
+            .find(|(n, _)| n == k)
+            .map_or(0, |(_, d)| d.len() as u64)
+    };
+    let usage = |args: &[&str]| -> Vec<(String, u64, u64)> {
+        let mut a = vec!["usage", "--json"];
+        a.extend_from_slice(args);
+        let v: serde_json::Value = serde_json::from_str(&ctl(&m, &a)).expect("usage --json");
+        v.as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| {
+                (
+                    r["name"].as_str().expect("name").to_string(),
+                    r["bytes"].as_u64().expect("bytes"),
+                    r["objects"].as_u64().expect("objects"),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(usage(&[]), vec![("s3".to_string(), total, 3)]);
+    assert_eq!(
+        usage(&["--by", "path"]),
+        vec![
+            (
+                "s3/d1/".to_string(),
+                len("d1/a.bin") + len("d1/sub/b.bin"),
+                2
+            ),
+            ("s3/".to_string(), len("c.bin"), 1),
+        ]
+    );
+    let under = format!("{}/s3/d1/", m.mount_point.display());
+    assert_eq!(
+        usage(&["--by", "path", "--depth", "2", &under]),
+        vec![
+            ("s3/d1/".to_string(), len("d1/a.bin"), 1),
+            ("s3/d1/sub/".to_string(), len("d1/sub/b.bin"), 1),
+        ],
+        "a path under the mount point"
+    );
+    assert_eq!(
+        usage(&["wd://s3/d1/sub/"]),
+        vec![("s3".to_string(), len("d1/sub/b.bin"), 1)]
+    );
+    let stale = |age: &str| -> serde_json::Value {
+        serde_json::from_str(&ctl(&m, &["stale", "--json", "--older-than", age])).expect("stale")
+    };
+    let all = stale("0s");
+    assert_eq!(
+        all["objects"].as_array().expect("objects").len(),
+        3,
+        "{all}"
+    );
+    assert_eq!(all["total_bytes"], total, "{all}");
+    assert_eq!(stale("1d")["objects"].as_array().expect("objects").len(), 0);
+    let bad = std::process::Command::new(
+        std::path::Path::new(common::BIN).with_file_name("warpdrive-ctl"),
+    )
+    .arg("--config")
+    .arg(&m.config)
+    .args(["usage", "nosuch/x"])
+    .output()
+    .expect("ctl");
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no backend named `nosuch`"));
 }

@@ -14,6 +14,7 @@ use warpdrive_config::Config;
 use warpdrive_metrics::Snapshot;
 
 use crate::exit;
+use crate::fmt::{count, size as bytes};
 
 #[derive(Debug, clap::Args)]
 pub struct MetricsArgs {
@@ -361,33 +362,6 @@ fn dashboard(s: &Snapshot, since: bool) -> Dashboard {
         backends,
         auth,
     }
-}
-
-fn bytes(n: f64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{v:.0} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-fn count(n: f64) -> String {
-    let s = format!("{:.0}", n.max(0.0));
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn secs(s: f64) -> String {

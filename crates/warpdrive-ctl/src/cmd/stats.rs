@@ -12,6 +12,7 @@ use serde::Serialize;
 use warpdrive_config::{Config, SizeLimit};
 
 use crate::exit;
+use crate::fmt::size;
 
 #[derive(Debug, clap::Args)]
 pub struct StatsArgs {
@@ -60,20 +61,6 @@ fn resolve(l: SizeLimit, disk: u64) -> u64 {
     match l {
         SizeLimit::Bytes(b) => b,
         SizeLimit::PercentOfDisk(p) => (disk as f64 * p / 100.0) as u64,
-    }
-}
-
-fn size(n: f64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let (mut v, mut u) = (n, 0);
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{v:.0} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }
 
