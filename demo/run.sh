@@ -56,8 +56,35 @@ ms=$(( ($(date +%s%N) - start) / 1000000 ))
 echo "sha256sum $f -> $sum… ($(stat -c %s "$f") bytes in ${ms} ms)"
 wc -c "$MNT"/datasets-wus3/train/*.tar | tail -1 | sed 's/total/bytes across all West US 3 shards/'
 
+CTL=("$BIN/warpdrive-ctl" --config "$STATE/config.yaml")
+readall() {
+    local start bytes
+    start=$(date +%s%N)
+    bytes=$(cat "$MNT"/*/train/*.tar | wc -c)
+    echo "$bytes bytes in $(( ($(date +%s%N) - start) / 1000000 )) ms"
+}
+
+bold "Phase 2: cold read of every shard (fetched from the emulators into the block cache)"
+"${CTL[@]}" metrics --snapshot "$STATE/cold.json" >/dev/null
+readall
+"${CTL[@]}" metrics --since "$STATE/cold.json" | sed -n '/^Cache/,/^  objects/p;/^Backend I\/O/,/^$/p'
+
+bold "Phase 3: warm read after dropping the kernel's page cache (served from the block cache)"
+sync; echo 3 >/proc/sys/vm/drop_caches
+"${CTL[@]}" metrics --snapshot "$STATE/warm.json" >/dev/null
+readall
+"${CTL[@]}" metrics --since "$STATE/warm.json" | sed -n '/^Cache/,/^  objects/p;/^Backend I\/O/,/^$/p'
+
+bold "warpdrive-ctl stats (the cache's lifetime totals, read while the mount is live)"
+sleep 2.5 # the daemon commits its hit and miss counts to the index every 2 s
+"${CTL[@]}" stats
+
+bold "warpdrive-ctl usage --by path"
+"${CTL[@]}" usage --by path
+
 bold "warpdrive-ctl status"
-"$BIN/warpdrive-ctl" --config "$STATE/config.yaml" status || true
+"${CTL[@]}" status || true
 
 bold "Done"
-echo "The block cache, the cold/warm training run and the metrics dashboard are next (see issues)."
+echo "Metrics: $(grep -o 'listen: [0-9.:]*' "$STATE/config.yaml" | head -1) (try: warpdrive-ctl --config $STATE/config.yaml metrics --watch, with DEMO_KEEP=1)."
+echo "The training workload and its four-phase cold/warm story are next (see issues)."

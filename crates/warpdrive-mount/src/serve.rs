@@ -81,7 +81,7 @@ fn open_cache(config: &Config) -> Result<Arc<Cache>> {
 }
 
 /// How often the read path's hit and miss counts are added to the index's lifetime counters.
-const PERSIST_INTERVAL: Duration = Duration::from_secs(10);
+const PERSIST_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Adds the hits and misses counted since the last call to the cache's persisted lifetime
 /// counters (`warpdrive-ctl stats` shows them, across restarts).

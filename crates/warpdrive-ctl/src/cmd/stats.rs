@@ -2,7 +2,7 @@
 //!
 //! The index (`index.db`, SQLite in WAL mode) is read read-only beside the daemon, so this
 //! never waits for it and never changes anything. Lifetime hits and misses are the daemon's
-//! counts, added to the index every 10 s and at exit; evictions and damaged blocks are
+//! counts, added to the index every 2 s and at exit; evictions and damaged blocks are
 //! committed as they happen.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
