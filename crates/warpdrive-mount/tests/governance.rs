@@ -114,6 +114,22 @@ fn stats_match_the_cache_live_and_across_restarts() {
         ],
         "a path under the mount point"
     );
+    // The table says what the JSON says: same rows, same order, same object counts.
+    let table = ctl(&m, &["usage", "--by", "path"]);
+    let rows: Vec<(String, u64)> = table
+        .lines()
+        .skip(1)
+        .filter(|l| !l.ends_with(" total"))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[3].to_string(), f[2].parse().expect("objects column"))
+        })
+        .collect();
+    let json: Vec<(String, u64)> = usage(&["--by", "path"])
+        .into_iter()
+        .map(|(n, _, o)| (n, o))
+        .collect();
+    assert_eq!(rows, json, "{table}");
     assert_eq!(
         usage(&["wd://s3/d1/sub/"]),
         vec![("s3".to_string(), len("d1/sub/b.bin"), 1)]
