@@ -24,7 +24,9 @@ use warpdrive_config::{AuthMode, BackendConfig, BackendKind};
 use warpdrive_store::Backend;
 
 mod proxy;
+mod wan;
 pub use proxy::DelayProxy;
+pub use wan::{Link, WanProxy};
 
 /// Azurite's well-known development account and key (published in Azurite's documentation).
 pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
