@@ -30,7 +30,8 @@ pub enum Limit {
 }
 
 impl Limit {
-    fn bytes(self, disk: u64) -> u64 {
+    /// The limit in bytes on a disk of `disk` bytes.
+    pub fn bytes(self, disk: u64) -> u64 {
         match self {
             Limit::Bytes(b) => b,
             Limit::ShareOfDisk(f) => (disk as f64 * f) as u64,
@@ -43,6 +44,28 @@ impl Limit {
 pub struct Limits {
     pub max_size: Limit,
     pub min_free: Limit,
+}
+
+/// Bytes and free bytes of the filesystem holding `dir`.
+pub fn disk_usage(dir: &std::path::Path) -> Result<(u64, u64)> {
+    let c =
+        std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|e| CacheError::Io {
+            path: dir.to_path_buf(),
+            source: std::io::Error::other(e),
+        })?;
+    // SAFETY: `c` is a valid NUL-terminated path and `s` a writable statvfs struct.
+    let (r, s) = unsafe {
+        let mut s: libc::statvfs = std::mem::zeroed();
+        (libc::statvfs(c.as_ptr(), &mut s), s)
+    };
+    if r != 0 {
+        return Err(CacheError::Io {
+            path: dir.to_path_buf(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    let frsize = s.f_frsize;
+    Ok((s.f_blocks * frsize, s.f_bavail * frsize))
 }
 
 /// What one eviction pass freed.
@@ -195,26 +218,7 @@ impl Cache {
 
     /// Bytes and free bytes of the filesystem holding the cache.
     pub fn disk_usage(&self) -> Result<(u64, u64)> {
-        let c =
-            std::ffi::CString::new(self.cfg.dir.as_os_str().as_encoded_bytes()).map_err(|e| {
-                CacheError::Io {
-                    path: self.cfg.dir.clone(),
-                    source: std::io::Error::other(e),
-                }
-            })?;
-        // SAFETY: `c` is a valid NUL-terminated path and `s` a writable statvfs struct.
-        let (r, s) = unsafe {
-            let mut s: libc::statvfs = std::mem::zeroed();
-            (libc::statvfs(c.as_ptr(), &mut s), s)
-        };
-        if r != 0 {
-            return Err(CacheError::Io {
-                path: self.cfg.dir.clone(),
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        let frsize = s.f_frsize;
-        Ok((s.f_blocks * frsize, s.f_bavail * frsize))
+        disk_usage(&self.cfg.dir)
     }
 
     /// Sets the limits admission and [`Cache::enforce_limits`] keep.

@@ -41,7 +41,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use parking_lot::RwLock;
 
-pub use evict::{Evicted, Limit, Limits};
+pub use evict::{Evicted, Limit, Limits, disk_usage};
 pub use index::FORMAT_VERSION;
 use index::Op;
 
@@ -53,7 +53,8 @@ pub const DEFAULT_BLOCK_SIZE: u64 = 1 << 20;
 pub const CHECK_UNIT: u64 = 64 << 10;
 
 /// The CRC32Cs of one block, one per [`CHECK_UNIT`] (the last unit may be short).
-pub(crate) type Crcs = Box<[u32]>;
+/// Shared, so a read takes the list without copying it.
+pub(crate) type Crcs = Arc<[u32]>;
 
 /// The CRC32C of each check unit of `data`.
 pub(crate) fn unit_crcs(data: &[u8]) -> Crcs {
@@ -477,13 +478,15 @@ impl Cache {
             }
             let (u0, u1) = (range.start / CHECK_UNIT, (end - 1) / CHECK_UNIT);
             // A checksum list that does not cover the block is damage, like a mismatch.
-            let crcs: Vec<u32> = if all.len() as u64 == len.div_ceil(CHECK_UNIT) {
-                all[u0 as usize..=u1 as usize].to_vec()
+            let units = if all.len() as u64 == len.div_ceil(CHECK_UNIT) {
+                u0 as usize..u1 as usize + 1
             } else {
-                Vec::new()
+                0..0
             };
-            (e.id, len, u0, crcs)
+            (e.id, len, u0, (all.clone(), units))
         };
+        let (all, units) = crcs;
+        let crcs = &all[units];
         let end = range.end.min(len);
         let from = first_unit * CHECK_UNIT;
         let to = ((first_unit + crcs.len() as u64) * CHECK_UNIT).min(len);
@@ -499,7 +502,7 @@ impl Cache {
             && buf.len() as u64 == to - from
             && buf
                 .chunks(CHECK_UNIT as usize)
-                .zip(&crcs)
+                .zip(crcs)
                 .all(|(chunk, crc)| crc32c::crc32c(chunk) == *crc);
         if !intact {
             tracing::warn!(

@@ -124,6 +124,16 @@ pub enum SizeLimit {
     PercentOfDisk(f64),
 }
 
+impl SizeLimit {
+    /// The limit in bytes on a disk of `disk` bytes.
+    pub fn bytes(self, disk: u64) -> u64 {
+        match self {
+            SizeLimit::Bytes(b) => b,
+            SizeLimit::PercentOfDisk(p) => (disk as f64 * p / 100.0) as u64,
+        }
+    }
+}
+
 /// The block cache's settings.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CacheConfig {

@@ -61,11 +61,7 @@ pub const CACHE_RETRY_AFTER: Duration = Duration::from_secs(30);
 type FetchResult = Result<Bytes, Arc<StoreError>>;
 type SharedFetch = Shared<BoxFuture<'static, FetchResult>>;
 
-/// The read path's counters (hits, misses, prefetch, passthrough): the daemon's metrics,
-/// recorded with one atomic add each.
-pub use warpdrive_metrics::ReadMetrics as ReadStats;
-
-use warpdrive_metrics::add;
+use warpdrive_metrics::{ReadMetrics, add};
 
 /// One version of one object, as a handle reads it.
 #[derive(Debug, Clone)]
@@ -192,7 +188,8 @@ pub struct BlockReader {
     /// Reads bypass the cache until then, after a disk failure.
     cache_off_until: Mutex<Option<Instant>>,
     failure_logged: AtomicBool,
-    pub stats: ReadStats,
+    /// The read path's counters (the daemon's metrics), one atomic add each.
+    pub stats: ReadMetrics,
 }
 
 impl std::fmt::Debug for BlockReader {
@@ -211,7 +208,7 @@ impl BlockReader {
         cache: Option<Arc<Cache>>,
         block_size: u64,
         prefetch_budget: u64,
-        stats: ReadStats,
+        stats: ReadMetrics,
     ) -> BlockReader {
         let block_size = cache.as_ref().map_or(block_size, |c| c.block_size());
         let permits = (prefetch_budget / block_size).min(Semaphore::MAX_PERMITS as u64) as usize;
@@ -367,7 +364,7 @@ impl BlockReader {
         if !missing.is_empty() {
             let mut stretch_to = None;
             if cache.is_none() && sequential {
-                let w = stream.lock().window.max(1).min(self.run_blocks());
+                let w = stream.lock().window.max(1).min(self.run_blocks);
                 stretch_to = Some((b1 + w).min(self.last_block(obj)));
             }
             let runs = self.start_runs(obj, &missing, stretch_to, None);
@@ -446,11 +443,6 @@ impl BlockReader {
             }));
         }
         Ok(block.slice(from..to))
-    }
-
-    /// Blocks in one prefetch GET.
-    fn run_blocks(&self) -> u64 {
-        self.run_blocks
     }
 
     /// Completes a read [`BlockReader::begin`] could not serve at once.
@@ -735,7 +727,7 @@ impl BlockReader {
             return;
         };
         let last = self.last_block(obj);
-        let run_blocks = self.run_blocks();
+        let run_blocks = self.run_blocks;
         let (from, to, window) = {
             let st = stream.lock();
             let from = (b1 + 1).max(st.prefetched_to);

@@ -35,7 +35,7 @@ use warpdrive_config::MetadataTtl;
 use warpdrive_metrics::Metrics;
 use warpdrive_store::{Backend, ObjectInfo, StoreError, valid_component};
 
-use crate::blocks::{Begun, BlockReader, Object, Pending, ReadStats, Stream};
+use crate::blocks::{Begun, BlockReader, Object, Pending, Stream};
 use crate::error::{FsError, FsResult};
 use crate::inode::{BackendId, Ino, InodeTable, Kind, Node, NodePath};
 use crate::listing::{Entry, Listing, Status};
@@ -226,10 +226,6 @@ impl Fs {
     }
 
     /// Counters of the read path and the cache.
-    pub fn read_stats(&self) -> &ReadStats {
-        &self.reader.stats
-    }
-
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
@@ -836,20 +832,13 @@ mod tests {
     use std::time::Duration;
 
     use proptest::prelude::*;
-    use warpdrive_config::{AuthMode, BackendConfig, BackendKind};
 
     use super::*;
 
     fn fs_over(dir: &Path) -> Arc<Fs> {
-        let cfg = BackendConfig {
-            name: "data".into(),
-            kind: BackendKind::Local {
-                path: dir.to_path_buf(),
-            },
-            prefix: String::new(),
-            auth: AuthMode::Anonymous,
-        };
-        let backend = Arc::new(Backend::build(&cfg).expect("local backend"));
+        let backend = Arc::new(
+            Backend::build(&warpdrive_testkit::local_backend("data", dir)).expect("local backend"),
+        );
         Fs::new(
             FsConfig {
                 metadata_ttl: MetadataTtl::For(Duration::from_secs(60)),
@@ -954,15 +943,9 @@ mod tests {
                 Err(e) => panic!("cache: {e}"),
             }
         };
-        let cfg = BackendConfig {
-            name: "data".into(),
-            kind: BackendKind::Local {
-                path: dir.to_path_buf(),
-            },
-            prefix: String::new(),
-            auth: AuthMode::Anonymous,
-        };
-        let backend = Arc::new(Backend::build(&cfg).expect("local backend"));
+        let backend = Arc::new(
+            Backend::build(&warpdrive_testkit::local_backend("data", dir)).expect("local backend"),
+        );
         let fs = Fs::new(
             FsConfig {
                 // Every open asks the store, so overwrites are seen at once.
@@ -997,7 +980,7 @@ mod tests {
             let f = fs.lookup(root.ino, &format!("s{i}")).await.expect("lookup");
             fhs.push(fs.open(f.ino, false).await.expect("open").fh);
         }
-        let stats = fs.read_stats();
+        let stats = &fs.metrics().read;
         let mut peak = 0;
         for off in (0..41 * bs).step_by(bs as usize) {
             for (fh, data) in fhs.iter().zip(&files) {

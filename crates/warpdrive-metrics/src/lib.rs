@@ -326,10 +326,6 @@ impl BackendMetrics {
         }
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Counts one request and its latency: until the first byte of the answer, and in all.
     pub fn request(&self, r: Request, first_byte: std::time::Duration, total: std::time::Duration) {
         if !recording() {

@@ -59,22 +59,26 @@ fn every_family_renders_with_its_type() {
             .find(|x| x.metric == name && x.labels.get(label.0) == Some(label.1))
             .map(|x| x.value.clone())
     };
-    assert!(matches!(
-        sample("warpdrive_fuse_operations_total", ("op", "read")),
-        Some(prometheus_parse::Value::Counter(v)) if v == 1.0
-    ));
-    assert!(matches!(
-        sample("warpdrive_fuse_errors_total", ("errno", "ENOENT")),
-        Some(prometheus_parse::Value::Counter(v)) if v == 1.0
-    ));
-    assert!(matches!(
-        sample("warpdrive_backend_errors_total", ("kind", "throttled")),
-        Some(prometheus_parse::Value::Counter(v)) if v == 1.0
-    ));
-    assert!(matches!(
-        sample("warpdrive_build_info", ("commit", "abc123")),
-        Some(prometheus_parse::Value::Gauge(v)) if v == 1.0
-    ));
+    for (name, label, counter) in [
+        ("warpdrive_fuse_operations_total", ("op", "read"), true),
+        ("warpdrive_fuse_errors_total", ("errno", "ENOENT"), true),
+        (
+            "warpdrive_backend_errors_total",
+            ("kind", "throttled"),
+            true,
+        ),
+        ("warpdrive_build_info", ("commit", "abc123"), false),
+    ] {
+        let got = sample(name, label);
+        assert!(
+            matches!(
+                (&got, counter),
+                (Some(prometheus_parse::Value::Counter(v)), true)
+                    | (Some(prometheus_parse::Value::Gauge(v)), false) if *v == 1.0
+            ),
+            "{name}: {got:?}"
+        );
+    }
     let lat = s
         .samples
         .iter()

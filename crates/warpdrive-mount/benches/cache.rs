@@ -309,14 +309,7 @@ fn metrics_cost_section() {
         std::fs::write(src.path().join(format!("m{i}")), random_bytes(FILE, 80 + i))
             .expect("write");
     }
-    let cfg = warpdrive_config::BackendConfig {
-        name: "l".into(),
-        kind: warpdrive_config::BackendKind::Local {
-            path: src.path().to_path_buf(),
-        },
-        prefix: String::new(),
-        auth: warpdrive_config::AuthMode::Anonymous,
-    };
+    let cfg = warpdrive_testkit::local_backend("l", src.path());
     let mut m = Mount::prepare(
         std::slice::from_ref(&cfg),
         "fuse: { passthrough: off }\n",

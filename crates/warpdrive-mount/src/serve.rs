@@ -133,12 +133,7 @@ fn cache_metrics(metrics: &Metrics, cache: &Arc<Cache>, dir: &Path) {
             return CacheFigures::default();
         };
         let q = c.quick_stats();
-        let (disk, free) = nix::sys::statvfs::statvfs(&dir)
-            .map(|s| {
-                let f = s.fragment_size();
-                (s.blocks() * f, s.blocks_available() * f)
-            })
-            .unwrap_or((0, 0));
+        let (disk, free) = warpdrive_cache::disk_usage(&dir).unwrap_or((0, 0));
         CacheFigures {
             used_bytes: q.used_bytes,
             capacity_bytes: if q.max_bytes == u64::MAX {

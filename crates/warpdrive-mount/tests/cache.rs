@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Mount, drop_page_cache, runtime, sha256, wait_exit};
+use common::{Mount, drop_page_cache, runtime, sha256};
 use warpdrive_testkit::{DelayProxy, Emulator, Kind, emulator_backend, random_bytes, upload_many};
 
 const MIB: usize = 1 << 20;
@@ -494,21 +494,8 @@ fn a_second_daemon_refuses_the_same_cache_directory() {
     );
     let cfg_path = m.dir.path().join("second.yaml");
     std::fs::write(&cfg_path, cfg).expect("config");
-    let mut child = std::process::Command::new(BIN)
-        .arg("--config")
-        .arg(&cfg_path)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let status = wait_exit(&mut child, Duration::from_secs(20), "a refused start");
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut err)
-        .expect("stderr");
-    assert_eq!(status.code(), Some(1), "{err}");
+    let (code, err) = common::refused_start(&cfg_path, "a refused start");
+    assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("in use by another warpdrive-mount") && err.contains(&m.pid().to_string()),
         "{err}"

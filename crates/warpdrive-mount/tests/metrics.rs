@@ -5,10 +5,9 @@
 
 mod common;
 
-use std::io::Read;
 use std::time::Duration;
 
-use common::{BIN, Mount, ctl, runtime, sha256, wait_exit};
+use common::{Mount, ctl, runtime, sha256};
 use prometheus_parse::{Sample, Scrape, Value};
 use warpdrive_fs::mountinfo::{MountState, mount_state};
 use warpdrive_testkit::{
@@ -331,21 +330,8 @@ fn the_metrics_listener_stays_on_loopback_unless_allowed() {
         cfg.replace(&format!("127.0.0.1:{port}"), &format!("0.0.0.0:{port}")),
     )
     .expect("config");
-    let mut child = std::process::Command::new(BIN)
-        .arg("--config")
-        .arg(&m.config)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let status = wait_exit(&mut child, Duration::from_secs(20), "a refused config");
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut err)
-        .expect("stderr");
-    assert_eq!(status.code(), Some(2), "{err}");
+    let (code, err) = common::refused_start(&m.config, "a refused config");
+    assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains("metrics.listen") && err.contains("allow_remote"),
         "{err}"

@@ -34,7 +34,8 @@ pub(crate) fn status_kind(status: u16) -> Option<ErrorKind> {
     }
 }
 
-fn transport_kind(e: &HttpError) -> ErrorKind {
+/// The class of a failure of the transport itself.
+pub(crate) fn transport_kind(e: &HttpError) -> ErrorKind {
     match e.kind() {
         HttpErrorKind::Timeout => ErrorKind::Timeout,
         HttpErrorKind::Connect | HttpErrorKind::Request | HttpErrorKind::Interrupted => {

@@ -126,49 +126,17 @@ pub struct Backend {
     metrics: BackendMetrics,
 }
 
-/// The class of a failed request, for `warpdrive_backend_errors_total`.
+/// The class of a failure while a response body streams (attempts that fail before their
+/// answer are classified in the HTTP layer, [`attempts`]).
 fn classify(e: &object_store::Error) -> ErrorKind {
-    use object_store::Error as E;
-    match e {
-        E::NotFound { .. }
-        | E::Precondition { .. }
-        | E::PermissionDenied { .. }
-        | E::Unauthenticated { .. }
-        | E::AlreadyExists { .. }
-        | E::NotModified { .. }
-        | E::InvalidPath { .. } => return ErrorKind::Client,
-        _ => {}
-    }
-    // The transport's own classification, if the failure came from it.
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if let Some(h) = s.downcast_ref::<object_store::client::HttpError>() {
-            use object_store::client::HttpErrorKind as K;
-            return match h.kind() {
-                K::Timeout => ErrorKind::Timeout,
-                K::Connect | K::Request | K::Interrupted => ErrorKind::Connection,
-                _ => ErrorKind::Other,
-            };
+            return attempts::transport_kind(h);
         }
         source = s.source();
     }
-    // Otherwise the HTTP status the store answered with (object_store's retry error is not
-    // public; its message carries the status).
-    let text = e.to_string();
-    let status = text
-        .split("status code: ")
-        .nth(1)
-        .and_then(|t| t.get(..3))
-        .and_then(|t| t.parse::<u16>().ok());
-    match status {
-        Some(429) => ErrorKind::Throttled,
-        Some(503) if text.contains("SlowDown") || text.contains("ServerBusy") => {
-            ErrorKind::Throttled
-        }
-        Some(500..=599) => ErrorKind::Server,
-        Some(400..=499) => ErrorKind::Client,
-        _ => ErrorKind::Other,
-    }
+    ErrorKind::Other
 }
 
 /// Records one request's latency when dropped (so a stream read to its end, or abandoned,
@@ -249,10 +217,6 @@ impl Backend {
 
     pub fn name(&self) -> &str {
         &self.config.name
-    }
-
-    pub fn metrics(&self) -> &BackendMetrics {
-        &self.metrics
     }
 
     /// Turns a failed cloud request into a [`StoreError`]. Its attempts were counted, by

@@ -255,6 +255,18 @@ impl Drop for Emulator {
     }
 }
 
+/// A local-directory backend config named `name` over `path`.
+pub fn local_backend(name: &str, path: &std::path::Path) -> BackendConfig {
+    BackendConfig {
+        name: name.to_string(),
+        kind: BackendKind::Local {
+            path: path.to_path_buf(),
+        },
+        prefix: String::new(),
+        auth: AuthMode::Anonymous,
+    }
+}
+
 /// A backend config for `bucket` on an emulator of `kind` at `endpoint`.
 pub fn emulator_backend(
     kind: Kind,

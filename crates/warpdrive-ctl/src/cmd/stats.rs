@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use warpdrive_config::{Config, SizeLimit};
+use warpdrive_config::Config;
 
 use crate::exit;
 use crate::fmt::size;
@@ -48,22 +48,6 @@ struct Stats {
     newest_access: Option<i64>,
 }
 
-fn disk(dir: &std::path::Path) -> (u64, u64) {
-    nix::sys::statvfs::statvfs(dir)
-        .map(|s| {
-            let f = s.fragment_size();
-            (s.blocks() * f, s.blocks_available() * f)
-        })
-        .unwrap_or((0, 0))
-}
-
-fn resolve(l: SizeLimit, disk: u64) -> u64 {
-    match l {
-        SizeLimit::Bytes(b) => b,
-        SizeLimit::PercentOfDisk(p) => (disk as f64 * p / 100.0) as u64,
-    }
-}
-
 fn when(t: Option<i64>) -> String {
     let Some(t) = t else { return "-".into() };
     let at = UNIX_EPOCH + Duration::from_secs(t.max(0) as u64);
@@ -89,7 +73,7 @@ pub fn run(config: &Config, a: &StatsArgs) -> Result<u8> {
     }
     let s = warpdrive_cache::read_index_summary(dir)
         .with_context(|| format!("reading the cache index in {}", dir.display()))?;
-    let (disk_bytes, disk_free_bytes) = disk(dir);
+    let (disk_bytes, disk_free_bytes) = warpdrive_cache::disk_usage(dir).unwrap_or((0, 0));
     let c = |name: &str| s.counters.get(name).copied().unwrap_or(0);
     let (hit, miss) = (c("hit_bytes"), c("miss_bytes"));
     let out = Stats {
@@ -99,7 +83,7 @@ pub fn run(config: &Config, a: &StatsArgs) -> Result<u8> {
         objects: s.objects,
         blocks: s.blocks,
         bytes: s.bytes,
-        capacity_bytes: resolve(config.cache.max_size, disk_bytes),
+        capacity_bytes: config.cache.max_size.bytes(disk_bytes),
         disk_bytes,
         disk_free_bytes,
         share_of_disk: if disk_bytes > 0 {

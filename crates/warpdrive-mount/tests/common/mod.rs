@@ -207,6 +207,26 @@ impl Mount {
     }
 }
 
+/// Starts the daemon on `config` expecting it to refuse: its exit code and stderr.
+pub fn refused_start(config: &Path, what: &str) -> (Option<i32>, String) {
+    use std::io::Read;
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let status = wait_exit(&mut child, Duration::from_secs(20), what);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("stderr");
+    (status.code(), err)
+}
+
 /// Runs `warpdrive-ctl` (built beside the daemon by `cargo build --bins`) on the mount's
 /// config; returns its stdout.
 pub fn ctl(m: &Mount, args: &[&str]) -> String {
