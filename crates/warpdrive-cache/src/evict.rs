@@ -306,3 +306,81 @@ impl Cache {
         self.used.fetch_sub(len, Ordering::Relaxed);
     }
 }
+
+/// What [`Cache::evict_where`] did (or, on a dry run, would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EvictOutcome {
+    pub evicted: Evicted,
+    /// Matching objects left alone because a passthrough reader has their file open.
+    pub pinned_objects: u64,
+    pub pinned_bytes: u64,
+}
+
+impl Cache {
+    /// Evicts every whole object for which `select(backend, key, last_access)` holds, except
+    /// objects a passthrough reader has pinned (counted instead). With `dry_run`, only counts.
+    /// Readers of evicted data simply fetch it again.
+    pub fn evict_where(
+        &self,
+        select: impl Fn(&str, &str, i64) -> bool,
+        dry_run: bool,
+    ) -> Result<EvictOutcome> {
+        let mut out = EvictOutcome::default();
+        let mut victims = Vec::new();
+        {
+            let objects = self.objects.read();
+            for (backend, key, e) in objects.iter() {
+                if !select(backend, key, e.last_access.load(Ordering::Relaxed)) {
+                    continue;
+                }
+                let bytes = self.cached_bytes(e);
+                if e.pins.load(Ordering::Relaxed) > 0 {
+                    out.pinned_objects += 1;
+                    out.pinned_bytes += bytes;
+                    continue;
+                }
+                victims.push((backend.to_string(), key.to_string(), e.id));
+                out.evicted.objects += 1;
+                out.evicted.blocks += e.blocks.len() as u64;
+                out.evicted.bytes += bytes;
+            }
+        }
+        if dry_run || victims.is_empty() {
+            return Ok(out);
+        }
+        let _one_pass = self.evicting.lock();
+        let mut done = Evicted::default();
+        for (backend, key, id) in victims {
+            let removed = {
+                let mut objects = self.objects.write();
+                match objects.get(&backend, &key) {
+                    Some(e) if e.id == id && e.pins.load(Ordering::Relaxed) == 0 => {
+                        objects.remove(&backend, &key)
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(e) = removed {
+                done.objects += 1;
+                done.blocks += e.blocks.len() as u64;
+                done.bytes += self.cached_bytes(&e);
+                self.forget(e)?;
+            }
+        }
+        if done.blocks > 0 {
+            tracing::info!(
+                objects = done.objects,
+                blocks = done.blocks,
+                bytes = done.bytes,
+                "evicted on request"
+            );
+            self.evicted.fetch_add(done.blocks, Ordering::Relaxed);
+            self.send(Op::AddCounter {
+                name: "evicted_blocks",
+                delta: done.blocks as i64,
+            })?;
+        }
+        out.evicted = done;
+        Ok(out)
+    }
+}

@@ -41,7 +41,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use parking_lot::RwLock;
 
-pub use evict::{Evicted, Limit, Limits, disk_usage};
+pub use evict::{EvictOutcome, Evicted, Limit, Limits, disk_usage};
 pub use index::FORMAT_VERSION;
 use index::Op;
 
@@ -448,6 +448,17 @@ impl Cache {
         idx: BlockIndex,
         range: std::ops::Range<u64>,
     ) -> Result<Option<Bytes>> {
+        self.read_checked(id, idx, range, true)
+    }
+
+    /// [`Cache::read_range`]; `touch` records the read for eviction order (a scrub does not).
+    fn read_checked(
+        &self,
+        id: &ObjectId,
+        idx: BlockIndex,
+        range: std::ops::Range<u64>,
+        touch: bool,
+    ) -> Result<Option<Bytes>> {
         let (oid, len, first_unit, crcs) = {
             let objects = self.objects.read();
             let Some(e) = objects.get(&id.backend, &id.key) else {
@@ -461,7 +472,8 @@ impl Cache {
             };
             let now = now_secs();
             let before = e.last_access.load(Ordering::Relaxed);
-            if now - before >= TOUCH_GRANULARITY_SECS
+            if touch
+                && now - before >= TOUCH_GRANULARITY_SECS
                 && e.last_access
                     .compare_exchange(before, now, Ordering::Relaxed, Ordering::Relaxed)
                     .is_ok()
@@ -710,11 +722,69 @@ impl Cache {
         };
         let mut bad = 0;
         for b in blocks {
-            if self.read_block(id, BlockIndex(b))?.is_none() {
+            if self
+                .read_checked(id, BlockIndex(b), 0..self.cfg.block_size, false)?
+                .is_none()
+            {
                 bad += 1;
             }
         }
         Ok(bad)
+    }
+
+    /// Checks every cached block of the objects for which `select(backend, key)` holds
+    /// (all of each block's CRC32Cs), dropping and counting damaged blocks: a scrub.
+    /// `progress` is called after each object with the bytes checked so far.
+    pub fn verify_where(
+        &self,
+        select: impl Fn(&str, &str) -> bool,
+        progress: impl Fn(u64),
+    ) -> Result<VerifyOutcome> {
+        let ids: Vec<(ObjectId, u64, u64)> = {
+            let objects = self.objects.read();
+            objects
+                .iter()
+                .filter(|(b, k, _)| select(b, k))
+                .map(|(b, k, e)| {
+                    let id = ObjectId {
+                        backend: b.to_string(),
+                        key: k.to_string(),
+                        etag: e.etag.clone(),
+                    };
+                    (id, e.blocks.len() as u64, self.cached_bytes(e))
+                })
+                .collect()
+        };
+        let mut out = VerifyOutcome::default();
+        for (id, blocks, bytes) in ids {
+            let bad = self.verify(&id)?;
+            out.objects += 1;
+            out.blocks += blocks;
+            out.bytes += bytes;
+            if bad > 0 {
+                out.damaged_blocks += bad;
+                out.damaged.push((id.backend, id.key, bad));
+            }
+            progress(out.bytes);
+        }
+        Ok(out)
+    }
+
+    /// Every cached object, from memory (current to the last block written).
+    pub fn objects(&self) -> Vec<IndexObject> {
+        let objects = self.objects.read();
+        objects
+            .iter()
+            .map(|(b, k, e)| IndexObject {
+                backend: b.to_string(),
+                key: k.to_string(),
+                etag: e.etag.clone(),
+                size: e.size,
+                blocks: e.blocks.len() as u64,
+                cached_bytes: self.cached_bytes(e),
+                last_access: e.last_access.load(Ordering::Relaxed),
+            })
+            .collect()
     }
 
     /// Opens this version's data file for a reader that bypasses the cache (FUSE
@@ -887,6 +957,17 @@ pub struct IndexSummary {
     pub newest_access: Option<i64>,
 }
 
+/// What [`Cache::verify_where`] checked and found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyOutcome {
+    pub objects: u64,
+    pub blocks: u64,
+    pub bytes: u64,
+    pub damaged_blocks: u64,
+    /// (backend, key, damaged blocks) of each object with damage; those blocks are dropped.
+    pub damaged: Vec<(String, String, u64)>,
+}
+
 /// One cached object version as the index records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexObject {
@@ -945,6 +1026,20 @@ fn read_index(dir: &Path) -> Result<(IndexSummary, Vec<IndexObject>)> {
         });
     }
     Ok((s, objects))
+}
+
+/// Runs SQLite's `quick_check` on the index in `dir` (read-only, beside a live daemon);
+/// returns its format version when the index is sound.
+pub fn check_index(dir: &Path) -> Result<i64> {
+    let conn = index::open_read_only(&dir.join("index.db"))?;
+    let r: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+    if r != "ok" {
+        return Err(CacheError::Io {
+            path: dir.join("index.db"),
+            source: std::io::Error::other(format!("index integrity check failed: {r}")),
+        });
+    }
+    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
 }
 
 /// Every cached block recorded in the index of the cache in `dir`, read without taking the

@@ -179,6 +179,23 @@ pub struct MetricsConfig {
     pub enabled: bool,
 }
 
+/// The longest path a Unix socket address holds (`sun_path` less its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Where the control API is served: always on a Unix socket private to the daemon's user,
+/// and on TCP only when `listen` is set, behind a bearer token.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ControlConfig {
+    /// The Unix socket (`control.sock` in the cache directory unless set).
+    pub socket: PathBuf,
+    /// An optional TCP listener (loopback unless `allow_remote`), always behind the token.
+    pub listen: Option<SocketAddr>,
+    /// A file (mode 0600) holding the bearer token for TCP; without one, the token comes from
+    /// `WARPDRIVE_TOKEN` or is generated into `control.token` in the cache directory.
+    pub token_file: Option<PathBuf>,
+    pub allow_remote: bool,
+}
+
 /// FUSE session settings.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FuseConfig {
@@ -293,6 +310,7 @@ pub struct Config {
     pub mount_point: PathBuf,
     pub cache: CacheConfig,
     pub metrics: MetricsConfig,
+    pub control: ControlConfig,
     pub metadata_ttl: MetadataTtl,
     pub fuse: FuseConfig,
     pub backends: Vec<BackendConfig>,
@@ -433,6 +451,47 @@ impl Config {
             ));
         }
 
+        let raw_control = raw.control.unwrap_or_default();
+        let control_allow_remote = raw_control.allow_remote.unwrap_or(false);
+        let control_listen = match raw_control.listen.as_deref() {
+            None => None,
+            Some(l) => {
+                let a: SocketAddr = l.parse().map_err(|_| {
+                    invalid(
+                        "control.listen",
+                        format!("`{l}` is not an address; use IP:PORT such as 127.0.0.1:7878"),
+                    )
+                })?;
+                if !a.ip().is_loopback() && !control_allow_remote {
+                    return Err(invalid(
+                        "control.listen",
+                        format!(
+                            "`{a}` is not a loopback address, so the control API would be reachable from the network; use 127.0.0.1:PORT, or add `allow_remote: true` under `control:` to expose it (it always requires the token)"
+                        ),
+                    ));
+                }
+                Some(a)
+            }
+        };
+        let socket = raw_control
+            .socket
+            .unwrap_or_else(|| cache_dir.join("control.sock"));
+        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(invalid(
+                "control.socket",
+                format!(
+                    "{} is longer than a Unix socket path may be ({MAX_SOCKET_PATH} bytes); set `socket:` under `control:` to a shorter path such as /run/warpdrive.sock",
+                    socket.display()
+                ),
+            ));
+        }
+        let control = ControlConfig {
+            socket,
+            listen: control_listen,
+            token_file: raw_control.token_file,
+            allow_remote: control_allow_remote,
+        };
+
         let metadata_ttl = match raw.metadata_ttl.as_deref() {
             None => MetadataTtl::For(DEFAULT_METADATA_TTL),
             Some("indefinite") => MetadataTtl::Indefinite,
@@ -494,6 +553,7 @@ impl Config {
                 allow_remote,
                 enabled: metrics_enabled,
             },
+            control,
             metadata_ttl,
             fuse,
             backends,

@@ -15,6 +15,7 @@ pub(crate) struct RawConfig {
     pub mount_point: Option<PathBuf>,
     pub cache: Option<RawCache>,
     pub metrics: Option<RawMetrics>,
+    pub control: Option<RawControl>,
     pub metadata_ttl: Option<String>,
     pub fuse: Option<RawFuse>,
     pub backends: Option<Vec<RawBackend>>,
@@ -36,6 +37,15 @@ pub(crate) struct RawMetrics {
     pub listen: Option<String>,
     pub allow_remote: Option<bool>,
     pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawControl {
+    pub socket: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub allow_remote: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,9 +1,9 @@
 //! `warpdrive-ctl`: governance of a WarpDrive installation. Glue only: each subcommand is one
 //! file under `cmd/`.
 
+mod api;
 mod cmd;
 mod fmt;
-mod target;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,12 +19,18 @@ pub(crate) mod exit {
 }
 
 const AFTER_HELP: &str = "\
+Commands that read or change the cache go through the running daemon's control socket
+(control.socket, `control.sock` in the cache directory by default) when it answers, and
+work on the cache directory directly when no daemon runs.
+
 Exit codes:
-  0  success; for `status`: mounted and every backend reachable
-  1  for `status`: not mounted, stale, or a backend unreachable; for `metrics`: the
-     daemon's metrics endpoint cannot be reached; for `stats`: no cache index yet;
-     otherwise a failure
-  2  the config is invalid or unreadable";
+  0    success; for `status`: mounted and every backend reachable
+  1    for `status`: not mounted, stale, or a backend unreachable; for `metrics`: the
+       daemon's metrics endpoint cannot be reached; for `stats`: no cache index yet;
+       for `verify`: damaged blocks were found (and dropped); for `warm`: some objects
+       failed; otherwise a failure
+  2    the config is invalid or unreadable
+  130  `warm` was interrupted with Ctrl-C (what was fetched stays cached)";
 
 /// Inspect and manage WarpDrive: mounts, backends, and (with the block cache) cached data.
 #[derive(Debug, Parser)]
@@ -56,6 +62,17 @@ enum Cmd {
     /// Cached objects not read for `--older-than` (7 days by default), oldest first, and the
     /// bytes evicting them would free.
     Stale(cmd::stale::StaleArgs),
+    /// Frees cached objects not read for `--older-than`, under PATH, or all (`--all`);
+    /// `--dry-run` shows what would go. Works while mounted: readers just fetch again.
+    Evict(cmd::evict::EvictArgs),
+    /// Checks every cached block's CRC32C; damaged blocks are dropped and listed.
+    Verify(cmd::verify::VerifyArgs),
+    /// Fetches files or directories into the cache through the running daemon, with
+    /// progress; Ctrl-C stops and keeps what was fetched, a re-run fetches only the rest.
+    Warm(cmd::warm::WarmArgs),
+    /// Serves the control API on TCP behind a bearer token, for automation (forwarding to
+    /// the daemon when one runs, else working on the cache directly).
+    Serve(cmd::serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +90,10 @@ fn main() -> ExitCode {
         Cmd::Stats(a) => cmd::stats::run(&config, &a),
         Cmd::Usage(a) => cmd::usage::run(&config, &a),
         Cmd::Stale(a) => cmd::stale::run(&config, &a),
+        Cmd::Evict(a) => cmd::evict::run(&config, &a),
+        Cmd::Verify(a) => cmd::verify::run(&config, &a),
+        Cmd::Warm(a) => cmd::warm::run(&config, &a),
+        Cmd::Serve(a) => cmd::serve::run(&config, &a),
     };
     match r {
         Ok(code) => ExitCode::from(code),

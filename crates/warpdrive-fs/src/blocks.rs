@@ -778,19 +778,34 @@ impl BlockReader {
     /// Fetches every block of `obj` that is not cached, into the cache (used to repair an
     /// object before it is handed to passthrough). Returns once all are written.
     pub async fn fill(self: &Arc<Self>, obj: &Object) -> Result<(), Arc<StoreError>> {
-        let Some(cache) = self.cache_for(obj).cloned() else {
-            return Ok(());
+        let missing = self.missing_blocks(obj);
+        self.fill_blocks(obj, &missing).await
+    }
+
+    /// The blocks of `obj` the cache does not hold (none when it cannot be cached).
+    pub fn missing_blocks(&self, obj: &Object) -> Vec<u64> {
+        let Some(cache) = self.cache_for(obj) else {
+            return Vec::new();
         };
         if obj.size == 0 {
-            return Ok(());
+            return Vec::new();
         }
-        let missing: Vec<u64> = (0..=self.last_block(obj))
+        (0..=self.last_block(obj))
             .filter(|b| !cache.has_block(&obj.id, BlockIndex(*b)))
-            .collect();
-        if missing.is_empty() {
+            .collect()
+    }
+
+    /// Fetches `missing` blocks of `obj` into the cache (joining fetches already in flight)
+    /// and returns once all are written.
+    pub async fn fill_blocks(
+        self: &Arc<Self>,
+        obj: &Object,
+        missing: &[u64],
+    ) -> Result<(), Arc<StoreError>> {
+        if missing.is_empty() || self.cache_for(obj).is_none() {
             return Ok(());
         }
-        let runs = self.start_runs(obj, &missing, None, None);
+        let runs = self.start_runs(obj, missing, None, None);
         for f in runs.values() {
             f.fut.clone().await?;
         }

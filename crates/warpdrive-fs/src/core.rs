@@ -40,6 +40,9 @@ use crate::error::{FsError, FsResult};
 use crate::inode::{BackendId, Ino, InodeTable, Kind, Node, NodePath};
 use crate::listing::{Entry, Listing, Status};
 
+mod warm;
+pub use warm::{Listed, Warmed};
+
 /// Settings of the core, built once from the config.
 #[derive(Debug, Clone)]
 pub struct FsConfig {

@@ -13,7 +13,9 @@ pub mod inode;
 pub mod listing;
 pub mod mountinfo;
 
-pub use crate::core::{Attr, DirEntry, Fs, FsConfig, Invalidator, Opened, ReadStart};
+pub use crate::core::{
+    Attr, DirEntry, Fs, FsConfig, Invalidator, Listed, Opened, ReadStart, Warmed,
+};
 pub use crate::error::{FsError, FsResult};
 pub use crate::fuse::FuseAdapter;
 pub use crate::inode::{Ino, Kind};

@@ -160,6 +160,7 @@ pub(crate) fn run(config: Config) -> Result<()> {
         warpdrive_metrics::set_recording(false);
         None
     };
+    let control = bind_control(&config)?;
     let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"), GIT_COMMIT));
     cache_metrics(&metrics, &cache, &config.cache.dir);
 
@@ -208,6 +209,7 @@ pub(crate) fn run(config: Config) -> Result<()> {
         Some(cache.clone()),
         metrics.clone(),
     );
+    serve_control(&rt, control, &config, &fs, &cache);
     let adapter = FuseAdapter::new(
         fs.clone(),
         rt.handle().clone(),
@@ -309,8 +311,64 @@ pub(crate) fn run(config: Config) -> Result<()> {
     if let Err(e) = cache.flush() {
         tracing::warn!(error = %e, "could not commit the last cache index changes");
     }
+    let _ = std::fs::remove_file(&config.control.socket);
     tracing::info!(mount_point = %mp.display(), "stopped");
     Ok(())
+}
+
+/// The control API's listeners, bound before mounting so that a taken socket or port fails
+/// the start with a clear error.
+struct ControlListeners {
+    unix: std::os::unix::net::UnixListener,
+    tcp: Option<(std::net::TcpListener, String)>,
+}
+
+fn bind_control(config: &Config) -> Result<ControlListeners> {
+    let unix = warpdrive_control::server::bind_unix(&config.control.socket)?;
+    let tcp = match config.control.listen {
+        None => None,
+        Some(addr) => {
+            let (token, source) = warpdrive_control::token::load(
+                config.control.token_file.as_deref(),
+                &config.cache.dir,
+            )
+            .context("control.token_file")?;
+            let l = std::net::TcpListener::bind(addr).with_context(|| {
+                format!("control.listen: cannot listen on {addr}; pick a free port in the config")
+            })?;
+            l.set_nonblocking(true)?;
+            tracing::info!(%addr, %source, "control API on TCP (bearer token required)");
+            Some((l, token))
+        }
+    };
+    Ok(ControlListeners { unix, tcp })
+}
+
+fn serve_control(
+    rt: &tokio::runtime::Runtime,
+    l: ControlListeners,
+    config: &Config,
+    fs: &Arc<Fs>,
+    cache: &Arc<Cache>,
+) {
+    use warpdrive_control::server;
+    let control = server::Control::new(
+        Arc::new(config.clone()),
+        fs.clone(),
+        cache.clone(),
+        true,
+        (env!("CARGO_PKG_VERSION"), GIT_COMMIT),
+    );
+    let router = server::router(control);
+    if let Some((tcp, token)) = l.tcp {
+        rt.spawn(server::serve_tcp(
+            tcp,
+            server::require_token(router.clone(), token),
+        ));
+    }
+    let path = config.control.socket.clone();
+    tracing::info!(socket = %path.display(), "control API on the Unix socket");
+    rt.spawn(server::serve_unix(l.unix, path, router));
 }
 
 /// Unmounts `mp`; if it is busy (a process has a file open or its cwd there), detaches it

@@ -81,7 +81,8 @@ fn stats_match_the_cache_live_and_across_restarts() {
         let mut a = vec!["usage", "--json"];
         a.extend_from_slice(args);
         let v: serde_json::Value = serde_json::from_str(&ctl(&m, &a)).expect("usage --json");
-        v.as_array()
+        v["rows"]
+            .as_array()
             .expect("rows")
             .iter()
             .map(|r| {

@@ -1,7 +1,11 @@
 //! One module per subcommand.
 
+pub mod evict;
 pub mod metrics;
+pub mod serve;
 pub mod stale;
 pub mod stats;
 pub mod status;
 pub mod usage;
+pub mod verify;
+pub mod warm;

@@ -1,15 +1,17 @@
 //! `warpdrive-ctl stale`: cached objects not read for a while, oldest first, with what
-//! evicting them would free. Read from the index beside a live daemon.
+//! evicting them would free (from the daemon when it runs, else from the index read-only).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use serde::Serialize;
 use warpdrive_config::Config;
+use warpdrive_control::Target;
+use warpdrive_control::api::Stale;
+use warpdrive_control::client::query;
+use warpdrive_control::report;
 
-use crate::exit;
 use crate::fmt::{ago, size};
-use crate::target::Target;
+use crate::{api, exit};
 
 #[derive(Debug, clap::Args)]
 pub struct StaleArgs {
@@ -24,57 +26,33 @@ pub struct StaleArgs {
     json: bool,
 }
 
-fn parse_age(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_age(s: &str) -> Result<Duration, String> {
     warpdrive_config::parse_duration(s)
-}
-
-#[derive(Debug, Serialize)]
-struct StaleObject {
-    backend: String,
-    key: String,
-    cached_bytes: u64,
-    last_access: i64,
-}
-
-#[derive(Debug, Serialize)]
-struct Report {
-    older_than_seconds: u64,
-    objects: Vec<StaleObject>,
-    /// Bytes evicting them all would free.
-    total_bytes: u64,
 }
 
 pub fn run(config: &Config, a: &StaleArgs) -> Result<u8> {
     let target = Target::resolve(config, a.path.as_deref())?;
-    let dir = &config.cache.dir;
-    let objects = warpdrive_cache::read_index_objects(dir)
-        .with_context(|| format!("reading the cache index in {}", dir.display()))?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let cutoff = now - a.older_than.as_secs() as i64;
-    let mut stale: Vec<StaleObject> = objects
-        .into_iter()
-        .filter(|o| target.matches(o) && o.last_access <= cutoff)
-        .map(|o| StaleObject {
-            backend: o.backend,
-            key: o.key,
-            cached_bytes: o.cached_bytes,
-            last_access: o.last_access,
-        })
-        .collect();
-    stale.sort_by(|x, y| x.last_access.cmp(&y.last_access).then(x.key.cmp(&y.key)));
-    let report = Report {
-        older_than_seconds: a.older_than.as_secs(),
-        total_bytes: stale.iter().map(|o| o.cached_bytes).sum(),
-        objects: stale,
+    let out: Stale = match api::daemon(config) {
+        Some(c) => c.get(&format!(
+            "/api/v1/stale{}",
+            query(&[
+                ("older_than", Some(format!("{}s", a.older_than.as_secs()))),
+                ("path", a.path.clone()),
+            ])
+        ))?,
+        None => {
+            let dir = &config.cache.dir;
+            let objects = warpdrive_cache::read_index_objects(dir)
+                .with_context(|| format!("reading the cache index in {}", dir.display()))?;
+            report::stale(objects, &target, a.older_than)
+        }
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(exit::OK);
     }
     println!("{:>12}  {:<22}  object", "cached", "last read");
-    for o in &report.objects {
+    for o in &out.objects {
         println!(
             "{:>12}  {:<22}  {}/{}",
             size(o.cached_bytes as f64),
@@ -85,9 +63,9 @@ pub fn run(config: &Config, a: &StaleArgs) -> Result<u8> {
     }
     println!(
         "{} objects not read for {}; evicting them would free {}",
-        report.objects.len(),
+        out.objects.len(),
         humantime::format_duration(a.older_than),
-        size(report.total_bytes as f64)
+        size(out.total_bytes as f64)
     );
     Ok(exit::OK)
 }

@@ -1,51 +1,25 @@
 //! `warpdrive-ctl stats`: cache totals from the index, while the mount is live or not.
 //!
-//! The index (`index.db`, SQLite in WAL mode) is read read-only beside the daemon, so this
-//! never waits for it and never changes anything. Lifetime hits and misses are the daemon's
-//! counts, added to the index every 2 s and at exit; evictions and damaged blocks are
-//! committed as they happen.
+//! With a running daemon the figures come from its control API (after it commits its
+//! pending index changes); otherwise the index (`index.db`, SQLite in WAL mode) is read
+//! read-only. Lifetime hits and misses are the daemon's counts, added to the index every
+//! 2 s and at exit; evictions and damaged blocks are committed as they happen.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
-use serde::Serialize;
+use anyhow::Result;
 use warpdrive_config::Config;
+use warpdrive_control::api::Stats;
+use warpdrive_control::report;
 
-use crate::exit;
 use crate::fmt::size;
+use crate::{api, exit};
 
 #[derive(Debug, clap::Args)]
 pub struct StatsArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
-}
-
-#[derive(Debug, Serialize)]
-struct Stats {
-    cache_dir: String,
-    format_version: i64,
-    block_size: u64,
-    objects: u64,
-    blocks: u64,
-    bytes: u64,
-    /// `cache.max_size` in bytes (a share of the disk resolved against its size).
-    capacity_bytes: u64,
-    disk_bytes: u64,
-    disk_free_bytes: u64,
-    /// Cached bytes ÷ the disk's size.
-    share_of_disk: f64,
-    hit_blocks: i64,
-    hit_bytes: i64,
-    miss_blocks: i64,
-    miss_bytes: i64,
-    /// Hit bytes ÷ (hit + miss bytes), over the cache's lifetime.
-    hit_ratio: Option<f64>,
-    evicted_blocks: i64,
-    corrupt_blocks: i64,
-    /// Unix seconds of the least and most recently read cached objects.
-    oldest_access: Option<i64>,
-    newest_access: Option<i64>,
 }
 
 fn when(t: Option<i64>) -> String {
@@ -63,43 +37,19 @@ fn when(t: Option<i64>) -> String {
 }
 
 pub fn run(config: &Config, a: &StatsArgs) -> Result<u8> {
-    let dir = &config.cache.dir;
-    if !dir.join("index.db").exists() {
-        eprintln!(
-            "warpdrive-ctl: no cache index in {} yet (warpdrive-mount creates it when it first starts)",
-            dir.display()
-        );
-        return Ok(exit::DEGRADED);
-    }
-    let s = warpdrive_cache::read_index_summary(dir)
-        .with_context(|| format!("reading the cache index in {}", dir.display()))?;
-    let (disk_bytes, disk_free_bytes) = warpdrive_cache::disk_usage(dir).unwrap_or((0, 0));
-    let c = |name: &str| s.counters.get(name).copied().unwrap_or(0);
-    let (hit, miss) = (c("hit_bytes"), c("miss_bytes"));
-    let out = Stats {
-        cache_dir: dir.display().to_string(),
-        format_version: s.format_version,
-        block_size: s.block_size,
-        objects: s.objects,
-        blocks: s.blocks,
-        bytes: s.bytes,
-        capacity_bytes: config.cache.max_size.bytes(disk_bytes),
-        disk_bytes,
-        disk_free_bytes,
-        share_of_disk: if disk_bytes > 0 {
-            s.bytes as f64 / disk_bytes as f64
-        } else {
-            0.0
-        },
-        hit_blocks: c("hit_blocks"),
-        hit_bytes: hit,
-        miss_blocks: c("miss_blocks"),
-        miss_bytes: miss,
-        hit_ratio: (hit + miss > 0).then(|| hit as f64 / (hit + miss) as f64),
-        evicted_blocks: c("evicted_blocks"),
-        corrupt_blocks: c("corrupt_blocks"),
-        oldest_access: s.oldest_access,
-        newest_access: s.newest_access,
+    let out: Stats = match api::daemon(config) {
+        Some(c) => c.get("/api/v1/stats")?,
+        None => {
+            let dir = &config.cache.dir;
+            if !dir.join("index.db").exists() {
+                eprintln!(
+                    "warpdrive-ctl: no cache index in {} yet (warpdrive-mount creates it when it first starts)",
+                    dir.display()
+                );
+                return Ok(exit::DEGRADED);
+            }
+            report::stats(config, &report::read_summary(dir)?)
+        }
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&out)?);

@@ -13,7 +13,10 @@ use warpdrive_config::Config;
 use warpdrive_fs::mountinfo::{MountState, mount_state};
 use warpdrive_store::Backend;
 
-use crate::exit;
+use warpdrive_control::api::{CacheHealth, DaemonStatus};
+
+use crate::fmt::size;
+use crate::{api, exit};
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
@@ -46,8 +49,32 @@ struct Status {
     mount_point: String,
     mount: &'static str,
     mounted: bool,
+    /// The daemon's own account (version, uptime, cache health), when its socket answers.
+    daemon: Option<DaemonStatus>,
+    /// Cache health: from the daemon, or read from the cache directory without one.
+    cache: Option<CacheHealth>,
     backends: Vec<BackendStatus>,
     config: Config,
+}
+
+/// Cache health read from the directory when no daemon answers.
+fn local_cache_health(config: &Config) -> Option<CacheHealth> {
+    let dir = &config.cache.dir;
+    if !dir.join("index.db").exists() {
+        return None;
+    }
+    let (disk_bytes, disk_free_bytes) = warpdrive_cache::disk_usage(dir).unwrap_or((0, 0));
+    let check = warpdrive_cache::check_index(dir);
+    Some(CacheHealth {
+        dir: dir.display().to_string(),
+        format_version: check.as_ref().map_or(0, |v| *v),
+        used_bytes: warpdrive_cache::read_index_summary(dir).map_or(0, |s| s.bytes),
+        capacity_bytes: config.cache.max_size.bytes(disk_bytes),
+        disk_bytes,
+        disk_free_bytes,
+        index_ok: check.is_ok(),
+        index_error: check.err().map(|e| e.to_string()),
+    })
 }
 
 async fn probe(b: &warpdrive_config::BackendConfig, timeout: Duration) -> BackendStatus {
@@ -87,11 +114,27 @@ pub fn run(config: &Config, config_path: &Path, args: &StatusArgs) -> Result<u8>
         config.backends.iter().map(|b| probe(b, args.timeout)),
     ));
     let state = mount_state(&config.mount_point);
+    let daemon: Option<DaemonStatus> = match api::daemon(config) {
+        Some(c) => match c.get("/api/v1/status") {
+            Ok(d) => Some(d),
+            Err(e) => {
+                eprintln!("warpdrive-ctl: the daemon's control socket answers, but: {e:#}");
+                None
+            }
+        },
+        None => None,
+    };
+    let cache = match &daemon {
+        Some(d) => Some(d.cache.clone()),
+        None => local_cache_health(config),
+    };
     let status = Status {
         config_file: config_path.display().to_string(),
         mount_point: config.mount_point.display().to_string(),
         mount: state.as_str(),
         mounted: state == MountState::Live,
+        daemon,
+        cache,
         backends,
         config: config.clone(),
     };
@@ -100,7 +143,9 @@ pub fn run(config: &Config, config_path: &Path, args: &StatusArgs) -> Result<u8>
     } else {
         print_text(&status);
     }
-    let healthy = status.mounted && status.backends.iter().all(|b| b.reachable);
+    let healthy = status.mounted
+        && status.backends.iter().all(|b| b.reachable)
+        && status.cache.as_ref().is_none_or(|c| c.index_ok);
     Ok(if healthy { exit::OK } else { exit::DEGRADED })
 }
 
@@ -108,6 +153,38 @@ fn print_text(s: &Status) {
     println!("mount       {}  {}", s.mount_point, s.mount);
     println!("config      {}", s.config_file);
     println!("metadata    ttl {}", s.config.metadata_ttl);
+    match &s.daemon {
+        Some(d) => println!(
+            "daemon      pid {}, version {} ({}), up {}, {} jobs running",
+            d.pid,
+            d.version,
+            d.commit,
+            humantime::format_duration(Duration::from_secs(d.uptime_seconds)),
+            d.jobs_running
+        ),
+        None => println!(
+            "daemon      not answering on {}",
+            s.config.control.socket.display()
+        ),
+    }
+    match &s.cache {
+        Some(c) => println!(
+            "cache       {}: {} used of {} cap, {} free on disk; format {}, index {}",
+            c.dir,
+            size(c.used_bytes as f64),
+            size(c.capacity_bytes as f64),
+            size(c.disk_free_bytes as f64),
+            c.format_version,
+            match &c.index_error {
+                None => "ok".to_string(),
+                Some(e) => format!("DAMAGED: {e}"),
+            }
+        ),
+        None => println!(
+            "cache       {} (no index yet)",
+            s.config.cache.dir.display()
+        ),
+    }
     println!();
     let w = s
         .backends

@@ -1,15 +1,15 @@
 //! `warpdrive-ctl usage`: cache bytes and object counts per backend or per directory prefix,
-//! largest first, read from the index beside a live daemon.
-
-use std::collections::BTreeMap;
+//! largest first (from the daemon when it runs, else from the index read-only).
 
 use anyhow::{Context, Result};
-use serde::Serialize;
 use warpdrive_config::Config;
+use warpdrive_control::Target;
+use warpdrive_control::api::{Usage, UsageBy};
+use warpdrive_control::client::query;
+use warpdrive_control::report;
 
-use crate::exit;
 use crate::fmt::size;
-use crate::target::Target;
+use crate::{api, exit};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum By {
@@ -35,79 +35,40 @@ pub struct UsageArgs {
     json: bool,
 }
 
-#[derive(Debug, Serialize, PartialEq)]
-struct Row {
-    name: String,
-    bytes: u64,
-    objects: u64,
-}
-
-/// The group of a key: its backend and the first `depth` directories below `prefix`.
-fn group(backend: &str, key: &str, prefix: &str, depth: usize) -> String {
-    let rest = &key[prefix.len().min(key.len())..];
-    let dirs: Vec<&str> = rest.split('/').collect();
-    let n = depth.min(dirs.len().saturating_sub(1));
-    let mut g = format!("{backend}/{prefix}");
-    for d in &dirs[..n] {
-        g.push_str(d);
-        g.push('/');
-    }
-    g
-}
-
 pub fn run(config: &Config, a: &UsageArgs) -> Result<u8> {
     let target = Target::resolve(config, a.path.as_deref())?;
-    let dir = &config.cache.dir;
-    let objects = warpdrive_cache::read_index_objects(dir)
-        .with_context(|| format!("reading the cache index in {}", dir.display()))?;
-    let mut groups: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    for o in objects.iter().filter(|o| target.matches(o)) {
-        let name = match a.by {
-            By::Backend => o.backend.clone(),
-            By::Path => group(&o.backend, &o.key, &target.prefix, a.depth),
-        };
-        let g = groups.entry(name).or_default();
-        g.0 += o.cached_bytes;
-        g.1 += 1;
-    }
-    let mut rows: Vec<Row> = groups
-        .into_iter()
-        .map(|(name, (bytes, objects))| Row {
-            name,
-            bytes,
-            objects,
-        })
-        .collect();
-    rows.sort_by(|x, y| y.bytes.cmp(&x.bytes).then(x.name.cmp(&y.name)));
+    let by = match a.by {
+        By::Backend => UsageBy::Backend,
+        By::Path => UsageBy::Path,
+    };
+    let out: Usage = match api::daemon(config) {
+        Some(c) => c.get(&format!(
+            "/api/v1/usage{}",
+            query(&[
+                ("by", Some(format!("{:?}", by).to_lowercase())),
+                ("depth", Some(a.depth.to_string())),
+                ("path", a.path.clone()),
+            ])
+        ))?,
+        None => {
+            let dir = &config.cache.dir;
+            let objects = warpdrive_cache::read_index_objects(dir)
+                .with_context(|| format!("reading the cache index in {}", dir.display()))?;
+            report::usage(&objects, &target, by, a.depth)
+        }
+    };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(exit::OK);
     }
     println!("{:>12} {:>9}  where", "bytes", "objects");
-    for r in &rows {
+    for r in &out.rows {
         println!("{:>12} {:>9}  {}", size(r.bytes as f64), r.objects, r.name);
     }
-    let (b, n) = rows
-        .iter()
-        .fold((0, 0), |(b, n), r| (b + r.bytes, n + r.objects));
-    println!("{:>12} {:>9}  total", size(b as f64), n);
+    println!(
+        "{:>12} {:>9}  total",
+        size(out.total_bytes as f64),
+        out.total_objects
+    );
     Ok(exit::OK)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::group;
-
-    #[test]
-    fn groups_by_directory_depth() {
-        assert_eq!(group("s3", "d1/sub/b.bin", "", 1), "s3/d1/");
-        assert_eq!(group("s3", "d1/sub/b.bin", "", 2), "s3/d1/sub/");
-        assert_eq!(group("s3", "d1/sub/b.bin", "", 5), "s3/d1/sub/");
-        assert_eq!(
-            group("s3", "c.bin", "", 1),
-            "s3/",
-            "top-level files count at the top"
-        );
-        assert_eq!(group("s3", "d1/sub/b.bin", "d1/", 1), "s3/d1/sub/");
-    }
 }

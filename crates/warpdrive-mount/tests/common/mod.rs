@@ -245,6 +245,30 @@ pub fn ctl(m: &Mount, args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
+/// Runs `warpdrive-ctl` on the mount's config whatever its outcome: exit code, stdout,
+/// stderr.
+pub fn ctl_any(m: &Mount, args: &[&str]) -> (Option<i32>, String, String) {
+    let bin = Path::new(BIN).with_file_name("warpdrive-ctl");
+    let out = Command::new(&bin)
+        .arg("--config")
+        .arg(&m.config)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (run `cargo build --bins` first)", bin.display()));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A `warpdrive-ctl` command on the mount's config, to spawn.
+pub fn ctl_command(m: &Mount, args: &[&str]) -> Command {
+    let mut c = Command::new(Path::new(BIN).with_file_name("warpdrive-ctl"));
+    c.arg("--config").arg(&m.config).args(args);
+    c
+}
+
 /// Waits for `child` to exit; fails the test after `timeout`, naming what should have
 /// stopped it.
 pub fn wait_exit(child: &mut Child, timeout: Duration, after: &str) -> std::process::ExitStatus {

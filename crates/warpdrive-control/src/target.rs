@@ -1,12 +1,13 @@
-//! Which cached objects a command's `PATH` argument names: a path under the mount point
-//! (`/wd/datasets-cac/train`), a `wd://backend/prefix` URL, or `backend/prefix`.
+//! Which cached objects or backend keys a command's `PATH` names: a path under the mount
+//! point (`/wd/datasets-cac/train`), a `wd://backend/prefix` URL, or `backend/prefix`.
 
 use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
 use warpdrive_cache::IndexObject;
 use warpdrive_config::Config;
 
 /// A backend (all when `None`) and a key prefix inside it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {
     pub backend: Option<String>,
     pub prefix: String,
@@ -51,13 +52,57 @@ impl Target {
                 names.join(", ")
             );
         }
+        if prefix.split('/').any(|c| c == "." || c == "..") {
+            bail!("{path}: `.` and `..` are not allowed in a path here; give the path itself");
+        }
         Ok(Target {
             backend: Some(backend.to_string()),
             prefix: prefix.to_string(),
         })
     }
 
+    /// Whether `backend`/`key` is the object or lies in the directory this target names: a
+    /// prefix `train` matches `train` and `train/…`, never `training`.
+    pub fn matches_key(&self, backend: &str, key: &str) -> bool {
+        if self.backend.as_ref().is_some_and(|b| b != backend) {
+            return false;
+        }
+        let p = &self.prefix;
+        if p.is_empty() || p.ends_with('/') {
+            return key.starts_with(p.as_str());
+        }
+        key.strip_prefix(p.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+
     pub fn matches(&self, o: &IndexObject) -> bool {
-        self.backend.as_ref().is_none_or(|b| *b == o.backend) && o.key.starts_with(&self.prefix)
+        self.matches_key(&o.backend, &o.key)
+    }
+
+    /// The directory key the prefix names (without a trailing `/`).
+    pub fn dir(&self) -> &str {
+        self.prefix.trim_end_matches('/')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Target;
+
+    fn t(b: &str, p: &str) -> Target {
+        Target {
+            backend: Some(b.into()),
+            prefix: p.into(),
+        }
+    }
+
+    #[test]
+    fn a_prefix_is_a_directory_not_a_string_prefix() {
+        assert!(t("s3", "train").matches_key("s3", "train/a.tar"));
+        assert!(t("s3", "train").matches_key("s3", "train"));
+        assert!(!t("s3", "train").matches_key("s3", "training/a.tar"));
+        assert!(t("s3", "train/").matches_key("s3", "train/a.tar"));
+        assert!(!t("s3", "train").matches_key("gcs", "train/a.tar"));
+        assert!(Target::all().matches_key("gcs", "x"));
     }
 }

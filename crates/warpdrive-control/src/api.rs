@@ -1,0 +1,249 @@
+//! The control API's requests and answers: JSON bodies of `/api/v1/...` (doc/API.md,
+//! doc/openapi.yaml). The server and `warpdrive-ctl` share these types, so a field is named
+//! once.
+
+use serde::{Deserialize, Serialize};
+
+/// Every route: method and path, as the router serves them and doc/openapi.yaml lists them
+/// (a test keeps the three in step).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/v1/status"),
+    ("GET", "/api/v1/stats"),
+    ("GET", "/api/v1/usage"),
+    ("GET", "/api/v1/stale"),
+    ("POST", "/api/v1/evict"),
+    ("POST", "/api/v1/verify"),
+    ("POST", "/api/v1/warm"),
+    ("GET", "/api/v1/jobs"),
+    ("GET", "/api/v1/jobs/{id}"),
+    ("DELETE", "/api/v1/jobs/{id}"),
+];
+
+/// The body of every error answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}
+
+/// `GET /status`: the daemon and its cache.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    pub version: String,
+    pub commit: String,
+    pub pid: u32,
+    pub uptime_seconds: u64,
+    pub mount_point: String,
+    /// `false` for `warpdrive-ctl serve` without a mount.
+    pub mounted: bool,
+    pub cache: CacheHealth,
+    pub jobs_running: usize,
+}
+
+/// The cache's health, for `status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CacheHealth {
+    pub dir: String,
+    pub format_version: i64,
+    pub used_bytes: u64,
+    pub capacity_bytes: u64,
+    pub disk_bytes: u64,
+    pub disk_free_bytes: u64,
+    /// SQLite's `quick_check` of the index passed.
+    pub index_ok: bool,
+    pub index_error: Option<String>,
+}
+
+/// `GET /stats`: cache totals.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Stats {
+    pub cache_dir: String,
+    pub format_version: i64,
+    pub block_size: u64,
+    pub objects: u64,
+    pub blocks: u64,
+    pub bytes: u64,
+    /// `cache.max_size` in bytes (a share of the disk resolved against its size).
+    pub capacity_bytes: u64,
+    pub disk_bytes: u64,
+    pub disk_free_bytes: u64,
+    /// Cached bytes ÷ the disk's size.
+    pub share_of_disk: f64,
+    pub hit_blocks: i64,
+    pub hit_bytes: i64,
+    pub miss_blocks: i64,
+    pub miss_bytes: i64,
+    /// Hit bytes ÷ (hit + miss bytes), over the cache's lifetime.
+    pub hit_ratio: Option<f64>,
+    pub evicted_blocks: i64,
+    pub corrupt_blocks: i64,
+    /// Unix seconds of the least and most recently read cached objects.
+    pub oldest_access: Option<i64>,
+    pub newest_access: Option<i64>,
+}
+
+/// How `usage` groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageBy {
+    Backend,
+    Path,
+}
+
+/// `GET /usage?by=backend|path&depth=N&path=P`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UsageQuery {
+    pub by: UsageBy,
+    #[serde(default = "one")]
+    pub depth: usize,
+    pub path: Option<String>,
+}
+
+fn one() -> usize {
+    1
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UsageRow {
+    pub name: String,
+    pub bytes: u64,
+    pub objects: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Usage {
+    pub by: UsageBy,
+    /// Largest first.
+    pub rows: Vec<UsageRow>,
+    pub total_bytes: u64,
+    pub total_objects: u64,
+}
+
+/// `GET /stale?older_than=7d&path=P`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StaleQuery {
+    /// A duration such as `7d` or `90m`.
+    pub older_than: String,
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StaleObject {
+    pub backend: String,
+    pub key: String,
+    pub cached_bytes: u64,
+    /// Unix seconds of its last read (recorded to the minute).
+    pub last_access: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Stale {
+    pub older_than_seconds: u64,
+    /// Oldest first.
+    pub objects: Vec<StaleObject>,
+    /// Bytes evicting them all would free.
+    pub total_bytes: u64,
+}
+
+/// `POST /evict`: drop cached objects not read for `older_than` (all, when absent) under
+/// `path` (everything, when absent).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvictRequest {
+    pub older_than: Option<String>,
+    pub path: Option<String>,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EvictReport {
+    pub dry_run: bool,
+    /// What was (on a dry run: would be) freed.
+    pub objects: u64,
+    pub blocks: u64,
+    pub bytes: u64,
+    /// Matching objects kept because a reader has them open through passthrough.
+    pub pinned_objects: u64,
+    pub pinned_bytes: u64,
+}
+
+/// `POST /verify`: check every cached block's CRC32C under `path` (everything when absent).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct VerifyRequest {
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Damaged {
+    pub backend: String,
+    pub key: String,
+    /// Blocks that failed their checksum and were dropped (they are refetched when read).
+    pub blocks: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VerifyReport {
+    pub objects: u64,
+    pub blocks: u64,
+    pub bytes: u64,
+    pub damaged_blocks: u64,
+    pub damaged: Vec<Damaged>,
+}
+
+/// `POST /warm`: fetch files or whole directories into the cache, as a job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WarmRequest {
+    /// Paths under the mount point, `wd://BACKEND/PREFIX` or `BACKEND/PREFIX`.
+    pub paths: Vec<String>,
+    /// Include every level below a directory (otherwise only the files directly in it).
+    #[serde(default)]
+    pub recursive: bool,
+    /// Objects fetched at once (default 4).
+    pub parallel: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Finding the objects to work on.
+    Listing,
+    Running,
+    /// Finished; `errors` lists any object that failed.
+    Done,
+    /// Stopped on request; work done so far is kept.
+    Cancelled,
+    /// Could not run at all (see `errors`).
+    Failed,
+}
+
+impl JobState {
+    pub fn finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Done | JobState::Cancelled | JobState::Failed
+        )
+    }
+}
+
+/// A long operation (`warm`), its progress and outcome.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Job {
+    pub id: u64,
+    pub kind: String,
+    pub state: JobState,
+    /// What it was asked to work on.
+    pub paths: Vec<String>,
+    /// Unix seconds.
+    pub started_at: u64,
+    pub finished_at: Option<u64>,
+    pub objects_total: u64,
+    pub objects_done: u64,
+    /// Objects that were already complete in the cache.
+    pub objects_skipped: u64,
+    pub bytes_total: u64,
+    pub bytes_done: u64,
+    /// Bytes fetched from backends by this job.
+    pub bytes_fetched: u64,
+    pub error_count: u64,
+    /// The first errors (at most 20), one sentence each.
+    pub errors: Vec<String>,
+}

@@ -1,0 +1,323 @@
+//! The control API server: one router, served by the daemon on its Unix socket (and on TCP
+//! with a token when configured), and by `warpdrive-ctl serve` (TCP, token).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use warpdrive_cache::Cache;
+use warpdrive_config::Config;
+use warpdrive_fs::Fs;
+
+use crate::api::{
+    self, ApiError, CacheHealth, DaemonStatus, EvictRequest, Job, StaleQuery, UsageQuery,
+    VerifyRequest, WarmRequest,
+};
+use crate::jobs::Jobs;
+use crate::{Target, report};
+
+/// What the handlers work on.
+#[derive(Debug)]
+pub struct Control {
+    pub config: Arc<Config>,
+    pub fs: Arc<Fs>,
+    pub cache: Arc<Cache>,
+    pub mounted: bool,
+    pub version: String,
+    pub commit: String,
+    started: Instant,
+    jobs: Jobs,
+}
+
+impl Control {
+    pub fn new(
+        config: Arc<Config>,
+        fs: Arc<Fs>,
+        cache: Arc<Cache>,
+        mounted: bool,
+        (version, commit): (&str, &str),
+    ) -> Arc<Control> {
+        Arc::new(Control {
+            config,
+            fs,
+            cache,
+            mounted,
+            version: version.into(),
+            commit: commit.into(),
+            started: Instant::now(),
+            jobs: Jobs::default(),
+        })
+    }
+}
+
+/// An error answer: a status and one sentence.
+#[derive(Debug)]
+pub struct Failure(StatusCode, String);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, Json(ApiError { error: self.1 })).into_response()
+    }
+}
+
+fn bad_request(e: anyhow::Error) -> Failure {
+    Failure(StatusCode::BAD_REQUEST, format!("{e:#}"))
+}
+
+fn internal(e: anyhow::Error) -> Failure {
+    Failure(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))
+}
+
+type Answer<T> = Result<Json<T>, Failure>;
+
+/// Runs blocking cache work off the runtime's threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Failure> + Send + 'static,
+) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+}
+
+/// The API's routes (the same as [`api::ROUTES`]).
+pub fn router(c: Arc<Control>) -> Router {
+    Router::new()
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/stats", get(stats))
+        .route("/api/v1/usage", get(usage))
+        .route("/api/v1/stale", get(stale))
+        .route("/api/v1/evict", post(evict))
+        .route("/api/v1/verify", post(verify))
+        .route("/api/v1/warm", post(warm))
+        .route("/api/v1/jobs", get(jobs))
+        .route("/api/v1/jobs/{id}", get(job).delete(cancel_job))
+        .fallback(|| async {
+            Failure(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; the API lives under /api/v1 (see doc/API.md)".into(),
+            )
+        })
+        .with_state(c)
+}
+
+async fn status(State(c): State<Arc<Control>>) -> Answer<DaemonStatus> {
+    let cc = c.clone();
+    let cache = blocking(move || Ok(cache_health(&cc.config, &cc.cache))).await?;
+    Ok(Json(DaemonStatus {
+        version: c.version.clone(),
+        commit: c.commit.clone(),
+        pid: std::process::id(),
+        uptime_seconds: c.started.elapsed().as_secs(),
+        mount_point: c.config.mount_point.display().to_string(),
+        mounted: c.mounted,
+        cache,
+        jobs_running: c.jobs.running(),
+    }))
+}
+
+/// Disk, capacity and index integrity of the cache in use.
+pub fn cache_health(config: &Config, cache: &Cache) -> CacheHealth {
+    let dir = &config.cache.dir;
+    let (disk_bytes, disk_free_bytes) = warpdrive_cache::disk_usage(dir).unwrap_or((0, 0));
+    let check = warpdrive_cache::check_index(dir);
+    CacheHealth {
+        dir: dir.display().to_string(),
+        format_version: check.as_ref().map_or(0, |v| *v),
+        used_bytes: cache.used_bytes(),
+        capacity_bytes: config.cache.max_size.bytes(disk_bytes),
+        disk_bytes,
+        disk_free_bytes,
+        index_ok: check.is_ok(),
+        index_error: check.err().map(|e| e.to_string()),
+    }
+}
+
+async fn stats(State(c): State<Arc<Control>>) -> Answer<api::Stats> {
+    blocking(move || {
+        c.cache.flush().map_err(|e| internal(e.into()))?;
+        let s = report::read_summary(&c.config.cache.dir).map_err(internal)?;
+        Ok(Json(report::stats(&c.config, &s)))
+    })
+    .await
+}
+
+async fn usage(State(c): State<Arc<Control>>, Query(q): Query<UsageQuery>) -> Answer<api::Usage> {
+    let target = Target::resolve(&c.config, q.path.as_deref()).map_err(bad_request)?;
+    blocking(move || {
+        let objects = c.cache.objects();
+        Ok(Json(report::usage(&objects, &target, q.by, q.depth)))
+    })
+    .await
+}
+
+async fn stale(State(c): State<Arc<Control>>, Query(q): Query<StaleQuery>) -> Answer<api::Stale> {
+    let target = Target::resolve(&c.config, q.path.as_deref()).map_err(bad_request)?;
+    let age = report::parse_age(&q.older_than).map_err(bad_request)?;
+    blocking(move || Ok(Json(report::stale(c.cache.objects(), &target, age)))).await
+}
+
+async fn evict(
+    State(c): State<Arc<Control>>,
+    Json(r): Json<EvictRequest>,
+) -> Answer<api::EvictReport> {
+    let target = Target::resolve(&c.config, r.path.as_deref()).map_err(bad_request)?;
+    let age = r
+        .older_than
+        .as_deref()
+        .map(report::parse_age)
+        .transpose()
+        .map_err(bad_request)?;
+    blocking(move || {
+        report::evict(&c.cache, &target, age, r.dry_run)
+            .map(Json)
+            .map_err(internal)
+    })
+    .await
+}
+
+async fn verify(
+    State(c): State<Arc<Control>>,
+    Json(r): Json<VerifyRequest>,
+) -> Answer<api::VerifyReport> {
+    let target = Target::resolve(&c.config, r.path.as_deref()).map_err(bad_request)?;
+    blocking(move || {
+        report::verify(&c.cache, &target)
+            .map(Json)
+            .map_err(internal)
+    })
+    .await
+}
+
+async fn warm(
+    State(c): State<Arc<Control>>,
+    Json(r): Json<WarmRequest>,
+) -> Result<(StatusCode, Json<Job>), Failure> {
+    if r.paths.is_empty() {
+        return Err(Failure(
+            StatusCode::BAD_REQUEST,
+            "paths is empty; name at least one file or directory to warm".into(),
+        ));
+    }
+    for p in &r.paths {
+        Target::resolve(&c.config, Some(p)).map_err(bad_request)?;
+    }
+    let job = c.jobs.start_warm(c.config.clone(), c.fs.clone(), r);
+    Ok((StatusCode::ACCEPTED, Json(job)))
+}
+
+async fn jobs(State(c): State<Arc<Control>>) -> Json<Vec<Job>> {
+    Json(c.jobs.list())
+}
+
+fn no_job(id: u64) -> Failure {
+    Failure(StatusCode::NOT_FOUND, format!("no job {id}"))
+}
+
+async fn job(State(c): State<Arc<Control>>, UrlPath(id): UrlPath<u64>) -> Answer<Job> {
+    c.jobs.get(id).map(Json).ok_or_else(|| no_job(id))
+}
+
+async fn cancel_job(State(c): State<Arc<Control>>, UrlPath(id): UrlPath<u64>) -> Answer<Job> {
+    if !c.jobs.cancel(id) {
+        return Err(no_job(id));
+    }
+    c.jobs.get(id).map(Json).ok_or_else(|| no_job(id))
+}
+
+/// Requires `Authorization: Bearer <token>` (compared in constant time); 401 otherwise.
+pub fn require_token(router: Router, token: String) -> Router {
+    let token = Arc::new(token);
+    router.layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| {
+            let token = token.clone();
+            async move {
+                let given = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .unwrap_or("");
+                if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+                    return Failure(
+                        StatusCode::UNAUTHORIZED,
+                        "missing or wrong bearer token (send `Authorization: Bearer <token>`)"
+                            .into(),
+                    )
+                    .into_response();
+                }
+                next.run(req).await
+            }
+        },
+    ))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Binds the Unix socket at `path`, private to this user (0600). A socket file left by a
+/// daemon that is gone is replaced; one a live process answers on is an error.
+pub fn bind_unix(path: &Path) -> Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!(
+                "control.socket {} is in use by another process; give each daemon its own socket",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing the stale socket {}", path.display()))?;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the directory of {}", path.display()))?;
+    }
+    // Created with no access for others from the start (the umask), then set exactly.
+    // SAFETY: umask(2) only changes this process's file mode mask.
+    let old = unsafe { libc::umask(0o177) };
+    let l = std::os::unix::net::UnixListener::bind(path);
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc::umask(old) };
+    let l = l.with_context(|| format!("control.socket: cannot listen on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("making {} private (0600)", path.display()))?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+/// Serves `router` on a bound Unix socket until the runtime stops; removes the socket file
+/// when done.
+pub async fn serve_unix(l: std::os::unix::net::UnixListener, path: PathBuf, router: Router) {
+    match tokio::net::UnixListener::from_std(l) {
+        Ok(l) => {
+            if let Err(e) = axum::serve(l, router).await {
+                tracing::error!(error = %e, "control socket stopped");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "control socket unusable"),
+    }
+    let _ = std::fs::remove_file(path);
+}
+
+/// Serves `router` on a bound TCP listener until the runtime stops.
+pub async fn serve_tcp(l: std::net::TcpListener, router: Router) {
+    match tokio::net::TcpListener::from_std(l) {
+        Ok(l) => {
+            if let Err(e) = axum::serve(l, router).await {
+                tracing::error!(error = %e, "control listener stopped");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "control listener unusable"),
+    }
+}

@@ -1,0 +1,34 @@
+//! How a command reaches the cache: through the running daemon's control API (its Unix
+//! socket) when one answers, so the daemon's live index and metrics see everything, or
+//! directly otherwise.
+
+use anyhow::{Result, bail};
+use warpdrive_cache::{Cache, CacheConfig, CacheError};
+use warpdrive_config::Config;
+use warpdrive_control::client::Client;
+
+/// The running daemon's API, if its socket answers.
+pub fn daemon(config: &Config) -> Option<Client> {
+    Client::daemon(config)
+}
+
+/// Opens the cache for a command that changes it while no daemon runs.
+pub fn open_cache(config: &Config) -> Result<Cache> {
+    if !config.cache.dir.join("index.db").exists() {
+        bail!(
+            "no cache index in {} yet (warpdrive-mount creates it when it first starts)",
+            config.cache.dir.display()
+        );
+    }
+    match Cache::open(CacheConfig {
+        dir: config.cache.dir.clone(),
+        block_size: config.cache.block_size,
+    }) {
+        Ok(c) => Ok(c),
+        Err(e @ CacheError::Locked { .. }) => bail!(
+            "{e}, but its control socket {} does not answer; is control.socket the same in the daemon's config?",
+            config.control.socket.display()
+        ),
+        Err(e) => Err(e.into()),
+    }
+}
