@@ -16,6 +16,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 
 use crate::index::Op;
+use crate::quota::QuotaSet;
 use crate::{BlockIndex, Cache, CacheError, Result};
 
 /// Share of the size cap an admission pass frees beyond what the new block needs.
@@ -76,8 +77,18 @@ pub struct Evicted {
     pub bytes: u64,
 }
 
+/// Who needs room: decides which data a pass may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Requester {
+    /// The background pass keeping the limits: anything may go.
+    Background,
+    /// A block of this team (or of no team): other teams within their quotas are spared.
+    Block(Option<usize>),
+}
+
 /// An object that may be evicted, as seen by one pass.
 struct Candidate {
+    team: Option<usize>,
     last_access: i64,
     pinned: bool,
     backend: String,
@@ -89,10 +100,12 @@ struct Candidate {
 impl Cache {
     /// Every cached object with its size in cached bytes: one walk under the read lock.
     fn candidates(&self) -> Vec<Candidate> {
+        let quotas = self.quotas.read().clone();
         let objects = self.objects.read();
         objects
             .iter()
             .map(|(backend, key, e)| Candidate {
+                team: quotas.team_of(backend, key),
                 last_access: e.last_access.load(Ordering::Relaxed),
                 pinned: e.pins.load(Ordering::Relaxed) > 0,
                 backend: backend.to_string(),
@@ -140,7 +153,7 @@ impl Cache {
             };
             if let Some(e) = removed {
                 let blocks = e.blocks.len() as u64;
-                self.forget(e)?;
+                self.forget(&c.backend, &c.key, e)?;
                 out.objects += 1;
                 out.blocks += blocks;
                 out.bytes += c.bytes;
@@ -180,7 +193,7 @@ impl Cache {
                 }
                 let len = self.block_len(e.size, BlockIndex(b)).unwrap_or(0);
                 e.blocks.remove(&b);
-                self.used.fetch_sub(len, Ordering::Relaxed);
+                self.release(backend, key, len);
                 freed += len;
                 victims.push((b, len));
             }
@@ -230,10 +243,10 @@ impl Cache {
     /// Evicts until the cache is within its limits (and `room` bytes more fit), with some
     /// slack. Returns what was freed; without limits, nothing.
     pub fn enforce_limits(&self) -> Result<Evicted> {
-        self.make_room(0)
+        self.make_room(0, Requester::Background)
     }
 
-    fn make_room(&self, room: u64) -> Result<Evicted> {
+    fn make_room(&self, room: u64, who: Requester) -> Result<Evicted> {
         let Some(limits) = *self.limits.read() else {
             return Ok(Evicted::default());
         };
@@ -241,7 +254,7 @@ impl Cache {
         let (disk, free) = self.disk_usage()?;
         let max = limits.max_size.bytes(disk);
         let floor = limits.min_free.bytes(disk);
-        let candidates = self.candidates();
+        let mut candidates = self.candidates();
         let cached: u64 = candidates.iter().map(|c| c.bytes).sum();
         let deficit = (floor + room).saturating_sub(free);
         let slack = if room > 0 { max / SLACK_FRACTION } else { 0 };
@@ -255,7 +268,21 @@ impl Cache {
         } else {
             cached
         };
-        let target = by_cap.min(by_floor);
+        let mut target = by_cap.min(by_floor);
+        if let Requester::Block(team) = who {
+            // Spare other teams within their quotas: they are not candidates, and the
+            // target shrinks by what they hold.
+            let quotas = self.quotas.read().clone();
+            let spared =
+                |c: &Candidate| c.team.is_some_and(|t| Some(t) != team && quotas.within(t));
+            let kept: u64 = candidates
+                .iter()
+                .filter(|c| spared(c))
+                .map(|c| c.bytes)
+                .sum();
+            candidates.retain(|c| !spared(c));
+            target = target.saturating_sub(kept);
+        }
         let out = if cached > target {
             self.evict_from(candidates, target)?
         } else {
@@ -272,7 +299,7 @@ impl Cache {
     /// reservation into a recorded block or gives it back ([`Cache::unreserve`]). Reserving
     /// before writing keeps concurrent writers from overshooting the cap together.
     /// [`CacheError::NoRoom`] if even an empty cache would break the limits.
-    pub(crate) fn admit(&self, len: u64) -> Result<()> {
+    pub(crate) fn admit(&self, len: u64, team: Option<usize>) -> Result<()> {
         if self.limits.read().is_none() {
             self.used.fetch_add(len, Ordering::Relaxed);
             return Ok(());
@@ -296,8 +323,32 @@ impl Cache {
             if evicted {
                 return Err(CacheError::NoRoom { bytes: len });
             }
-            self.make_room(len)?;
+            self.make_room(len, Requester::Block(team))?;
             evicted = true;
+        }
+    }
+
+    /// Reserves `len` bytes of `team`'s quota, first evicting the team's own least recently
+    /// used data if it is at its quota; [`CacheError::NoRoom`] if that cannot make room.
+    pub(crate) fn admit_team(&self, quotas: &QuotaSet, team: usize, len: u64) -> Result<()> {
+        if quotas.try_reserve(team, len) {
+            return Ok(());
+        }
+        {
+            let _one_pass = self.evicting.lock();
+            let max = quotas.quotas[team].max_bytes;
+            let mut own = self.candidates();
+            own.retain(|c| c.team == Some(team));
+            let cached: u64 = own.iter().map(|c| c.bytes).sum();
+            let used = quotas.used[team].load(Ordering::Relaxed);
+            let in_flight = used.saturating_sub(cached);
+            let target = max.saturating_sub(len + max / SLACK_FRACTION + in_flight);
+            self.evict_from(own, target)?;
+        }
+        if quotas.try_reserve(team, len) {
+            Ok(())
+        } else {
+            Err(CacheError::NoRoom { bytes: len })
         }
     }
 
@@ -364,7 +415,7 @@ impl Cache {
                 done.objects += 1;
                 done.blocks += e.blocks.len() as u64;
                 done.bytes += self.cached_bytes(&e);
-                self.forget(e)?;
+                self.forget(&backend, &key, e)?;
             }
         }
         if done.blocks > 0 {

@@ -28,6 +28,7 @@
 
 mod evict;
 mod index;
+mod quota;
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -44,6 +45,8 @@ use parking_lot::RwLock;
 pub use evict::{EvictOutcome, Evicted, Limit, Limits, disk_usage};
 pub use index::FORMAT_VERSION;
 use index::Op;
+use quota::QuotaSet;
+pub use quota::{Quota, QuotaPath, QuotaUse, validate as validate_quotas};
 
 /// Default block size (the config's default is the one that counts; see doc/BENCHMARKS.md).
 pub const DEFAULT_BLOCK_SIZE: u64 = 1 << 20;
@@ -293,6 +296,8 @@ pub struct Cache {
     free_estimate: AtomicU64,
     /// One eviction pass at a time.
     evicting: parking_lot::Mutex<()>,
+    /// Team quotas in force ([`quota`]).
+    quotas: RwLock<Arc<QuotaSet>>,
     /// Held for the cache's lifetime: the exclusive lock on `<dir>/lock`.
     _lock: File,
 }
@@ -368,6 +373,7 @@ impl Cache {
             min_free_bytes: AtomicU64::new(0),
             free_estimate: AtomicU64::new(u64::MAX),
             evicting: parking_lot::Mutex::new(()),
+            quotas: RwLock::new(Arc::new(QuotaSet::default())),
             _lock: lock,
         })
     }
@@ -543,7 +549,7 @@ impl Cache {
                 Some(e) if e.etag == id.etag => {
                     if e.blocks.remove(&idx.0).is_some() {
                         let len = block_len(self.cfg.block_size, e.size, idx.0);
-                        self.used.fetch_sub(len, Ordering::Relaxed);
+                        self.release(&id.backend, &id.key, len);
                     }
                     e.id
                 }
@@ -574,19 +580,25 @@ impl Cache {
                 want,
             });
         }
-        self.admit(want)?;
-        let r = self.write_admitted(id, size, idx, data);
-        match r {
-            Ok(true) => Ok(()),
-            Ok(false) => {
-                self.unreserve(want);
-                Ok(())
+        let quotas = self.quotas.read().clone();
+        let team = quotas.team_of(&id.backend, &id.key);
+        if let Some(t) = team {
+            self.admit_team(&quotas, t, want)?;
+        }
+        if let Err(e) = self.admit(want, team) {
+            if let Some(t) = team {
+                quotas.sub(t, want);
             }
-            Err(e) => {
-                self.unreserve(want);
-                Err(e)
+            return Err(e);
+        }
+        let r = self.write_admitted(id, size, idx, data);
+        if !matches!(r, Ok(true)) {
+            self.unreserve(want);
+            if let Some(t) = team {
+                quotas.sub(t, want);
             }
         }
+        r.map(|_| ())
     }
 
     /// Writes a block whose room is reserved. `Ok(false)` when the bytes were not recorded
@@ -665,7 +677,7 @@ impl Cache {
         );
         drop(objects);
         if let Some(old) = old {
-            self.forget(old)?;
+            self.forget(&id.backend, &id.key, old)?;
         }
         self.send(Op::PutObject {
             id: new_id,
@@ -679,18 +691,65 @@ impl Cache {
     }
 
     /// Drops a removed entry's blocks: from the byte count, the index and the disk.
-    fn forget(&self, old: Entry) -> Result<()> {
-        self.used
-            .fetch_sub(cached_bytes(self.cfg.block_size, &old), Ordering::Relaxed);
+    fn forget(&self, backend: &str, key: &str, old: Entry) -> Result<()> {
+        self.release(backend, key, cached_bytes(self.cfg.block_size, &old));
         self.remove_data(old.id);
         self.send(Op::DropObject { id: old.id })
+    }
+
+    /// Takes `bytes` of `backend`/`key` off the cache's and its team's counts.
+    fn release(&self, backend: &str, key: &str, bytes: u64) {
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+        let q = self.quotas.read();
+        if let Some(t) = q.team_of(backend, key) {
+            q.sub(t, bytes);
+        }
+    }
+
+    /// Puts `quotas` in force (replacing any before) and counts each team's cached bytes.
+    pub fn set_quotas(&self, quotas: Vec<Quota>) -> std::result::Result<(), String> {
+        quota::validate(&quotas)?;
+        let set = QuotaSet::new(quotas);
+        {
+            let objects = self.objects.read();
+            for (b, k, e) in objects.iter() {
+                if let Some(t) = set.team_of(b, k) {
+                    set.add(t, self.cached_bytes(e));
+                }
+            }
+        }
+        *self.quotas.write() = Arc::new(set);
+        Ok(())
+    }
+
+    /// Each team's quota and the bytes and objects it has cached.
+    pub fn quota_use(&self) -> Vec<QuotaUse> {
+        let set = self.quotas.read().clone();
+        let mut objects = vec![0u64; set.quotas.len()];
+        for (b, k, _) in self.objects.read().iter() {
+            if let Some(t) = set.team_of(b, k) {
+                objects[t] += 1;
+            }
+        }
+        set.quotas
+            .iter()
+            .zip(&set.used)
+            .zip(objects)
+            .map(|((q, used), objects)| QuotaUse {
+                team: q.team.clone(),
+                paths: q.paths.clone(),
+                max_bytes: q.max_bytes,
+                used_bytes: used.load(Ordering::Relaxed),
+                objects,
+            })
+            .collect()
     }
 
     /// Drops every cached byte of `backend`/`key` (any version).
     pub fn invalidate(&self, backend: &str, key: &str) -> Result<()> {
         let old = self.objects.write().remove(backend, key);
         match old {
-            Some(old) => self.forget(old),
+            Some(old) => self.forget(backend, key, old),
             None => Ok(()),
         }
     }

@@ -466,3 +466,85 @@ fn a_second_user_of_the_directory_is_refused() {
     drop(c);
     Cache::open(cfg(d.path())).expect("free again after the first closes");
 }
+
+fn in_dir(dir: &str, i: u64) -> ObjectId {
+    ObjectId {
+        backend: "b".into(),
+        key: format!("{dir}/obj-{i:03}"),
+        etag: "e".into(),
+    }
+}
+
+fn team(name: &str, dir: &str, blocks: u64) -> Quota {
+    Quota {
+        team: name.into(),
+        paths: vec![QuotaPath {
+            backend: "b".into(),
+            prefix: dir.into(),
+        }],
+        max_bytes: blocks * BS,
+    }
+}
+
+#[test]
+fn quotas_cap_each_team_and_spare_teams_within_theirs() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let c = Cache::open(cfg(d.path())).expect("open");
+    c.set_limits(Limits {
+        max_size: Limit::Bytes(8 * BS),
+        min_free: Limit::Bytes(0),
+    });
+    c.set_quotas(vec![team("a", "ta", 4), team("b", "tb", 3)])
+        .expect("quotas");
+    let used = |c: &Cache| -> Vec<u64> { c.quota_use().iter().map(|u| u.used_bytes).collect() };
+    // Team b fills its quota exactly.
+    for i in 0..3 {
+        c.write_block(&in_dir("tb", i), BS, BlockIndex(0), &block(2, BS))
+            .expect("b");
+    }
+    // Team a reads far more than its quota: it never holds more, it evicts its own oldest.
+    for i in 0..20 {
+        c.write_block(&in_dir("ta", i), BS, BlockIndex(0), &block(3, BS))
+            .expect("a");
+        let u = used(&c);
+        assert!(u[0] <= 4 * BS, "team a over quota after {i}: {u:?}");
+    }
+    assert!(c.has_block(&in_dir("ta", 19), BlockIndex(0)), "newest kept");
+    // b's data survived all of it: b is within its quota.
+    for i in 0..3 {
+        assert!(
+            c.has_block(&in_dir("tb", i), BlockIndex(0)),
+            "b's block {i}"
+        );
+    }
+    // Unteamed data filling the cap takes room from itself and team a (over nothing) but
+    // never from b.
+    for i in 0..20 {
+        c.write_block(&in_dir("free", i), BS, BlockIndex(0), &block(4, BS))
+            .expect("free");
+        assert!(c.used_bytes() <= 8 * BS);
+    }
+    for i in 0..3 {
+        assert!(
+            c.has_block(&in_dir("tb", i), BlockIndex(0)),
+            "b's block {i} after unteamed reads"
+        );
+    }
+    // Usage per team matches the blocks held.
+    let u = c.quota_use();
+    assert_eq!(u[1].used_bytes, 3 * BS);
+    assert_eq!(u[1].objects, 3);
+    // A new quota set recounts from what is cached; overlapping paths are refused.
+    assert!(
+        c.set_quotas(vec![team("a", "ta", 4), team("x", "ta/sub", 1)])
+            .is_err()
+    );
+    c.set_quotas(vec![team("b", "tb", 2)]).expect("shrink b");
+    assert_eq!(used(&c), vec![3 * BS], "b is now over its quota");
+    c.write_block(&in_dir("tb", 9), BS, BlockIndex(0), &block(5, BS))
+        .expect("b again");
+    assert!(
+        used(&c)[0] <= 2 * BS,
+        "an over-quota team evicts its own data first"
+    );
+}

@@ -3,6 +3,7 @@
 //! once.
 
 use serde::{Deserialize, Serialize};
+pub use warpdrive_cache::{QuotaPath, QuotaUse};
 
 /// Every route: method and path, as the router serves them and doc/openapi.yaml lists them
 /// (a test keeps the three in step).
@@ -17,6 +18,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/jobs"),
     ("GET", "/api/v1/jobs/{id}"),
     ("DELETE", "/api/v1/jobs/{id}"),
+    ("GET", "/api/v1/quotas"),
+    ("PUT", "/api/v1/quotas/{team}"),
+    ("DELETE", "/api/v1/quotas/{team}"),
 ];
 
 /// The body of every error answer.
@@ -36,6 +40,8 @@ pub struct DaemonStatus {
     /// `false` for `warpdrive-ctl serve` without a mount.
     pub mounted: bool,
     pub cache: CacheHealth,
+    /// Each team's quota and use.
+    pub quotas: Vec<QuotaUse>,
     pub jobs_running: usize,
 }
 
@@ -87,6 +93,7 @@ pub struct Stats {
 pub enum UsageBy {
     Backend,
     Path,
+    Team,
 }
 
 /// `GET /usage?by=backend|path&depth=N&path=P`.
@@ -107,6 +114,9 @@ pub struct UsageRow {
     pub name: String,
     pub bytes: u64,
     pub objects: u64,
+    /// With `by=team`: the team's quota (`None` for data of no team).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -246,4 +256,14 @@ pub struct Job {
     pub error_count: u64,
     /// The first errors (at most 20), one sentence each.
     pub errors: Vec<String>,
+}
+
+/// `PUT /quotas/{team}`: the team's paths and its quota.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuotaSet {
+    /// Directories the team owns: paths under the mount point, `wd://BACKEND/PREFIX` or
+    /// `BACKEND/PREFIX`.
+    pub paths: Vec<String>,
+    /// A size such as `500GiB`.
+    pub max: String,
 }

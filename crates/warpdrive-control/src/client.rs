@@ -87,6 +87,10 @@ impl Client {
         self.call(Method::POST, path, Some(serde_json::to_vec(body)?))
     }
 
+    pub fn put<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        self.call(Method::PUT, path, Some(serde_json::to_vec(body)?))
+    }
+
     pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         self.call(Method::DELETE, path, None)
     }

@@ -11,6 +11,7 @@
 pub mod api;
 pub mod client;
 pub mod jobs;
+pub mod quotas;
 pub mod report;
 pub mod server;
 mod target;

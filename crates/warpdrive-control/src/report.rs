@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use warpdrive_cache::{Cache, IndexObject, IndexSummary};
+use warpdrive_cache::{Cache, IndexObject, IndexSummary, Quota};
 use warpdrive_config::Config;
 
 use crate::Target;
@@ -79,8 +79,24 @@ pub fn group(backend: &str, key: &str, prefix: &str, depth: usize) -> String {
 }
 
 /// Cache bytes and objects per backend or per directory prefix, largest first.
-pub fn usage(objects: &[IndexObject], target: &Target, by: UsageBy, depth: usize) -> Usage {
+/// Data of no team, in `usage --by team`.
+pub const NO_TEAM: &str = "(no team)";
+
+/// Cache bytes and objects per backend, directory prefix or team (every team listed, even
+/// with nothing cached), largest first.
+pub fn usage(
+    objects: &[IndexObject],
+    target: &Target,
+    by: UsageBy,
+    depth: usize,
+    quotas: &[Quota],
+) -> Usage {
     let mut groups: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    if by == UsageBy::Team {
+        for q in quotas {
+            groups.insert(q.team.clone(), (0, 0));
+        }
+    }
     let prefix = match target.prefix.as_str() {
         "" => String::new(),
         p => format!("{}/", p.trim_end_matches('/')),
@@ -89,6 +105,10 @@ pub fn usage(objects: &[IndexObject], target: &Target, by: UsageBy, depth: usize
         let name = match by {
             UsageBy::Backend => o.backend.clone(),
             UsageBy::Path => group(&o.backend, &o.key, &prefix, depth),
+            UsageBy::Team => quotas
+                .iter()
+                .find(|q| q.paths.iter().any(|p| p.covers(&o.backend, &o.key)))
+                .map_or_else(|| NO_TEAM.to_string(), |q| q.team.clone()),
         };
         let g = groups.entry(name).or_default();
         g.0 += o.cached_bytes;
@@ -97,6 +117,9 @@ pub fn usage(objects: &[IndexObject], target: &Target, by: UsageBy, depth: usize
     let mut rows: Vec<UsageRow> = groups
         .into_iter()
         .map(|(name, (bytes, objects))| UsageRow {
+            quota_bytes: (by == UsageBy::Team)
+                .then(|| quotas.iter().find(|q| q.team == name).map(|q| q.max_bytes))
+                .flatten(),
             name,
             bytes,
             objects,

@@ -10,18 +10,18 @@ use axum::extract::{Path as UrlPath, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use warpdrive_cache::Cache;
 use warpdrive_config::Config;
 use warpdrive_fs::Fs;
 
 use crate::api::{
-    self, ApiError, CacheHealth, DaemonStatus, EvictRequest, Job, StaleQuery, UsageQuery,
-    VerifyRequest, WarmRequest,
+    self, ApiError, CacheHealth, DaemonStatus, EvictRequest, Job, QuotaSet, QuotaUse, StaleQuery,
+    UsageQuery, VerifyRequest, WarmRequest,
 };
 use crate::jobs::Jobs;
-use crate::{Target, report};
+use crate::{Target, quotas, report};
 
 /// What the handlers work on.
 #[derive(Debug)]
@@ -34,6 +34,8 @@ pub struct Control {
     pub commit: String,
     started: Instant,
     jobs: Jobs,
+    /// One quota change at a time (read, change, save, apply).
+    quota_edit: tokio::sync::Mutex<()>,
 }
 
 impl Control {
@@ -53,6 +55,7 @@ impl Control {
             commit: commit.into(),
             started: Instant::now(),
             jobs: Jobs::default(),
+            quota_edit: tokio::sync::Mutex::new(()),
         })
     }
 }
@@ -98,6 +101,8 @@ pub fn router(c: Arc<Control>) -> Router {
         .route("/api/v1/warm", post(warm))
         .route("/api/v1/jobs", get(jobs))
         .route("/api/v1/jobs/{id}", get(job).delete(cancel_job))
+        .route("/api/v1/quotas", get(quota_list))
+        .route("/api/v1/quotas/{team}", put(quota_set).delete(quota_rm))
         .fallback(|| async {
             Failure(
                 StatusCode::NOT_FOUND,
@@ -118,6 +123,7 @@ async fn status(State(c): State<Arc<Control>>) -> Answer<DaemonStatus> {
         mount_point: c.config.mount_point.display().to_string(),
         mounted: c.mounted,
         cache,
+        quotas: c.cache.quota_use(),
         jobs_running: c.jobs.running(),
     }))
 }
@@ -152,7 +158,10 @@ async fn usage(State(c): State<Arc<Control>>, Query(q): Query<UsageQuery>) -> An
     let target = Target::resolve(&c.config, q.path.as_deref()).map_err(bad_request)?;
     blocking(move || {
         let objects = c.cache.objects();
-        Ok(Json(report::usage(&objects, &target, q.by, q.depth)))
+        let quotas = quotas::of_use(&c.cache.quota_use());
+        Ok(Json(report::usage(
+            &objects, &target, q.by, q.depth, &quotas,
+        )))
     })
     .await
 }
@@ -229,6 +238,54 @@ async fn cancel_job(State(c): State<Arc<Control>>, UrlPath(id): UrlPath<u64>) ->
         return Err(no_job(id));
     }
     c.jobs.get(id).map(Json).ok_or_else(|| no_job(id))
+}
+
+async fn quota_list(State(c): State<Arc<Control>>) -> Json<Vec<QuotaUse>> {
+    Json(c.cache.quota_use())
+}
+
+/// Applies a new quota list: saved first (so a failed save changes nothing), then enforced.
+fn apply_quotas(c: &Control, list: Vec<warpdrive_cache::Quota>) -> Result<Vec<QuotaUse>, Failure> {
+    warpdrive_cache::validate_quotas(&list).map_err(|m| bad_request(anyhow::anyhow!(m)))?;
+    quotas::save(&c.config.cache.dir, &list).map_err(internal)?;
+    c.cache
+        .set_quotas(list)
+        .map_err(|m| bad_request(anyhow::anyhow!(m)))?;
+    Ok(c.cache.quota_use())
+}
+
+async fn quota_set(
+    State(c): State<Arc<Control>>,
+    UrlPath(team): UrlPath<String>,
+    Json(r): Json<QuotaSet>,
+) -> Answer<Vec<QuotaUse>> {
+    let q = quotas::resolve(&c.config, &team, &r).map_err(bad_request)?;
+    let _one = c.quota_edit.lock().await;
+    let list = quotas::with(&quotas::of_use(&c.cache.quota_use()), q).map_err(bad_request)?;
+    let cc = c.clone();
+    let out = blocking(move || apply_quotas(&cc, list)).await?;
+    tracing::info!(team, "quota set");
+    Ok(Json(out))
+}
+
+async fn quota_rm(
+    State(c): State<Arc<Control>>,
+    UrlPath(team): UrlPath<String>,
+) -> Answer<Vec<QuotaUse>> {
+    let _one = c.quota_edit.lock().await;
+    let mut list = quotas::of_use(&c.cache.quota_use());
+    let before = list.len();
+    list.retain(|q| q.team != team);
+    if list.len() == before {
+        return Err(Failure(
+            StatusCode::NOT_FOUND,
+            format!("no quota for team {team}"),
+        ));
+    }
+    let cc = c.clone();
+    let out = blocking(move || apply_quotas(&cc, list)).await?;
+    tracing::info!(team, "quota removed");
+    Ok(Json(out))
 }
 
 /// Requires `Authorization: Bearer <token>` (compared in constant time); 401 otherwise.

@@ -116,6 +116,15 @@ fn openapi_lists_exactly_the_served_routes() {
             "/api/v1/evict",
             Some(r#"{"path":"b","dry_run":true}"#),
         ),
+        (
+            "PUT",
+            "/api/v1/quotas/{team}",
+            "/api/v1/quotas/ml",
+            Some(r#"{"paths":["b/d"],"max":"1MiB"}"#),
+        ),
+        ("GET", "/api/v1/quotas", "/api/v1/quotas", None),
+        ("GET", "/api/v1/usage", "/api/v1/usage?by=team", None),
+        ("DELETE", "/api/v1/quotas/{team}", "/api/v1/quotas/ml", None),
     ];
     let exercised: BTreeSet<(String, String)> = requests
         .iter()

@@ -56,8 +56,8 @@ enum Cmd {
     /// lifetime hits, misses, evictions and hit ratio, oldest and newest entry. Works while
     /// the mount is live.
     Stats(cmd::stats::StatsArgs),
-    /// Cache bytes and objects per backend or per directory prefix (`--by path --depth N`),
-    /// largest first.
+    /// Cache bytes and objects per backend, per directory prefix (`--by path --depth N`) or
+    /// per team with its quota (`--by team`), largest first.
     Usage(cmd::usage::UsageArgs),
     /// Cached objects not read for `--older-than` (7 days by default), oldest first, and the
     /// bytes evicting them would free.
@@ -70,6 +70,9 @@ enum Cmd {
     /// Fetches files or directories into the cache through the running daemon, with
     /// progress; Ctrl-C stops and keeps what was fetched, a re-run fetches only the rest.
     Warm(cmd::warm::WarmArgs),
+    /// Per-team cache quotas over path prefixes: `set TEAM --path P... --max SIZE`, `list`,
+    /// `rm TEAM`. Enforced by the daemon; kept across restarts.
+    Quota(cmd::quota::QuotaArgs),
     /// Serves the control API on TCP behind a bearer token, for automation (forwarding to
     /// the daemon when one runs, else working on the cache directly).
     Serve(cmd::serve::ServeArgs),
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
         Cmd::Verify(a) => cmd::verify::run(&config, &a),
         Cmd::Warm(a) => cmd::warm::run(&config, &a),
         Cmd::Serve(a) => cmd::serve::run(&config, &a),
+        Cmd::Quota(a) => cmd::quota::run(&config, &a),
     };
     match r {
         Ok(code) => ExitCode::from(code),

@@ -51,6 +51,10 @@ fn open_cache(config: &Config) -> Result<Arc<Cache>> {
     })
     .with_context(|| format!("opening the block cache in {}", config.cache.dir.display()))?;
     let cache = Arc::new(cache);
+    let teams = warpdrive_control::quotas::apply_saved(&cache, &config.cache.dir)?;
+    if teams > 0 {
+        tracing::info!(teams, "team quotas in force");
+    }
     cache.set_limits(Limits {
         max_size: limit(config.cache.max_size),
         min_free: limit(config.cache.min_free),

@@ -350,3 +350,152 @@ fn serve_requires_the_token_with_and_without_a_daemon() {
     assert_eq!((none, wrong, right), (401, 401, 200));
     assert_eq!(stats["bytes"], MIB as u64, "{stats}");
 }
+
+/// Cached bytes per top-level directory, from the committed index, and allocated bytes of
+/// those objects' data files on disk.
+fn team_bytes(m: &Mount, dir: &str) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    // Committed first: stats through the daemon flushes the index.
+    ctl(m, &["stats", "--json"]);
+    let blocks = warpdrive_cache::read_index_blocks(&m.cache_dir()).expect("index");
+    let mine: Vec<_> = blocks
+        .iter()
+        .filter(|b| b.key.starts_with(&format!("{dir}/")))
+        .collect();
+    let files: std::collections::BTreeSet<_> = mine.iter().map(|b| b.path.clone()).collect();
+    let on_disk = files
+        .iter()
+        .map(|p| std::fs::metadata(p).map_or(0, |md| md.blocks() * 512))
+        .sum();
+    (mine.iter().map(|b| b.len).sum(), on_disk)
+}
+
+#[test]
+fn team_quotas_hold_and_spare_teams_within_theirs() {
+    let mut objects = Vec::new();
+    for t in ["ta", "tb"] {
+        for i in 0..8 {
+            objects.push((
+                format!("{t}/f{i}.bin"),
+                random_bytes(MIB, 400 + i + if t == "ta" { 0 } else { 50 }),
+            ));
+        }
+    }
+    let (_s3, proxy) = seeded("teams", &objects, Duration::ZERO);
+    let b = emulator_backend(
+        Kind::Moto,
+        &format!("http://127.0.0.1:{}", proxy.port),
+        "s3",
+        "teams",
+        "",
+    );
+    // The cap (8 MiB) is less than the two quotas together (6 + 4 MiB).
+    let mut m = Mount::start_with_cache(
+        std::slice::from_ref(&b),
+        "fuse: { passthrough: off }\n",
+        "max_size: 8MiB, min_free: 0",
+    );
+    let q = json(&ctl(
+        &m,
+        &[
+            "quota",
+            "set",
+            "a",
+            "--path",
+            "wd://s3/ta",
+            "--max",
+            "6MiB",
+            "--json",
+        ],
+    ));
+    assert_eq!(q[0]["max_bytes"], 6 * MIB as u64, "{q}");
+    ctl(
+        &m,
+        &["quota", "set", "b", "--path", "s3/tb", "--max", "4MiB"],
+    );
+    let (code, _, err) = ctl_any(
+        &m,
+        &["quota", "set", "c", "--path", "s3/ta/x", "--max", "1MiB"],
+    );
+    assert_eq!(code, Some(1));
+    assert!(err.contains("overlaps"), "{err}");
+
+    let quota = |t: &str| {
+        if t == "ta" {
+            6 * MIB as u64
+        } else {
+            4 * MIB as u64
+        }
+    };
+    let read_dir = |m: &Mount, t: &str| {
+        for i in 0..8 {
+            let k = format!("{t}/f{i}.bin");
+            let want = &objects.iter().find(|(n, _)| *n == k).expect("object").1;
+            let got = std::fs::read(m.path(&format!("s3/{k}"))).expect("read");
+            assert_eq!(sha256(&got), sha256(want), "{k}");
+            std::thread::sleep(Duration::from_millis(100));
+            let (idx, disk) = team_bytes(m, t);
+            assert!(idx <= quota(t) + MIB as u64, "{t} holds {idx} after {k}");
+            assert!(
+                disk <= quota(t) + MIB as u64 + 64 * 1024,
+                "{t} has {disk} bytes on disk after {k}"
+            );
+        }
+    };
+    read_dir(&m, "tb");
+    let b_blocks = |m: &Mount| -> Vec<(String, u64)> {
+        ctl(m, &["stats", "--json"]);
+        let mut v: Vec<(String, u64)> = warpdrive_cache::read_index_blocks(&m.cache_dir())
+            .expect("index")
+            .into_iter()
+            .filter(|b| b.key.starts_with("tb/"))
+            .map(|b| (b.key, b.offset))
+            .collect();
+        v.sort();
+        v
+    };
+    let b_before = b_blocks(&m);
+    assert!(!b_before.is_empty());
+    assert!(team_bytes(&m, "tb").0 <= quota("tb"), "b within its quota");
+    // Team a reads more than its quota, against a full cache: b's data is spared.
+    read_dir(&m, "ta");
+    read_dir(&m, "ta");
+    assert_eq!(b_blocks(&m), b_before, "a's reads never evicted b's data");
+    let u = json(&ctl(&m, &["usage", "--by", "team", "--json"]));
+    let row = |t: &str| {
+        u["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .find(|r| r["name"] == t)
+            .cloned()
+            .unwrap_or_else(|| panic!("no row {t}: {u}"))
+    };
+    assert_eq!(row("b")["quota_bytes"], 4 * MIB as u64, "{u}");
+    assert_eq!(row("b")["bytes"], team_bytes(&m, "tb").0, "{u}");
+    let table = ctl(&m, &["usage", "--by", "team"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.ends_with("  b") && l.contains("4.0 MiB")),
+        "{table}"
+    );
+
+    // Quotas persist across a restart; without a daemon ctl reads them from the cache dir.
+    m.stop_with(libc::SIGTERM);
+    let l = json(&ctl(&m, &["quota", "list", "--json"]));
+    assert_eq!(l.as_array().expect("list").len(), 2, "{l}");
+    m.spawn();
+    let l = json(&ctl(&m, &["quota", "list", "--json"]));
+    assert_eq!(l[1]["team"], "b", "{l}");
+    assert_eq!(l[1]["used_bytes"], team_bytes(&m, "tb").0, "{l}");
+    let st = json(&ctl(&m, &["status", "--json"]));
+    assert_eq!(
+        st["daemon"]["quotas"].as_array().expect("quotas").len(),
+        2,
+        "{st}"
+    );
+    ctl(&m, &["quota", "rm", "a"]);
+    let l = json(&ctl(&m, &["quota", "list", "--json"]));
+    assert_eq!(l.as_array().expect("list").len(), 1, "{l}");
+}

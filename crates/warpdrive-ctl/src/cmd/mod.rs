@@ -2,6 +2,7 @@
 
 pub mod evict;
 pub mod metrics;
+pub mod quota;
 pub mod serve;
 pub mod stale;
 pub mod stats;

@@ -96,6 +96,7 @@ pub fn run(config: &Config, a: &ServeArgs) -> Result<u8> {
 /// The API over this process's own cache and backends.
 fn standalone(config: &Config) -> Result<Router> {
     let cache = Arc::new(api::open_cache(config)?);
+    warpdrive_control::quotas::apply_saved(&cache, &config.cache.dir)?;
     let backends = config
         .backends
         .iter()

@@ -17,6 +17,9 @@ pub enum By {
     Backend,
     /// One row per directory prefix, `--depth` levels below PATH.
     Path,
+    /// One row per team with a quota (`quota set`), with its quota, and one for data of no
+    /// team.
+    Team,
 }
 
 #[derive(Debug, clap::Args)]
@@ -40,6 +43,7 @@ pub fn run(config: &Config, a: &UsageArgs) -> Result<u8> {
     let by = match a.by {
         By::Backend => UsageBy::Backend,
         By::Path => UsageBy::Path,
+        By::Team => UsageBy::Team,
     };
     let out: Usage = match api::daemon(config) {
         Some(c) => c.get(&format!(
@@ -54,16 +58,41 @@ pub fn run(config: &Config, a: &UsageArgs) -> Result<u8> {
             let dir = &config.cache.dir;
             let objects = warpdrive_cache::read_index_objects(dir)
                 .with_context(|| format!("reading the cache index in {}", dir.display()))?;
-            report::usage(&objects, &target, by, a.depth)
+            let quotas = warpdrive_control::quotas::load(dir)?;
+            report::usage(&objects, &target, by, a.depth, &quotas)
         }
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(exit::OK);
     }
-    println!("{:>12} {:>9}  where", "bytes", "objects");
-    for r in &out.rows {
-        println!("{:>12} {:>9}  {}", size(r.bytes as f64), r.objects, r.name);
+    if by == UsageBy::Team {
+        println!(
+            "{:>12} {:>12} {:>6} {:>9}  team",
+            "bytes", "quota", "used", "objects"
+        );
+        for r in &out.rows {
+            let (quota, share) = match r.quota_bytes {
+                Some(q) => (
+                    size(q as f64),
+                    format!("{:.0}%", r.bytes as f64 * 100.0 / q.max(1) as f64),
+                ),
+                None => ("-".into(), "-".into()),
+            };
+            println!(
+                "{:>12} {:>12} {:>6} {:>9}  {}",
+                size(r.bytes as f64),
+                quota,
+                share,
+                r.objects,
+                r.name
+            );
+        }
+    } else {
+        println!("{:>12} {:>9}  where", "bytes", "objects");
+        for r in &out.rows {
+            println!("{:>12} {:>9}  {}", size(r.bytes as f64), r.objects, r.name);
+        }
     }
     println!(
         "{:>12} {:>9}  total",
