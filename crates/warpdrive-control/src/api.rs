@@ -18,6 +18,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/jobs"),
     ("GET", "/api/v1/jobs/{id}"),
     ("DELETE", "/api/v1/jobs/{id}"),
+    ("POST", "/api/v1/copy"),
     ("GET", "/api/v1/quotas"),
     ("PUT", "/api/v1/quotas/{team}"),
     ("DELETE", "/api/v1/quotas/{team}"),
@@ -256,6 +257,34 @@ pub struct Job {
     pub error_count: u64,
     /// The first errors (at most 20), one sentence each.
     pub errors: Vec<String>,
+    /// `copy`: bytes written to the destination.
+    #[serde(default)]
+    pub bytes_written: u64,
+    /// `copy` with `delete_source`: sources deleted after their copy was verified.
+    #[serde(default)]
+    pub objects_deleted: u64,
+    /// A dry run: nothing was changed; `plan` says what would be.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// `copy --dry-run`: `SRC -> DST` of each object that would be copied (at most 1,000).
+    #[serde(default)]
+    pub plan: Vec<String>,
+}
+
+/// `POST /copy`: copy (or, with `delete_source`, move) an object or a whole prefix to
+/// another place, as a job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CopyRequest {
+    /// `wd://BACKEND/PREFIX`, `BACKEND/PREFIX` or a path under the mount point.
+    pub src: String,
+    pub dst: String,
+    /// Delete each source object once its copy is verified (a move).
+    #[serde(default)]
+    pub delete_source: bool,
+    /// Objects copied at once (default 4).
+    pub parallel: Option<usize>,
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 /// `PUT /quotas/{team}`: the team's paths and its quota.

@@ -28,11 +28,11 @@ pub struct JobCell {
 }
 
 impl JobCell {
-    fn update(&self, f: impl FnOnce(&mut Job)) {
+    pub(crate) fn update(&self, f: impl FnOnce(&mut Job)) {
         f(&mut self.job.lock());
     }
 
-    fn error(&self, msg: String) {
+    pub(crate) fn error(&self, msg: String) {
         self.update(|j| {
             j.error_count += 1;
             if j.errors.len() < KEEP_ERRORS {
@@ -50,7 +50,7 @@ pub struct Jobs {
 }
 
 impl Jobs {
-    fn create(&self, kind: &str, paths: Vec<String>) -> Arc<JobCell> {
+    pub(crate) fn create(&self, kind: &str, paths: Vec<String>) -> Arc<JobCell> {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let cell = Arc::new(JobCell {
             job: Mutex::new(Job {
@@ -68,6 +68,10 @@ impl Jobs {
                 bytes_fetched: 0,
                 error_count: 0,
                 errors: Vec::new(),
+                bytes_written: 0,
+                objects_deleted: 0,
+                dry_run: false,
+                plan: Vec::new(),
             }),
             cancel: AtomicBool::new(false),
         });
@@ -118,31 +122,37 @@ impl Jobs {
         }
     }
 
+    /// Marks a job finished: done, or cancelled if asked to stop.
+    pub(crate) fn finish(cell: &JobCell) {
+        cell.update(|j| {
+            if j.state != JobState::Failed {
+                j.state = if cell.cancel.load(Ordering::Relaxed) {
+                    JobState::Cancelled
+                } else {
+                    JobState::Done
+                };
+            }
+            j.finished_at = Some(now_secs() as u64);
+        });
+        let j = cell.job.lock().clone();
+        tracing::info!(
+            job = j.id,
+            kind = j.kind,
+            state = ?j.state,
+            objects = j.objects_done,
+            bytes = j.bytes_done,
+            errors = j.error_count,
+            "job finished"
+        );
+    }
+
     /// Starts a warm job on the current runtime and returns its record.
     pub fn start_warm(&self, config: Arc<Config>, fs: Arc<Fs>, req: WarmRequest) -> Job {
         let cell = self.create("warm", req.paths.clone());
         let job = cell.job.lock().clone();
         tokio::spawn(async move {
             run_warm(&config, &fs, &req, &cell).await;
-            cell.update(|j| {
-                if j.state != JobState::Failed {
-                    j.state = if cell.cancel.load(Ordering::Relaxed) {
-                        JobState::Cancelled
-                    } else {
-                        JobState::Done
-                    };
-                }
-                j.finished_at = Some(now_secs() as u64);
-            });
-            let j = cell.job.lock().clone();
-            tracing::info!(
-                job = j.id,
-                state = ?j.state,
-                objects = j.objects_done,
-                fetched = j.bytes_fetched,
-                errors = j.error_count,
-                "warm finished"
-            );
+            Jobs::finish(&cell);
         });
         job
     }

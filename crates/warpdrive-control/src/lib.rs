@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod client;
+pub mod copy;
 pub mod jobs;
 pub mod quotas;
 pub mod report;

@@ -17,8 +17,8 @@ use warpdrive_config::Config;
 use warpdrive_fs::Fs;
 
 use crate::api::{
-    self, ApiError, CacheHealth, DaemonStatus, EvictRequest, Job, QuotaSet, QuotaUse, StaleQuery,
-    UsageQuery, VerifyRequest, WarmRequest,
+    self, ApiError, CacheHealth, CopyRequest, DaemonStatus, EvictRequest, Job, QuotaSet, QuotaUse,
+    StaleQuery, UsageQuery, VerifyRequest, WarmRequest,
 };
 use crate::jobs::Jobs;
 use crate::{Target, quotas, report};
@@ -101,6 +101,7 @@ pub fn router(c: Arc<Control>) -> Router {
         .route("/api/v1/warm", post(warm))
         .route("/api/v1/jobs", get(jobs))
         .route("/api/v1/jobs/{id}", get(job).delete(cancel_job))
+        .route("/api/v1/copy", post(copy))
         .route("/api/v1/quotas", get(quota_list))
         .route("/api/v1/quotas/{team}", put(quota_set).delete(quota_rm))
         .fallback(|| async {
@@ -218,6 +219,17 @@ async fn warm(
         Target::resolve(&c.config, Some(p)).map_err(bad_request)?;
     }
     let job = c.jobs.start_warm(c.config.clone(), c.fs.clone(), r);
+    Ok((StatusCode::ACCEPTED, Json(job)))
+}
+
+async fn copy(
+    State(c): State<Arc<Control>>,
+    Json(r): Json<CopyRequest>,
+) -> Result<(StatusCode, Json<Job>), Failure> {
+    crate::copy::check(&c.config, &r).map_err(bad_request)?;
+    let job = c
+        .jobs
+        .start_copy(c.config.clone(), c.fs.backends().to_vec(), r);
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 

@@ -32,3 +32,12 @@ pub fn open_cache(config: &Config) -> Result<Cache> {
         Err(e) => Err(e.into()),
     }
 }
+
+/// Every cached object, read from the index without a daemon (none before the first start).
+pub fn local_objects(dir: &std::path::Path) -> Result<Vec<warpdrive_cache::IndexObject>> {
+    if !dir.join("index.db").exists() {
+        return Ok(Vec::new());
+    }
+    warpdrive_cache::read_index_objects(dir)
+        .map_err(|e| anyhow::anyhow!("reading the cache index in {}: {e}", dir.display()))
+}

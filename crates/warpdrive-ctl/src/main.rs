@@ -27,10 +27,11 @@ Exit codes:
   0    success; for `status`: mounted and every backend reachable
   1    for `status`: not mounted, stale, or a backend unreachable; for `metrics`: the
        daemon's metrics endpoint cannot be reached; for `stats`: no cache index yet;
-       for `verify`: damaged blocks were found (and dropped); for `warm`: some objects
-       failed; otherwise a failure
+       for `verify`: damaged blocks were found (and dropped); for `warm`, `copy` and
+       `move`: some objects failed; otherwise a failure
   2    the config is invalid or unreadable
-  130  `warm` was interrupted with Ctrl-C (what was fetched stays cached)";
+  130  `warm`, `copy` or `move` was interrupted with Ctrl-C (work done so far is kept; a
+       re-run goes on from there)";
 
 /// Inspect and manage WarpDrive: mounts, backends, and (with the block cache) cached data.
 #[derive(Debug, Parser)]
@@ -70,6 +71,11 @@ enum Cmd {
     /// Fetches files or directories into the cache through the running daemon, with
     /// progress; Ctrl-C stops and keeps what was fetched, a re-run fetches only the rest.
     Warm(cmd::warm::WarmArgs),
+    /// Copies an object or a whole prefix to another backend or place, streaming, each copy
+    /// verified by a read-back SHA-256; resumable (a re-run skips what was copied).
+    Copy(cmd::copy::CopyArgs),
+    /// As `copy`, then deletes each source object once its copy is verified.
+    Move(cmd::copy::CopyArgs),
     /// Per-team cache quotas over path prefixes: `set TEAM --path P... --max SIZE`, `list`,
     /// `rm TEAM`. Enforced by the daemon; kept across restarts.
     Quota(cmd::quota::QuotaArgs),
@@ -98,6 +104,8 @@ fn main() -> ExitCode {
         Cmd::Warm(a) => cmd::warm::run(&config, &a),
         Cmd::Serve(a) => cmd::serve::run(&config, &a),
         Cmd::Quota(a) => cmd::quota::run(&config, &a),
+        Cmd::Copy(a) => cmd::copy::run(&config, &a, false),
+        Cmd::Move(a) => cmd::copy::run(&config, &a, true),
     };
     match r {
         Ok(code) => ExitCode::from(code),

@@ -22,6 +22,7 @@ mod builder;
 pub mod keys;
 mod listfilter;
 mod local;
+mod write;
 
 use std::fmt;
 use std::ops::Range;
@@ -38,6 +39,7 @@ use warpdrive_config::{BackendConfig, BackendKind};
 use warpdrive_metrics::{BackendMetrics, ErrorKind, Request};
 
 pub use keys::valid_component;
+pub use write::PART_SIZE;
 
 /// Objects per list page we ask for. 1,000 is the S3 and GCS maximum; Azure allows 5,000,
 /// but a smaller page lets the first directory entries reach `readdir` sooner.
@@ -325,6 +327,40 @@ impl Backend {
                 Ok(page)
             }
         }
+    }
+
+    /// The objects below directory key `dir` (`""` for the backend's root), one level or all
+    /// levels deep, as (relative key, metadata). Keys that cannot be paths are left out (with
+    /// a warning), as in listings through the mount.
+    pub async fn list_files(
+        &self,
+        dir: &str,
+        recursive: bool,
+    ) -> Result<Vec<(String, ObjectInfo)>> {
+        let join = |d: &str, n: &str| {
+            if d.is_empty() {
+                n.to_string()
+            } else {
+                format!("{d}/{n}")
+            }
+        };
+        let mut out = Vec::new();
+        let mut dirs = vec![dir.trim_end_matches('/').to_string()];
+        while let Some(d) = dirs.pop() {
+            let mut token = None;
+            loop {
+                let page = self.list_page(&d, token, None).await?;
+                out.extend(page.objects.into_iter().map(|(n, i)| (join(&d, &n), i)));
+                if recursive {
+                    dirs.extend(page.dirs.iter().map(|n| join(&d, n)));
+                }
+                token = page.next;
+                if token.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Whether anything exists below the directory key `dir`.

@@ -46,6 +46,11 @@ impl LocalDir {
         }
     }
 
+    /// The file of a (full) key.
+    pub(crate) fn path_of(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
     fn io(&self, what: &str, e: std::io::Error) -> StoreError {
         if e.kind() == std::io::ErrorKind::NotFound {
             StoreError::NotFound {

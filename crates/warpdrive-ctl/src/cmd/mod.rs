@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod copy;
 pub mod evict;
 pub mod metrics;
 pub mod quota;

@@ -81,11 +81,7 @@ fn print(list: &[QuotaUse], json: bool) -> Result<()> {
 /// The list as it stands without a daemon: the saved quotas, use from the index.
 fn local_use(config: &Config, list: &[warpdrive_cache::Quota]) -> Result<Vec<QuotaUse>> {
     let dir = &config.cache.dir;
-    let objects = if dir.join("index.db").exists() {
-        warpdrive_cache::read_index_objects(dir)?
-    } else {
-        Vec::new()
-    };
+    let objects = api::local_objects(dir)?;
     Ok(quotas::use_of(list, &objects))
 }
 

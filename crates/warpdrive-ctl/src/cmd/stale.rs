@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use warpdrive_config::Config;
 use warpdrive_control::Target;
 use warpdrive_control::api::Stale;
@@ -42,8 +42,7 @@ pub fn run(config: &Config, a: &StaleArgs) -> Result<u8> {
         ))?,
         None => {
             let dir = &config.cache.dir;
-            let objects = warpdrive_cache::read_index_objects(dir)
-                .with_context(|| format!("reading the cache index in {}", dir.display()))?;
+            let objects = api::local_objects(dir)?;
             report::stale(objects, &target, a.older_than)
         }
     };

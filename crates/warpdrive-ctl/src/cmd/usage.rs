@@ -1,7 +1,7 @@
 //! `warpdrive-ctl usage`: cache bytes and object counts per backend or per directory prefix,
 //! largest first (from the daemon when it runs, else from the index read-only).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use warpdrive_config::Config;
 use warpdrive_control::Target;
 use warpdrive_control::api::{Usage, UsageBy};
@@ -56,8 +56,7 @@ pub fn run(config: &Config, a: &UsageArgs) -> Result<u8> {
         ))?,
         None => {
             let dir = &config.cache.dir;
-            let objects = warpdrive_cache::read_index_objects(dir)
-                .with_context(|| format!("reading the cache index in {}", dir.display()))?;
+            let objects = api::local_objects(dir)?;
             let quotas = warpdrive_control::quotas::load(dir)?;
             report::usage(&objects, &target, by, a.depth, &quotas)
         }

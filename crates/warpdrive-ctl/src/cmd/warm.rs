@@ -15,14 +15,13 @@ use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use warpdrive_config::Config;
 use warpdrive_control::api::{Job, JobState, WarmRequest};
-use warpdrive_control::client::Client;
 use warpdrive_control::jobs::DEFAULT_WARM_PARALLEL;
 
 use crate::fmt::size;
 use crate::{api, exit};
 
 /// Exit code after Ctrl-C (128 + SIGINT), as shells expect.
-const INTERRUPTED: u8 = 130;
+pub(crate) const INTERRUPTED: u8 = 130;
 const POLL: Duration = Duration::from_millis(200);
 /// Without a terminal, one progress line this often.
 const LINE_EVERY: Duration = Duration::from_secs(5);
@@ -99,7 +98,17 @@ pub fn run(config: &Config, a: &WarmArgs) -> Result<u8> {
             parallel: Some(a.parallel.max(1)),
         },
     )?;
-    let job = follow(&client, job, !a.json && std::io::stdout().is_terminal())?;
+    let id = job.id;
+    let job = follow(
+        job,
+        !a.json && std::io::stdout().is_terminal(),
+        || client.get(&format!("/api/v1/jobs/{id}")),
+        || {
+            client
+                .delete::<Job>(&format!("/api/v1/jobs/{id}"))
+                .map(|_| ())
+        },
+    )?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&job)?);
     } else {
@@ -133,8 +142,14 @@ pub fn run(config: &Config, a: &WarmArgs) -> Result<u8> {
     })
 }
 
-/// Polls the job until it finishes, showing progress; Ctrl-C cancels it (once).
-fn follow(client: &Client, mut job: Job, bar: bool) -> Result<Job> {
+/// Polls a job with `get` until it finishes, showing progress (a bar, or a line every few
+/// seconds on stderr); Ctrl-C cancels it (once) with `cancel`.
+pub(crate) fn follow(
+    mut job: Job,
+    bar: bool,
+    get: impl Fn() -> Result<Job>,
+    cancel: impl Fn() -> Result<()>,
+) -> Result<Job> {
     let interrupted = interrupted_flag();
     let started = Instant::now();
     let mut cancelled = false;
@@ -154,10 +169,13 @@ fn follow(client: &Client, mut job: Job, bar: bool) -> Result<Job> {
         std::thread::sleep(POLL);
         if interrupted.load(Ordering::Relaxed) && !cancelled {
             cancelled = true;
-            eprintln!("warpdrive-ctl: stopping the warm (what was fetched stays cached)");
-            client.delete::<Job>(&format!("/api/v1/jobs/{}", job.id))?;
+            eprintln!(
+                "warpdrive-ctl: stopping the {} (work done so far is kept)",
+                job.kind
+            );
+            cancel()?;
         }
-        job = client.get(&format!("/api/v1/jobs/{}", job.id))?;
+        job = get()?;
         if let Some(pb) = &pb {
             pb.set_length(job.bytes_total);
             pb.set_position(job.bytes_done);
@@ -167,7 +185,7 @@ fn follow(client: &Client, mut job: Job, bar: bool) -> Result<Job> {
             ));
         } else if last_line.elapsed() >= LINE_EVERY {
             last_line = Instant::now();
-            eprintln!("warm: {}", line(&job, started.elapsed()));
+            eprintln!("{}: {}", job.kind, line(&job, started.elapsed()));
         }
     }
     if let Some(pb) = pb {

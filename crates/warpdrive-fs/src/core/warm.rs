@@ -52,25 +52,7 @@ impl Fs {
         recursive: bool,
     ) -> FsResult<Vec<Listed>> {
         let b = self.backend(self.backend_id(backend)?).clone();
-        let mut out = Vec::new();
-        let mut dirs = vec![dir.trim_end_matches('/').to_string()];
-        while let Some(d) = dirs.pop() {
-            let mut token = None;
-            loop {
-                let page = b.list_page(&d, token, None).await?;
-                for (name, info) in page.objects {
-                    out.push((super::join_key(&d, &name), info));
-                }
-                if recursive {
-                    dirs.extend(page.dirs.iter().map(|n| super::join_key(&d, n)));
-                }
-                token = page.next;
-                if token.is_none() {
-                    break;
-                }
-            }
-        }
-        Ok(out)
+        Ok(b.list_files(dir, recursive).await?)
     }
 
     /// An object's metadata, or `None` when `key` is not an object (a directory, say).
