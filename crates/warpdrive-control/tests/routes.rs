@@ -112,6 +112,12 @@ fn openapi_lists_exactly_the_served_routes() {
         ("POST", "/api/v1/verify", "/api/v1/verify", Some("{}")),
         (
             "POST",
+            "/api/v1/copy",
+            "/api/v1/copy",
+            Some(r#"{"src":"b/d","dst":"b/e","dry_run":true}"#),
+        ),
+        (
+            "POST",
             "/api/v1/evict",
             "/api/v1/evict",
             Some(r#"{"path":"b","dry_run":true}"#),
