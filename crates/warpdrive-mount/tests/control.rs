@@ -213,6 +213,46 @@ fn warm_evict_and_verify_through_the_daemon() {
     assert_eq!(code, Some(1));
     assert!(err.contains("--all"), "{err}");
 
+    // Every command's table says what its JSON says.
+    let s = json(&ctl(&m, &["stats", "--json"]));
+    let t = ctl(&m, &["stats"]);
+    assert!(
+        t.contains(&format!("objects    {}\n", s["objects"])),
+        "{t}\n{s}"
+    );
+    assert!(
+        t.contains(&format!("blocks     {}\n", s["blocks"])),
+        "{t}\n{s}"
+    );
+    let st = json(&ctl(&m, &["stale", "--json", "--older-than", "0s"]));
+    let t = ctl(&m, &["stale", "--older-than", "0s"]);
+    let n = st["objects"].as_array().expect("objects").len();
+    assert_eq!(
+        t.lines().count(),
+        n + 2,
+        "header, one line per object, summary: {t}"
+    );
+    assert!(t.contains(&format!("{n} objects not read")), "{t}");
+    let v = json(&ctl(&m, &["verify", "--json"]));
+    let t = ctl(&m, &["verify"]);
+    assert!(
+        t.contains(&format!(
+            "in {} blocks of {} objects",
+            v["blocks"], v["objects"]
+        )),
+        "{t}\n{v}"
+    );
+    ctl(
+        &m,
+        &["quota", "set", "ds", "--path", "s3/ds", "--max", "1GiB"],
+    );
+    let q = json(&ctl(&m, &["quota", "list", "--json"]));
+    let t = ctl(&m, &["quota", "list"]);
+    let row = t.lines().nth(1).expect("one team");
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols[0], "ds");
+    assert_eq!(cols[6], q[0]["objects"].to_string(), "{t}\n{q}");
+
     // status reports the daemon and a sound index.
     let st = json(&ctl(&m, &["status", "--json"]));
     assert_eq!(st["daemon"]["pid"], m.pid(), "{st}");

@@ -20,6 +20,9 @@ use crate::fmt::size;
 use crate::{api, exit};
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit codes: 0 every object copied and verified (and, for move, its source deleted); 1 some objects failed (listed) or bad input; 2 bad config; 130 interrupted with Ctrl-C (a re-run goes on from there)."
+)]
 pub struct CopyArgs {
     /// What to copy: wd://BACKEND/PREFIX (a prefix is copied with everything below it, an
     /// object by itself), BACKEND/PREFIX, or a path under the mount point.

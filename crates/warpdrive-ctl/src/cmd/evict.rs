@@ -14,6 +14,9 @@ use crate::fmt::size;
 use crate::{api, exit};
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit codes: 0 evicted (or, with --dry-run, counted); 1 bad input or the cache could not be changed; 2 bad config."
+)]
 pub struct EvictArgs {
     /// Only objects not read for at least this long (e.g. 7d, 12h).
     #[arg(long, value_parser = parse_age)]

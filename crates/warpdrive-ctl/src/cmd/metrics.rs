@@ -17,6 +17,9 @@ use crate::exit;
 use crate::fmt::{count, size as bytes};
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit codes: 0 shown; 1 the metrics endpoint cannot be reached; 2 bad config."
+)]
 pub struct MetricsArgs {
     /// The metrics endpoint (default: the config's `metrics.listen`).
     #[arg(long)]

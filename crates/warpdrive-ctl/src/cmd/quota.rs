@@ -14,6 +14,9 @@ use crate::fmt::size;
 use crate::{api, exit};
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit codes: 0 done; 1 bad input (an overlapping path, an unknown team, a bad size) or the change could not be saved; 2 bad config."
+)]
 pub struct QuotaArgs {
     #[command(subcommand)]
     cmd: QuotaCmd,

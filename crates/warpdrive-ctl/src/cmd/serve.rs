@@ -20,6 +20,9 @@ use warpdrive_store::Backend;
 use crate::{api, exit};
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit codes: 0 stopped with Ctrl-C or SIGTERM; 1 cannot listen, no usable token, or the cache cannot be opened; 2 bad config."
+)]
 pub struct ServeArgs {
     /// Address to listen on. Anything but loopback needs --allow-remote.
     #[arg(long, default_value = "127.0.0.1:7878")]

@@ -14,6 +14,7 @@ use crate::fmt::{ago, size};
 use crate::{api, exit};
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Exit codes: 0 listed; 1 the index cannot be read; 2 bad config.")]
 pub struct StaleArgs {
     /// Objects not read for at least this long (last reads are recorded to the minute).
     #[arg(long, default_value = "7d", value_parser = parse_age)]

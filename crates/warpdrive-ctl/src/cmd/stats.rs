@@ -16,6 +16,9 @@ use crate::fmt::size;
 use crate::{api, exit};
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit codes: 0 shown; 1 no cache index yet, or it cannot be read; 2 bad config."
+)]
 pub struct StatsArgs {
     /// Print JSON instead of text.
     #[arg(long)]

@@ -19,6 +19,9 @@ use crate::fmt::size;
 use crate::{api, exit};
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit codes: 0 mounted, every backend reachable and the index sound; 1 otherwise; 2 bad config."
+)]
 pub struct StatusArgs {
     /// Print JSON instead of text.
     #[arg(long)]

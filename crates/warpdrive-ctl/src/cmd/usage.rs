@@ -23,6 +23,9 @@ pub enum By {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit codes: 0 shown; 1 the index cannot be read or PATH names no backend; 2 bad config."
+)]
 pub struct UsageArgs {
     /// Group by backend or by directory prefix.
     #[arg(long, value_enum, default_value = "backend")]

@@ -11,6 +11,9 @@ use crate::fmt::size;
 use crate::{api, exit};
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit codes: 0 every block sound; 1 damaged blocks were found (and dropped, so they are fetched again) or the cache could not be read; 2 bad config."
+)]
 pub struct VerifyArgs {
     /// Only objects under this path (a path under the mount point, wd://BACKEND/PREFIX or
     /// BACKEND/PREFIX).

@@ -27,6 +27,9 @@ const POLL: Duration = Duration::from_millis(200);
 const LINE_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit codes: 0 everything warmed; 1 some objects failed (listed), or no daemon answers; 2 bad config; 130 interrupted with Ctrl-C (what was fetched stays cached)."
+)]
 pub struct WarmArgs {
     /// Files or directories: paths under the mount point, wd://BACKEND/PREFIX or
     /// BACKEND/PREFIX.
