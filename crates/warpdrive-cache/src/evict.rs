@@ -160,20 +160,26 @@ impl Cache {
                 total = total.saturating_sub(c.bytes);
             }
         }
-        if out.blocks > 0 {
-            tracing::info!(
-                objects = out.objects,
-                blocks = out.blocks,
-                bytes = out.bytes,
-                "evicted"
-            );
-            self.evicted.fetch_add(out.blocks, Ordering::Relaxed);
-            self.send(Op::AddCounter {
-                name: "evicted_blocks",
-                delta: out.blocks as i64,
-            })?;
-        }
+        self.count_evicted(&out, "evicted")?;
         Ok(out)
+    }
+
+    /// Logs and counts (in memory and in the index's lifetime counters) what a pass freed.
+    fn count_evicted(&self, out: &Evicted, why: &str) -> Result<()> {
+        if out.blocks == 0 {
+            return Ok(());
+        }
+        tracing::info!(
+            objects = out.objects,
+            blocks = out.blocks,
+            bytes = out.bytes,
+            "{why}"
+        );
+        self.evicted.fetch_add(out.blocks, Ordering::Relaxed);
+        self.send(Op::AddCounter {
+            name: "evicted_blocks",
+            delta: out.blocks as i64,
+        })
     }
 
     /// Drops at least `need` bytes of object `id`'s blocks, highest offsets first.
@@ -418,19 +424,7 @@ impl Cache {
                 self.forget(&backend, &key, e)?;
             }
         }
-        if done.blocks > 0 {
-            tracing::info!(
-                objects = done.objects,
-                blocks = done.blocks,
-                bytes = done.bytes,
-                "evicted on request"
-            );
-            self.evicted.fetch_add(done.blocks, Ordering::Relaxed);
-            self.send(Op::AddCounter {
-                name: "evicted_blocks",
-                delta: done.blocks as i64,
-            })?;
-        }
+        self.count_evicted(&done, "evicted on request")?;
         out.evicted = done;
         Ok(out)
     }

@@ -60,6 +60,42 @@ impl Control {
     }
 }
 
+/// A client per configured backend (no request is made).
+pub fn build_backends(config: &Config) -> Result<Vec<Arc<warpdrive_store::Backend>>> {
+    config
+        .backends
+        .iter()
+        .map(|b| warpdrive_store::Backend::build(b).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()
+        .context("building backend clients")
+}
+
+impl Control {
+    /// The API over `cache` and the configured backends without a mount (`warpdrive-ctl
+    /// serve` when no daemon runs): the filesystem core serves `warm` with no FUSE session.
+    pub fn standalone(config: &Config, cache: Arc<Cache>, version: &str) -> Result<Arc<Control>> {
+        let fs = Fs::new(
+            warpdrive_fs::FsConfig {
+                metadata_ttl: config.metadata_ttl,
+                uid: 0,
+                gid: 0,
+                block_size: config.cache.block_size,
+                prefetch_budget: config.cache.prefetch_budget,
+                passthrough: false,
+            },
+            build_backends(config)?,
+            Some(cache.clone()),
+        );
+        Ok(Control::new(
+            Arc::new(config.clone()),
+            fs,
+            cache,
+            false,
+            (version, "unknown"),
+        ))
+    }
+}
+
 /// An error answer: a status and one sentence.
 #[derive(Debug)]
 pub struct Failure(StatusCode, String);

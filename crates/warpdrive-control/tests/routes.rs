@@ -10,8 +10,6 @@ use warpdrive_config::Config;
 use warpdrive_control::api::ROUTES;
 use warpdrive_control::client::Client;
 use warpdrive_control::server::{self, Control};
-use warpdrive_fs::{Fs, FsConfig};
-use warpdrive_store::Backend;
 
 fn documented() -> BTreeSet<(String, String)> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../doc/openapi.yaml");
@@ -62,22 +60,7 @@ fn openapi_lists_exactly_the_served_routes() {
         .expect("cache"),
     );
     let rt = tokio::runtime::Runtime::new().expect("rt");
-    let backends = vec![Arc::new(
-        Backend::build(&config.backends[0]).expect("backend"),
-    )];
-    let fs = Fs::new(
-        FsConfig {
-            metadata_ttl: config.metadata_ttl,
-            uid: 0,
-            gid: 0,
-            block_size: config.cache.block_size,
-            prefetch_budget: 0,
-            passthrough: false,
-        },
-        backends,
-        Some(cache.clone()),
-    );
-    let control = Control::new(Arc::new(config), fs, cache, false, ("t", "t"));
+    let control = Control::standalone(&config, cache, "t").expect("control");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.set_nonblocking(true).expect("nonblocking");
     let addr = listener.local_addr().expect("addr").to_string();

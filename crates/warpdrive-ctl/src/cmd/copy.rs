@@ -13,7 +13,6 @@ use anyhow::{Context, Result};
 use warpdrive_config::Config;
 use warpdrive_control::api::{CopyRequest, Job, JobState};
 use warpdrive_control::jobs::{DEFAULT_WARM_PARALLEL, Jobs};
-use warpdrive_store::Backend;
 
 use crate::cmd::warm::{INTERRUPTED, follow};
 use crate::fmt::size;
@@ -74,12 +73,7 @@ pub fn run(config: &Config, a: &CopyArgs, is_move: bool) -> Result<u8> {
                 .enable_all()
                 .build()
                 .context("starting the runtime")?;
-            let backends = config
-                .backends
-                .iter()
-                .map(|b| Backend::build(b).map(Arc::new))
-                .collect::<Result<Vec<_>, _>>()
-                .context("building backend clients")?;
+            let backends = warpdrive_control::server::build_backends(config)?;
             let jobs = Jobs::default();
             let job = {
                 let _in = rt.enter();

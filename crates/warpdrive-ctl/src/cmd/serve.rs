@@ -11,11 +11,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use axum::Router;
-use warpdrive_config::{Config, Passthrough};
+use warpdrive_config::Config;
 use warpdrive_control::server::{self, Control};
 use warpdrive_control::{client, token};
-use warpdrive_fs::{Fs, FsConfig};
-use warpdrive_store::Backend;
 
 use crate::{api, exit};
 
@@ -100,30 +98,6 @@ pub fn run(config: &Config, a: &ServeArgs) -> Result<u8> {
 fn standalone(config: &Config) -> Result<Router> {
     let cache = Arc::new(api::open_cache(config)?);
     warpdrive_control::quotas::apply_saved(&cache, &config.cache.dir)?;
-    let backends = config
-        .backends
-        .iter()
-        .map(|b| Backend::build(b).map(Arc::new))
-        .collect::<Result<Vec<_>, _>>()
-        .context("building backend clients")?;
-    let fs = Fs::new(
-        FsConfig {
-            metadata_ttl: config.metadata_ttl,
-            uid: 0,
-            gid: 0,
-            block_size: config.cache.block_size,
-            prefetch_budget: config.cache.prefetch_budget,
-            passthrough: config.fuse.passthrough == Passthrough::Auto,
-        },
-        backends,
-        Some(cache.clone()),
-    );
-    let c = Control::new(
-        Arc::new(config.clone()),
-        fs,
-        cache,
-        false,
-        (env!("CARGO_PKG_VERSION"), "unknown"),
-    );
+    let c = Control::standalone(config, cache, env!("CARGO_PKG_VERSION"))?;
     Ok(server::router(c))
 }

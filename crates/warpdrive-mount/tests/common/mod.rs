@@ -230,31 +230,17 @@ pub fn refused_start(config: &Path, what: &str) -> (Option<i32>, String) {
 /// Runs `warpdrive-ctl` (built beside the daemon by `cargo build --bins`) on the mount's
 /// config; returns its stdout.
 pub fn ctl(m: &Mount, args: &[&str]) -> String {
-    let bin = Path::new(BIN).with_file_name("warpdrive-ctl");
-    let out = Command::new(&bin)
-        .arg("--config")
-        .arg(&m.config)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e} (run `cargo build --bins` first)", bin.display()));
-    assert!(
-        out.status.success(),
-        "warpdrive-ctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
+    let (code, out, err) = ctl_any(m, args);
+    assert_eq!(code, Some(0), "warpdrive-ctl {args:?}: {err}");
+    out
 }
 
 /// Runs `warpdrive-ctl` on the mount's config whatever its outcome: exit code, stdout,
 /// stderr.
 pub fn ctl_any(m: &Mount, args: &[&str]) -> (Option<i32>, String, String) {
-    let bin = Path::new(BIN).with_file_name("warpdrive-ctl");
-    let out = Command::new(&bin)
-        .arg("--config")
-        .arg(&m.config)
-        .args(args)
+    let out = ctl_command(m, args)
         .output()
-        .unwrap_or_else(|e| panic!("{}: {e} (run `cargo build --bins` first)", bin.display()));
+        .unwrap_or_else(|e| panic!("warpdrive-ctl: {e} (run `cargo build --bins` first)"));
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
