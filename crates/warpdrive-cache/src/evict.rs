@@ -199,14 +199,21 @@ impl Cache {
                 }
                 let len = self.block_len(e.size, BlockIndex(b)).unwrap_or(0);
                 e.blocks.remove(&b);
-                self.release(backend, key, len);
                 freed += len;
                 victims.push((b, len));
             }
             victims
         };
         let path = self.data_path(id);
-        let f = self.file(id)?;
+        let f = match self.file(id) {
+            Ok(f) => f,
+            Err(e) => {
+                for (_, len) in &victims {
+                    self.release(backend, key, *len);
+                }
+                return Err(e);
+            }
+        };
         let mut out = Evicted::default();
         for (b, len) in victims {
             self.send(Op::DropBlock {
@@ -223,6 +230,9 @@ impl Cache {
                     len as libc::off_t,
                 )
             };
+            // Counted as free only once the space is: a writer admitted meanwhile cannot
+            // push the disk over the cap.
+            self.release(backend, key, len);
             if r != 0 {
                 return Err(CacheError::Io {
                     path: path.clone(),

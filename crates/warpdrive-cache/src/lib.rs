@@ -692,8 +692,9 @@ impl Cache {
 
     /// Drops a removed entry's blocks: from the byte count, the index and the disk.
     fn forget(&self, backend: &str, key: &str, old: Entry) -> Result<()> {
-        self.release(backend, key, cached_bytes(self.cfg.block_size, &old));
+        // The space is freed first, then counted free (see `punch`).
         self.remove_data(old.id);
+        self.release(backend, key, cached_bytes(self.cfg.block_size, &old));
         self.send(Op::DropObject { id: old.id })
     }
 

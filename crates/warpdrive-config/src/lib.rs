@@ -302,6 +302,35 @@ pub struct BackendConfig {
     /// Key prefix inside the bucket or container, either empty or ending in `/`.
     pub prefix: String,
     pub auth: AuthMode,
+    /// Which identity `managed_identity` uses, and where it asks for tokens.
+    pub identity: IdentityConfig,
+    /// PEM certificates to trust for the store's endpoint, besides the system's.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The details of `auth: { mode: managed_identity, ... }`. None of it is secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct IdentityConfig {
+    /// A user-assigned identity (Azure), by client id, object id or resource id; the
+    /// system-assigned one when none is given.
+    pub client_id: Option<String>,
+    pub object_id: Option<String>,
+    pub resource_id: Option<String>,
+    /// The identity endpoint instead of the cloud's standard one (Azure IMDS token URL,
+    /// AWS instance metadata base URL, GCP metadata server base URL).
+    pub endpoint: Option<String>,
+}
+
+impl IdentityConfig {
+    /// The identity's name for status output (a client, object or resource id; never a secret).
+    pub fn describe(&self) -> String {
+        match (&self.client_id, &self.object_id, &self.resource_id) {
+            (Some(c), _, _) => format!("client_id {c}"),
+            (_, Some(o), _) => format!("object_id {o}"),
+            (_, _, Some(r)) => format!("resource_id {r}"),
+            _ => "system-assigned".into(),
+        }
+    }
 }
 
 /// The resolved configuration every layer is built from.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::{AuthMode, BackendConfig, BackendKind, validate_name};
+use crate::{AuthMode, BackendConfig, BackendKind, IdentityConfig, validate_name};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,7 +64,66 @@ pub(crate) struct RawBackend {
     pub s3: Option<RawS3>,
     pub gcs: Option<RawGcs>,
     pub local: Option<RawLocal>,
-    pub auth: Option<AuthMode>,
+    /// A mode (`managed_identity`) or a map with `mode` and the identity's details.
+    pub auth: Option<serde_yaml_ng::Value>,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The fields of `auth:` written as a map.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    mode: Option<AuthMode>,
+    client_id: Option<String>,
+    object_id: Option<String>,
+    resource_id: Option<String>,
+    endpoint: Option<String>,
+}
+
+/// Reads `auth:`: a mode alone, or a map.
+fn parse_auth(
+    v: serde_yaml_ng::Value,
+    field: String,
+) -> Result<(Option<AuthMode>, IdentityConfig), FieldError> {
+    let modes = "managed_identity, workload_identity, environment, anonymous or emulator";
+    if v.is_string() {
+        let mode: AuthMode = serde_yaml_ng::from_value(v).map_err(|_| {
+            (
+                field.clone(),
+                format!("is not an auth mode; use one of {modes}"),
+            )
+        })?;
+        return Ok((Some(mode), IdentityConfig::default()));
+    }
+    let raw: RawAuth = serde_yaml_ng::from_value(v).map_err(|e| {
+        (
+            field.clone(),
+            format!(
+                "{e}; write a mode ({modes}) or a map such as {{ mode: managed_identity, client_id: ... }}"
+            ),
+        )
+    })?;
+    let set = [&raw.client_id, &raw.object_id, &raw.resource_id]
+        .iter()
+        .filter(|x| x.is_some())
+        .count();
+    if set > 1 {
+        return Err((
+            field,
+            "names the identity more than once; give one of client_id, object_id or resource_id"
+                .into(),
+        ));
+    }
+    let endpoint = endpoint(raw.endpoint, format!("{field}.endpoint"))?;
+    Ok((
+        raw.mode,
+        IdentityConfig {
+            client_id: raw.client_id,
+            object_id: raw.object_id,
+            resource_id: raw.resource_id,
+            endpoint,
+        },
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -235,7 +294,28 @@ impl RawBackend {
             unreachable!("exactly one kind was checked above")
         };
 
-        let auth = self.auth.unwrap_or(default_auth);
+        let (mode, identity) = match self.auth {
+            None => (None, IdentityConfig::default()),
+            Some(v) => parse_auth(v, at("auth"))?,
+        };
+        let auth = mode.unwrap_or(default_auth);
+        if identity != IdentityConfig::default() && auth != AuthMode::ManagedIdentity {
+            return Err((
+                at("auth"),
+                format!(
+                    "client_id, object_id, resource_id and endpoint apply to `managed_identity`, not `{}`",
+                    auth.as_str()
+                ),
+            ));
+        }
+        if let Some(f) = &self.ca_file
+            && !f.is_absolute()
+        {
+            return Err((
+                at("ca_file"),
+                format!("`{}` is relative; use an absolute path", f.display()),
+            ));
+        }
         if auth == AuthMode::Emulator && !is_loopback_endpoint(kind.endpoint()) {
             return Err((
                 at("auth"),
@@ -254,6 +334,8 @@ impl RawBackend {
             kind,
             prefix,
             auth,
+            identity,
+            ca_file: self.ca_file,
         })
     }
 }

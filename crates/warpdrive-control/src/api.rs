@@ -43,6 +43,9 @@ pub struct DaemonStatus {
     pub cache: CacheHealth,
     /// Each team's quota and use.
     pub quotas: Vec<QuotaUse>,
+    /// Each backend's auth mode, identity and token lifetime.
+    #[serde(default)]
+    pub backends: Vec<BackendAuth>,
     pub jobs_running: usize,
 }
 
@@ -295,4 +298,11 @@ pub struct QuotaSet {
     pub paths: Vec<String>,
     /// A size such as `500GiB`.
     pub max: String,
+}
+
+/// One backend's identity, for `status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackendAuth {
+    pub name: String,
+    pub auth: warpdrive_store::auth::AuthState,
 }

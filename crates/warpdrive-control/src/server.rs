@@ -161,6 +161,15 @@ async fn status(State(c): State<Arc<Control>>) -> Answer<DaemonStatus> {
         mounted: c.mounted,
         cache,
         quotas: c.cache.quota_use(),
+        backends: c
+            .fs
+            .backends()
+            .iter()
+            .map(|b| api::BackendAuth {
+                name: b.name().to_string(),
+                auth: b.auth_state(),
+            })
+            .collect(),
         jobs_running: c.jobs.running(),
     }))
 }

@@ -39,6 +39,7 @@ impl FsError {
                 StoreError::InvalidKey { .. } => libc::ENOENT,
                 StoreError::PreconditionFailed { .. } => libc::ESTALE,
                 StoreError::Timeout { .. } => libc::ETIMEDOUT,
+                StoreError::Denied { .. } => libc::EACCES,
                 StoreError::Build { .. } | StoreError::Io { .. } | StoreError::Other { .. } => {
                     libc::EIO
                 }

@@ -253,6 +253,10 @@ pub struct BackendMetrics {
     total: [Histogram; 3],
     errors: Family<BackendKindLabels, Counter>,
     pub retries: Counter,
+    auth_refreshes: Counter,
+    auth_failures: Counter,
+    /// Created at the first token, so backends without tokens show no expiry.
+    auth_expiry: Family<AuthLabels, Gauge<f64, AtomicU64>>,
 }
 
 /// Backend request kinds.
@@ -323,7 +327,30 @@ impl BackendMetrics {
             total: [request_latency(), request_latency(), request_latency()],
             errors: Family::default(),
             retries: Counter::default(),
+            auth_refreshes: Counter::default(),
+            auth_failures: Counter::default(),
+            auth_expiry: Family::default(),
         }
+    }
+
+    /// A token was refreshed; it is valid for `expires_in` seconds.
+    pub fn auth_refreshed(&self, expires_in: f64) {
+        self.auth_refreshes.inc();
+        self.auth_expiry(expires_in);
+    }
+
+    /// A token refresh failed.
+    pub fn auth_failed(&self) {
+        self.auth_failures.inc();
+    }
+
+    /// Seconds until the current token expires (negative once it has).
+    pub fn auth_expiry(&self, seconds: f64) {
+        self.auth_expiry
+            .get_or_create(&AuthLabels {
+                backend: self.name.clone(),
+            })
+            .set(seconds);
     }
 
     /// Counts one request and its latency: until the first byte of the answer, and in all.
@@ -610,8 +637,6 @@ impl Metrics {
         let auth = AuthLabels {
             backend: name.to_string(),
         };
-        let _ = self.auth_refreshes.get_or_create(&auth);
-        let _ = self.auth_refresh_failures.get_or_create(&auth);
         BackendMetrics {
             name: name.to_string(),
             read_bytes: self.backend_read_bytes.get_or_create(&l).clone(),
@@ -620,6 +645,9 @@ impl Metrics {
             total: Request::ALL.map(|r| self.backend_total.get_or_create(&op(r)).clone()),
             errors: self.backend_errors.clone(),
             retries: self.backend_retries.get_or_create(&l).clone(),
+            auth_refreshes: self.auth_refreshes.get_or_create(&auth).clone(),
+            auth_failures: self.auth_refresh_failures.get_or_create(&auth).clone(),
+            auth_expiry: self.auth_token_expiry.clone(),
         }
     }
 

@@ -57,6 +57,8 @@ fn every_backend_serves_identical_bytes() {
             },
             prefix: String::new(),
             auth: AuthMode::Anonymous,
+            identity: Default::default(),
+            ca_file: None,
         },
     ];
     rt.block_on(async {

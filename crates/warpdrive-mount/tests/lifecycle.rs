@@ -23,6 +23,8 @@ fn local_backend(dir: &Path) -> BackendConfig {
         },
         prefix: String::new(),
         auth: AuthMode::Anonymous,
+        identity: Default::default(),
+        ca_file: None,
     }
 }
 

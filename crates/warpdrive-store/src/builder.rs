@@ -4,7 +4,7 @@
 //!
 //! | mode               | Azure                         | S3                          | GCS                         |
 //! |--------------------|-------------------------------|-----------------------------|-----------------------------|
-//! | `managed_identity` | IMDS token (builder default)  | instance role (IMDSv2)      | metadata server             |
+//! | `managed_identity` | IMDS token ([`crate::auth`])  | instance role, IMDSv2 (auth)| metadata server (auth)      |
 //! | `workload_identity`| federated token from env      | web identity from env       | application default creds   |
 //! | `environment`      | `AZURE_*` variables           | `AWS_*` variables           | `GOOGLE_*` variables        |
 //! | `anonymous`        | unsigned requests             | unsigned requests           | unsigned requests           |
@@ -18,11 +18,12 @@ use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::{GcpCredential, GoogleCloudStorageBuilder};
 use object_store::list::PaginatedListStore;
 use object_store::{
-    BackoffConfig, ClientOptions, ObjectStore, RetryConfig, StaticCredentialProvider,
+    BackoffConfig, Certificate, ClientOptions, ObjectStore, RetryConfig, StaticCredentialProvider,
 };
 use warpdrive_config::{AuthMode, BackendConfig, BackendKind};
 use warpdrive_metrics::BackendMetrics;
 
+use crate::auth::{AwsProvider, Credentials, GcpProvider, Provider};
 use crate::keys::WarnOnce;
 use crate::listfilter::FilteringConnector;
 use crate::{Result, StoreError};
@@ -40,13 +41,32 @@ const RETRY_TIMEOUT: Duration = Duration::from_secs(60);
 const AZURITE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
-type Built = (Arc<dyn ObjectStore>, Arc<dyn PaginatedListStore>);
+type Built = (
+    Arc<dyn ObjectStore>,
+    Arc<dyn PaginatedListStore>,
+    Option<Arc<Credentials>>,
+);
 
-fn client_options(endpoint: Option<&str>) -> ClientOptions {
-    ClientOptions::new()
+fn client_options(cfg: &BackendConfig, endpoint: Option<&str>) -> Result<ClientOptions> {
+    let mut o = ClientOptions::new()
         .with_timeout(REQUEST_TIMEOUT)
         .with_connect_timeout(CONNECT_TIMEOUT)
-        .with_allow_http(endpoint.is_some_and(|e| e.starts_with("http://")))
+        .with_allow_http(endpoint.is_some_and(|e| e.starts_with("http://")));
+    if let Some(f) = &cfg.ca_file {
+        let fail = |m: String| StoreError::Build {
+            backend: cfg.name.clone(),
+            message: format!("ca_file {}: {m}", f.display()),
+        };
+        let pem = std::fs::read(f).map_err(|e| fail(e.to_string()))?;
+        let certs = Certificate::from_pem_bundle(&pem).map_err(|e| fail(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(fail("holds no PEM certificate".into()));
+        }
+        for c in certs {
+            o = o.with_root_certificate(c);
+        }
+    }
+    Ok(o)
 }
 
 fn retry() -> RetryConfig {
@@ -57,11 +77,12 @@ fn retry() -> RetryConfig {
     }
 }
 
-fn both<T: ObjectStore + PaginatedListStore>(s: T) -> Built {
+fn both<T: ObjectStore + PaginatedListStore>(s: T, c: Option<Arc<Credentials>>) -> Built {
     let s = Arc::new(s);
     (
         s.clone() as Arc<dyn ObjectStore>,
         s as Arc<dyn PaginatedListStore>,
+        c,
     )
 }
 
@@ -79,6 +100,8 @@ pub(crate) fn build(
         backend: cfg.name.clone(),
         message: e.to_string(),
     };
+    let creds = (cfg.auth == AuthMode::ManagedIdentity)
+        .then(|| Credentials::managed_identity(cfg, metrics.clone()));
     match &cfg.kind {
         BackendKind::Azure {
             account,
@@ -94,7 +117,7 @@ pub(crate) fn build(
             .with_account(account)
             .with_container_name(container)
             .with_http_connector(connector())
-            .with_client_options(client_options(endpoint.as_deref()))
+            .with_client_options(client_options(cfg, endpoint.as_deref())?)
             .with_retry(retry());
             if let Some(e) = endpoint {
                 b = b.with_endpoint(e.clone());
@@ -104,7 +127,10 @@ pub(crate) fn build(
                 AuthMode::Anonymous => b = b.with_skip_signature(true),
                 _ => {}
             }
-            Ok(both(b.build().map_err(fail)?))
+            if let Some(c) = &creds {
+                b = b.with_credentials(Arc::new(Provider(c.clone())));
+            }
+            Ok(both(b.build().map_err(fail)?, creds))
         }
         BackendKind::S3 {
             bucket,
@@ -117,7 +143,7 @@ pub(crate) fn build(
             }
             .with_bucket_name(bucket)
             .with_http_connector(connector())
-            .with_client_options(client_options(endpoint.as_deref()))
+            .with_client_options(client_options(cfg, endpoint.as_deref())?)
             .with_retry(retry());
             if let Some(r) = region {
                 b = b.with_region(r);
@@ -134,7 +160,10 @@ pub(crate) fn build(
                 AuthMode::Anonymous => b = b.with_skip_signature(true),
                 _ => {}
             }
-            Ok(both(b.build().map_err(fail)?))
+            if let Some(c) = &creds {
+                b = b.with_credentials(Arc::new(AwsProvider(c.clone())));
+            }
+            Ok(both(b.build().map_err(fail)?, creds))
         }
         BackendKind::Gcs { bucket, endpoint } => {
             let mut b = match cfg.auth {
@@ -145,7 +174,7 @@ pub(crate) fn build(
             }
             .with_bucket_name(bucket)
             .with_http_connector(connector())
-            .with_client_options(client_options(endpoint.as_deref()))
+            .with_client_options(client_options(cfg, endpoint.as_deref())?)
             .with_retry(retry());
             if let Some(e) = endpoint {
                 b = b.with_base_url(e);
@@ -160,7 +189,10 @@ pub(crate) fn build(
                     }),
                 ));
             }
-            Ok(both(b.build().map_err(fail)?))
+            if let Some(c) = &creds {
+                b = b.with_credentials(Arc::new(GcpProvider(c.clone())));
+            }
+            Ok(both(b.build().map_err(fail)?, creds))
         }
         BackendKind::Local { .. } => unreachable!("local backends are not built with object_store"),
     }

@@ -18,6 +18,7 @@
 //! names and cannot list a directory that holds a name it considers invalid.
 
 mod attempts;
+pub mod auth;
 mod builder;
 pub mod keys;
 mod listfilter;
@@ -35,7 +36,7 @@ use futures::stream::BoxStream;
 use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::path::Path as StorePath;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
-use warpdrive_config::{BackendConfig, BackendKind};
+use warpdrive_config::{AuthMode, BackendConfig, BackendKind};
 use warpdrive_metrics::{BackendMetrics, ErrorKind, Request};
 
 pub use keys::valid_component;
@@ -63,6 +64,8 @@ pub enum StoreError {
     Io { backend: String, message: String },
     #[error("{backend}: {message}")]
     Other { backend: String, message: String },
+    #[error("{backend}: access denied: {message}")]
+    Denied { backend: String, message: String },
 }
 
 impl StoreError {
@@ -80,6 +83,11 @@ impl StoreError {
                 StoreError::PreconditionFailed { backend, key }
             }
             object_store::Error::InvalidPath { .. } => StoreError::InvalidKey { backend, key },
+            e @ (object_store::Error::Unauthenticated { .. }
+            | object_store::Error::PermissionDenied { .. }) => StoreError::Denied {
+                backend,
+                message: e.to_string(),
+            },
             other => StoreError::Other {
                 backend,
                 message: other.to_string(),
@@ -116,6 +124,8 @@ enum Inner {
     Cloud {
         store: Arc<dyn ObjectStore>,
         lister: Arc<dyn PaginatedListStore>,
+        /// With `auth: managed_identity`: the token and its refresher.
+        creds: Option<Arc<auth::Credentials>>,
     },
     Local(local::LocalDir),
 }
@@ -196,8 +206,12 @@ impl Backend {
         let inner = match &config.kind {
             BackendKind::Local { path } => Inner::Local(local::LocalDir::new(&config.name, path)),
             _ => {
-                let (store, lister) = builder::build(config, warned.clone(), &metrics)?;
-                Inner::Cloud { store, lister }
+                let (store, lister, creds) = builder::build(config, warned.clone(), &metrics)?;
+                Inner::Cloud {
+                    store,
+                    lister,
+                    creds,
+                }
             }
         };
         Ok(Backend {
@@ -265,7 +279,7 @@ impl Backend {
 
     /// Lists one page of the directory `dir` (a relative key, `""` for the backend's root),
     /// continuing from `token`. `max_keys` bounds the page (default [`LIST_PAGE_SIZE`]).
-    pub async fn list_page(
+    async fn list_page_once(
         &self,
         dir: &str,
         token: Option<String>,
@@ -370,7 +384,7 @@ impl Backend {
     }
 
     /// An object's metadata.
-    pub async fn head(&self, key: &str) -> Result<ObjectInfo> {
+    async fn head_once(&self, key: &str) -> Result<ObjectInfo> {
         let _timer = RequestTimer::new(&self.metrics, Request::Head);
         match &self.inner {
             Inner::Local(l) => self.local_failed(l.head(&self.full_key(key)?).await),
@@ -388,7 +402,7 @@ impl Backend {
 
     /// Reads `range` of the object. With `etag`, the read fails with
     /// [`StoreError::PreconditionFailed`] if the object is no longer that version.
-    pub async fn get_range(
+    async fn get_range_once(
         &self,
         key: &str,
         range: Range<u64>,
@@ -439,7 +453,7 @@ impl Backend {
     /// Like [`Backend::get_range`], but yields the body as it arrives, so a caller can use
     /// the first bytes of a large range before the last ones are received and never holds
     /// the whole range in memory. The stream may end early; the caller checks the length.
-    pub async fn get_range_stream(
+    async fn get_range_stream_once(
         &self,
         key: &str,
         range: Range<u64>,
@@ -483,6 +497,92 @@ impl Backend {
                     })
                     .boxed())
             }
+        }
+    }
+
+    /// Runs `f`; if the store rejected the token, forces one refresh and runs it again.
+    async fn authed<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let r = f().await;
+        if let (Err(StoreError::Denied { .. }), Inner::Cloud { creds: Some(c), .. }) =
+            (&r, &self.inner)
+        {
+            tracing::info!(
+                backend = self.config.name,
+                "the store rejected the token; refreshing it once"
+            );
+            if c.force_refresh().await.is_ok() {
+                return f().await;
+            }
+        }
+        r
+    }
+
+    /// Lists one page of the directory `dir` (a relative key, `""` for the backend's root),
+    /// continuing from `token`. `max_keys` bounds the page (default [`LIST_PAGE_SIZE`]).
+    pub async fn list_page(
+        &self,
+        dir: &str,
+        token: Option<String>,
+        max_keys: Option<usize>,
+    ) -> Result<ListPage> {
+        self.authed(|| self.list_page_once(dir, token.clone(), max_keys))
+            .await
+    }
+
+    /// An object's metadata.
+    pub async fn head(&self, key: &str) -> Result<ObjectInfo> {
+        self.authed(|| self.head_once(key)).await
+    }
+
+    /// Reads `range` of the object. With `etag`, the read fails with
+    /// [`StoreError::PreconditionFailed`] if the object is no longer that version.
+    pub async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        etag: Option<&str>,
+    ) -> Result<Bytes> {
+        self.authed(|| self.get_range_once(key, range.clone(), etag))
+            .await
+    }
+
+    /// Like [`Backend::get_range`], but yields the body as it arrives, so a caller can use
+    /// the first bytes of a large range before the last ones are received and never holds
+    /// the whole range in memory. The stream may end early; the caller checks the length.
+    pub async fn get_range_stream(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        etag: Option<&str>,
+    ) -> Result<BoxStream<'static, Result<Bytes>>> {
+        self.authed(|| self.get_range_stream_once(key, range.clone(), etag))
+            .await
+    }
+
+    /// The backend's auth mode, identity and (with tokens) the current token's lifetime.
+    pub fn auth_state(&self) -> auth::AuthState {
+        if let Inner::Cloud { creds: Some(c), .. } = &self.inner {
+            return c.state();
+        }
+        let identity = match (&self.config.kind, self.config.auth) {
+            (BackendKind::Local { .. }, _) => "local directory",
+            (_, AuthMode::Emulator) => "the emulator's published development credentials",
+            (_, AuthMode::Anonymous) => "none (unsigned requests)",
+            (_, AuthMode::Environment) => "the cloud's environment variables",
+            (_, AuthMode::WorkloadIdentity) => "federated token (workload identity)",
+            (_, AuthMode::ManagedIdentity) => "managed identity",
+        };
+        auth::AuthState {
+            mode: self.config.auth.as_str().into(),
+            identity: identity.into(),
+            expires_in_seconds: None,
+            refreshes: 0,
+            failures: 0,
+            last_error: None,
         }
     }
 

@@ -23,8 +23,10 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use warpdrive_config::{AuthMode, BackendConfig, BackendKind};
 use warpdrive_store::Backend;
 
+mod imds;
 mod proxy;
 mod wan;
+pub use imds::{Failure, Imds, Tls, azure_jwt};
 pub use proxy::DelayProxy;
 pub use wan::{Link, WanProxy};
 
@@ -114,6 +116,8 @@ pub struct Emulator {
     pub port: u16,
     child: Child,
     _dir: tempfile::TempDir,
+    /// Served over HTTPS (Azurite after [`Emulator::restart_tls_oauth`]).
+    https: bool,
 }
 
 impl Emulator {
@@ -199,6 +203,7 @@ impl Emulator {
             port,
             child,
             _dir: dir,
+            https: false,
         };
         em.wait_ready()?;
         Ok(em)
@@ -229,10 +234,54 @@ impl Emulator {
         }
     }
 
+    /// Restarts Azurite on the same port and data over HTTPS with `tls`'s certificate and
+    /// `--oauth basic` (bearer tokens accepted while their claims are valid). Seed the data
+    /// first, over HTTP with the emulator key: the restart keeps it.
+    pub fn restart_tls_oauth(&mut self, tls: &Tls) -> Result<()> {
+        anyhow::ensure!(self.kind == Kind::Azurite, "only Azurite serves OAuth");
+        // SIGINT lets Azurite save its metadata before it exits.
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let t0 = Instant::now();
+        while self.child.try_wait()?.is_none() {
+            if t0.elapsed() > Duration::from_secs(10) {
+                let _ = self.child.kill();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self._dir.path().join("emulator.log"))?;
+        let mut c = Command::new("azurite-blob");
+        c.args(["--blobHost", "127.0.0.1", "--blobPort"])
+            .arg(self.port.to_string())
+            .arg("--location")
+            .arg(self._dir.path())
+            .args([
+                "--silent",
+                "--skipApiVersionCheck",
+                "--loose",
+                "--oauth",
+                "basic",
+            ])
+            .arg("--cert")
+            .arg(&tls.cert)
+            .arg("--key")
+            .arg(&tls.key)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .current_dir(self._dir.path());
+        self.child = c.spawn().context("restarting Azurite over HTTPS")?;
+        self.https = true;
+        self.wait_ready()
+    }
+
     /// The endpoint a backend config uses.
     pub fn endpoint(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
         match self.kind {
-            Kind::Azurite => format!("http://127.0.0.1:{}/{AZURITE_ACCOUNT}", self.port),
+            Kind::Azurite => format!("{scheme}://127.0.0.1:{}/{AZURITE_ACCOUNT}", self.port),
             Kind::Moto | Kind::Gcs => format!("http://127.0.0.1:{}", self.port),
         }
     }
@@ -264,6 +313,8 @@ pub fn local_backend(name: &str, path: &std::path::Path) -> BackendConfig {
         },
         prefix: String::new(),
         auth: AuthMode::Anonymous,
+        identity: Default::default(),
+        ca_file: None,
     }
 }
 
@@ -296,6 +347,8 @@ pub fn emulator_backend(
         kind,
         prefix: prefix.to_string(),
         auth: AuthMode::Emulator,
+        identity: Default::default(),
+        ca_file: None,
     }
 }
 

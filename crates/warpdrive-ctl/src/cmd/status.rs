@@ -202,6 +202,11 @@ fn print_text(s: &Status) {
     );
     for b in &s.backends {
         let state = if b.reachable { "reachable" } else { "ERROR" };
+        let token = s
+            .daemon
+            .as_ref()
+            .and_then(|d| d.backends.iter().find(|x| x.name == b.name))
+            .map(|x| &x.auth);
         let lat = b
             .latency_ms
             .map(|l| format!("{l:.1} ms"))
@@ -217,6 +222,26 @@ fn print_text(s: &Status) {
         );
         if let Some(e) = &b.error {
             println!("{:<w$}  └ {e}", "");
+        }
+        if let Some(t) = token {
+            let expiry = match t.expires_in_seconds {
+                Some(s) if s >= 0 => format!(
+                    "token valid {}",
+                    humantime::format_duration(Duration::from_secs(s as u64))
+                ),
+                Some(_) => "token EXPIRED".into(),
+                None => "no token".into(),
+            };
+            println!(
+                "{:<w$}  └ {}; {expiry}; {} refreshes, {} failures{}",
+                "",
+                t.identity,
+                t.refreshes,
+                t.failures,
+                t.last_error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!("; last error: {e}"))
+            );
         }
     }
 }

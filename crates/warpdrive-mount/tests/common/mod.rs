@@ -56,7 +56,26 @@ pub fn config_yaml_with(
             )),
             BackendKind::Local { path } => y.push_str(&format!("    local: {{ path: {} }}\n", path.display())),
         }
-        y.push_str(&format!("    auth: {}\n", b.auth.as_str()));
+        let id = &b.identity;
+        if *id == Default::default() {
+            y.push_str(&format!("    auth: {}\n", b.auth.as_str()));
+        } else {
+            y.push_str(&format!("    auth: {{ mode: {}", b.auth.as_str()));
+            for (k, v) in [
+                ("client_id", &id.client_id),
+                ("object_id", &id.object_id),
+                ("resource_id", &id.resource_id),
+                ("endpoint", &id.endpoint),
+            ] {
+                if let Some(v) = v {
+                    y.push_str(&format!(", {k}: \"{v}\""));
+                }
+            }
+            y.push_str(" }\n");
+        }
+        if let Some(ca) = &b.ca_file {
+            y.push_str(&format!("    ca_file: {}\n", ca.display()));
+        }
     }
     y
 }

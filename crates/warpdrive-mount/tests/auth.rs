@@ -1,0 +1,257 @@
+//! Identity without secrets: `auth: managed_identity` against Azurite over HTTPS with
+//! `--oauth basic`, tokens from the test kit's IMDS emulator: refresh before expiry, outages
+//! of the identity endpoint, and no key anywhere.
+
+mod common;
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use common::{Mount, ctl, runtime, sha256};
+use warpdrive_config::{AuthMode, BackendConfig, BackendKind, IdentityConfig};
+use warpdrive_testkit::{
+    AZURITE_ACCOUNT, Emulator, Failure, Imds, Kind, Tls, random_bytes, upload_many,
+};
+
+const MIB: usize = 1 << 20;
+/// Azurite's published development key: it must appear in no config of these tests.
+const AZURITE_KEY_START: &str = "Eby8vdM02xNOcqFl";
+
+struct Setup {
+    _az: Emulator,
+    _tls: Tls,
+    imds: Imds,
+    backend: BackendConfig,
+    objects: Vec<(String, Vec<u8>)>,
+}
+
+/// Azurite seeded over HTTP, then serving HTTPS with OAuth; an IMDS emulator with tokens
+/// of `lifetime`.
+fn setup(n: usize, size: usize, lifetime: Duration) -> Setup {
+    let tls = Tls::generate().expect("certificates");
+    let mut az = Emulator::start(Kind::Azurite).expect("azurite");
+    az.create_bucket("data").expect("container");
+    let objects: Vec<(String, Vec<u8>)> = (0..n)
+        .map(|i| {
+            (
+                format!("d/obj-{i:02}.bin"),
+                random_bytes(size, 900 + i as u64),
+            )
+        })
+        .collect();
+    runtime()
+        .block_on(upload_many(
+            &az.backend("seed", "data", ""),
+            objects.clone(),
+            8,
+        ))
+        .expect("upload");
+    az.restart_tls_oauth(&tls).expect("https");
+    let imds = Imds::start(lifetime).expect("imds");
+    let backend = BackendConfig {
+        name: "az".into(),
+        kind: BackendKind::Azure {
+            account: AZURITE_ACCOUNT.into(),
+            container: "data".into(),
+            endpoint: Some(az.endpoint()),
+        },
+        prefix: String::new(),
+        auth: AuthMode::ManagedIdentity,
+        identity: IdentityConfig {
+            client_id: Some("11111111-2222-3333-4444-555555555555".into()),
+            endpoint: Some(imds.azure_endpoint()),
+            ..Default::default()
+        },
+        ca_file: Some(tls.ca.clone()),
+    };
+    Setup {
+        _az: az,
+        _tls: tls,
+        imds,
+        backend,
+        objects,
+    }
+}
+
+fn read(m: &Mount, key: &str) -> std::io::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    std::fs::File::open(m.path(&format!("az/{key}")))?.read_to_end(&mut v)?;
+    Ok(v)
+}
+
+fn metric(m: &Mount, name: &str) -> f64 {
+    let text = m.metrics_text();
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{backend=\"az\"}}")))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} for az in:\n{text}"))
+}
+
+#[test]
+fn managed_identity_reads_azurite_over_https_with_no_key() {
+    let s = setup(3, MIB + 17, Duration::from_secs(3600));
+    let m = Mount::start(std::slice::from_ref(&s.backend), "");
+    let config = std::fs::read_to_string(&m.config).expect("config");
+    assert!(!config.contains(AZURITE_KEY_START), "{config}");
+    assert!(config.contains("managed_identity"), "{config}");
+    for (k, d) in &s.objects {
+        let got = read(&m, k).unwrap_or_else(|e| panic!("read {k}: {e}\n{}", m.log()));
+        assert_eq!(sha256(&got), sha256(d), "{k}");
+    }
+    assert!(s.imds.issued() >= 1);
+    assert_eq!(s.imds.rejected(), 0, "the Metadata header was sent");
+    let q = s.imds.last_azure_query();
+    assert!(
+        q.iter()
+            .any(|(k, v)| k == "client_id" && v.starts_with("11111111")),
+        "the user-assigned identity was asked for: {q:?}"
+    );
+    assert!(metric(&m, "warpdrive_auth_refreshes_total") >= 1.0);
+    assert!(metric(&m, "warpdrive_auth_token_expiry_seconds") > 3000.0);
+    let st: serde_json::Value =
+        serde_json::from_str(&ctl(&m, &["status", "--json"])).expect("json");
+    let auth = &st["daemon"]["backends"][0]["auth"];
+    assert_eq!(auth["mode"], "managed_identity", "{st}");
+    assert!(
+        auth["identity"].as_str().unwrap_or("").contains("11111111"),
+        "{st}"
+    );
+    assert!(
+        auth["expires_in_seconds"].as_i64().unwrap_or(0) > 3000,
+        "{st}"
+    );
+    let text = ctl(&m, &["status"]);
+    assert!(text.contains("token valid"), "{text}");
+    // No token, no secret in the log or in what ctl prints.
+    for out in [m.log(), text, st.to_string()] {
+        assert!(!out.contains("eyJ"), "a JWT leaked: {out}");
+    }
+}
+
+#[test]
+fn short_lived_tokens_refresh_while_reads_go_on() {
+    let s = setup(12, MIB, Duration::from_secs(15));
+    // A cache smaller than the data: reads keep going to the store.
+    let m = Mount::start_with_cache(
+        std::slice::from_ref(&s.backend),
+        "metadata_ttl: 1s\nfuse: { passthrough: off }\n",
+        "max_size: 4MiB, min_free: 0",
+    );
+    let started = Instant::now();
+    let (mut reads, mut failures, mut slowest) = (0u64, 0u64, Duration::ZERO);
+    let mut i = 0;
+    while started.elapsed() < Duration::from_secs(120) {
+        let (k, d) = &s.objects[i % s.objects.len()];
+        i += 1;
+        let t = Instant::now();
+        match read(&m, k) {
+            Ok(got) if sha256(&got) == sha256(d) => {}
+            Ok(_) => panic!("{k}: wrong bytes"),
+            Err(e) => {
+                eprintln!("read {k} failed: {e}");
+                failures += 1;
+            }
+        }
+        slowest = slowest.max(t.elapsed());
+        reads += 1;
+        if i % s.objects.len() == 0 {
+            common::drop_page_cache();
+        }
+    }
+    let refreshes = metric(&m, "warpdrive_auth_refreshes_total");
+    eprintln!(
+        "{reads} reads in 120 s, slowest {slowest:?}, {refreshes} refreshes, {} tokens issued",
+        s.imds.issued()
+    );
+    assert_eq!(failures, 0, "no read failed\n{}", m.log());
+    assert!(
+        refreshes >= 8.0,
+        "a 15 s token refreshed about every 7.5 s: {refreshes}"
+    );
+    assert_eq!(metric(&m, "warpdrive_auth_refresh_failures_total"), 0.0);
+    assert!(
+        slowest < warpdrive_store::auth::FETCH_TIMEOUT,
+        "no read waited for a refresh: slowest {slowest:?}"
+    );
+}
+
+#[test]
+fn identity_endpoint_outages() {
+    let s = setup(16, MIB / 4, Duration::from_secs(40));
+    let m = Mount::start_with_cache(
+        std::slice::from_ref(&s.backend),
+        "metadata_ttl: 1s\nfuse: { passthrough: off }\n",
+        "max_size: 1GiB",
+    );
+    let evict_all = |m: &Mount| {
+        ctl(m, &["evict", "--all"]);
+        common::drop_page_cache();
+    };
+    let read_all = |m: &Mount| -> Vec<std::io::Result<()>> {
+        s.objects
+            .iter()
+            .map(|(k, d)| read(m, k).map(|got| assert_eq!(sha256(&got), sha256(d), "{k}")))
+            .collect()
+    };
+    assert!(read_all(&m).iter().all(|r| r.is_ok()), "{}", m.log());
+
+    // Down for 30 s while the 40 s token is valid: reads go on.
+    s.imds.set_failure(Failure::Unavailable);
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(30) {
+        evict_all(&m);
+        let r = read_all(&m);
+        assert!(
+            r.iter().all(|r| r.is_ok()),
+            "a read failed while the token was valid: {r:?}\n{}",
+            m.log()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert!(
+        metric(&m, "warpdrive_auth_refresh_failures_total") >= 1.0,
+        "the refresher tried"
+    );
+    s.imds.set_failure(Failure::None);
+    std::thread::sleep(Duration::from_secs(4));
+
+    // Short tokens, then down past expiry: reads fail with EIO, quickly, and recover.
+    s.imds.set_lifetime(Duration::from_secs(8));
+    let issued = s.imds.issued();
+    while s.imds.issued() == issued {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The 40 s token is still being used until the refresher swaps it; wait for the 8 s one.
+    std::thread::sleep(Duration::from_secs(1));
+    for failure in [Failure::Unavailable, Failure::Hang] {
+        s.imds.set_failure(failure);
+        std::thread::sleep(Duration::from_secs(10));
+        evict_all(&m);
+        let t = Instant::now();
+        let r = read(&m, &s.objects[0].0);
+        let took = t.elapsed();
+        let e = r.expect_err("a read after the token expired fails");
+        assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+        assert!(
+            took < Duration::from_secs(20),
+            "{failure:?}: failed after {took:?}"
+        );
+        s.imds.set_failure(Failure::None);
+        let t = Instant::now();
+        loop {
+            if read_all(&m).iter().all(|r| r.is_ok()) {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "did not recover\n{}",
+                m.log()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    let log = m.log();
+    assert!(log.contains("cannot refresh the token"), "{log}");
+    assert!(log.contains("token has expired"), "{log}");
+}

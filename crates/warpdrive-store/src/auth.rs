@@ -1,0 +1,525 @@
+//! Identity-based credentials (`auth: managed_identity`): tokens from the machine's identity
+//! endpoint, refreshed before they expire.
+//!
+//! One [`Credentials`] per backend holds the current token and a refresher task:
+//!
+//! * **Proactive refresh.** A token is refreshed when less than a margin of its life is left
+//!   (half its lifetime, at most five minutes): requests never wait for a refresh while the
+//!   current token is valid.
+//! * **Outages.** While the identity endpoint is down the current token keeps being used and
+//!   the refresher retries every few seconds. Once the token has expired, a request asks the
+//!   endpoint itself for at most [`FETCH_TIMEOUT`] and then fails (the reader gets `EIO`): never
+//!   a hang. One log line when the endpoint starts failing, one when the token expires, one
+//!   when it recovers.
+//! * **Rejected tokens.** A request the store rejects as unauthorized forces one refresh and
+//!   is retried once ([`crate::Backend`]).
+//!
+//! Sources: Azure IMDS (`/metadata/identity/oauth2/token`, system- or user-assigned), AWS
+//! IMDSv2 (session token, then the instance role's credentials), GCP's metadata server.
+//! Tokens and keys are never logged: [`Secret`]'s `Debug` is redacted.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use object_store::aws::AwsCredential;
+use object_store::azure::AzureCredential;
+use object_store::gcp::GcpCredential;
+use parking_lot::Mutex;
+use serde::Deserialize;
+use warpdrive_config::{BackendConfig, BackendKind, IdentityConfig};
+use warpdrive_metrics::BackendMetrics;
+
+/// How long one request to the identity endpoint may take.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Refresh when less than this share of a token's life is left...
+const MARGIN_SHARE: f64 = 0.5;
+/// ...or at most this long before it expires.
+const MAX_MARGIN: Duration = Duration::from_secs(300);
+/// Between failed refreshes.
+const RETRY_EVERY: Duration = Duration::from_secs(2);
+/// The refresher's tick (it also updates the expiry gauge).
+const TICK: Duration = Duration::from_millis(500);
+
+const AZURE_IMDS: &str = "http://169.254.169.254/metadata/identity/oauth2/token";
+const AZURE_RESOURCE: &str = "https://storage.azure.com";
+const AWS_IMDS: &str = "http://169.254.169.254";
+const GCP_METADATA: &str = "http://metadata.google.internal";
+
+/// A credential. Its `Debug` never shows the secret.
+#[derive(Clone)]
+pub enum Secret {
+    Bearer(String),
+    Aws {
+        key_id: String,
+        secret_key: String,
+        token: Option<String>,
+    },
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Secret::Bearer(_) => "Bearer(<redacted>)",
+            Secret::Aws { .. } => "Aws(<redacted>)",
+        })
+    }
+}
+
+/// Where tokens come from.
+#[derive(Debug, Clone)]
+enum Source {
+    AzureImds {
+        url: String,
+        /// `client_id=…`, `object_id=…` or `msi_res_id=…`, if user-assigned.
+        identity: Option<(&'static str, String)>,
+    },
+    AwsImds {
+        base: String,
+    },
+    GcpMetadata {
+        base: String,
+    },
+}
+
+/// A backend's identity and its token, as `status` shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AuthState {
+    pub mode: String,
+    /// Which identity (a client id, never a secret), or what the mode uses.
+    pub identity: String,
+    /// Seconds the current token remains valid (`None`: no token yet, or none used).
+    pub expires_in_seconds: Option<i64>,
+    pub refreshes: u64,
+    pub failures: u64,
+    /// The last refresh failure, while failing.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    current: Option<(Secret, SystemTime, Duration)>,
+    failing_since: Option<SystemTime>,
+    expired_logged: bool,
+    last_error: Option<String>,
+    /// When the last fetch failed: callers within [`RETRY_EVERY`] of it fail at once instead
+    /// of each waiting for the endpoint in turn.
+    failed_at: Option<std::time::Instant>,
+    refreshes: u64,
+    failures: u64,
+}
+
+/// The token of one backend and its refresher.
+#[derive(Debug)]
+pub struct Credentials {
+    backend: String,
+    source: Source,
+    describe: String,
+    http: reqwest::Client,
+    state: Mutex<State>,
+    /// One fetch at a time.
+    fetching: tokio::sync::Mutex<()>,
+    refresher: AtomicBool,
+    metrics: BackendMetrics,
+}
+
+#[derive(Deserialize)]
+struct AzureToken {
+    access_token: String,
+    /// Seconds, as a string (IMDS) or a number.
+    expires_in: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct AwsRoleCredentials {
+    access_key_id: String,
+    secret_access_key: String,
+    token: Option<String>,
+    expiration: String,
+}
+
+#[derive(Deserialize)]
+struct GcpToken {
+    access_token: String,
+    expires_in: u64,
+}
+
+fn seconds(v: &serde_json::Value) -> Option<u64> {
+    match v {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+impl Credentials {
+    /// The credentials of a `managed_identity` backend.
+    pub fn managed_identity(cfg: &BackendConfig, metrics: BackendMetrics) -> Arc<Credentials> {
+        let id: &IdentityConfig = &cfg.identity;
+        let (source, describe) = match &cfg.kind {
+            BackendKind::Azure { .. } => {
+                let identity = id
+                    .client_id
+                    .clone()
+                    .map(|c| ("client_id", c))
+                    .or(id.object_id.clone().map(|o| ("object_id", o)))
+                    .or(id.resource_id.clone().map(|r| ("msi_res_id", r)));
+                (
+                    Source::AzureImds {
+                        url: id.endpoint.clone().unwrap_or_else(|| AZURE_IMDS.into()),
+                        identity,
+                    },
+                    format!("Azure managed identity ({})", id.describe()),
+                )
+            }
+            BackendKind::S3 { .. } => (
+                Source::AwsImds {
+                    base: id.endpoint.clone().unwrap_or_else(|| AWS_IMDS.into()),
+                },
+                "AWS instance role (IMDSv2)".into(),
+            ),
+            _ => (
+                Source::GcpMetadata {
+                    base: id.endpoint.clone().unwrap_or_else(|| GCP_METADATA.into()),
+                },
+                "GCP service account (metadata server)".into(),
+            ),
+        };
+        Arc::new(Credentials {
+            backend: cfg.name.clone(),
+            source,
+            describe,
+            http: reqwest::Client::builder()
+                .timeout(FETCH_TIMEOUT)
+                .connect_timeout(FETCH_TIMEOUT)
+                .no_proxy()
+                .build()
+                .unwrap_or_default(),
+            state: Mutex::new(State::default()),
+            fetching: tokio::sync::Mutex::new(()),
+            refresher: AtomicBool::new(false),
+            metrics,
+        })
+    }
+
+    /// What `status` shows.
+    pub fn state(&self) -> AuthState {
+        let st = self.state.lock();
+        AuthState {
+            mode: "managed_identity".into(),
+            identity: self.describe.clone(),
+            expires_in_seconds: st.current.as_ref().map(|(_, exp, _)| remaining(*exp)),
+            refreshes: st.refreshes,
+            failures: st.failures,
+            last_error: st.last_error.clone(),
+        }
+    }
+
+    /// One request to the identity endpoint: the credential, when it expires.
+    async fn fetch(&self) -> Result<(Secret, SystemTime), String> {
+        let now = SystemTime::now();
+        let e = |e: reqwest::Error| e.without_url().to_string();
+        match &self.source {
+            Source::AzureImds { url, identity } => {
+                let mut q = vec![
+                    ("api-version", "2018-02-01".to_string()),
+                    ("resource", AZURE_RESOURCE.into()),
+                ];
+                if let Some((k, v)) = identity {
+                    q.push((k, v.clone()));
+                }
+                let r = self
+                    .http
+                    .get(url)
+                    .header("Metadata", "true")
+                    .query(&q)
+                    .send()
+                    .await
+                    .map_err(e)?;
+                let status = r.status();
+                if !status.is_success() {
+                    return Err(format!("the identity endpoint answered {status}"));
+                }
+                let t: AzureToken = r.json().await.map_err(e)?;
+                let secs = seconds(&t.expires_in).ok_or("the token has no expires_in")?;
+                Ok((
+                    Secret::Bearer(t.access_token),
+                    now + Duration::from_secs(secs),
+                ))
+            }
+            Source::AwsImds { base } => {
+                let token = self
+                    .http
+                    .put(format!("{base}/latest/api/token"))
+                    .header("X-aws-ec2-metadata-token-ttl-seconds", "21600")
+                    .send()
+                    .await
+                    .map_err(e)?;
+                if !token.status().is_success() {
+                    return Err(format!("IMDSv2 session token: {}", token.status()));
+                }
+                let token = token.text().await.map_err(e)?;
+                let list = format!("{base}/latest/meta-data/iam/security-credentials/");
+                let role = self
+                    .http
+                    .get(&list)
+                    .header("X-aws-ec2-metadata-token", &token)
+                    .send()
+                    .await
+                    .map_err(e)?;
+                if !role.status().is_success() {
+                    return Err(format!("IMDSv2 role name: {}", role.status()));
+                }
+                let role = role.text().await.map_err(e)?;
+                let role = role.lines().next().unwrap_or("").trim().to_string();
+                if role.is_empty() {
+                    return Err("the instance has no role attached".into());
+                }
+                let c = self
+                    .http
+                    .get(format!("{list}{role}"))
+                    .header("X-aws-ec2-metadata-token", &token)
+                    .send()
+                    .await
+                    .map_err(e)?;
+                if !c.status().is_success() {
+                    return Err(format!("IMDSv2 role credentials: {}", c.status()));
+                }
+                let c: AwsRoleCredentials = c.json().await.map_err(e)?;
+                let exp = humantime::parse_rfc3339_weak(c.expiration.trim_end_matches('Z'))
+                    .map_err(|_| format!("unreadable Expiration {:?}", c.expiration))?;
+                Ok((
+                    Secret::Aws {
+                        key_id: c.access_key_id,
+                        secret_key: c.secret_access_key,
+                        token: c.token,
+                    },
+                    exp,
+                ))
+            }
+            Source::GcpMetadata { base } => {
+                let r = self
+                    .http
+                    .get(format!(
+                        "{base}/computeMetadata/v1/instance/service-accounts/default/token"
+                    ))
+                    .header("Metadata-Flavor", "Google")
+                    .send()
+                    .await
+                    .map_err(e)?;
+                if !r.status().is_success() {
+                    return Err(format!("the metadata server answered {}", r.status()));
+                }
+                let t: GcpToken = r.json().await.map_err(e)?;
+                Ok((
+                    Secret::Bearer(t.access_token),
+                    now + Duration::from_secs(t.expires_in),
+                ))
+            }
+        }
+    }
+
+    /// Fetches a new token (one fetch at a time; a caller that waited for another's fetch
+    /// takes its result when `newer_than` is older than it).
+    async fn refresh(&self, newer_than: Option<SystemTime>) -> Result<Secret, String> {
+        let _one = self.fetching.lock().await;
+        if let Some(t) = newer_than {
+            let st = self.state.lock();
+            if let Some((s, exp, _)) = &st.current
+                && *exp > t
+                && SystemTime::now() < *exp
+            {
+                return Ok(s.clone());
+            }
+        }
+        {
+            let st = self.state.lock();
+            if let Some(at) = st.failed_at
+                && at.elapsed() < RETRY_EVERY
+            {
+                return Err(st.last_error.clone().unwrap_or_default());
+            }
+        }
+        let r = tokio::time::timeout(FETCH_TIMEOUT, self.fetch())
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {FETCH_TIMEOUT:?}")));
+        let mut st = self.state.lock();
+        match r {
+            Ok((secret, exp)) => {
+                let life = exp.duration_since(SystemTime::now()).unwrap_or_default();
+                st.current = Some((secret.clone(), exp, life));
+                st.refreshes += 1;
+                st.last_error = None;
+                st.failed_at = None;
+                st.expired_logged = false;
+                if st.failing_since.take().is_some() {
+                    tracing::info!(
+                        backend = self.backend,
+                        "identity endpoint answers again; token refreshed"
+                    );
+                } else {
+                    tracing::debug!(
+                        backend = self.backend,
+                        valid_s = life.as_secs(),
+                        "token refreshed"
+                    );
+                }
+                self.metrics.auth_refreshed(remaining(exp) as f64);
+                Ok(secret)
+            }
+            Err(msg) => {
+                st.failures += 1;
+                st.failed_at = Some(std::time::Instant::now());
+                self.metrics.auth_failed();
+                st.last_error = Some(msg.clone());
+                if st.failing_since.is_none() {
+                    st.failing_since = Some(SystemTime::now());
+                    let left = st.current.as_ref().map(|(_, exp, _)| remaining(*exp));
+                    tracing::warn!(
+                        backend = self.backend,
+                        error = msg,
+                        token_valid_s = left.unwrap_or(0),
+                        "cannot refresh the token; the current one is used until it expires"
+                    );
+                }
+                Err(msg)
+            }
+        }
+    }
+
+    /// Starts the refresher on the current runtime (once).
+    fn start_refresher(self: &Arc<Self>) {
+        if self.refresher.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let weak: Weak<Credentials> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut next_try = SystemTime::now();
+            loop {
+                tokio::time::sleep(TICK).await;
+                let Some(me) = weak.upgrade() else { return };
+                let (due, exp) = {
+                    let st = me.state.lock();
+                    match &st.current {
+                        Some((_, exp, life)) => {
+                            let margin = life.mul_f64(MARGIN_SHARE).min(MAX_MARGIN);
+                            (SystemTime::now() + margin >= *exp, Some(*exp))
+                        }
+                        None => (false, None),
+                    }
+                };
+                if let Some(exp) = exp {
+                    me.metrics.auth_expiry(remaining(exp) as f64);
+                }
+                if due && SystemTime::now() >= next_try && me.refresh(exp).await.is_err() {
+                    next_try = SystemTime::now() + RETRY_EVERY;
+                }
+            }
+        });
+    }
+
+    /// The current credential: the cached token while valid (refreshed in the background
+    /// before it expires), otherwise a fetch bounded by [`FETCH_TIMEOUT`].
+    pub async fn get(self: &Arc<Self>) -> Result<Secret, String> {
+        self.start_refresher();
+        let cached = {
+            let st = self.state.lock();
+            st.current.clone()
+        };
+        if let Some((s, exp, _)) = &cached
+            && SystemTime::now() < *exp
+        {
+            return Ok(s.clone());
+        }
+        match self.refresh(cached.as_ref().map(|c| c.1)).await {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                let mut st = self.state.lock();
+                if cached.is_some() && !st.expired_logged {
+                    st.expired_logged = true;
+                    tracing::error!(
+                        backend = self.backend,
+                        error = e,
+                        "the token has expired and cannot be refreshed; reads fail with EIO until the identity endpoint answers"
+                    );
+                }
+                Err(format!("{}: no valid token: {e}", self.backend))
+            }
+        }
+    }
+
+    /// After the store rejected the current token: drop it and fetch a new one.
+    pub async fn force_refresh(self: &Arc<Self>) -> Result<(), String> {
+        let old = self.state.lock().current.as_ref().map(|c| c.1);
+        self.refresh(old.map(|o| o + Duration::from_secs(1)))
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Seconds until `t` (negative once past).
+fn remaining(t: SystemTime) -> i64 {
+    match t.duration_since(SystemTime::now()) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    }
+}
+
+fn provider_error(e: String) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "credentials",
+        source: e.into(),
+    }
+}
+
+/// The `object_store` providers over [`Credentials`].
+#[derive(Debug)]
+pub(crate) struct Provider(pub Arc<Credentials>);
+
+#[async_trait::async_trait]
+impl object_store::CredentialProvider for Provider {
+    type Credential = AzureCredential;
+    async fn get_credential(&self) -> object_store::Result<Arc<AzureCredential>> {
+        match self.0.get().await.map_err(provider_error)? {
+            Secret::Bearer(t) => Ok(Arc::new(AzureCredential::BearerToken(t))),
+            Secret::Aws { .. } => Err(provider_error("an AWS credential for Azure".into())),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct AwsProvider(pub Arc<Credentials>);
+
+#[async_trait::async_trait]
+impl object_store::CredentialProvider for AwsProvider {
+    type Credential = AwsCredential;
+    async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
+        match self.0.get().await.map_err(provider_error)? {
+            Secret::Aws {
+                key_id,
+                secret_key,
+                token,
+            } => Ok(Arc::new(AwsCredential {
+                key_id,
+                secret_key,
+                token,
+            })),
+            Secret::Bearer(_) => Err(provider_error("a bearer token for S3".into())),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct GcpProvider(pub Arc<Credentials>);
+
+#[async_trait::async_trait]
+impl object_store::CredentialProvider for GcpProvider {
+    type Credential = GcpCredential;
+    async fn get_credential(&self) -> object_store::Result<Arc<GcpCredential>> {
+        match self.0.get().await.map_err(provider_error)? {
+            Secret::Bearer(bearer) => Ok(Arc::new(GcpCredential { bearer })),
+            Secret::Aws { .. } => Err(provider_error("an AWS credential for GCS".into())),
+        }
+    }
+}

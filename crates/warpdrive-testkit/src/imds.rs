@@ -1,0 +1,342 @@
+//! An instance-metadata emulator on loopback: Azure IMDS's token endpoint (with its
+//! `Metadata: true` check), AWS IMDSv2 (session token, role, role credentials) and GCP's
+//! metadata token endpoint. Tokens live for a settable lifetime; the endpoint can be made
+//! to fail (HTTP 503) or hang, to test refresh and outages.
+//!
+//! Azure tokens are JWT-shaped with the claims Azurite's `--oauth basic` checks (audience,
+//! issuer, `iat`/`nbf`/`exp`), so Azurite accepts them while valid and rejects them after.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use base64::Engine;
+use parking_lot::Mutex;
+
+const TENANT: &str = "72f988bf-0000-4000-8000-2d7cd011db47";
+const AWS_ROLE: &str = "warpdrive-test-role";
+
+/// How the endpoint misbehaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    None = 0,
+    /// Every request answers 503.
+    Unavailable = 1,
+    /// Requests get no answer (for a minute).
+    Hang = 2,
+}
+
+#[derive(Debug, Default)]
+struct ImdsState {
+    lifetime_secs: AtomicU64,
+    failure: AtomicU8,
+    azure_tokens: AtomicU64,
+    aws_credentials: AtomicU64,
+    gcp_tokens: AtomicU64,
+    rejected: AtomicU64,
+    last_azure_query: Mutex<Vec<(String, String)>>,
+    aws_session: Mutex<String>,
+    stopping: AtomicBool,
+}
+
+/// A running metadata emulator on 127.0.0.1.
+#[derive(Debug)]
+pub struct Imds {
+    pub port: u16,
+    state: Arc<ImdsState>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn b64(v: &serde_json::Value) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+/// A JWT-shaped Azure AD token for Azure Storage, valid for `lifetime` seconds.
+pub fn azure_jwt(lifetime: u64, subject: &str) -> String {
+    let t = now();
+    let header = serde_json::json!({"alg": "RS256", "typ": "JWT"});
+    let claims = serde_json::json!({
+        "aud": "https://storage.azure.com",
+        "iss": format!("https://sts.windows.net/{TENANT}/"),
+        "iat": t - 5,
+        "nbf": t - 5,
+        "exp": t + lifetime,
+        "oid": subject,
+        "tid": TENANT,
+        "sub": subject,
+        "ver": "1.0"
+    });
+    format!("{}.{}.c2lnbmF0dXJl", b64(&header), b64(&claims))
+}
+
+async fn gate(s: &ImdsState) -> Option<Response> {
+    match s.failure.load(Ordering::Relaxed) {
+        1 => Some((StatusCode::SERVICE_UNAVAILABLE, "down for the test").into_response()),
+        2 => {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Some(StatusCode::GATEWAY_TIMEOUT.into_response())
+        }
+        _ => None,
+    }
+}
+
+async fn azure(
+    State(s): State<Arc<ImdsState>>,
+    headers: HeaderMap,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Response {
+    if let Some(r) = gate(&s).await {
+        return r;
+    }
+    if headers.get("Metadata").and_then(|v| v.to_str().ok()) != Some("true") {
+        s.rejected.fetch_add(1, Ordering::Relaxed);
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({"error": "invalid_request", "error_description": "Required metadata header not specified"})),
+        )
+            .into_response();
+    }
+    let resource = q
+        .iter()
+        .find(|(k, _)| k == "resource")
+        .map(|(_, v)| v.clone());
+    if resource.as_deref() != Some("https://storage.azure.com") {
+        s.rejected.fetch_add(1, Ordering::Relaxed);
+        return (
+            StatusCode::BAD_REQUEST,
+            "resource must be https://storage.azure.com",
+        )
+            .into_response();
+    }
+    let subject = q
+        .iter()
+        .find(|(k, _)| k == "client_id" || k == "object_id" || k == "msi_res_id")
+        .map_or_else(|| "system-assigned".to_string(), |(_, v)| v.clone());
+    *s.last_azure_query.lock() = q;
+    let life = s.lifetime_secs.load(Ordering::Relaxed);
+    s.azure_tokens.fetch_add(1, Ordering::Relaxed);
+    axum::Json(serde_json::json!({
+        "access_token": azure_jwt(life, &subject),
+        "expires_in": life.to_string(),
+        "expires_on": (now() + life).to_string(),
+        "resource": "https://storage.azure.com",
+        "token_type": "Bearer"
+    }))
+    .into_response()
+}
+
+async fn aws_session(State(s): State<Arc<ImdsState>>, headers: HeaderMap) -> Response {
+    if let Some(r) = gate(&s).await {
+        return r;
+    }
+    if headers
+        .get("X-aws-ec2-metadata-token-ttl-seconds")
+        .is_none()
+    {
+        return StatusCode::BAD_REQUEST.into_response();
+    }
+    let token = format!("imds-session-{}", now());
+    *s.aws_session.lock() = token.clone();
+    token.into_response()
+}
+
+fn aws_authorised(s: &ImdsState, headers: &HeaderMap) -> bool {
+    let t = headers
+        .get("X-aws-ec2-metadata-token")
+        .and_then(|v| v.to_str().ok());
+    t.is_some() && t == Some(s.aws_session.lock().as_str())
+}
+
+async fn aws_roles(State(s): State<Arc<ImdsState>>, headers: HeaderMap) -> Response {
+    if let Some(r) = gate(&s).await {
+        return r;
+    }
+    if !aws_authorised(&s, &headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    AWS_ROLE.into_response()
+}
+
+async fn aws_role(State(s): State<Arc<ImdsState>>, headers: HeaderMap) -> Response {
+    if let Some(r) = gate(&s).await {
+        return r;
+    }
+    if !aws_authorised(&s, &headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let life = s.lifetime_secs.load(Ordering::Relaxed);
+    let n = s.aws_credentials.fetch_add(1, Ordering::Relaxed);
+    let exp = SystemTime::now() + Duration::from_secs(life);
+    axum::Json(serde_json::json!({
+        "Code": "Success",
+        "Type": "AWS-HMAC",
+        "AccessKeyId": format!("ASIATESTKEY{n:08}"),
+        "SecretAccessKey": format!("test-secret-{n}"),
+        "Token": format!("test-session-token-{n}"),
+        "Expiration": humantime::format_rfc3339_seconds(exp).to_string(),
+    }))
+    .into_response()
+}
+
+async fn gcp(State(s): State<Arc<ImdsState>>, headers: HeaderMap) -> Response {
+    if let Some(r) = gate(&s).await {
+        return r;
+    }
+    if headers.get("Metadata-Flavor").and_then(|v| v.to_str().ok()) != Some("Google") {
+        s.rejected.fetch_add(1, Ordering::Relaxed);
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    let life = s.lifetime_secs.load(Ordering::Relaxed);
+    let n = s.gcp_tokens.fetch_add(1, Ordering::Relaxed);
+    axum::Json(serde_json::json!({
+        "access_token": format!("ya29.test-token-{n}"),
+        "expires_in": life,
+        "token_type": "Bearer"
+    }))
+    .into_response()
+}
+
+impl Imds {
+    /// Starts the emulator on a free loopback port; tokens live `lifetime`.
+    pub fn start(lifetime: Duration) -> Result<Imds> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .context("IMDS emulator runtime")?;
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .context("binding the IMDS emulator")?;
+        let port = listener.local_addr()?.port();
+        let state = Arc::new(ImdsState::default());
+        state
+            .lifetime_secs
+            .store(lifetime.as_secs(), Ordering::Relaxed);
+        let app = Router::new()
+            .route("/metadata/identity/oauth2/token", get(azure))
+            .route("/latest/api/token", put(aws_session))
+            .route(
+                "/latest/meta-data/iam/security-credentials/",
+                get(aws_roles),
+            )
+            .route(
+                &format!("/latest/meta-data/iam/security-credentials/{AWS_ROLE}"),
+                get(aws_role),
+            )
+            .route(
+                "/computeMetadata/v1/instance/service-accounts/default/token",
+                get(gcp),
+            )
+            .with_state(state.clone());
+        rt.spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Imds {
+            port,
+            state,
+            rt: Some(rt),
+        })
+    }
+
+    /// The base URL (for AWS and GCP `auth.endpoint`).
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Azure's token URL (for Azure `auth.endpoint`).
+    pub fn azure_endpoint(&self) -> String {
+        format!("{}/metadata/identity/oauth2/token", self.base())
+    }
+
+    pub fn set_lifetime(&self, d: Duration) {
+        self.state
+            .lifetime_secs
+            .store(d.as_secs(), Ordering::Relaxed);
+    }
+
+    pub fn set_failure(&self, f: Failure) {
+        self.state.failure.store(f as u8, Ordering::Relaxed);
+    }
+
+    /// Tokens (Azure, GCP) and credentials (AWS) handed out so far.
+    pub fn issued(&self) -> u64 {
+        self.state.azure_tokens.load(Ordering::Relaxed)
+            + self.state.aws_credentials.load(Ordering::Relaxed)
+            + self.state.gcp_tokens.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused for a missing header or a wrong resource.
+    pub fn rejected(&self) -> u64 {
+        self.state.rejected.load(Ordering::Relaxed)
+    }
+
+    /// The query of the last Azure token request (which identity was asked for).
+    pub fn last_azure_query(&self) -> Vec<(String, String)> {
+        self.state.last_azure_query.lock().clone()
+    }
+}
+
+impl Drop for Imds {
+    fn drop(&mut self) {
+        self.state.stopping.store(true, Ordering::Relaxed);
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// A CA and a server certificate for 127.0.0.1 and localhost, as PEM files in a temporary
+/// directory (for emulators served over HTTPS; the client trusts `ca`).
+#[derive(Debug)]
+pub struct Tls {
+    pub dir: tempfile::TempDir,
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+impl Tls {
+    pub fn generate() -> Result<Tls> {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "WarpDrive test CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+        let leaf_key = KeyPair::generate()?;
+        let mut leaf = CertificateParams::new(vec!["localhost".to_string()])?;
+        leaf.subject_alt_names
+            .push(rcgen::SanType::IpAddress(std::net::IpAddr::from([
+                127, 0, 0, 1,
+            ])));
+        let cert = leaf.signed_by(&leaf_key, &ca)?;
+        let dir = tempfile::Builder::new().prefix("wd-tls-").tempdir()?;
+        let (ca_path, cert_path, key_path) = (
+            dir.path().join("ca.pem"),
+            dir.path().join("cert.pem"),
+            dir.path().join("key.pem"),
+        );
+        std::fs::write(&ca_path, ca.pem())?;
+        std::fs::write(&cert_path, cert.pem())?;
+        std::fs::write(&key_path, leaf_key.serialize_pem())?;
+        Ok(Tls {
+            dir,
+            ca: ca_path,
+            cert: cert_path,
+            key: key_path,
+        })
+    }
+}
