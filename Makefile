@@ -15,9 +15,11 @@ build: ## debug build of all binaries
 release: ## optimised build of all binaries
 	$(CARGO) build --release --bins
 
-test: deps ## unit and integration tests (real FUSE mounts over real emulators; needs root)
+test: deps ## unit and integration tests (real FUSE mounts over real emulators; needs root), then a secret scan of their logs
 	$(CARGO) build --bins
+	rm -rf target/test-output
 	$(CARGO) test --workspace
+	scripts/scan-secrets.sh target/test-output
 
 lint: ## formatting and clippy, warnings are errors
 	$(CARGO) fmt --all --check

@@ -34,7 +34,7 @@ mkdir -p "$MNT"
 echo $! >"$STATE/testkit.pid"
 for _ in $(seq 120); do grep -q '^ready' "$STATE/testkit.out" 2>/dev/null && break; sleep 0.5; done
 grep -q '^ready' "$STATE/testkit.out" || { echo "emulators did not start:"; cat "$STATE/testkit.log"; exit 1; }
-echo "config (no secrets; emulator credentials are only accepted for loopback endpoints):"
+echo "config (no secrets: every backend authenticates with managed identity, tokens from the instance-metadata emulator):"
 sed 's/^/    /' "$STATE/config.yaml"
 
 bold "Phase 1: one namespace over two regions and two clouds"

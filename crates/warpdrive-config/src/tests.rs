@@ -179,7 +179,7 @@ fn malformed_configs_name_the_field() {
         (
             "auth: environment",
             "auth: password",
-            &["unknown variant `password`"],
+            &["is not an auth mode"],
         ),
         ("auth: environment", "auth: emulator", &["auth", "loopback"]),
         (
@@ -267,4 +267,42 @@ fn sizes_parse() {
     for (s, want) in table {
         assert_eq!(parse_size(s), Ok(*want), "{s}");
     }
+}
+
+#[test]
+fn auth_as_a_map_names_the_identity_and_its_endpoint() {
+    let with = |auth: &str| GOOD.replacen("auth: managed_identity", auth, 1);
+    let c = parse(&with(
+        "auth: { mode: managed_identity, client_id: abc-123, endpoint: \"http://127.0.0.1:9/metadata/identity/oauth2/token\" }",
+    ))
+    .expect("valid");
+    let b = &c.backends[0];
+    assert_eq!(b.auth, AuthMode::ManagedIdentity);
+    assert_eq!(b.identity.client_id.as_deref(), Some("abc-123"));
+    assert_eq!(b.identity.describe(), "client_id abc-123");
+    assert!(
+        b.identity
+            .endpoint
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("http://127.0.0.1:9/")
+    );
+    let err = |auth: &str| parse(&with(auth)).expect_err("invalid").to_string();
+    let e = err("auth: { mode: managed_identity, client_id: a, object_id: b }");
+    assert!(
+        e.contains("backends[0]") && e.contains("one of client_id"),
+        "{e}"
+    );
+    let e = err("auth: { mode: environment, client_id: a }");
+    assert!(e.contains("apply to `managed_identity`"), "{e}");
+    let e = err("auth: { mode: managed_identity, key: s3cr3t }");
+    assert!(e.contains("unknown field `key`"), "{e}");
+    assert!(
+        !e.contains("s3cr3t"),
+        "the value of an unknown field is not echoed: {e}"
+    );
+    let e = err("auth: password");
+    assert!(e.contains("is not an auth mode"), "{e}");
+    let e = err("auth: { mode: managed_identity, endpoint: ftp://x }");
+    assert!(e.contains("auth.endpoint"), "{e}");
 }

@@ -255,3 +255,60 @@ fn identity_endpoint_outages() {
     assert!(log.contains("cannot refresh the token"), "{log}");
     assert!(log.contains("token has expired"), "{log}");
 }
+
+#[test]
+fn aws_and_gcp_instance_identities_sign_with_metadata_credentials() {
+    let imds = Imds::start(Duration::from_secs(900)).expect("imds");
+    let s3 = Emulator::start(Kind::Moto).expect("moto");
+    s3.create_bucket("idb").expect("bucket");
+    let gcs = Emulator::start(Kind::Gcs).expect("fake-gcs");
+    gcs.create_bucket("idg").expect("bucket");
+    let data = random_bytes(MIB + 3, 77);
+    let mut backends = Vec::new();
+    for (em, name, bucket) in [(&s3, "s3", "idb"), (&gcs, "gcs", "idg")] {
+        let seed = em.backend("seed", bucket, "");
+        runtime()
+            .block_on(upload_many(
+                &seed,
+                vec![("x/a.bin".into(), data.clone())],
+                1,
+            ))
+            .expect("upload");
+        let mut b = em.backend(name, bucket, "");
+        b.auth = AuthMode::ManagedIdentity;
+        b.identity.endpoint = Some(imds.base());
+        backends.push(b);
+    }
+    let m = Mount::start(&backends, "");
+    for name in ["s3", "gcs"] {
+        let before = imds.issued();
+        let got = std::fs::read(m.path(&format!("{name}/x/a.bin")))
+            .unwrap_or_else(|e| panic!("{name}: {e}\n{}", m.log()));
+        assert_eq!(sha256(&got), sha256(&data), "{name}");
+        assert!(imds.issued() >= before, "{name}");
+    }
+    assert!(
+        imds.issued() >= 2,
+        "one credential per backend: {}",
+        imds.issued()
+    );
+    assert_eq!(
+        imds.rejected(),
+        0,
+        "IMDSv2 session token and Metadata-Flavor sent"
+    );
+    let st: serde_json::Value =
+        serde_json::from_str(&ctl(&m, &["status", "--json"])).expect("json");
+    for b in st["daemon"]["backends"].as_array().expect("backends") {
+        assert_eq!(b["auth"]["mode"], "managed_identity", "{st}");
+        assert!(
+            b["auth"]["expires_in_seconds"].as_i64().unwrap_or(0) > 800,
+            "{st}"
+        );
+    }
+    let log = m.log();
+    assert!(
+        !log.contains("test-secret-") && !log.contains("test-session-token"),
+        "{log}"
+    );
+}

@@ -256,6 +256,12 @@ fn warm_evict_and_verify_through_the_daemon() {
     // status reports the daemon and a sound index.
     let st = json(&ctl(&m, &["status", "--json"]));
     assert_eq!(st["daemon"]["pid"], m.pid(), "{st}");
+    assert_eq!(st["daemon"]["quotas"][0]["team"], "ds", "{st}");
+    let text = ctl(&m, &["status"]);
+    assert!(
+        text.contains("quota       team ds:") && text.contains("within quota"),
+        "{text}"
+    );
     assert_eq!(st["cache"]["index_ok"], true, "{st}");
 }
 

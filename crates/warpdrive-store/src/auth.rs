@@ -523,3 +523,35 @@ impl object_store::CredentialProvider for GcpProvider {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let b = Secret::Bearer("eyJhbGciOi.secret".into());
+        let a = Secret::Aws {
+            key_id: "AKIAEXAMPLE".into(),
+            secret_key: "wJalrXUtnFEMI".into(),
+            token: Some("FwoGZXIvYXdz".into()),
+        };
+        for s in [format!("{b:?}"), format!("{a:?}")] {
+            assert!(s.contains("redacted"), "{s}");
+            for leak in ["eyJ", "AKIA", "wJalr", "FwoG"] {
+                assert!(!s.contains(leak), "{s}");
+            }
+        }
+    }
+
+    #[test]
+    fn lifetimes_and_expiry_fields_parse() {
+        assert_eq!(seconds(&serde_json::json!("3599")), Some(3599));
+        assert_eq!(seconds(&serde_json::json!(60)), Some(60));
+        assert_eq!(seconds(&serde_json::json!(null)), None);
+        assert!(remaining(SystemTime::now() + Duration::from_secs(100)) > 90);
+        assert!(remaining(SystemTime::now() - Duration::from_secs(100)) < -90);
+        let exp = humantime::parse_rfc3339_weak("2030-01-02T03:04:05").expect("rfc3339");
+        assert!(exp > SystemTime::now());
+    }
+}

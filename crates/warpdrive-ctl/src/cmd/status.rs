@@ -188,6 +188,19 @@ fn print_text(s: &Status) {
             s.config.cache.dir.display()
         ),
     }
+    for q in s.daemon.iter().flat_map(|d| &d.quotas) {
+        let state = if q.used_bytes > q.max_bytes {
+            "OVER QUOTA"
+        } else {
+            "within quota"
+        };
+        println!(
+            "quota       team {}: {} of {} ({state})",
+            q.team,
+            size(q.used_bytes as f64),
+            size(q.max_bytes as f64)
+        );
+    }
     println!();
     let w = s
         .backends

@@ -260,6 +260,14 @@ pub fn ctl_any(m: &Mount, args: &[&str]) -> (Option<i32>, String, String) {
     let out = ctl_command(m, args)
         .output()
         .unwrap_or_else(|e| panic!("warpdrive-ctl: {e} (run `cargo build --bins` first)"));
+    keep_output(
+        "ctl",
+        &format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    );
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -290,11 +298,27 @@ pub fn wait_exit(child: &mut Child, timeout: Duration, after: &str) -> std::proc
     }
 }
 
+/// Keeps `text` under `target/test-output/` for the secret scan `make test` runs after the
+/// suite (scripts/scan-secrets.sh).
+pub fn keep_output(what: &str, text: &str) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-output");
+    let _ = std::fs::create_dir_all(&dir);
+    let name = format!(
+        "{}-{}-{what}.txt",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
+    let _ = std::fs::write(dir.join(name), text);
+}
+
 impl Drop for Mount {
     fn drop(&mut self) {
         if self.child.is_some() {
             self.stop_with(libc::SIGTERM);
         }
+        keep_output("daemon-log", &self.log());
         if mount_state(&self.mount_point) != MountState::NotMounted {
             let _ = nix::mount::umount2(&self.mount_point, nix::mount::MntFlags::MNT_DETACH);
         }
