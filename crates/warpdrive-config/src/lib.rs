@@ -316,9 +316,17 @@ pub struct IdentityConfig {
     pub client_id: Option<String>,
     pub object_id: Option<String>,
     pub resource_id: Option<String>,
-    /// The identity endpoint instead of the cloud's standard one (Azure IMDS token URL,
-    /// AWS instance metadata base URL, GCP metadata server base URL).
+    /// The identity endpoint instead of the cloud's standard one: for managed identity the
+    /// Azure IMDS token URL, AWS instance metadata or GCP metadata server base URL; for
+    /// workload identity the Azure AD token URL or the AWS STS endpoint.
     pub endpoint: Option<String>,
+    /// Workload identity: the federated token file (default `AZURE_FEDERATED_TOKEN_FILE` or
+    /// `AWS_WEB_IDENTITY_TOKEN_FILE`), read again at every refresh so a rotated token is used.
+    pub token_file: Option<PathBuf>,
+    /// Workload identity on Azure: the tenant (default `AZURE_TENANT_ID`).
+    pub tenant_id: Option<String>,
+    /// Workload identity on AWS: the role to assume (default `AWS_ROLE_ARN`).
+    pub role_arn: Option<String>,
 }
 
 impl IdentityConfig {

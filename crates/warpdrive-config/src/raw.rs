@@ -78,6 +78,9 @@ struct RawAuth {
     object_id: Option<String>,
     resource_id: Option<String>,
     endpoint: Option<String>,
+    token_file: Option<PathBuf>,
+    tenant_id: Option<String>,
+    role_arn: Option<String>,
 }
 
 /// Reads `auth:`: a mode alone, or a map.
@@ -115,6 +118,14 @@ fn parse_auth(
         ));
     }
     let endpoint = endpoint(raw.endpoint, format!("{field}.endpoint"))?;
+    if let Some(f) = &raw.token_file
+        && !f.is_absolute()
+    {
+        return Err((
+            format!("{field}.token_file"),
+            format!("`{}` is relative; use an absolute path", f.display()),
+        ));
+    }
     Ok((
         raw.mode,
         IdentityConfig {
@@ -122,6 +133,9 @@ fn parse_auth(
             object_id: raw.object_id,
             resource_id: raw.resource_id,
             endpoint,
+            token_file: raw.token_file,
+            tenant_id: raw.tenant_id,
+            role_arn: raw.role_arn,
         },
     ))
 }
@@ -299,11 +313,21 @@ impl RawBackend {
             Some(v) => parse_auth(v, at("auth"))?,
         };
         let auth = mode.unwrap_or(default_auth);
-        if identity != IdentityConfig::default() && auth != AuthMode::ManagedIdentity {
+        let managed_only = identity.object_id.is_some() || identity.resource_id.is_some();
+        let workload_only = identity.token_file.is_some()
+            || identity.tenant_id.is_some()
+            || identity.role_arn.is_some();
+        let either = identity.client_id.is_some() || identity.endpoint.is_some();
+        let fits = match auth {
+            AuthMode::ManagedIdentity => !workload_only,
+            AuthMode::WorkloadIdentity => !managed_only,
+            _ => !(managed_only || workload_only || either),
+        };
+        if !fits {
             return Err((
                 at("auth"),
                 format!(
-                    "client_id, object_id, resource_id and endpoint apply to `managed_identity`, not `{}`",
+                    "`{}` does not take these fields: client_id and endpoint go with managed_identity or workload_identity, object_id and resource_id with managed_identity, token_file, tenant_id and role_arn with workload_identity",
                     auth.as_str()
                 ),
             ));

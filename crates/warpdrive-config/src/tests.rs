@@ -294,7 +294,16 @@ fn auth_as_a_map_names_the_identity_and_its_endpoint() {
         "{e}"
     );
     let e = err("auth: { mode: environment, client_id: a }");
-    assert!(e.contains("apply to `managed_identity`"), "{e}");
+    assert!(e.contains("does not take these fields"), "{e}");
+    let e = err("auth: { mode: managed_identity, token_file: /var/run/token }");
+    assert!(e.contains("does not take these fields"), "{e}");
+    let c = parse(&with(
+        "auth: { mode: workload_identity, client_id: app, tenant_id: t, token_file: /var/run/token }",
+    ))
+    .expect("valid workload identity");
+    assert_eq!(c.backends[0].identity.tenant_id.as_deref(), Some("t"));
+    let e = err("auth: { mode: workload_identity, token_file: relative/token }");
+    assert!(e.contains("token_file") && e.contains("relative"), "{e}");
     let e = err("auth: { mode: managed_identity, key: s3cr3t }");
     assert!(e.contains("unknown field `key`"), "{e}");
     assert!(

@@ -312,3 +312,89 @@ fn aws_and_gcp_instance_identities_sign_with_metadata_credentials() {
         "{log}"
     );
 }
+
+#[test]
+fn workload_identity_uses_the_rotated_federated_token() {
+    let imds = Imds::start(Duration::from_secs(6)).expect("imds");
+    let s3 = Emulator::start(Kind::Moto).expect("moto");
+    s3.create_bucket("wid-bucket").expect("bucket");
+    let data = random_bytes(MIB / 2, 78);
+    runtime()
+        .block_on(upload_many(
+            &s3.backend("seed", "wid-bucket", ""),
+            vec![("a.bin".into(), data.clone())],
+            1,
+        ))
+        .expect("upload");
+    let dir = tempfile::tempdir().expect("tmp");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "federated-token-one").expect("token");
+    let mut b = s3.backend("s3", "wid-bucket", "");
+    b.auth = AuthMode::WorkloadIdentity;
+    b.identity = IdentityConfig {
+        endpoint: Some(imds.sts_endpoint()),
+        role_arn: Some("arn:aws:iam::123456789012:role/warpdrive".into()),
+        token_file: Some(token_file.clone()),
+        ..Default::default()
+    };
+    let m = Mount::start_with_cache(
+        std::slice::from_ref(&b),
+        "metadata_ttl: 1s\n",
+        "max_size: 1GiB",
+    );
+    assert_eq!(
+        sha256(&std::fs::read(m.path("s3/a.bin")).expect("read")),
+        sha256(&data)
+    );
+    assert_eq!(
+        imds.assertions().first().map(String::as_str),
+        Some("federated-token-one")
+    );
+    // The platform rotates the file; the next refresh (a 6 s token) presents the new one.
+    std::fs::write(&token_file, "federated-token-two").expect("rotate");
+    let t0 = Instant::now();
+    while !imds.assertions().iter().any(|a| a == "federated-token-two") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the rotated token was never used"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::fs::read_dir(m.path("s3"))
+        .expect("list")
+        .for_each(drop);
+    let st: serde_json::Value =
+        serde_json::from_str(&ctl(&m, &["status", "--json"])).expect("json");
+    let auth = &st["daemon"]["backends"][0]["auth"];
+    assert_eq!(auth["mode"], "workload_identity", "{st}");
+    assert!(
+        auth["identity"].as_str().unwrap_or("").contains("role"),
+        "{st}"
+    );
+    assert!(
+        !m.log().contains("federated-token-"),
+        "the federated token is never logged"
+    );
+}
+
+#[test]
+fn azure_workload_identity_exchanges_the_federated_token() {
+    let mut s = setup(2, MIB, Duration::from_secs(3600));
+    let dir = tempfile::tempdir().expect("tmp");
+    let token_file = dir.path().join("azure-identity-token");
+    std::fs::write(&token_file, "aks-federated-token").expect("token");
+    s.backend.auth = AuthMode::WorkloadIdentity;
+    s.backend.identity = IdentityConfig {
+        client_id: Some("aks-app-client".into()),
+        endpoint: Some(s.imds.azure_ad_endpoint()),
+        token_file: Some(token_file),
+        ..Default::default()
+    };
+    let m = Mount::start(std::slice::from_ref(&s.backend), "");
+    for (k, d) in &s.objects {
+        let got = read(&m, k).unwrap_or_else(|e| panic!("read {k}: {e}\n{}", m.log()));
+        assert_eq!(sha256(&got), sha256(d), "{k}");
+    }
+    assert_eq!(s.imds.assertions(), vec!["aks-federated-token".to_string()]);
+    assert_eq!(s.imds.rejected(), 0);
+}

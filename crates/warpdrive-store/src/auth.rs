@@ -18,6 +18,7 @@
 //! IMDSv2 (session token, then the instance role's credentials), GCP's metadata server.
 //! Tokens and keys are never logged: [`Secret`]'s `Debug` is redacted.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
@@ -80,6 +81,42 @@ enum Source {
     GcpMetadata {
         base: String,
     },
+    /// Azure workload identity (AKS): the federated token exchanged at Azure AD.
+    AzureFederated {
+        token_url: String,
+        client_id: String,
+        token_file: PathBuf,
+    },
+    /// AWS web identity (EKS): the federated token exchanged at STS.
+    AwsWebIdentity {
+        sts_url: String,
+        role_arn: String,
+        session: String,
+        token_file: PathBuf,
+    },
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Reads a federated token file (again at every refresh: the platform rotates it).
+fn read_token_file(path: &std::path::Path) -> Result<String, String> {
+    let t = std::fs::read_to_string(path)
+        .map_err(|e| format!("federated token file {}: {e}", path.display()))?;
+    let t = t.trim().to_string();
+    if t.is_empty() {
+        return Err(format!("federated token file {} is empty", path.display()));
+    }
+    Ok(t)
+}
+
+/// The `<tag>…</tag>` text in an XML answer.
+fn xml_field<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("<{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let end = xml[start..].find(&format!("</{tag}>"))? + start;
+    Some(xml[start..end].trim())
 }
 
 /// A backend's identity and its token, as `status` shows it.
@@ -113,6 +150,7 @@ struct State {
 #[derive(Debug)]
 pub struct Credentials {
     backend: String,
+    mode: &'static str,
     source: Source,
     describe: String,
     http: reqwest::Client,
@@ -186,8 +224,18 @@ impl Credentials {
                 "GCP service account (metadata server)".into(),
             ),
         };
+        Credentials::new(cfg, source, describe, metrics)
+    }
+
+    fn new(
+        cfg: &BackendConfig,
+        source: Source,
+        describe: String,
+        metrics: BackendMetrics,
+    ) -> Arc<Credentials> {
         Arc::new(Credentials {
             backend: cfg.name.clone(),
+            mode: cfg.auth.as_str(),
             source,
             describe,
             http: reqwest::Client::builder()
@@ -203,11 +251,112 @@ impl Credentials {
         })
     }
 
+    /// The credentials of a `workload_identity` backend: the federated token file exchanged
+    /// at Azure AD (Azure) or STS (S3); on GCP, workload identity is served by the metadata
+    /// server (GKE), as for managed identity. Settings left out of the config come from the
+    /// platform's variables (`AZURE_CLIENT_ID`, `AZURE_TENANT_ID`,
+    /// `AZURE_FEDERATED_TOKEN_FILE`, `AZURE_AUTHORITY_HOST`; `AWS_ROLE_ARN`,
+    /// `AWS_WEB_IDENTITY_TOKEN_FILE`, `AWS_ROLE_SESSION_NAME`, `AWS_REGION`).
+    pub fn workload_identity(
+        cfg: &BackendConfig,
+        metrics: BackendMetrics,
+    ) -> Result<Arc<Credentials>, String> {
+        let id = &cfg.identity;
+        let need = |v: Option<String>, what: &str, var: &str| {
+            v.ok_or_else(|| {
+                format!("workload identity needs {what}: set it under auth: or export {var}")
+            })
+        };
+        let file = |var: &str| {
+            need(
+                id.token_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .or(env(var)),
+                "token_file",
+                var,
+            )
+        };
+        match &cfg.kind {
+            BackendKind::Azure { .. } => {
+                let client_id = need(
+                    id.client_id.clone().or(env("AZURE_CLIENT_ID")),
+                    "client_id",
+                    "AZURE_CLIENT_ID",
+                )?;
+                let token_file = file("AZURE_FEDERATED_TOKEN_FILE")?;
+                let token_url = match &id.endpoint {
+                    Some(e) => e.clone(),
+                    None => {
+                        let tenant = need(
+                            id.tenant_id.clone().or(env("AZURE_TENANT_ID")),
+                            "tenant_id",
+                            "AZURE_TENANT_ID",
+                        )?;
+                        let authority = env("AZURE_AUTHORITY_HOST")
+                            .unwrap_or_else(|| "https://login.microsoftonline.com/".into());
+                        format!(
+                            "{}/{tenant}/oauth2/v2.0/token",
+                            authority.trim_end_matches('/')
+                        )
+                    }
+                };
+                let describe = format!("Azure workload identity (client_id {client_id})");
+                Ok(Credentials::new(
+                    cfg,
+                    Source::AzureFederated {
+                        token_url,
+                        client_id,
+                        token_file: token_file.into(),
+                    },
+                    describe,
+                    metrics,
+                ))
+            }
+            BackendKind::S3 { region, .. } => {
+                let role_arn = need(
+                    id.role_arn.clone().or(env("AWS_ROLE_ARN")),
+                    "role_arn",
+                    "AWS_ROLE_ARN",
+                )?;
+                let token_file = file("AWS_WEB_IDENTITY_TOKEN_FILE")?;
+                let region = region
+                    .clone()
+                    .or(env("AWS_REGION"))
+                    .unwrap_or_else(|| "us-east-1".into());
+                let sts_url = id
+                    .endpoint
+                    .clone()
+                    .unwrap_or_else(|| format!("https://sts.{region}.amazonaws.com"));
+                let describe = format!("AWS web identity (role {role_arn})");
+                Ok(Credentials::new(
+                    cfg,
+                    Source::AwsWebIdentity {
+                        sts_url,
+                        role_arn,
+                        session: env("AWS_ROLE_SESSION_NAME").unwrap_or_else(|| "warpdrive".into()),
+                        token_file: token_file.into(),
+                    },
+                    describe,
+                    metrics,
+                ))
+            }
+            _ => Ok(Credentials::new(
+                cfg,
+                Source::GcpMetadata {
+                    base: id.endpoint.clone().unwrap_or_else(|| GCP_METADATA.into()),
+                },
+                "GCP workload identity (GKE metadata server)".into(),
+                metrics,
+            )),
+        }
+    }
+
     /// What `status` shows.
     pub fn state(&self) -> AuthState {
         let st = self.state.lock();
         AuthState {
-            mode: "managed_identity".into(),
+            mode: self.mode.into(),
             identity: self.describe.clone(),
             expires_in_seconds: st.current.as_ref().map(|(_, exp, _)| remaining(*exp)),
             refreshes: st.refreshes,
@@ -294,6 +443,81 @@ impl Credentials {
                         key_id: c.access_key_id,
                         secret_key: c.secret_access_key,
                         token: c.token,
+                    },
+                    exp,
+                ))
+            }
+            Source::AzureFederated {
+                token_url,
+                client_id,
+                token_file,
+            } => {
+                let assertion = read_token_file(token_file)?;
+                let r = self
+                    .http
+                    .post(token_url)
+                    .form(&[
+                        ("client_id", client_id.as_str()),
+                        ("scope", "https://storage.azure.com/.default"),
+                        (
+                            "client_assertion_type",
+                            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                        ),
+                        ("client_assertion", assertion.as_str()),
+                        ("grant_type", "client_credentials"),
+                    ])
+                    .send()
+                    .await
+                    .map_err(e)?;
+                if !r.status().is_success() {
+                    return Err(format!("Azure AD answered {}", r.status()));
+                }
+                let t: AzureToken = r.json().await.map_err(e)?;
+                let secs = seconds(&t.expires_in).ok_or("the token has no expires_in")?;
+                Ok((
+                    Secret::Bearer(t.access_token),
+                    now + Duration::from_secs(secs),
+                ))
+            }
+            Source::AwsWebIdentity {
+                sts_url,
+                role_arn,
+                session,
+                token_file,
+            } => {
+                let token = read_token_file(token_file)?;
+                let r = self
+                    .http
+                    .post(sts_url)
+                    .form(&[
+                        ("Action", "AssumeRoleWithWebIdentity"),
+                        ("Version", "2011-06-15"),
+                        ("RoleArn", role_arn.as_str()),
+                        ("RoleSessionName", session.as_str()),
+                        ("WebIdentityToken", token.as_str()),
+                    ])
+                    .send()
+                    .await
+                    .map_err(e)?;
+                let status = r.status();
+                let body = r.text().await.map_err(e)?;
+                if !status.is_success() {
+                    let code = xml_field(&body, "Code").unwrap_or("");
+                    return Err(format!("STS answered {status} {code}"));
+                }
+                let field = |t: &str| {
+                    xml_field(&body, t)
+                        .map(str::to_string)
+                        .ok_or_else(|| format!("the STS answer has no {t}"))
+                };
+                let exp = field("Expiration")?;
+                let exp = humantime::parse_rfc3339_weak(exp.trim_end_matches('Z'))
+                    .map_err(|_| format!("unreadable Expiration {exp:?}"))?;
+                Ok((
+                    Secret::Aws {
+                        key_id: field("AccessKeyId")?,
+                        secret_key: field("SecretAccessKey")?,
+                        token: Some(field("SessionToken")?),
                     },
                     exp,
                 ))

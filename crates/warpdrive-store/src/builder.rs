@@ -5,7 +5,7 @@
 //! | mode               | Azure                         | S3                          | GCS                         |
 //! |--------------------|-------------------------------|-----------------------------|-----------------------------|
 //! | `managed_identity` | IMDS token ([`crate::auth`])  | instance role, IMDSv2 (auth)| metadata server (auth)      |
-//! | `workload_identity`| federated token from env      | web identity from env       | application default creds   |
+//! | `workload_identity`| federated token at Azure AD   | web identity at STS (auth)  | GKE metadata server (auth)  |
 //! | `environment`      | `AZURE_*` variables           | `AWS_*` variables           | `GOOGLE_*` variables        |
 //! | `anonymous`        | unsigned requests             | unsigned requests           | unsigned requests           |
 //! | `emulator`         | Azurite's well-known key      | fixed test keys             | unsigned requests           |
@@ -100,8 +100,18 @@ pub(crate) fn build(
         backend: cfg.name.clone(),
         message: e.to_string(),
     };
-    let creds = (cfg.auth == AuthMode::ManagedIdentity)
-        .then(|| Credentials::managed_identity(cfg, metrics.clone()));
+    let creds = match cfg.auth {
+        AuthMode::ManagedIdentity => Some(Credentials::managed_identity(cfg, metrics.clone())),
+        AuthMode::WorkloadIdentity => Some(
+            Credentials::workload_identity(cfg, metrics.clone()).map_err(|m| {
+                StoreError::Build {
+                    backend: cfg.name.clone(),
+                    message: m,
+                }
+            })?,
+        ),
+        _ => None,
+    };
     match &cfg.kind {
         BackendKind::Azure {
             account,
@@ -109,9 +119,7 @@ pub(crate) fn build(
             endpoint,
         } => {
             let mut b = match cfg.auth {
-                AuthMode::Environment | AuthMode::WorkloadIdentity => {
-                    MicrosoftAzureBuilder::from_env()
-                }
+                AuthMode::Environment => MicrosoftAzureBuilder::from_env(),
                 _ => MicrosoftAzureBuilder::new(),
             }
             .with_account(account)
@@ -138,7 +146,7 @@ pub(crate) fn build(
             endpoint,
         } => {
             let mut b = match cfg.auth {
-                AuthMode::Environment | AuthMode::WorkloadIdentity => AmazonS3Builder::from_env(),
+                AuthMode::Environment => AmazonS3Builder::from_env(),
                 _ => AmazonS3Builder::new(),
             }
             .with_bucket_name(bucket)
@@ -167,9 +175,7 @@ pub(crate) fn build(
         }
         BackendKind::Gcs { bucket, endpoint } => {
             let mut b = match cfg.auth {
-                AuthMode::Environment | AuthMode::WorkloadIdentity => {
-                    GoogleCloudStorageBuilder::from_env()
-                }
+                AuthMode::Environment => GoogleCloudStorageBuilder::from_env(),
                 _ => GoogleCloudStorageBuilder::new(),
             }
             .with_bucket_name(bucket)

@@ -42,6 +42,8 @@ struct ImdsState {
     rejected: AtomicU64,
     last_azure_query: Mutex<Vec<(String, String)>>,
     aws_session: Mutex<String>,
+    /// The federated tokens presented to the Azure AD and STS emulations, in order.
+    assertions: Mutex<Vec<String>>,
     stopping: AtomicBool,
 }
 
@@ -208,6 +210,73 @@ async fn gcp(State(s): State<Arc<ImdsState>>, headers: HeaderMap) -> Response {
     .into_response()
 }
 
+/// Azure AD's token endpoint for workload identity: a federated client assertion in, an
+/// access token out.
+async fn azure_ad(
+    State(s): State<Arc<ImdsState>>,
+    axum::Form(f): axum::Form<Vec<(String, String)>>,
+) -> Response {
+    if let Some(r) = gate(&s).await {
+        return r;
+    }
+    let get = |k: &str| f.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let ok = get("grant_type").as_deref() == Some("client_credentials")
+        && get("client_assertion_type").as_deref()
+            == Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+        && get("scope").as_deref() == Some("https://storage.azure.com/.default");
+    let (Some(assertion), Some(client)) = (get("client_assertion"), get("client_id")) else {
+        s.rejected.fetch_add(1, Ordering::Relaxed);
+        return (StatusCode::BAD_REQUEST, "invalid_request").into_response();
+    };
+    if !ok {
+        s.rejected.fetch_add(1, Ordering::Relaxed);
+        return (StatusCode::BAD_REQUEST, "invalid_request").into_response();
+    }
+    s.assertions.lock().push(assertion);
+    let life = s.lifetime_secs.load(Ordering::Relaxed);
+    s.azure_tokens.fetch_add(1, Ordering::Relaxed);
+    axum::Json(serde_json::json!({
+        "access_token": azure_jwt(life, &client),
+        "expires_in": life,
+        "token_type": "Bearer"
+    }))
+    .into_response()
+}
+
+/// STS `AssumeRoleWithWebIdentity`: a web identity token in, temporary credentials out.
+async fn sts(
+    State(s): State<Arc<ImdsState>>,
+    axum::Form(f): axum::Form<Vec<(String, String)>>,
+) -> Response {
+    if let Some(r) = gate(&s).await {
+        return r;
+    }
+    let get = |k: &str| f.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let (Some("AssumeRoleWithWebIdentity"), Some(_role), Some(token)) = (
+        get("Action").as_deref(),
+        get("RoleArn"),
+        get("WebIdentityToken"),
+    ) else {
+        s.rejected.fetch_add(1, Ordering::Relaxed);
+        return (
+            StatusCode::BAD_REQUEST,
+            "<ErrorResponse><Error><Code>InvalidParameterValue</Code></Error></ErrorResponse>",
+        )
+            .into_response();
+    };
+    s.assertions.lock().push(token);
+    let life = s.lifetime_secs.load(Ordering::Relaxed);
+    let n = s.aws_credentials.fetch_add(1, Ordering::Relaxed);
+    let exp = humantime::format_rfc3339_seconds(SystemTime::now() + Duration::from_secs(life));
+    format!(
+        "<AssumeRoleWithWebIdentityResponse><AssumeRoleWithWebIdentityResult><Credentials>\
+         <AccessKeyId>ASIATESTKEY{n:08}</AccessKeyId><SecretAccessKey>test-secret-{n}</SecretAccessKey>\
+         <SessionToken>test-session-token-{n}</SessionToken><Expiration>{exp}</Expiration>\
+         </Credentials></AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>"
+    )
+    .into_response()
+}
+
 impl Imds {
     /// Starts the emulator on a free loopback port; tokens live `lifetime`.
     pub fn start(lifetime: Duration) -> Result<Imds> {
@@ -239,6 +308,8 @@ impl Imds {
                 "/computeMetadata/v1/instance/service-accounts/default/token",
                 get(gcp),
             )
+            .route("/{tenant}/oauth2/v2.0/token", axum::routing::post(azure_ad))
+            .route("/sts", axum::routing::post(sts))
             .with_state(state.clone());
         rt.spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -280,6 +351,21 @@ impl Imds {
     /// Requests refused for a missing header or a wrong resource.
     pub fn rejected(&self) -> u64 {
         self.state.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Azure AD's token URL for workload identity (tenant `t`).
+    pub fn azure_ad_endpoint(&self) -> String {
+        format!("{}/{TENANT}/oauth2/v2.0/token", self.base())
+    }
+
+    /// The STS endpoint for AWS web identity.
+    pub fn sts_endpoint(&self) -> String {
+        format!("{}/sts", self.base())
+    }
+
+    /// The federated tokens presented so far (workload identity), oldest first.
+    pub fn assertions(&self) -> Vec<String> {
+        self.state.assertions.lock().clone()
     }
 
     /// The query of the last Azure token request (which identity was asked for).

@@ -66,10 +66,15 @@ pub fn config_yaml_with(
                 ("object_id", &id.object_id),
                 ("resource_id", &id.resource_id),
                 ("endpoint", &id.endpoint),
+                ("tenant_id", &id.tenant_id),
+                ("role_arn", &id.role_arn),
             ] {
                 if let Some(v) = v {
                     y.push_str(&format!(", {k}: \"{v}\""));
                 }
+            }
+            if let Some(f) = &id.token_file {
+                y.push_str(&format!(", token_file: {}", f.display()));
             }
             y.push_str(" }\n");
         }
