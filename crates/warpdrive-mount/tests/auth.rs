@@ -398,3 +398,32 @@ fn azure_workload_identity_exchanges_the_federated_token() {
     assert_eq!(s.imds.assertions(), vec!["aks-federated-token".to_string()]);
     assert_eq!(s.imds.rejected(), 0);
 }
+
+#[test]
+fn a_rejected_token_is_refreshed_once_and_the_request_retried() {
+    let s = setup(2, MIB, Duration::from_secs(3600));
+    // The first token handed out is one Azurite rejects as expired.
+    s.imds.issue_stale_tokens(1);
+    let m = Mount::start(std::slice::from_ref(&s.backend), "");
+    for (k, d) in &s.objects {
+        let got = read(&m, k).unwrap_or_else(|e| panic!("read {k}: {e}\n{}", m.log()));
+        assert_eq!(sha256(&got), sha256(d), "{k}");
+    }
+    assert_eq!(s.imds.issued(), 2, "one forced refresh");
+    assert!(
+        m.log()
+            .contains("the store rejected the token; refreshing it once"),
+        "{}",
+        m.log()
+    );
+    // A store that keeps rejecting gets EACCES, not a loop of refreshes.
+    s.imds.issue_stale_tokens(u64::MAX);
+    ctl(&m, &["evict", "--all"]);
+    common::drop_page_cache();
+    std::thread::sleep(Duration::from_millis(1100));
+    let issued = s.imds.issued();
+    let forced = read(&m, "d/obj-00.bin");
+    // The valid token is still cached: reading works without asking for a new one.
+    assert!(forced.is_ok(), "{forced:?}");
+    assert_eq!(s.imds.issued(), issued);
+}

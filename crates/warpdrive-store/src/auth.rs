@@ -142,6 +142,10 @@ struct State {
     /// When the last fetch failed: callers within [`RETRY_EVERY`] of it fail at once instead
     /// of each waiting for the endpoint in turn.
     failed_at: Option<std::time::Instant>,
+    /// When a rejected token last forced a refresh: requests that were in flight with the
+    /// same token, and are rejected too, retry with the new one instead of each forcing
+    /// another refresh.
+    forced_at: Option<std::time::Instant>,
     refreshes: u64,
     failures: u64,
 }
@@ -675,6 +679,20 @@ impl Credentials {
 
     /// After the store rejected the current token: drop it and fetch a new one.
     pub async fn force_refresh(self: &Arc<Self>) -> Result<(), String> {
+        let joined = {
+            let mut st = self.state.lock();
+            let recent = st.forced_at.is_some_and(|t| t.elapsed() < RETRY_EVERY);
+            if !recent {
+                st.forced_at = Some(std::time::Instant::now());
+            }
+            recent
+        };
+        if joined {
+            // Another request saw the same token rejected and is fetching (or has fetched) a
+            // new one: wait for that fetch, then retry with its token.
+            drop(self.fetching.lock().await);
+            return Ok(());
+        }
         let old = self.state.lock().current.as_ref().map(|c| c.1);
         self.refresh(old.map(|o| o + Duration::from_secs(1)))
             .await

@@ -88,12 +88,30 @@ impl StoreError {
                 backend,
                 message: e.to_string(),
             },
+            other if is_denied(&other) => StoreError::Denied {
+                backend,
+                message: other.to_string(),
+            },
             other => StoreError::Other {
                 backend,
                 message: other.to_string(),
             },
         }
     }
+}
+
+/// Whether a store's answer was 401 or 403 (some clients report it as a generic error with
+/// the status only in its message).
+fn is_denied(e: &object_store::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        let m = s.to_string();
+        if m.contains("status code: 401") || m.contains("status code: 403") {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

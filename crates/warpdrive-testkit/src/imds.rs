@@ -35,6 +35,9 @@ pub enum Failure {
 #[derive(Debug, Default)]
 struct ImdsState {
     lifetime_secs: AtomicU64,
+    /// The next this many Azure tokens are already expired inside (their claims), while the
+    /// answer says they live `lifetime`: a token the store rejects.
+    stale_tokens: AtomicU64,
     failure: AtomicU8,
     azure_tokens: AtomicU64,
     aws_credentials: AtomicU64,
@@ -79,6 +82,22 @@ pub fn azure_jwt(lifetime: u64, subject: &str) -> String {
         "tid": TENANT,
         "sub": subject,
         "ver": "1.0"
+    });
+    format!("{}.{}.c2lnbmF0dXJl", b64(&header), b64(&claims))
+}
+
+/// A JWT-shaped token whose claims expired a minute ago.
+fn expired_jwt(subject: &str) -> String {
+    let t = now();
+    let header = serde_json::json!({"alg": "RS256", "typ": "JWT"});
+    let claims = serde_json::json!({
+        "aud": "https://storage.azure.com",
+        "iss": format!("https://sts.windows.net/{TENANT}/"),
+        "iat": t - 3600,
+        "nbf": t - 3600,
+        "exp": t - 60,
+        "oid": subject,
+        "tid": TENANT,
     });
     format!("{}.{}.c2lnbmF0dXJl", b64(&header), b64(&claims))
 }
@@ -129,8 +148,17 @@ async fn azure(
     *s.last_azure_query.lock() = q;
     let life = s.lifetime_secs.load(Ordering::Relaxed);
     s.azure_tokens.fetch_add(1, Ordering::Relaxed);
+    let stale = s
+        .stale_tokens
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok();
+    let token = if stale {
+        expired_jwt(&subject)
+    } else {
+        azure_jwt(life, &subject)
+    };
     axum::Json(serde_json::json!({
-        "access_token": azure_jwt(life, &subject),
+        "access_token": token,
         "expires_in": life.to_string(),
         "expires_on": (now() + life).to_string(),
         "resource": "https://storage.azure.com",
@@ -335,6 +363,12 @@ impl Imds {
         self.state
             .lifetime_secs
             .store(d.as_secs(), Ordering::Relaxed);
+    }
+
+    /// The next `n` Azure tokens are ones the store rejects (expired inside, though the
+    /// answer says otherwise).
+    pub fn issue_stale_tokens(&self, n: u64) {
+        self.state.stale_tokens.store(n, Ordering::Relaxed);
     }
 
     pub fn set_failure(&self, f: Failure) {
