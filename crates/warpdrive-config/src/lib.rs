@@ -220,6 +220,12 @@ pub enum AuthMode {
     Anonymous,
     /// The emulator's well-known development credentials. Only for loopback endpoints.
     Emulator,
+    /// A long-lived key, for those who must: Azure's account key, an S3 access key pair
+    /// (`ID:SECRET`), a GCS service-account JSON. Read from `secret_file` (mode 0600) or
+    /// `secret_env`, never from the config itself.
+    SharedKey,
+    /// An Azure SAS token, from `secret_file` (mode 0600) or `secret_env`.
+    Sas,
 }
 
 impl AuthMode {
@@ -230,6 +236,8 @@ impl AuthMode {
             AuthMode::Environment => "environment",
             AuthMode::Anonymous => "anonymous",
             AuthMode::Emulator => "emulator",
+            AuthMode::SharedKey => "shared_key",
+            AuthMode::Sas => "sas",
         }
     }
 }
@@ -327,6 +335,10 @@ pub struct IdentityConfig {
     pub tenant_id: Option<String>,
     /// Workload identity on AWS: the role to assume (default `AWS_ROLE_ARN`).
     pub role_arn: Option<String>,
+    /// `shared_key` and `sas`: a file (mode 0600, absolute path) holding the secret...
+    pub secret_file: Option<PathBuf>,
+    /// ...or the environment variable that holds it. The secret itself is never in the config.
+    pub secret_env: Option<String>,
 }
 
 impl IdentityConfig {

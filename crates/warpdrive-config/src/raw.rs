@@ -81,6 +81,8 @@ struct RawAuth {
     token_file: Option<PathBuf>,
     tenant_id: Option<String>,
     role_arn: Option<String>,
+    secret_file: Option<PathBuf>,
+    secret_env: Option<String>,
 }
 
 /// Reads `auth:`: a mode alone, or a map.
@@ -88,7 +90,8 @@ fn parse_auth(
     v: serde_yaml_ng::Value,
     field: String,
 ) -> Result<(Option<AuthMode>, IdentityConfig), FieldError> {
-    let modes = "managed_identity, workload_identity, environment, anonymous or emulator";
+    let modes =
+        "managed_identity, workload_identity, environment, anonymous, emulator, shared_key or sas";
     if v.is_string() {
         let mode: AuthMode = serde_yaml_ng::from_value(v).map_err(|_| {
             (
@@ -118,6 +121,14 @@ fn parse_auth(
         ));
     }
     let endpoint = endpoint(raw.endpoint, format!("{field}.endpoint"))?;
+    if let Some(f) = &raw.secret_file
+        && !f.is_absolute()
+    {
+        return Err((
+            format!("{field}.secret_file"),
+            format!("`{}` is relative; use an absolute path", f.display()),
+        ));
+    }
     if let Some(f) = &raw.token_file
         && !f.is_absolute()
     {
@@ -136,6 +147,8 @@ fn parse_auth(
             token_file: raw.token_file,
             tenant_id: raw.tenant_id,
             role_arn: raw.role_arn,
+            secret_file: raw.secret_file,
+            secret_env: raw.secret_env,
         },
     ))
 }
@@ -318,19 +331,35 @@ impl RawBackend {
             || identity.tenant_id.is_some()
             || identity.role_arn.is_some();
         let either = identity.client_id.is_some() || identity.endpoint.is_some();
+        let secret = identity.secret_file.is_some() || identity.secret_env.is_some();
         let fits = match auth {
-            AuthMode::ManagedIdentity => !workload_only,
-            AuthMode::WorkloadIdentity => !managed_only,
-            _ => !(managed_only || workload_only || either),
+            AuthMode::ManagedIdentity => !workload_only && !secret,
+            AuthMode::WorkloadIdentity => !managed_only && !secret,
+            AuthMode::SharedKey | AuthMode::Sas => !(managed_only || workload_only || either),
+            _ => !(managed_only || workload_only || either || secret),
         };
         if !fits {
             return Err((
                 at("auth"),
                 format!(
-                    "`{}` does not take these fields: client_id and endpoint go with managed_identity or workload_identity, object_id and resource_id with managed_identity, token_file, tenant_id and role_arn with workload_identity",
+                    "`{}` does not take these fields: client_id and endpoint go with managed_identity or workload_identity, object_id and resource_id with managed_identity, token_file, tenant_id and role_arn with workload_identity, secret_file and secret_env with shared_key or sas",
                     auth.as_str()
                 ),
             ));
+        }
+        if matches!(auth, AuthMode::SharedKey | AuthMode::Sas)
+            && identity.secret_file.is_some() == identity.secret_env.is_some()
+        {
+            return Err((
+                at("auth"),
+                format!(
+                    "`{}` reads its secret from a file or an environment variable: give exactly one of secret_file (mode 0600) or secret_env; the secret itself never goes in the config",
+                    auth.as_str()
+                ),
+            ));
+        }
+        if auth == AuthMode::Sas && !matches!(kind, BackendKind::Azure { .. }) {
+            return Err((at("auth"), "`sas` is for Azure backends only".into()));
         }
         if let Some(f) = &self.ca_file
             && !f.is_absolute()

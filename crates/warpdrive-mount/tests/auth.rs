@@ -427,3 +427,57 @@ fn a_rejected_token_is_refreshed_once_and_the_request_retried() {
     assert!(forced.is_ok(), "{forced:?}");
     assert_eq!(s.imds.issued(), issued);
 }
+
+#[test]
+fn a_shared_key_comes_from_a_private_file_and_is_never_printed() {
+    use std::os::unix::fs::PermissionsExt;
+    let az = Emulator::start(Kind::Azurite).expect("azurite");
+    az.create_bucket("keyed").expect("container");
+    let data = random_bytes(MIB, 31);
+    let mut b = az.backend("az", "keyed", "");
+    runtime()
+        .block_on(upload_many(&b, vec![("k.bin".into(), data.clone())], 1))
+        .expect("upload");
+    let dir = tempfile::tempdir().expect("tmp");
+    let key_file = dir.path().join("azure.key");
+    // Azurite's account key, used here as a user's own shared key.
+    std::fs::write(
+        &key_file,
+        "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==\n",
+    )
+    .expect("key");
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    b.auth = AuthMode::SharedKey;
+    b.identity = IdentityConfig {
+        secret_file: Some(key_file.clone()),
+        ..Default::default()
+    };
+    // A key file others can read is refused, naming the fix.
+    let m = Mount::prepare(std::slice::from_ref(&b), "", "max_size: 1GiB");
+    let (code, err) = common::refused_start(&m.config, "a readable key file");
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("chmod 600"), "{err}");
+    assert!(!err.contains(AZURITE_KEY_START), "{err}");
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let m = Mount::start(std::slice::from_ref(&b), "");
+    let got = std::fs::read(m.path("az/k.bin")).unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
+    assert_eq!(sha256(&got), sha256(&data));
+    let config = std::fs::read_to_string(&m.config).expect("config");
+    assert!(!config.contains(AZURITE_KEY_START), "{config}");
+    let check = std::process::Command::new(common::BIN)
+        .arg("--config")
+        .arg(&m.config)
+        .arg("--check-config")
+        .output()
+        .expect("check-config");
+    let status = ctl(&m, &["status"]);
+    for out in [
+        String::from_utf8_lossy(&check.stdout).into_owned(),
+        status.clone(),
+        m.log(),
+        m.metrics_text(),
+    ] {
+        assert!(!out.contains(AZURITE_KEY_START), "the key leaked: {out}");
+    }
+    assert!(status.contains("shared key from secret_file"), "{status}");
+}

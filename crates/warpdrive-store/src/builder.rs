@@ -112,6 +112,18 @@ pub(crate) fn build(
         ),
         _ => None,
     };
+    let secret = if matches!(cfg.auth, AuthMode::SharedKey | AuthMode::Sas) {
+        Some(crate::secret::load(cfg).map_err(|m| StoreError::Build {
+            backend: cfg.name.clone(),
+            message: m,
+        })?)
+    } else {
+        None
+    };
+    let bad_secret = |m: String| StoreError::Build {
+        backend: cfg.name.clone(),
+        message: m,
+    };
     match &cfg.kind {
         BackendKind::Azure {
             account,
@@ -133,6 +145,12 @@ pub(crate) fn build(
             match cfg.auth {
                 AuthMode::Emulator => b = b.with_access_key(AZURITE_KEY),
                 AuthMode::Anonymous => b = b.with_skip_signature(true),
+                AuthMode::SharedKey => b = b.with_access_key(secret.clone().unwrap_or_default()),
+                AuthMode::Sas => {
+                    b = b.with_sas_authorization(crate::secret::sas_pairs(
+                        secret.as_deref().unwrap_or_default(),
+                    ))
+                }
                 _ => {}
             }
             if let Some(c) = &creds {
@@ -166,6 +184,11 @@ pub(crate) fn build(
                         .with_secret_access_key("warpdrive-emulator")
                 }
                 AuthMode::Anonymous => b = b.with_skip_signature(true),
+                AuthMode::SharedKey => {
+                    let (id, key) = crate::secret::key_pair(secret.as_deref().unwrap_or_default())
+                        .map_err(bad_secret)?;
+                    b = b.with_access_key_id(id).with_secret_access_key(key)
+                }
                 _ => {}
             }
             if let Some(c) = &creds {
@@ -197,6 +220,9 @@ pub(crate) fn build(
             }
             if let Some(c) = &creds {
                 b = b.with_credentials(Arc::new(GcpProvider(c.clone())));
+            }
+            if cfg.auth == AuthMode::SharedKey {
+                b = b.with_service_account_key(secret.clone().unwrap_or_default());
             }
             Ok(both(b.build().map_err(fail)?, creds))
         }

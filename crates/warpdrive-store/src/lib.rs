@@ -23,6 +23,7 @@ mod builder;
 pub mod keys;
 mod listfilter;
 mod local;
+pub mod secret;
 mod write;
 
 use std::fmt;
@@ -90,11 +91,11 @@ impl StoreError {
             },
             other if is_denied(&other) => StoreError::Denied {
                 backend,
-                message: other.to_string(),
+                message: secret::redact(&other.to_string()),
             },
             other => StoreError::Other {
                 backend,
-                message: other.to_string(),
+                message: secret::redact(&other.to_string()),
             },
         }
     }
@@ -593,6 +594,8 @@ impl Backend {
             (_, AuthMode::Environment) => "the cloud's environment variables",
             (_, AuthMode::WorkloadIdentity) => "federated token (workload identity)",
             (_, AuthMode::ManagedIdentity) => "managed identity",
+            (_, AuthMode::SharedKey) => "a shared key from secret_file or secret_env",
+            (_, AuthMode::Sas) => "a SAS token from secret_file or secret_env",
         };
         auth::AuthState {
             mode: self.config.auth.as_str().into(),

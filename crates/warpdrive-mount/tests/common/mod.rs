@@ -68,6 +68,7 @@ pub fn config_yaml_with(
                 ("endpoint", &id.endpoint),
                 ("tenant_id", &id.tenant_id),
                 ("role_arn", &id.role_arn),
+                ("secret_env", &id.secret_env),
             ] {
                 if let Some(v) = v {
                     y.push_str(&format!(", {k}: \"{v}\""));
@@ -75,6 +76,9 @@ pub fn config_yaml_with(
             }
             if let Some(f) = &id.token_file {
                 y.push_str(&format!(", token_file: {}", f.display()));
+            }
+            if let Some(f) = &id.secret_file {
+                y.push_str(&format!(", secret_file: {}", f.display()));
             }
             y.push_str(" }\n");
         }
