@@ -481,3 +481,61 @@ fn a_shared_key_comes_from_a_private_file_and_is_never_printed() {
     }
     assert!(status.contains("shared key from secret_file"), "{status}");
 }
+
+#[test]
+fn gcp_workload_identity_federation_from_application_default_credentials() {
+    let imds = Imds::start(Duration::from_secs(600)).expect("imds");
+    let gcs = Emulator::start(Kind::Gcs).expect("fake-gcs");
+    gcs.create_bucket("wif").expect("bucket");
+    let data = random_bytes(MIB, 55);
+    runtime()
+        .block_on(upload_many(
+            &gcs.backend("seed", "wif", ""),
+            vec![("f.bin".into(), data.clone())],
+            1,
+        ))
+        .expect("upload");
+    let dir = tempfile::tempdir().expect("tmp");
+    let subject = dir.path().join("oidc-token");
+    std::fs::write(&subject, "k8s-service-account-token").expect("subject");
+    let adc = dir.path().join("adc.json");
+    std::fs::write(
+        &adc,
+        serde_json::json!({
+            "type": "external_account",
+            "audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/k",
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+            "token_url": imds.google_sts_endpoint(),
+            "credential_source": { "file": subject }
+        })
+        .to_string(),
+    )
+    .expect("adc");
+    let mut b = gcs.backend("gcs", "wif", "");
+    b.auth = AuthMode::WorkloadIdentity;
+    b.identity = IdentityConfig {
+        token_file: Some(adc),
+        ..Default::default()
+    };
+    let m = Mount::start(std::slice::from_ref(&b), "");
+    let got = std::fs::read(m.path("gcs/f.bin")).unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
+    assert_eq!(sha256(&got), sha256(&data));
+    assert_eq!(
+        imds.assertions(),
+        vec!["k8s-service-account-token".to_string()]
+    );
+    let st: serde_json::Value =
+        serde_json::from_str(&ctl(&m, &["status", "--json"])).expect("json");
+    let auth = &st["daemon"]["backends"][0]["auth"];
+    assert!(
+        auth["identity"]
+            .as_str()
+            .unwrap_or("")
+            .contains("federation"),
+        "{st}"
+    );
+    assert!(
+        auth["expires_in_seconds"].as_i64().unwrap_or(0) > 500,
+        "{st}"
+    );
+}

@@ -87,6 +87,13 @@ enum Source {
         client_id: String,
         token_file: PathBuf,
     },
+    /// GCP workload identity federation: a subject token file exchanged at Google's STS.
+    GcpExternal {
+        token_url: String,
+        audience: String,
+        subject_token_type: String,
+        token_file: PathBuf,
+    },
     /// AWS web identity (EKS): the federated token exchanged at STS.
     AwsWebIdentity {
         sts_url: String,
@@ -109,6 +116,54 @@ fn read_token_file(path: &std::path::Path) -> Result<String, String> {
         return Err(format!("federated token file {} is empty", path.display()));
     }
     Ok(t)
+}
+
+/// Reads an application-default-credentials file of type `external_account` (GCP workload
+/// identity federation with a file credential source).
+fn external_account(path: &std::path::Path) -> Result<(Source, String), String> {
+    #[derive(Deserialize)]
+    struct CredentialSource {
+        file: Option<PathBuf>,
+    }
+    #[derive(Deserialize)]
+    struct External {
+        #[serde(rename = "type")]
+        kind: String,
+        audience: String,
+        subject_token_type: String,
+        token_url: String,
+        credential_source: CredentialSource,
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("credentials file {}: {e}", path.display()))?;
+    let x: External = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "credentials file {}: not an external_account file ({e})",
+            path.display()
+        )
+    })?;
+    if x.kind != "external_account" {
+        return Err(format!(
+            "credentials file {} is of type {}; workload identity needs external_account (use `environment` for other kinds)",
+            path.display(),
+            x.kind
+        ));
+    }
+    let file = x.credential_source.file.ok_or_else(|| {
+        format!(
+            "credentials file {}: only a `file` credential source is supported",
+            path.display()
+        )
+    })?;
+    Ok((
+        Source::GcpExternal {
+            token_url: x.token_url,
+            audience: x.audience.clone(),
+            subject_token_type: x.subject_token_type,
+            token_file: file,
+        },
+        x.audience,
+    ))
 }
 
 /// The `<tag>…</tag>` text in an XML answer.
@@ -345,14 +400,34 @@ impl Credentials {
                     metrics,
                 ))
             }
-            _ => Ok(Credentials::new(
-                cfg,
-                Source::GcpMetadata {
-                    base: id.endpoint.clone().unwrap_or_else(|| GCP_METADATA.into()),
-                },
-                "GCP workload identity (GKE metadata server)".into(),
-                metrics,
-            )),
+            _ => {
+                // Application default credentials: an `external_account` file (workload
+                // identity federation) named by GOOGLE_APPLICATION_CREDENTIALS or token_file;
+                // otherwise (GKE) the metadata server.
+                let adc = id
+                    .token_file
+                    .clone()
+                    .or(env("GOOGLE_APPLICATION_CREDENTIALS").map(PathBuf::from));
+                match adc {
+                    Some(path) => {
+                        let (source, audience) = external_account(&path)?;
+                        Ok(Credentials::new(
+                            cfg,
+                            source,
+                            format!("GCP workload identity federation ({audience})"),
+                            metrics,
+                        ))
+                    }
+                    None => Ok(Credentials::new(
+                        cfg,
+                        Source::GcpMetadata {
+                            base: id.endpoint.clone().unwrap_or_else(|| GCP_METADATA.into()),
+                        },
+                        "GCP workload identity (GKE metadata server)".into(),
+                        metrics,
+                    )),
+                }
+            }
         }
     }
 
@@ -524,6 +599,45 @@ impl Credentials {
                         token: Some(field("SessionToken")?),
                     },
                     exp,
+                ))
+            }
+            Source::GcpExternal {
+                token_url,
+                audience,
+                subject_token_type,
+                token_file,
+            } => {
+                let subject = read_token_file(token_file)?;
+                let r = self
+                    .http
+                    .post(token_url)
+                    .form(&[
+                        (
+                            "grant_type",
+                            "urn:ietf:params:oauth:grant-type:token-exchange",
+                        ),
+                        ("audience", audience.as_str()),
+                        (
+                            "scope",
+                            "https://www.googleapis.com/auth/devstorage.read_write",
+                        ),
+                        (
+                            "requested_token_type",
+                            "urn:ietf:params:oauth:token-type:access_token",
+                        ),
+                        ("subject_token_type", subject_token_type.as_str()),
+                        ("subject_token", subject.as_str()),
+                    ])
+                    .send()
+                    .await
+                    .map_err(e)?;
+                if !r.status().is_success() {
+                    return Err(format!("Google STS answered {}", r.status()));
+                }
+                let t: GcpToken = r.json().await.map_err(e)?;
+                Ok((
+                    Secret::Bearer(t.access_token),
+                    now + Duration::from_secs(t.expires_in),
                 ))
             }
             Source::GcpMetadata { base } => {

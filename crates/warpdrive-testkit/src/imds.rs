@@ -305,6 +305,36 @@ async fn sts(
     .into_response()
 }
 
+/// Google's STS token exchange (workload identity federation): a subject token in, an
+/// access token out.
+async fn google_sts(
+    State(s): State<Arc<ImdsState>>,
+    axum::Form(f): axum::Form<Vec<(String, String)>>,
+) -> Response {
+    if let Some(r) = gate(&s).await {
+        return r;
+    }
+    let get = |k: &str| f.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let ok = get("grant_type").as_deref()
+        == Some("urn:ietf:params:oauth:grant-type:token-exchange")
+        && get("audience").is_some()
+        && get("subject_token_type").is_some();
+    let Some(subject) = get("subject_token").filter(|_| ok) else {
+        s.rejected.fetch_add(1, Ordering::Relaxed);
+        return (StatusCode::BAD_REQUEST, "invalid_request").into_response();
+    };
+    s.assertions.lock().push(subject);
+    let life = s.lifetime_secs.load(Ordering::Relaxed);
+    let n = s.gcp_tokens.fetch_add(1, Ordering::Relaxed);
+    axum::Json(serde_json::json!({
+        "access_token": format!("ya29.test-token-{n}"),
+        "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+        "token_type": "Bearer",
+        "expires_in": life
+    }))
+    .into_response()
+}
+
 impl Imds {
     /// Starts the emulator on a free loopback port; tokens live `lifetime`.
     pub fn start(lifetime: Duration) -> Result<Imds> {
@@ -338,6 +368,7 @@ impl Imds {
             )
             .route("/{tenant}/oauth2/v2.0/token", axum::routing::post(azure_ad))
             .route("/sts", axum::routing::post(sts))
+            .route("/v1/token", axum::routing::post(google_sts))
             .with_state(state.clone());
         rt.spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -395,6 +426,11 @@ impl Imds {
     /// The STS endpoint for AWS web identity.
     pub fn sts_endpoint(&self) -> String {
         format!("{}/sts", self.base())
+    }
+
+    /// Google's STS token URL for workload identity federation.
+    pub fn google_sts_endpoint(&self) -> String {
+        format!("{}/v1/token", self.base())
     }
 
     /// The federated tokens presented so far (workload identity), oldest first.
