@@ -123,6 +123,17 @@ fn managed_identity_reads_azurite_over_https_with_no_key() {
     );
     let text = ctl(&m, &["status"]);
     assert!(text.contains("token valid"), "{text}");
+    // The metrics dashboard's auth section shows the refresh and the token's lifetime.
+    let dash = ctl(&m, &["metrics"]);
+    let line = dash
+        .lines()
+        .find(|l| l.trim_start().starts_with("az ") && l.contains("refreshes"))
+        .unwrap_or_else(|| panic!("no auth line for az:\n{dash}"));
+    assert!(
+        line.contains("refreshes 1,") || line.contains("refreshes 1 "),
+        "{line}"
+    );
+    assert!(!line.contains("no token"), "{line}");
     // No token, no secret in the log or in what ctl prints.
     for out in [m.log(), text, st.to_string()] {
         assert!(!out.contains("eyJ"), "a JWT leaked: {out}");

@@ -230,12 +230,28 @@ async fn gcp(State(s): State<Arc<ImdsState>>, headers: HeaderMap) -> Response {
     }
     let life = s.lifetime_secs.load(Ordering::Relaxed);
     let n = s.gcp_tokens.fetch_add(1, Ordering::Relaxed);
+    bearer(format!("ya29.test-token-{n}"), life)
+}
+
+/// A form field's value.
+fn field(f: &[(String, String)], k: &str) -> Option<String> {
+    f.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+}
+
+/// An OAuth token answer.
+fn bearer(token: String, life: u64) -> Response {
     axum::Json(serde_json::json!({
-        "access_token": format!("ya29.test-token-{n}"),
+        "access_token": token,
         "expires_in": life,
         "token_type": "Bearer"
     }))
     .into_response()
+}
+
+/// Counts a refused request and answers 400.
+fn refuse(s: &ImdsState) -> Response {
+    s.rejected.fetch_add(1, Ordering::Relaxed);
+    (StatusCode::BAD_REQUEST, "invalid_request").into_response()
 }
 
 /// Azure AD's token endpoint for workload identity: a federated client assertion in, an
@@ -247,28 +263,19 @@ async fn azure_ad(
     if let Some(r) = gate(&s).await {
         return r;
     }
-    let get = |k: &str| f.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let get = |k: &str| field(&f, k);
     let ok = get("grant_type").as_deref() == Some("client_credentials")
         && get("client_assertion_type").as_deref()
             == Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
         && get("scope").as_deref() == Some("https://storage.azure.com/.default");
-    let (Some(assertion), Some(client)) = (get("client_assertion"), get("client_id")) else {
-        s.rejected.fetch_add(1, Ordering::Relaxed);
-        return (StatusCode::BAD_REQUEST, "invalid_request").into_response();
+    let (Some(assertion), Some(client), true) = (get("client_assertion"), get("client_id"), ok)
+    else {
+        return refuse(&s);
     };
-    if !ok {
-        s.rejected.fetch_add(1, Ordering::Relaxed);
-        return (StatusCode::BAD_REQUEST, "invalid_request").into_response();
-    }
     s.assertions.lock().push(assertion);
     let life = s.lifetime_secs.load(Ordering::Relaxed);
     s.azure_tokens.fetch_add(1, Ordering::Relaxed);
-    axum::Json(serde_json::json!({
-        "access_token": azure_jwt(life, &client),
-        "expires_in": life,
-        "token_type": "Bearer"
-    }))
-    .into_response()
+    bearer(azure_jwt(life, &client), life)
 }
 
 /// STS `AssumeRoleWithWebIdentity`: a web identity token in, temporary credentials out.
@@ -279,7 +286,7 @@ async fn sts(
     if let Some(r) = gate(&s).await {
         return r;
     }
-    let get = |k: &str| f.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let get = |k: &str| field(&f, k);
     let (Some("AssumeRoleWithWebIdentity"), Some(_role), Some(token)) = (
         get("Action").as_deref(),
         get("RoleArn"),
@@ -314,25 +321,18 @@ async fn google_sts(
     if let Some(r) = gate(&s).await {
         return r;
     }
-    let get = |k: &str| f.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let get = |k: &str| field(&f, k);
     let ok = get("grant_type").as_deref()
         == Some("urn:ietf:params:oauth:grant-type:token-exchange")
         && get("audience").is_some()
         && get("subject_token_type").is_some();
     let Some(subject) = get("subject_token").filter(|_| ok) else {
-        s.rejected.fetch_add(1, Ordering::Relaxed);
-        return (StatusCode::BAD_REQUEST, "invalid_request").into_response();
+        return refuse(&s);
     };
     s.assertions.lock().push(subject);
     let life = s.lifetime_secs.load(Ordering::Relaxed);
     let n = s.gcp_tokens.fetch_add(1, Ordering::Relaxed);
-    axum::Json(serde_json::json!({
-        "access_token": format!("ya29.test-token-{n}"),
-        "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
-        "token_type": "Bearer",
-        "expires_in": life
-    }))
-    .into_response()
+    bearer(format!("ya29.test-token-{n}"), life)
 }
 
 impl Imds {
