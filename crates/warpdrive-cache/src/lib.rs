@@ -46,7 +46,7 @@ pub use evict::{EvictOutcome, Evicted, Limit, Limits, disk_usage};
 pub use index::FORMAT_VERSION;
 use index::Op;
 use quota::QuotaSet;
-pub use quota::{Quota, QuotaPath, QuotaUse, validate as validate_quotas};
+pub use quota::{Quota, QuotaPath, QuotaUse, in_dir, validate as validate_quotas};
 
 /// Default block size (the config's default is the one that counts; see doc/BENCHMARKS.md).
 pub const DEFAULT_BLOCK_SIZE: u64 = 1 << 20;
@@ -1069,23 +1069,50 @@ fn read_index(dir: &Path) -> Result<(IndexSummary, Vec<IndexObject>)> {
             .iter()
             .map(|(b, _)| block_len(block_size, o.size, *b))
             .sum();
-        s.objects += 1;
-        s.blocks += o.blocks.len() as u64;
-        s.bytes += cached;
-        let t = o.last_access;
-        s.oldest_access = Some(s.oldest_access.map_or(t, |x| x.min(t)));
-        s.newest_access = Some(s.newest_access.map_or(t, |x| x.max(t)));
-        objects.push(IndexObject {
+        let o = IndexObject {
             blocks: o.blocks.len() as u64,
             backend: o.backend,
             key: o.key,
             etag: o.etag,
             size: o.size,
             cached_bytes: cached,
-            last_access: t,
-        });
+            last_access: o.last_access,
+        };
+        s.add(&o);
+        objects.push(o);
     }
     Ok((s, objects))
+}
+
+impl IndexSummary {
+    /// Counts one cached object into the totals.
+    fn add(&mut self, o: &IndexObject) {
+        self.objects += 1;
+        self.blocks += o.blocks;
+        self.bytes += o.cached_bytes;
+        let t = o.last_access;
+        self.oldest_access = Some(self.oldest_access.map_or(t, |x| x.min(t)));
+        self.newest_access = Some(self.newest_access.map_or(t, |x| x.max(t)));
+    }
+}
+
+impl Cache {
+    /// What `stats` prints, for a running cache: the totals from memory (no walk of the
+    /// index's block table), the lifetime counters as committed after a flush.
+    pub fn summary(&self) -> Result<IndexSummary> {
+        self.flush()?;
+        let conn = index::open_read_only(&self.cfg.dir.join("index.db"))?;
+        let mut s = IndexSummary {
+            format_version: conn.query_row("PRAGMA user_version", [], |r| r.get(0))?,
+            block_size: self.cfg.block_size,
+            counters: index::counters(&conn)?,
+            ..Default::default()
+        };
+        for o in self.objects() {
+            s.add(&o);
+        }
+        Ok(s)
+    }
 }
 
 /// Runs SQLite's `quick_check` on the index in `dir` (read-only, beside a live daemon);

@@ -16,6 +16,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+/// Whether `key` is directory `dir` itself or lies below it: `train` holds `train` and
+/// `train/…`, never `training`; `""` holds everything.
+pub fn in_dir(dir: &str, key: &str) -> bool {
+    let d = dir.trim_end_matches('/');
+    d.is_empty()
+        || key
+            .strip_prefix(d)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// A directory of one backend.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuotaPath {
@@ -26,14 +36,7 @@ pub struct QuotaPath {
 
 impl QuotaPath {
     pub fn covers(&self, backend: &str, key: &str) -> bool {
-        if self.backend != backend {
-            return false;
-        }
-        let p = self.prefix.trim_end_matches('/');
-        p.is_empty()
-            || key
-                .strip_prefix(p)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        self.backend == backend && in_dir(&self.prefix, key)
     }
 
     /// Whether one of the two directories contains the other.

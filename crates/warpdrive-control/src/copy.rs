@@ -88,8 +88,8 @@ async fn plan(config: &Config, backends: &[Arc<Backend>], req: &CopyRequest) -> 
     };
     let (sdir, ddir) = (src_t.dir().to_string(), dst_t.dir().to_string());
     if sb == db {
-        let inside = |a: &str, b: &str| a.is_empty() || b == a || b.starts_with(&format!("{a}/"));
-        if inside(&sdir, &ddir) || inside(&ddir, &sdir) {
+        use warpdrive_cache::in_dir;
+        if in_dir(&sdir, &ddir) || in_dir(&ddir, &sdir) {
             bail!(
                 "{} and {} overlap; copy to a place outside the source",
                 req.src,

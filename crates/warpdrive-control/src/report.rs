@@ -12,7 +12,8 @@ use warpdrive_config::Config;
 
 use crate::Target;
 use crate::api::{
-    Damaged, EvictReport, Stale, StaleObject, Stats, Usage, UsageBy, UsageRow, VerifyReport,
+    CacheHealth, Damaged, EvictReport, Stale, StaleObject, Stats, Usage, UsageBy, UsageRow,
+    VerifyReport,
 };
 
 pub fn now_secs() -> i64 {
@@ -56,6 +57,24 @@ pub fn stats(config: &Config, s: &IndexSummary) -> Stats {
         corrupt_blocks: c("corrupt_blocks"),
         oldest_access: s.oldest_access,
         newest_access: s.newest_access,
+    }
+}
+
+/// Disk, capacity and index integrity (SQLite `quick_check`, read-only) of the configured
+/// cache, holding `used_bytes`.
+pub fn cache_health(config: &Config, used_bytes: u64) -> CacheHealth {
+    let dir = &config.cache.dir;
+    let (disk_bytes, disk_free_bytes) = warpdrive_cache::disk_usage(dir).unwrap_or((0, 0));
+    let check = warpdrive_cache::check_index(dir);
+    CacheHealth {
+        dir: dir.display().to_string(),
+        format_version: check.as_ref().map_or(0, |v| *v),
+        used_bytes,
+        capacity_bytes: config.cache.max_size.bytes(disk_bytes),
+        disk_bytes,
+        disk_free_bytes,
+        index_ok: check.is_ok(),
+        index_error: check.err().map(|e| e.to_string()),
     }
 }
 

@@ -17,8 +17,8 @@ use warpdrive_config::Config;
 use warpdrive_fs::Fs;
 
 use crate::api::{
-    self, ApiError, CacheHealth, CopyRequest, DaemonStatus, EvictRequest, Job, QuotaSet, QuotaUse,
-    StaleQuery, UsageQuery, VerifyRequest, WarmRequest,
+    self, ApiError, CopyRequest, DaemonStatus, EvictRequest, Job, QuotaSet, QuotaUse, StaleQuery,
+    UsageQuery, VerifyRequest, WarmRequest,
 };
 use crate::jobs::Jobs;
 use crate::{Target, quotas, report};
@@ -151,7 +151,8 @@ pub fn router(c: Arc<Control>) -> Router {
 
 async fn status(State(c): State<Arc<Control>>) -> Answer<DaemonStatus> {
     let cc = c.clone();
-    let cache = blocking(move || Ok(cache_health(&cc.config, &cc.cache))).await?;
+    let cache =
+        blocking(move || Ok(report::cache_health(&cc.config, cc.cache.used_bytes()))).await?;
     Ok(Json(DaemonStatus {
         version: c.version.clone(),
         commit: c.commit.clone(),
@@ -174,27 +175,9 @@ async fn status(State(c): State<Arc<Control>>) -> Answer<DaemonStatus> {
     }))
 }
 
-/// Disk, capacity and index integrity of the cache in use.
-pub fn cache_health(config: &Config, cache: &Cache) -> CacheHealth {
-    let dir = &config.cache.dir;
-    let (disk_bytes, disk_free_bytes) = warpdrive_cache::disk_usage(dir).unwrap_or((0, 0));
-    let check = warpdrive_cache::check_index(dir);
-    CacheHealth {
-        dir: dir.display().to_string(),
-        format_version: check.as_ref().map_or(0, |v| *v),
-        used_bytes: cache.used_bytes(),
-        capacity_bytes: config.cache.max_size.bytes(disk_bytes),
-        disk_bytes,
-        disk_free_bytes,
-        index_ok: check.is_ok(),
-        index_error: check.err().map(|e| e.to_string()),
-    }
-}
-
 async fn stats(State(c): State<Arc<Control>>) -> Answer<api::Stats> {
     blocking(move || {
-        c.cache.flush().map_err(|e| internal(e.into()))?;
-        let s = report::read_summary(&c.config.cache.dir).map_err(internal)?;
+        let s = c.cache.summary().map_err(|e| internal(e.into()))?;
         Ok(Json(report::stats(&c.config, &s)))
     })
     .await

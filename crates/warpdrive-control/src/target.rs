@@ -64,15 +64,8 @@ impl Target {
     /// Whether `backend`/`key` is the object or lies in the directory this target names: a
     /// prefix `train` matches `train` and `train/…`, never `training`.
     pub fn matches_key(&self, backend: &str, key: &str) -> bool {
-        if self.backend.as_ref().is_some_and(|b| b != backend) {
-            return false;
-        }
-        let p = &self.prefix;
-        if p.is_empty() || p.ends_with('/') {
-            return key.starts_with(p.as_str());
-        }
-        key.strip_prefix(p.as_str())
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        self.backend.as_ref().is_none_or(|b| b == backend)
+            && warpdrive_cache::in_dir(&self.prefix, key)
     }
 
     pub fn matches(&self, o: &IndexObject) -> bool {

@@ -68,16 +68,16 @@ fn b64(v: &serde_json::Value) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
 }
 
-/// A JWT-shaped Azure AD token for Azure Storage, valid for `lifetime` seconds.
-pub fn azure_jwt(lifetime: u64, subject: &str) -> String {
-    let t = now();
+/// A JWT-shaped Azure AD token for Azure Storage with the claims Azurite checks, valid from
+/// `nbf` until `exp` (Unix seconds).
+fn jwt(subject: &str, nbf: u64, exp: u64) -> String {
     let header = serde_json::json!({"alg": "RS256", "typ": "JWT"});
     let claims = serde_json::json!({
         "aud": "https://storage.azure.com",
         "iss": format!("https://sts.windows.net/{TENANT}/"),
-        "iat": t - 5,
-        "nbf": t - 5,
-        "exp": t + lifetime,
+        "iat": nbf,
+        "nbf": nbf,
+        "exp": exp,
         "oid": subject,
         "tid": TENANT,
         "sub": subject,
@@ -86,20 +86,16 @@ pub fn azure_jwt(lifetime: u64, subject: &str) -> String {
     format!("{}.{}.c2lnbmF0dXJl", b64(&header), b64(&claims))
 }
 
-/// A JWT-shaped token whose claims expired a minute ago.
+/// An Azure token valid from now for `lifetime` seconds.
+pub fn azure_jwt(lifetime: u64, subject: &str) -> String {
+    let t = now();
+    jwt(subject, t - 5, t + lifetime)
+}
+
+/// An Azure token whose claims expired a minute ago.
 fn expired_jwt(subject: &str) -> String {
     let t = now();
-    let header = serde_json::json!({"alg": "RS256", "typ": "JWT"});
-    let claims = serde_json::json!({
-        "aud": "https://storage.azure.com",
-        "iss": format!("https://sts.windows.net/{TENANT}/"),
-        "iat": t - 3600,
-        "nbf": t - 3600,
-        "exp": t - 60,
-        "oid": subject,
-        "tid": TENANT,
-    });
-    format!("{}.{}.c2lnbmF0dXJl", b64(&header), b64(&claims))
+    jwt(subject, t - 3600, t - 60)
 }
 
 async fn gate(s: &ImdsState) -> Option<Response> {

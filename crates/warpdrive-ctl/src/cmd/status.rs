@@ -66,18 +66,8 @@ fn local_cache_health(config: &Config) -> Option<CacheHealth> {
     if !dir.join("index.db").exists() {
         return None;
     }
-    let (disk_bytes, disk_free_bytes) = warpdrive_cache::disk_usage(dir).unwrap_or((0, 0));
-    let check = warpdrive_cache::check_index(dir);
-    Some(CacheHealth {
-        dir: dir.display().to_string(),
-        format_version: check.as_ref().map_or(0, |v| *v),
-        used_bytes: warpdrive_cache::read_index_summary(dir).map_or(0, |s| s.bytes),
-        capacity_bytes: config.cache.max_size.bytes(disk_bytes),
-        disk_bytes,
-        disk_free_bytes,
-        index_ok: check.is_ok(),
-        index_error: check.err().map(|e| e.to_string()),
-    })
+    let used = warpdrive_cache::read_index_summary(dir).map_or(0, |s| s.bytes);
+    Some(warpdrive_control::report::cache_health(config, used))
 }
 
 async fn probe(b: &warpdrive_config::BackendConfig, timeout: Duration) -> BackendStatus {
