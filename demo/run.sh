@@ -1,44 +1,130 @@
 #!/usr/bin/env bash
-# The showcase, until the training workload exists: two Azure "regions" (two Azurite
-# instances) and one S3 bucket (moto), all on loopback, mounted as one tree by WarpDrive.
-#   WD_MOUNT=/wd      where to mount (must be empty or absent)
-#   DEMO_KEEP=1       leave the mount and emulators running at the end
+# The WarpDrive showcase, as in the seed (../shared/SEED.md), on local emulators: two Azure
+# "regions" (two Azurite instances, each behind a WAN simulator) mounted as one tree, and a
+# training workload (warpdrive-forge) run cold, warm, and warm again after a restart, with the
+# metrics of each run, governance commands while mounted, a capability checklist decided from
+# what was measured, demo/out/results.json and demo/out/report.html.
+#
+#   DEMO_SCALE=quick   quick (default: 40 shards of 256 images, ~450 MB, minutes on 2 cores),
+#                      seed (the seed's scale: 200 shards of 592 images, ~19 GB), tiny (CI)
+#   WD_MOUNT=/wd       where to mount (must be empty or absent)
+#   DEMO_OUT=demo/out  where results.json and report.html go
+#   DEMO_DATA=demo/data  where generated datasets are kept and reused
+#   DEMO_STATE=/tmp/warpdrive-demo  the run's config, logs, cache and measurements
+#   DEMO_WAN=on        off: no WAN simulator (the mount talks to the emulators directly)
+#   DEMO_KEEP=1        leave the mount and emulators running at the end
+#   WD_BIN=target/release  where the binaries are
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=target/release
+BIN=${WD_BIN:-target/release}
 MNT=${WD_MOUNT:-/wd}
-STATE=$(mktemp -d /tmp/warpdrive-demo.XXXXXX)
+SCALE=${DEMO_SCALE:-quick}
+OUT=${DEMO_OUT:-demo/out}
+DATA=${DEMO_DATA:-demo/data}/$SCALE
+STATE=${DEMO_STATE:-/tmp/warpdrive-demo}
 CACHE=$STATE/cache
 
+case $SCALE in
+tiny)
+    GEN=(--shards 8 --samples-per-shard 48 --image-size 96x72)
+    TRAIN=(--steps 24 --batch-size 16 --num-workers 4 --seed 42 --log-every 6) ;;
+quick)
+    GEN=(--shards 40 --samples-per-shard 256 --image-size 320x240)
+    TRAIN=(--steps 300 --batch-size 32 --num-workers 8 --seed 42 --log-every 50) ;;
+seed)
+    GEN=(--preset coco)
+    TRAIN=(--steps 300 --batch-size 32 --num-workers 8 --seed 42 --log-every 50) ;;
+*) echo "DEMO_SCALE must be tiny, quick or seed, not '$SCALE'" >&2; exit 2 ;;
+esac
+
 bold() { printf '\n\033[1m%s\033[0m\n' "$*"; }
+CTL=("$BIN/warpdrive-ctl" --config "$STATE/config.yaml")
+REPORT=("$BIN/warpdrive-testkit" report --state "$STATE" --mount-point "$MNT" --scale "$SCALE")
+
+unmount() {
+    if grep -qs " $MNT fuse" /proc/mounts; then umount "$MNT" 2>/dev/null || umount -l "$MNT" || true; fi
+    # The daemon exits once its mount is gone; wait for it so the next one gets the cache lock.
+    for _ in $(seq 100); do pgrep -f "warpdrive-mount --config $STATE/config.yaml" >/dev/null || return 0; sleep 0.1; done
+    pkill -f "warpdrive-mount --config $STATE/config.yaml" || true
+}
+
+stop_all() {
+    unmount
+    if [ -f "$STATE/testkit.pid" ]; then
+        kill "$(cat "$STATE/testkit.pid")" 2>/dev/null || true
+        for _ in $(seq 100); do kill -0 "$(cat "$STATE/testkit.pid")" 2>/dev/null || break; sleep 0.1; done
+        rm -f "$STATE/testkit.pid"
+    fi
+}
 
 cleanup() {
     if [ "${DEMO_KEEP:-0}" = 1 ]; then
         echo "left running: mount $MNT, emulators (pid $(cat "$STATE/testkit.pid" 2>/dev/null)); config $STATE/config.yaml"
         return
     fi
-    if mountpoint -q "$MNT" 2>/dev/null; then umount "$MNT" 2>/dev/null || umount -l "$MNT"; fi
-    [ -f "$STATE/testkit.pid" ] && kill "$(cat "$STATE/testkit.pid")" 2>/dev/null || true
-    wait 2>/dev/null || true
-    rm -rf "$STATE"
+    stop_all
 }
 trap cleanup EXIT
 
-bold "Phase 0: starting local emulators and uploading sample shards"
-if grep -qs " $MNT fuse" /proc/mounts; then
-    echo "clearing a previous mount at $MNT"; umount "$MNT" 2>/dev/null || umount -l "$MNT" || true
-fi
-mkdir -p "$MNT"
-"$BIN/warpdrive-testkit" demo --config-out "$STATE/config.yaml" --mount-point "$MNT" --cache-dir "$CACHE" \
-    >"$STATE/testkit.out" 2>"$STATE/testkit.log" &
-echo $! >"$STATE/testkit.pid"
-for _ in $(seq 120); do grep -q '^ready' "$STATE/testkit.out" 2>/dev/null && break; sleep 0.5; done
-grep -q '^ready' "$STATE/testkit.out" || { echo "emulators did not start:"; cat "$STATE/testkit.log"; exit 1; }
-echo "config (no secrets: every backend authenticates with managed identity, tokens from the instance-metadata emulator):"
-sed 's/^/    /' "$STATE/config.yaml"
+mount_wd() {
+    "$BIN/warpdrive-mount" --config "$STATE/config.yaml" --daemon --log-file "$STATE/warpdrive.log" || true
+    for _ in $(seq 60); do
+        grep -qs " $MNT fuse" /proc/mounts && return 0
+        sleep 0.5
+    done
+    echo "the mount did not come up within 30 s; the last 20 lines of its log:" >&2
+    tail -20 "$STATE/warpdrive.log" >&2 || true
+    exit 1
+}
 
-bold "Phase 1: one namespace over two regions and two clouds"
-"$BIN/warpdrive-mount" --config "$STATE/config.yaml" --daemon --log-file "$STATE/warpdrive.log"
+drop_page_cache() {
+    sync
+    echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || echo "(could not drop the page cache: not root)"
+}
+
+run_phase() { # NAME: one training run, measured
+    local name=$1
+    drop_page_cache
+    "${CTL[@]}" metrics --snapshot "$STATE/$name.before.json" >/dev/null
+    "$BIN/warpdrive-forge" train --train-root-a "$MNT/datasets-cac/train" --train-root-b "$MNT/datasets-wus3/train" \
+        "${TRAIN[@]}" --summary "$STATE/$name.summary.json" 2>"$STATE/$name.forge.err" | tee "$STATE/$name.forge.log"
+    sed 's/^/  /' "$STATE/$name.forge.err"
+    "${CTL[@]}" metrics --since "$STATE/$name.before.json" --json >"$STATE/$name.metrics.json"
+    "${REPORT[@]}" phase "$name"
+}
+
+bold "Preparing: dataset, emulators, WAN simulator"
+# A previous run's mount, processes and state go first.
+mkdir -p "$STATE"
+stop_all
+rm -rf "$STATE"/*.json "$STATE"/*.log "$STATE"/*.err "$STATE/governance.txt"
+mkdir -p "$MNT" "$OUT" "$DATA"
+want="${GEN[*]}"
+if [ "$(cat "$DATA/spec.txt" 2>/dev/null)" != "$want" ]; then
+    echo "generating the $SCALE dataset in $DATA (once; later runs reuse it)"
+    rm -f "$DATA"/shard-*.tar
+    "$BIN/warpdrive-forge" gen --out "$DATA" "${GEN[@]}"
+    echo "$want" >"$DATA/spec.txt"
+else
+    echo "reusing the $SCALE dataset in $DATA ($(ls "$DATA"/shard-*.tar | wc -l) shards, $(du -sh "$DATA" | cut -f1))"
+fi
+WAN_ARGS=()
+[ "${DEMO_WAN:-on}" = off ] && WAN_ARGS=(--no-wan)
+"$BIN/warpdrive-testkit" demo --shards-dir "$DATA" --config-out "$STATE/config.yaml" --info-out "$STATE/info.json" \
+    --mount-point "$MNT" --cache-dir "$CACHE" "${WAN_ARGS[@]}" >"$STATE/testkit.out" 2>"$STATE/testkit.log" &
+echo $! >"$STATE/testkit.pid"
+for _ in $(seq 1200); do
+    grep -q '^ready' "$STATE/testkit.out" 2>/dev/null && break
+    kill -0 "$(cat "$STATE/testkit.pid")" 2>/dev/null || break
+    sleep 0.5
+done
+grep -q '^ready' "$STATE/testkit.out" || { echo "the emulators did not start:"; tail -20 "$STATE/testkit.log"; exit 1; }
+grep -E 'WAN|direct' "$STATE/testkit.log" | sed 's/^/  /'
+
+bold "Phase 1: cross-region data fabric"
+echo "deleting the cache directory $CACHE: the first run starts truly cold"
+rm -rf "$CACHE"
+mount_wd
 echo "$MNT/"
 for b in "$MNT"/*/; do
     echo " ├── $(basename "$b")/"
@@ -47,44 +133,51 @@ for b in "$MNT"/*/; do
         echo " │   └── $(basename "$d")/  ($n objects: $(ls "$d" | head -3 | tr '\n' ' ')…)"
     done
 done
+cat <<EOF
+Key points:
+  - Two storage accounts in two regions (and an S3 bucket) appear as directories under one mount.
+  - The training code reads plain POSIX paths such as $MNT/datasets-cac/train/shard-000000.tar:
+    no cloud SDK, no Azure-specific code.
+  - Authentication by managed identity (tokens from the instance-metadata endpoint); the config
+    holds no key and no secret:
+EOF
+sed 's/^/      /' "$STATE/config.yaml" | grep -E 'auth|name:'
 
-bold "Plain POSIX reads: no cloud SDK in the reader"
-f="$MNT/datasets-cac/train/shard-000000.tar"
-start=$(date +%s%N)
-sum=$(sha256sum "$f" | cut -c1-16)
-ms=$(( ($(date +%s%N) - start) / 1000000 ))
-echo "sha256sum $f -> $sum… ($(stat -c %s "$f") bytes in ${ms} ms)"
-wc -c "$MNT"/datasets-wus3/train/*.tar | tail -1 | sed 's/total/bytes across all West US 3 shards/'
+bold "Phase 2: cold-cache training (every byte crosses the WAN)"
+run_phase cold
 
-CTL=("$BIN/warpdrive-ctl" --config "$STATE/config.yaml")
-readall() {
-    local start bytes
-    start=$(date +%s%N)
-    bytes=$(cat "$MNT"/*/train/*.tar | wc -c)
-    echo "$bytes bytes in $(( ($(date +%s%N) - start) / 1000000 )) ms"
-}
+bold "Phase 3: warm-cache training (same shards, same order)"
+run_phase warm
 
-bold "Phase 2: cold read of every shard (fetched from the emulators into the block cache)"
-"${CTL[@]}" metrics --snapshot "$STATE/cold.json" >/dev/null
-readall
-"${CTL[@]}" metrics --since "$STATE/cold.json" | sed -n '/^Cache/,/^  objects/p;/^Backend I\/O/,/^$/p'
-
-bold "Phase 3: warm read after dropping the kernel's page cache (served from the block cache)"
-sync; echo 3 >/proc/sys/vm/drop_caches
-"${CTL[@]}" metrics --snapshot "$STATE/warm.json" >/dev/null
-readall
-"${CTL[@]}" metrics --since "$STATE/warm.json" | sed -n '/^Cache/,/^  objects/p;/^Backend I\/O/,/^$/p'
-
-bold "warpdrive-ctl stats (the cache's lifetime totals, read while the mount is live)"
+bold "Phase 4: results"
+"${REPORT[@]}" compare
+bold "Metrics dashboard (warpdrive-ctl metrics, since the daemon started)"
+"${CTL[@]}" metrics
+bold "Data governance, while mounted"
 sleep 2.5 # the daemon commits its hit and miss counts to the index every 2 s
-"${CTL[@]}" stats
+for cmd in stats usage stale; do
+    echo "\$ warpdrive-ctl $cmd"
+    rc=0
+    "${CTL[@]}" "$cmd" || rc=$?
+    echo "$cmd $rc" >>"$STATE/governance.txt"
+    echo
+done
+cat <<'EOF'
+Also available (see warpdrive-ctl --help):
+  warm PATH     pre-populate the cache before a job (warpdrive-ctl warm /wd/datasets-cac/train)
+  quota         per-team cache quotas
+  copy / move   copy or move data between backends, verified, resumable
+  evict, verify drop cached data; check every cached block against its checksum
+  status        mount, cache and backend health, auth, quotas
+  serve         the control API over TCP, behind a token
+  metrics       this dashboard, live with --watch
+EOF
 
-bold "warpdrive-ctl usage --by path"
-"${CTL[@]}" usage --by path
+bold "Phase 5: beyond the seed: restart"
+echo "unmounting, mounting again: the cache on disk is reused"
+unmount
+mount_wd
+run_phase restart
 
-bold "warpdrive-ctl status"
-"${CTL[@]}" status || true
-
-bold "Done"
-echo "Metrics: $(grep -o 'listen: [0-9.:]*' "$STATE/config.yaml" | head -1) (try: warpdrive-ctl --config $STATE/config.yaml metrics --watch, with DEMO_KEEP=1)."
-echo "The training workload and its four-phase cold/warm story are next (see issues)."
+bold "Summary"
+"${REPORT[@]}" final --out "$OUT"

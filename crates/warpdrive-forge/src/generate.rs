@@ -2,7 +2,7 @@
 //!
 //! A sample's class sets the picture's hue, the orientation and frequency of its stripes and
 //! its JPEG quality; seeded noise makes every picture different. The classifier `forge train`
-//! fits looks at raw JPEG bytes (it does not decode them), and all three leave marks there:
+//! fits (see `model`) looks at raw JPEG bytes (it does not decode them), and all three leave marks there:
 //! the quality in the quantisation tables, the picture in the coded data and the file's
 //! length. Each sample has its own random stream, derived from the seed and its index, so
 //! the bytes do not depend on the order or the machine they are generated on.
@@ -106,7 +106,7 @@ pub fn sample(spec: &Spec, index: u64) -> Result<(u32, Vec<u8>)> {
     Ok((class, jpeg))
 }
 
-fn append(tar: &mut tar::Builder<impl Write>, name: &str, data: &[u8]) -> Result<()> {
+pub fn append(tar: &mut tar::Builder<impl Write>, name: &str, data: &[u8]) -> Result<()> {
     let mut header = tar::Header::new_ustar();
     header.set_size(data.len() as u64);
     header.set_mode(0o644);

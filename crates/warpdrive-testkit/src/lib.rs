@@ -28,7 +28,7 @@ mod proxy;
 mod wan;
 pub use imds::{Failure, Imds, Tls, azure_jwt};
 pub use proxy::DelayProxy;
-pub use wan::{Link, WanProxy};
+pub use wan::{CANADA_CENTRAL, Link, WEST_US_3, WanProxy};
 
 /// Azurite's well-known development account and key (published in Azurite's documentation).
 pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
@@ -284,6 +284,12 @@ impl Emulator {
             Kind::Azurite => format!("{scheme}://127.0.0.1:{}/{AZURITE_ACCOUNT}", self.port),
             Kind::Moto | Kind::Gcs => format!("http://127.0.0.1:{}", self.port),
         }
+    }
+
+    /// The endpoint as reached through a proxy listening on `port` (the WAN simulator).
+    pub fn endpoint_via(&self, port: u16) -> String {
+        self.endpoint()
+            .replacen(&format!(":{}", self.port), &format!(":{port}"), 1)
     }
 
     /// A backend config for `bucket` on this emulator, with emulator credentials.
@@ -553,6 +559,29 @@ pub async fn upload_many(
     let store = store.as_deref();
     let results: Vec<Result<()>> = futures::stream::iter(objects)
         .map(|(k, d)| async move { upload_one(cfg, store, &k, d).await })
+        .buffer_unordered(parallel)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// Uploads files (`key`, local path), `parallel` at a time, reading each only when its turn
+/// comes (so a dataset larger than memory uploads).
+pub async fn upload_files(
+    cfg: &BackendConfig,
+    files: Vec<(String, PathBuf)>,
+    parallel: usize,
+) -> Result<()> {
+    use futures::StreamExt;
+    let store = Backend::build(cfg)?.object_store();
+    let store = store.as_deref();
+    let results: Vec<Result<()>> = futures::stream::iter(files)
+        .map(|(k, p)| async move {
+            let data = tokio::fs::read(&p)
+                .await
+                .with_context(|| format!("reading {}", p.display()))?;
+            upload_one(cfg, store, &k, data).await
+        })
         .buffer_unordered(parallel)
         .collect()
         .await;

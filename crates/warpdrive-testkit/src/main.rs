@@ -2,11 +2,15 @@
 //! experiments, writes a WarpDrive config pointing at them, and keeps them running until it is
 //! stopped (Ctrl-C or SIGTERM).
 
+mod report;
+
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use warpdrive_testkit::{Emulator, Imds, Kind, Tls, random_bytes, upload_many};
+use warpdrive_testkit::{
+    CANADA_CENTRAL, Emulator, Imds, Kind, Link, Tls, WEST_US_3, WanProxy, upload_files, upload_many,
+};
 
 #[derive(Debug, Parser)]
 #[command(name = "warpdrive-testkit", version)]
@@ -17,47 +21,77 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Start two Azurite "regions" and one moto S3 server on free loopback ports, upload sample
-    /// shards to them, write a WarpDrive config to `--config-out`, and wait until stopped.
-    Demo {
-        /// Where to write the generated WarpDrive config.
-        #[arg(long)]
-        config_out: PathBuf,
-        /// The mount point the config names.
-        #[arg(long, default_value = "/wd")]
-        mount_point: PathBuf,
-        /// The cache directory the config names.
-        #[arg(long, default_value = "/tmp/warpdrive-demo-cache")]
-        cache_dir: PathBuf,
-        /// Shards per region.
-        #[arg(long, default_value_t = 6)]
-        shards: usize,
-        /// Size of each shard in bytes.
-        #[arg(long, default_value_t = 4 << 20)]
-        shard_size: usize,
-    },
+    /// Start two Azurite "regions" behind WAN simulators and one moto S3 server on free
+    /// loopback ports, upload the shards in `--shards-dir` (even-numbered ones to Canada
+    /// Central, odd ones to West US 3, as in the seed), write a WarpDrive config to
+    /// `--config-out`, and wait until stopped (Ctrl-C or SIGTERM).
+    Demo(DemoArgs),
+    /// The demo's tables, checklist, results.json and report.html, from the figures the demo
+    /// measured (see demo/run.sh).
+    Report(report::ReportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DemoArgs {
+    /// Where to write the generated WarpDrive config.
+    #[arg(long)]
+    config_out: PathBuf,
+    /// The mount point the config names.
+    #[arg(long, default_value = "/wd")]
+    mount_point: PathBuf,
+    /// The cache directory the config names.
+    #[arg(long, default_value = "/tmp/warpdrive-demo-cache")]
+    cache_dir: PathBuf,
+    /// The shards to upload (`*.tar`, from `warpdrive-forge gen` or `pack`).
+    #[arg(long)]
+    shards_dir: PathBuf,
+    /// The link to Canada Central, DELAY,RATE (default: 1 ms each way, 32 MB/s).
+    #[arg(long, value_parser = Link::parse)]
+    link_cac: Option<Link>,
+    /// The link to West US 3, DELAY,RATE (default: 30 ms each way, 16 MB/s).
+    #[arg(long, value_parser = Link::parse)]
+    link_wus3: Option<Link>,
+    /// No WAN simulator: the mount talks to the emulators directly.
+    #[arg(long)]
+    no_wan: bool,
+    /// Write what was started (links, shards per region) as JSON to FILE.
+    #[arg(long)]
+    info_out: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
     match args.cmd {
-        Cmd::Demo {
-            config_out,
-            mount_point,
-            cache_dir,
-            shards,
-            shard_size,
-        } => demo(config_out, mount_point, cache_dir, shards, shard_size),
+        Cmd::Demo(a) => demo(a),
+        Cmd::Report(a) => report::run(&a),
     }
 }
 
-fn demo(
-    config_out: PathBuf,
-    mount_point: PathBuf,
-    cache_dir: PathBuf,
-    shards: usize,
-    shard_size: usize,
-) -> Result<()> {
+/// The shards of a directory, by number: (number, path).
+fn shards_in(dir: &std::path::Path) -> Result<Vec<(u32, PathBuf)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let p = e?.path();
+        let n = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("shard-")?.strip_suffix(".tar")?.parse().ok());
+        if let Some(n) = n {
+            out.push((n, p));
+        }
+    }
+    out.sort();
+    anyhow::ensure!(
+        !out.is_empty(),
+        "{} holds no shard-NNNNNN.tar files (write some with `warpdrive-forge gen --out {}`)",
+        dir.display(),
+        dir.display()
+    );
+    Ok(out)
+}
+
+fn demo(a: DemoArgs) -> Result<()> {
+    let shards = shards_in(&a.shards_dir)?;
     let rt = tokio::runtime::Runtime::new()?;
     eprintln!("starting emulators: Azurite (canada-central), Azurite (west-us-3), moto (S3)...");
     let mut cac = Emulator::start(Kind::Azurite).context("starting Azurite for canada-central")?;
@@ -70,33 +104,31 @@ fn demo(
     let b_cac = cac.backend("datasets-cac", "datasets", "");
     let b_wus3 = wus3.backend("datasets-wus3", "datasets", "");
     let b_s3 = s3.backend("s3-archive", "archive", "imagenet/");
+    let (even, odd): (Vec<_>, Vec<_>) = shards
+        .iter()
+        .map(|(n, p)| (*n, format!("train/shard-{n:06}.tar"), p.clone()))
+        .partition(|(n, _, _)| n % 2 == 0);
+    let strip = |v: Vec<(u32, String, PathBuf)>| -> Vec<(String, PathBuf)> {
+        v.into_iter().map(|(_, k, p)| (k, p)).collect()
+    };
+    let (n_even, n_odd) = (even.len(), odd.len());
+    eprintln!("uploading {n_even} shards to canada-central and {n_odd} to west-us-3...");
     rt.block_on(async {
-        // Even shards in Canada Central, odd ones in West US 3, as in the seed.
-        let mut even = Vec::new();
-        let mut odd = Vec::new();
-        for i in 0..shards * 2 {
-            let obj = (
-                format!("train/shard-{i:06}.tar"),
-                random_bytes(shard_size, i as u64),
-            );
-            if i % 2 == 0 {
-                even.push(obj)
-            } else {
-                odd.push(obj)
-            }
-        }
-        upload_many(&b_cac, even, 8).await?;
-        upload_many(&b_wus3, odd, 8).await?;
+        upload_files(&b_cac, strip(even), 4).await?;
+        upload_files(&b_wus3, strip(odd), 4).await?;
+        upload_files(
+            &b_s3,
+            vec![("val/shard-000000.tar".to_string(), shards[0].1.clone())],
+            1,
+        )
+        .await?;
         upload_many(
             &b_s3,
-            vec![
-                ("val/labels.txt".to_string(), b"0 cat\n1 dog\n".to_vec()),
-                (
-                    "val/shard-000000.tar".to_string(),
-                    random_bytes(shard_size, 999),
-                ),
-            ],
-            4,
+            vec![(
+                "val/labels.txt".to_string(),
+                b"0 through 9: the generated classes\n".to_vec(),
+            )],
+            1,
         )
         .await
     })?;
@@ -109,6 +141,45 @@ fn demo(
     wus3.restart_tls_oauth(&tls)?;
     let imds =
         Imds::start(std::time::Duration::from_secs(600)).context("starting the IMDS emulator")?;
+    // The WAN simulators: the mount reaches each region through its own link.
+    let links = [
+        (
+            "datasets-cac",
+            "canada-central",
+            a.link_cac.unwrap_or(CANADA_CENTRAL),
+        ),
+        (
+            "datasets-wus3",
+            "west-us-3",
+            a.link_wus3.unwrap_or(WEST_US_3),
+        ),
+    ];
+    let mut proxies = Vec::new();
+    let mut endpoints = Vec::new();
+    for ((_, _, link), emu) in links.iter().zip([&cac, &wus3]) {
+        if a.no_wan {
+            endpoints.push(emu.endpoint());
+        } else {
+            let p = WanProxy::start(emu.port, *link).context("starting the WAN simulator")?;
+            endpoints.push(emu.endpoint_via(p.port));
+            proxies.push(p);
+        }
+    }
+    if let Some(path) = &a.info_out {
+        let info = serde_json::json!({
+            "wan": !a.no_wan,
+            "links": links.iter().map(|(backend, region, l)| serde_json::json!({
+                "backend": backend,
+                "region": region,
+                "one_way_delay_ms": l.one_way_delay.as_secs_f64() * 1e3,
+                "bandwidth_bytes_per_sec": l.bandwidth,
+            })).collect::<Vec<_>>(),
+            "shards": { "datasets-cac": n_even, "datasets-wus3": n_odd },
+            "dataset_bytes": shards.iter().map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len())).sum::<u64>(),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&info)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     let yaml = format!(
         "# Generated by `warpdrive-testkit demo`: local emulators standing in for two Azure\n\
          # regions and one S3 bucket, and an instance-metadata emulator standing in for the\n\
@@ -133,16 +204,23 @@ fn demo(
         azure_imds = imds.azure_endpoint(),
         aws_imds = imds.base(),
         ca = tls.ca.display(),
-        mp = mount_point.display(),
-        cache = cache_dir.display(),
-        e1 = cac.endpoint(),
-        e2 = wus3.endpoint(),
+        mp = a.mount_point.display(),
+        cache = a.cache_dir.display(),
+        e1 = endpoints[0],
+        e2 = endpoints[1],
         e3 = s3.endpoint(),
         metrics_port = warpdrive_testkit::free_port()?,
     );
-    std::fs::write(&config_out, yaml)
-        .with_context(|| format!("writing {}", config_out.display()))?;
-    println!("ready: config written to {}", config_out.display());
+    std::fs::write(&a.config_out, yaml)
+        .with_context(|| format!("writing {}", a.config_out.display()))?;
+    for ((backend, region, link), _) in links.iter().zip(&endpoints) {
+        if a.no_wan {
+            eprintln!("{backend} ({region}): direct, no WAN simulator");
+        } else {
+            eprintln!("{backend} ({region}): through the WAN simulator, {link}");
+        }
+    }
+    println!("ready: config written to {}", a.config_out.display());
     eprintln!("emulators are running; stop with Ctrl-C or SIGTERM");
     rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -152,6 +230,6 @@ fn demo(
         }
         Ok::<_, anyhow::Error>(())
     })?;
-    drop((cac, wus3, s3, imds, tls));
+    drop((proxies, cac, wus3, s3, imds, tls));
     Ok(())
 }

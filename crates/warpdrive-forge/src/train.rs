@@ -1,0 +1,471 @@
+//! `forge train`: an I/O-bound training loop over WebDataset shards, deterministic whatever
+//! the timing of its workers.
+//!
+//! The shard order is a seeded shuffle of every shard under every root, reshuffled (with a
+//! seed derived from the run's seed and the epoch) each time the list is used up, so position
+//! `p` of the order is a pure function of the seed. There are `W` workers ("lanes"); lane `k`
+//! reads the shards at positions `k, k + W, k + 2W, ...` one after another, streams each one
+//! (see [`crate::shards`]), turns every sample into features, and sends them down its own
+//! bounded channel. The training loop takes sample `n` from lane `n mod W`, so the stream of
+//! samples, and hence every batch and every loss, is fixed by the seed and the worker count,
+//! never by which worker happens to be faster; meanwhile all `W` lanes read at once, and each
+//! channel's bound (`--queue-depth` samples) caps the memory.
+//!
+//! A lane whose every shard yields nothing (all corrupt or unreadable) reports it, and the run
+//! stops with an error rather than train on nothing.
+//!
+//! Per step, `data_ms` is the time the loop waited to assemble the batch and `compute_ms` the
+//! time of the forward and backward pass. Every `--log-every` steps one line gives the
+//! throughput, mean `data_ms`, mean `compute_ms` and mean loss over those steps.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde::Serialize;
+
+use crate::model::{Features, Linear, features};
+use crate::shards::{ProblemCounts, Problems, discover, read_shard};
+
+/// What to train.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    pub roots: Vec<PathBuf>,
+    pub steps: u64,
+    pub batch_size: usize,
+    pub workers: usize,
+    pub seed: u64,
+    pub log_every: u64,
+    pub learning_rate: f32,
+    pub classes: u32,
+    /// Samples each lane may hold ready.
+    pub queue_depth: usize,
+}
+
+/// One `--log-every` line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogLine {
+    pub step: u64,
+    pub images_per_sec: f64,
+    pub data_ms: f64,
+    pub compute_ms: f64,
+    pub loss: f64,
+}
+
+impl std::fmt::Display for LogLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "step={} images_per_sec={:.1} data_ms={:.2} compute_ms={:.2} loss={:.4}",
+            self.step, self.images_per_sec, self.data_ms, self.compute_ms, self.loss
+        )
+    }
+}
+
+/// The run's summary (`--summary FILE`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub steps: u64,
+    pub batch_size: usize,
+    pub num_workers: usize,
+    pub seed: u64,
+    pub roots: Vec<PathBuf>,
+    pub shards_available: usize,
+    pub wall_ms: f64,
+    pub images_per_sec: f64,
+    pub mean_data_ms: f64,
+    pub mean_compute_ms: f64,
+    pub final_loss: f64,
+    /// Images trained on.
+    pub images: u64,
+    /// Bytes read from shard files by the workers (including what they had read ahead when
+    /// the run ended).
+    pub bytes_read: u64,
+    pub shards_opened: u64,
+    pub skipped: ProblemCounts,
+    /// FNV-1a over every batch's (shard file name, sample key, class), in order: equal digests
+    /// mean the same samples in the same batches.
+    pub batch_digest: String,
+    pub log: Vec<LogLine>,
+    /// The loss of every step.
+    pub losses: Vec<f32>,
+    /// The wall time of every step (waiting for data plus computing), in ms.
+    pub step_ms: Vec<f32>,
+}
+
+/// A message on a lane.
+enum Item {
+    Sample {
+        shard: usize,
+        key: String,
+        class: u32,
+        features: Box<Features>,
+    },
+    /// Every shard gave nothing.
+    Exhausted,
+}
+
+/// The shard index at each position of the order.
+struct Order {
+    seed: u64,
+    shards: usize,
+    epoch: Option<(u64, Vec<usize>)>,
+}
+
+impl Order {
+    fn at(&mut self, position: u64) -> usize {
+        let n = self.shards as u64;
+        let epoch = position / n;
+        if self.epoch.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            let mut perm: Vec<usize> = (0..self.shards).collect();
+            let mut rng = rand::rngs::StdRng::seed_from_u64(
+                self.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
+            perm.shuffle(&mut rng);
+            self.epoch = Some((epoch, perm));
+        }
+        self.epoch
+            .as_ref()
+            .map_or(0, |(_, p)| p[(position % n) as usize])
+    }
+}
+
+/// Shared worker counters.
+#[derive(Debug, Default)]
+struct Io {
+    bytes_read: AtomicU64,
+    shards_opened: AtomicU64,
+}
+
+fn lane(
+    k: usize,
+    cfg: &TrainConfig,
+    shards: &[PathBuf],
+    problems: &Problems,
+    io: &Io,
+    tx: SyncSender<Item>,
+) {
+    let mut order = Order {
+        seed: cfg.seed,
+        shards: shards.len(),
+        epoch: None,
+    };
+    // Shards that gave nothing since this lane last got a sample: when that is all of them,
+    // there is nothing to read anywhere.
+    let mut barren = BTreeSet::new();
+    let mut position = k as u64;
+    loop {
+        let shard = order.at(position);
+        io.shards_opened.fetch_add(1, Ordering::Relaxed);
+        let mut produced = false;
+        let mut open = true;
+        let bytes = read_shard(&shards[shard], cfg.classes, problems, |s| {
+            produced = true;
+            let item = Item::Sample {
+                shard,
+                features: Box::new(features(&s.image)),
+                key: s.key,
+                class: s.class,
+            };
+            open = tx.send(item).is_ok();
+            open
+        });
+        io.bytes_read.fetch_add(bytes, Ordering::Relaxed);
+        if !open {
+            return;
+        }
+        if produced {
+            barren.clear();
+        } else {
+            barren.insert(shard);
+            if barren.len() == shards.len() {
+                let _ = tx.send(Item::Exhausted);
+                return;
+            }
+        }
+        position += cfg.workers as u64;
+    }
+}
+
+/// FNV-1a, 64 bits.
+fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01B3);
+    }
+    h
+}
+
+/// Trains as `cfg` says, printing the log lines to `out`.
+pub fn train(cfg: &TrainConfig, out: &mut impl Write) -> Result<Summary> {
+    if cfg.steps == 0 || cfg.batch_size == 0 || cfg.workers == 0 || cfg.log_every == 0 {
+        bail!("--steps, --batch-size, --num-workers and --log-every must be at least 1");
+    }
+    if cfg.classes < 2 {
+        bail!("--classes must be at least 2");
+    }
+    let shards = discover(&cfg.roots)?;
+    let names: Vec<Vec<u8>> = shards
+        .iter()
+        .map(|p| {
+            p.file_name()
+                .map_or_else(Vec::new, |n| n.as_encoded_bytes().to_vec())
+        })
+        .collect();
+    let problems = Arc::new(Problems::default());
+    let io = Arc::new(Io::default());
+    let start = Instant::now();
+    let mut lanes: Vec<Receiver<Item>> = Vec::with_capacity(cfg.workers);
+    let mut handles = Vec::with_capacity(cfg.workers);
+    let shared = Arc::new((cfg.clone(), shards.clone()));
+    for k in 0..cfg.workers {
+        let (tx, rx) = sync_channel(cfg.queue_depth.max(1));
+        lanes.push(rx);
+        let (shared, problems, io) = (shared.clone(), problems.clone(), io.clone());
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("forge-lane-{k}"))
+                .spawn(move || lane(k, &shared.0, &shared.1, &problems, &io, tx))?,
+        );
+    }
+
+    let mut model = Linear::new(cfg.classes as usize);
+    let mut xs: Vec<Features> = Vec::with_capacity(cfg.batch_size);
+    let mut ys: Vec<u32> = Vec::with_capacity(cfg.batch_size);
+    let mut digest = 0xCBF2_9CE4_8422_2325u64;
+    let mut cursor = 0usize;
+    let (mut data_total, mut compute_total) = (0.0f64, 0.0f64);
+    let mut window = (Instant::now(), 0.0f64, 0.0f64, 0.0f64); // start, data, compute, loss
+    let mut log = Vec::new();
+    let mut losses = Vec::with_capacity(cfg.steps as usize);
+    let mut step_ms = Vec::with_capacity(cfg.steps as usize);
+    let result = (|| -> Result<()> {
+        for step in 1..=cfg.steps {
+            let t0 = Instant::now();
+            xs.clear();
+            ys.clear();
+            while xs.len() < cfg.batch_size {
+                let item = lanes[cursor % cfg.workers].recv();
+                cursor += 1;
+                match item {
+                    Ok(Item::Sample {
+                        shard,
+                        key,
+                        class,
+                        features,
+                    }) => {
+                        digest = fnv(digest, &names[shard]);
+                        digest = fnv(digest, key.as_bytes());
+                        digest = fnv(digest, &class.to_le_bytes());
+                        xs.push(*features);
+                        ys.push(class);
+                    }
+                    Ok(Item::Exhausted) => bail!(
+                        "no readable samples: every one of the {} shards was corrupt, empty or unreadable",
+                        shards.len()
+                    ),
+                    Err(_) => bail!("a loader thread stopped unexpectedly"),
+                }
+            }
+            let t1 = Instant::now();
+            let loss = model.step(&xs, &ys, cfg.learning_rate);
+            let t2 = Instant::now();
+            let (data, compute) = ((t1 - t0).as_secs_f64() * 1e3, (t2 - t1).as_secs_f64() * 1e3);
+            data_total += data;
+            compute_total += compute;
+            losses.push(loss);
+            step_ms.push((data + compute) as f32);
+            window.1 += data;
+            window.2 += compute;
+            window.3 += f64::from(loss);
+            if step % cfg.log_every == 0 || step == cfg.steps {
+                let n = (step - 1) % cfg.log_every + 1;
+                let line = LogLine {
+                    step,
+                    images_per_sec: (n as usize * cfg.batch_size) as f64
+                        / window.0.elapsed().as_secs_f64().max(1e-9),
+                    data_ms: window.1 / n as f64,
+                    compute_ms: window.2 / n as f64,
+                    loss: window.3 / n as f64,
+                };
+                writeln!(out, "{line}")?;
+                out.flush()?;
+                log.push(line);
+                window = (Instant::now(), 0.0, 0.0, 0.0);
+            }
+        }
+        Ok(())
+    })();
+    let wall = start.elapsed();
+    drop(lanes); // the lanes see their channels close and stop
+    for h in handles {
+        let _ = h.join();
+    }
+    result?;
+    let images = cfg.steps * cfg.batch_size as u64;
+    Ok(Summary {
+        steps: cfg.steps,
+        batch_size: cfg.batch_size,
+        num_workers: cfg.workers,
+        seed: cfg.seed,
+        roots: cfg.roots.clone(),
+        shards_available: shards.len(),
+        wall_ms: wall.as_secs_f64() * 1e3,
+        images_per_sec: images as f64 / wall.as_secs_f64().max(1e-9),
+        mean_data_ms: data_total / cfg.steps as f64,
+        mean_compute_ms: compute_total / cfg.steps as f64,
+        final_loss: f64::from(losses.last().copied().unwrap_or(0.0)),
+        images,
+        bytes_read: io.bytes_read.load(Ordering::Relaxed),
+        shards_opened: io.shards_opened.load(Ordering::Relaxed),
+        skipped: problems.counts(),
+        batch_digest: format!("{digest:016x}"),
+        log,
+        losses,
+        step_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::{Spec, write_shards};
+
+    fn config(roots: Vec<PathBuf>, steps: u64, workers: usize) -> TrainConfig {
+        TrainConfig {
+            roots,
+            steps,
+            batch_size: 32,
+            workers,
+            seed: 42,
+            log_every: 50,
+            learning_rate: crate::DEFAULT_LEARNING_RATE,
+            classes: 10,
+            queue_depth: 16,
+        }
+    }
+
+    /// Two roots of generated shards, as the demo's two regions.
+    fn dataset() -> (tempfile::TempDir, Vec<PathBuf>) {
+        let d = tempfile::tempdir().expect("tempdir");
+        let spec = Spec {
+            shards: 6,
+            samples_per_shard: 200,
+            width: 64,
+            height: 48,
+            seed: 42,
+        };
+        let all = d.path().join("all");
+        write_shards(&all, &spec, false, &mut Vec::new()).expect("gen");
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        for dir in [&a, &b] {
+            std::fs::create_dir(dir).expect("mkdir");
+        }
+        for i in 0..spec.shards {
+            let name = crate::generate::shard_name(i);
+            let to = if i % 2 == 0 { &a } else { &b };
+            std::fs::rename(all.join(&name), to.join(&name)).expect("move");
+        }
+        (d, vec![a, b])
+    }
+
+    #[test]
+    fn loss_falls_over_300_steps_on_generated_data() {
+        let (_d, roots) = dataset();
+        let mut out = Vec::new();
+        let s = train(&config(roots, 300, 8), &mut out).expect("train");
+        let first: f32 = s.losses[..30].iter().sum::<f32>() / 30.0;
+        let last: f32 = s.losses[270..].iter().sum::<f32>() / 30.0;
+        assert!(
+            last < first * 0.8,
+            "mean loss of the first 30 steps {first}, of the last 30 {last}"
+        );
+        assert_eq!(s.images, 9600);
+        let text = String::from_utf8(out).expect("utf8");
+        assert_eq!(text.lines().count(), 6, "one line every 50 steps:\n{text}");
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_batches_and_losses_whatever_the_timing() {
+        let (_d, roots) = dataset();
+        let a = train(&config(roots.clone(), 60, 8), &mut Vec::new()).expect("train");
+        // A second run with slow, uneven workers: other threads hog the cores meanwhile.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hogs: Vec<_> = (0..3)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        x = x.wrapping_mul(31).wrapping_add(7);
+                    }
+                    x
+                })
+            })
+            .collect();
+        let b = train(&config(roots.clone(), 60, 8), &mut Vec::new()).expect("train");
+        stop.store(true, Ordering::Relaxed);
+        for h in hogs {
+            let _ = h.join();
+        }
+        assert_eq!(a.batch_digest, b.batch_digest);
+        assert_eq!(a.losses, b.losses, "bit-identical loss sequence");
+        let c = train(
+            &TrainConfig {
+                seed: 7,
+                ..config(roots, 60, 8)
+            },
+            &mut Vec::new(),
+        )
+        .expect("train");
+        assert_ne!(
+            a.batch_digest, c.batch_digest,
+            "another seed, another order"
+        );
+    }
+
+    #[test]
+    fn corrupt_and_missing_shards_are_skipped_and_counted() {
+        let (_d, roots) = dataset();
+        // Truncate one shard in the middle and replace another with garbage.
+        let victim = roots[0].join("shard-000002.tar");
+        let len = std::fs::metadata(&victim).expect("meta").len();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&victim)
+            .expect("open");
+        f.set_len(len / 2).expect("truncate");
+        std::fs::write(roots[1].join("shard-000003.tar"), vec![0x5Au8; 10_000]).expect("junk");
+        let s = train(&config(roots, 120, 4), &mut Vec::new()).expect("train");
+        assert_eq!(s.images, 120 * 32);
+        assert!(s.skipped.corrupt_shards >= 1, "{:?}", s.skipped);
+        assert!(s.final_loss.is_finite());
+    }
+
+    #[test]
+    fn nothing_readable_is_an_error_not_a_silent_zero() {
+        let d = tempfile::tempdir().expect("tempdir");
+        for i in 0..3 {
+            std::fs::write(d.path().join(format!("s{i}.tar")), b"not a tar").expect("write");
+        }
+        let e = train(
+            &config(vec![d.path().to_path_buf()], 10, 2),
+            &mut Vec::new(),
+        )
+        .expect_err("nothing to train on");
+        assert!(e.to_string().contains("no readable samples"), "{e}");
+        let e = train(
+            &config(vec![d.path().join("missing")], 10, 2),
+            &mut Vec::new(),
+        )
+        .expect_err("missing root");
+        assert!(e.to_string().contains("training root"), "{e:#}");
+    }
+}
