@@ -28,12 +28,13 @@ lint: ## formatting and clippy, warnings are errors
 fmt: ## format the code
 	$(CARGO) fmt --all
 
-demo: deps release ## the showcase on local emulators: mounts two Azure "regions" and S3, prints the tree
+demo: deps release ## the showcase on local emulators: cold, warm and restarted training through the mount (DEMO_SCALE=quick|seed)
 	demo/run.sh
 
-bench: deps ## benchmarks: listing and read throughput through the mount vs the store API directly
+bench: deps release ## benchmarks: the mount vs the store API, the cache vs the disk, forge warm vs local and cold vs the WAN
 	$(CARGO) bench -p warpdrive-mount --bench mount
 	$(CARGO) bench -p warpdrive-mount --bench cache
+	$(CARGO) bench -p warpdrive-mount --bench showcase
 
 clean:
 	$(CARGO) clean

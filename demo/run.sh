@@ -24,15 +24,16 @@ DATA=${DEMO_DATA:-demo/data}/$SCALE
 STATE=${DEMO_STATE:-/tmp/warpdrive-demo}
 CACHE=$STATE/cache
 
+# Per scale: the dataset (forge gen flags and its size in MB), and the training parameters.
 case $SCALE in
 tiny)
-    GEN=(--shards 8 --samples-per-shard 48 --image-size 96x72)
+    GEN=(--shards 8 --samples-per-shard 48 --image-size 96x72) SIZE_MB=3
     TRAIN=(--steps 24 --batch-size 16 --num-workers 4 --seed 42 --log-every 6) ;;
 quick)
-    GEN=(--shards 40 --samples-per-shard 256 --image-size 320x240)
+    GEN=(--shards 40 --samples-per-shard 256 --image-size 320x240) SIZE_MB=460
     TRAIN=(--steps 300 --batch-size 32 --num-workers 8 --seed 42 --log-every 50) ;;
 seed)
-    GEN=(--preset coco)
+    GEN=(--preset coco) SIZE_MB=19000
     TRAIN=(--steps 300 --batch-size 32 --num-workers 8 --seed 42 --log-every 50) ;;
 *) echo "DEMO_SCALE must be tiny, quick or seed, not '$SCALE'" >&2; exit 2 ;;
 esac
@@ -99,8 +100,18 @@ mkdir -p "$STATE"
 stop_all
 rm -rf "$STATE"/*.json "$STATE"/*.log "$STATE"/*.err "$STATE/governance.txt"
 mkdir -p "$MNT" "$OUT" "$DATA"
+avail_mb() { df -Pm "$1" | awk 'NR == 2 { print $4 }'; }
+# The emulators keep a copy of the dataset and the cache another, both under $STATE's disk.
+if [ "$(avail_mb "$STATE")" -lt $((2 * SIZE_MB + 500)) ]; then
+    echo "the $SCALE scale needs about $((2 * SIZE_MB + 500)) MB free under $STATE (emulators' copy and the cache); $(avail_mb "$STATE") MB are. Set DEMO_STATE to a bigger disk." >&2
+    exit 1
+fi
 want="${GEN[*]}"
 if [ "$(cat "$DATA/spec.txt" 2>/dev/null)" != "$want" ]; then
+    if [ "$(avail_mb "$DATA")" -lt $((SIZE_MB + 200)) ]; then
+        echo "the $SCALE dataset needs about $SIZE_MB MB under $DATA; $(avail_mb "$DATA") MB are free. Set DEMO_DATA to a bigger disk." >&2
+        exit 1
+    fi
     echo "generating the $SCALE dataset in $DATA (once; later runs reuse it)"
     rm -f "$DATA"/shard-*.tar
     "$BIN/warpdrive-forge" gen --out "$DATA" "${GEN[@]}"
