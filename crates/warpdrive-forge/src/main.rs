@@ -61,7 +61,7 @@ counted, warned about once and skipped (the summary lists the counts).
 Exit codes: 0 trained; 1 training failed (no readable samples, I/O error writing the summary);
 2 bad arguments.")]
 struct TrainArgs {
-    /// A directory of shards (the seed's first region). Repeatable with --train-root.
+    /// A directory of shards (the seed's first region; add more with --train-root).
     #[arg(long, value_name = "DIR")]
     train_root_a: Option<PathBuf>,
     /// A second directory of shards (the seed's second region).
