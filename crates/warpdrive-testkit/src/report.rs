@@ -650,7 +650,8 @@ fn curve(p: &Phase, window: usize) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// A line chart of several series.
+/// A line chart of several series on a logarithmic y axis (cold and warm throughput differ by
+/// orders of magnitude), with the steps along x.
 fn line_chart(
     id: &str,
     title: &str,
@@ -662,39 +663,54 @@ fn line_chart(
         .iter()
         .flat_map(|s| s.1.iter().map(|p| p.0))
         .fold(1.0, f64::max);
-    let ymax = series
-        .iter()
-        .flat_map(|s| s.1.iter().map(|p| p.1))
-        .fold(1.0, f64::max)
-        * 1.1;
+    let values = || series.iter().flat_map(|s| s.1.iter().map(|p| p.1.max(1.0)));
+    let lo = values()
+        .fold(f64::INFINITY, f64::min)
+        .min(1e6)
+        .log10()
+        .floor();
+    let hi = values().fold(1.0, f64::max).log10().ceil().max(lo + 1.0);
+    let x_of = |x: f64| l + (w - l - 10.0) * x / xmax;
+    let y_of = |v: f64| h - b - (h - b - 30.0) * (v.max(1.0).log10() - lo) / (hi - lo);
     let mut svg = format!(
         r#"<svg id="{id}" class="chart" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img"><title>{}</title>"#,
         esc(title)
     );
     let _ = write!(
         svg,
-        r#"<line x1="{l}" y1="{}" x2="{}" y2="{}" stroke="gray"/><line x1="{l}" y1="10" x2="{l}" y2="{}" stroke="gray"/>"#,
+        r#"<line x1="{l}" y1="{}" x2="{}" y2="{}" stroke="gray"/><line x1="{l}" y1="30" x2="{l}" y2="{}" stroke="gray"/>"#,
         h - b,
         w - 10.0,
         h - b,
         h - b
     );
-    for i in 0..=4 {
-        let v = ymax * i as f64 / 4.0;
-        let y = h - b - (h - b - 10.0) * i as f64 / 4.0;
+    for e in (lo as i32)..=(hi as i32) {
+        let v = 10f64.powi(e);
+        let y = y_of(v);
         let _ = write!(
             svg,
-            r#"<text x="{}" y="{}" font-size="11" text-anchor="end">{}</text>"#,
+            r##"<line x1="{l}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#eee"/><text x="{}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"##,
+            w - 10.0,
             l - 5.0,
             y + 4.0,
             thousands(v)
+        );
+    }
+    for i in 0..=4 {
+        let x = xmax * f64::from(i) / 4.0;
+        let _ = write!(
+            svg,
+            r#"<text x="{:.1}" y="{}" font-size="11" text-anchor="middle">{}</text>"#,
+            x_of(x),
+            h - b + 14.0,
+            thousands(x)
         );
     }
     let _ = write!(
         svg,
         r#"<text x="{}" y="{}" font-size="12" text-anchor="middle">step</text><text x="14" y="{}" font-size="12" transform="rotate(-90 14 {})" text-anchor="middle">{}</text>"#,
         (l + w) / 2.0,
-        h - 8.0,
+        h - 6.0,
         h / 2.0,
         h / 2.0,
         esc(y_label)
@@ -702,13 +718,7 @@ fn line_chart(
     for (i, (name, pts)) in series.iter().enumerate() {
         let path: Vec<String> = pts
             .iter()
-            .map(|(x, y)| {
-                format!(
-                    "{:.1},{:.1}",
-                    l + (w - l - 10.0) * x / xmax,
-                    h - b - (h - b - 10.0) * y / ymax
-                )
-            })
+            .map(|(x, y)| format!("{:.1},{:.1}", x_of(*x), y_of(*y)))
             .collect();
         let c = COLORS[i % COLORS.len()];
         let _ = write!(
@@ -720,9 +730,9 @@ fn line_chart(
             svg,
             r#"<rect x="{}" y="{}" width="12" height="12" fill="{c}"/><text x="{}" y="{}" font-size="12">{}</text>"#,
             l + 10.0 + 130.0 * i as f64,
-            14.0,
+            6.0,
             l + 26.0 + 130.0 * i as f64,
-            24.0,
+            16.0,
             esc(name)
         );
     }
@@ -811,11 +821,16 @@ fn html(
     let names: Vec<String> = ordered.iter().map(|p| label(&p.name).to_string()).collect();
     let throughput = line_chart(
         "chart-throughput",
-        "Training throughput per step (moving average over 10 steps)",
+        "Training throughput per step (moving average over a twelfth of the run; log scale)",
         "images/s",
         &ordered
             .iter()
-            .map(|p| (label(&p.name).to_string(), curve(p, 10)))
+            .map(|p| {
+                (
+                    label(&p.name).to_string(),
+                    curve(p, (p.step_ms.len() / 12).max(5)),
+                )
+            })
             .collect::<Vec<_>>(),
     );
     let rows: Vec<String> = ordered
@@ -837,6 +852,19 @@ fn html(
             .collect::<Vec<_>>(),
         &thousands,
     );
+    let passthrough: Vec<String> = ordered
+        .iter()
+        .filter(|p| p.passthrough_opens > 0.0)
+        .map(|p| format!("{} {}", label(&p.name), thousands(p.passthrough_opens)))
+        .collect();
+    let latency_note = if passthrough.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "<p>Reads of files opened with FUSE passthrough go from the kernel straight to the cache file and never reach the daemon, so they are not in this histogram (passthrough opens: {}).</p>",
+            esc(&passthrough.join(", "))
+        )
+    };
     let backends: Vec<String> = ordered
         .first()
         .map(|p| p.fetched.keys().cloned().collect())
@@ -925,6 +953,7 @@ td:first-child, th:first-child {{ text-align: left; }} li.ok b {{ color: #2a8a3a
 {throughput}
 <h2>Read latency</h2>
 {latency}
+{latency_note}
 <h2>Bytes per region</h2>
 {bytes}
 <h2>Cache hit rate</h2>
