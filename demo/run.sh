@@ -163,6 +163,7 @@ run_phase warm
 bold "Phase 4: results"
 "${REPORT[@]}" compare
 bold "Metrics dashboard (warpdrive-ctl metrics, since the daemon started)"
+"${CTL[@]}" metrics --json >"$STATE/dashboard.json"
 "${CTL[@]}" metrics
 bold "Data governance, while mounted"
 sleep 2.5 # the daemon commits its hit and miss counts to the index every 2 s
