@@ -18,6 +18,8 @@ use image::codecs::jpeg::JpegEncoder;
 use image::{ExtendedColorType, RgbImage};
 use rand::{Rng, SeedableRng};
 
+use crate::shards::{ShardWriter, shard_name};
+
 /// Classes of the generated data.
 pub const CLASSES: u32 = 10;
 
@@ -106,45 +108,15 @@ pub fn sample(spec: &Spec, index: u64) -> Result<(u32, Vec<u8>)> {
     Ok((class, jpeg))
 }
 
-pub fn append(tar: &mut tar::Builder<impl Write>, name: &str, data: &[u8]) -> Result<()> {
-    let mut header = tar::Header::new_ustar();
-    header.set_size(data.len() as u64);
-    header.set_mode(0o644);
-    header.set_mtime(0);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_entry_type(tar::EntryType::Regular);
-    tar.append_data(&mut header, name, data)
-        .with_context(|| format!("writing {name}"))
-}
-
-/// The file name of shard `i`.
-pub fn shard_name(i: u32) -> String {
-    format!("shard-{i:06}.tar")
-}
-
-/// Writes shard `i` (to a temporary name first, so a crash never leaves half a shard).
+/// Writes shard `i`; returns its size.
 fn write_shard(dir: &Path, spec: &Spec, i: u32) -> Result<u64> {
-    let path = dir.join(shard_name(i));
-    let tmp = dir.join(format!(".{}.partial", shard_name(i)));
-    let file =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
+    let mut shard = ShardWriter::create(dir, i)?;
     for s in 0..spec.samples_per_shard {
         let index = u64::from(i) * u64::from(spec.samples_per_shard) + u64::from(s);
         let (class, jpeg) = sample(spec, index)?;
-        append(&mut tar, &format!("{index:06}.jpg"), &jpeg)?;
-        append(
-            &mut tar,
-            &format!("{index:06}.cls"),
-            format!("{class}\n").as_bytes(),
-        )?;
+        shard.sample(index, class, &jpeg)?;
     }
-    let mut w = tar.into_inner().context("finishing the tar")?;
-    w.flush().context("writing the shard")?;
-    drop(w);
-    std::fs::rename(&tmp, &path).with_context(|| format!("renaming into {}", path.display()))?;
-    Ok(std::fs::metadata(&path)?.len())
+    shard.finish()
 }
 
 /// Writes every shard of `spec` into `dir`, one thread per core, reporting progress on `log`.

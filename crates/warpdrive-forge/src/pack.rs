@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
-use crate::generate::{append, shard_name};
+use crate::shards::ShardWriter;
 
 /// What to pack.
 #[derive(Debug, Clone)]
@@ -199,14 +199,7 @@ pub fn pack(cfg: &PackConfig, log: &mut impl Write) -> Result<Packed> {
     let mut index = 0u64;
     let mut not_jpeg_first = None;
     for (s, chunk) in todo.chunks(cfg.samples_per_shard).enumerate() {
-        let name = shard_name(s as u32);
-        let (path, tmp) = (
-            cfg.out.join(&name),
-            cfg.out.join(format!(".{name}.partial")),
-        );
-        let file =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
+        let mut shard = ShardWriter::create(&cfg.out, s as u32)?;
         for (rel, class) in chunk {
             let src = cfg.images.join(rel);
             let data = std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
@@ -215,21 +208,11 @@ pub fn pack(cfg: &PackConfig, log: &mut impl Write) -> Result<Packed> {
                 not_jpeg_first.get_or_insert_with(|| src.clone());
                 continue;
             }
-            append(&mut tar, &format!("{index:06}.jpg"), &data)?;
-            append(
-                &mut tar,
-                &format!("{index:06}.cls"),
-                format!("{class}\n").as_bytes(),
-            )?;
+            shard.sample(index, *class, &data)?;
             index += 1;
             report.samples += 1;
         }
-        let mut w = tar.into_inner().context("finishing the tar")?;
-        w.flush().context("writing the shard")?;
-        drop(w);
-        std::fs::rename(&tmp, &path)
-            .with_context(|| format!("renaming into {}", path.display()))?;
-        report.bytes += std::fs::metadata(&path)?.len();
+        report.bytes += shard.finish()?;
         report.shards += 1;
         writeln!(
             log,
@@ -263,7 +246,7 @@ pub fn pack(cfg: &PackConfig, log: &mut impl Write) -> Result<Packed> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shards::{Problems, read_shard};
+    use crate::shards::{Problems, read_shard, shard_name};
 
     fn jpeg(seed: u8) -> Vec<u8> {
         let img =

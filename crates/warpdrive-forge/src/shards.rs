@@ -264,6 +264,77 @@ pub fn read_shard(
     reader.get_ref().bytes
 }
 
+/// The file name of shard `i`.
+pub fn shard_name(i: u32) -> String {
+    format!("shard-{i:06}.tar")
+}
+
+/// Writes one shard: samples go to a temporary name, renamed into place by
+/// [`ShardWriter::finish`], so a crash never leaves half a shard under its real name.
+pub struct ShardWriter {
+    tar: tar::Builder<std::io::BufWriter<std::fs::File>>,
+    tmp: PathBuf,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for ShardWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardWriter")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl ShardWriter {
+    /// Starts shard `i` in `dir`.
+    pub fn create(dir: &Path, i: u32) -> anyhow::Result<ShardWriter> {
+        use anyhow::Context;
+        let (path, tmp) = (
+            dir.join(shard_name(i)),
+            dir.join(format!(".{}.partial", shard_name(i))),
+        );
+        let file =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        Ok(ShardWriter {
+            tar: tar::Builder::new(std::io::BufWriter::new(file)),
+            tmp,
+            path,
+        })
+    }
+
+    /// Appends sample `index`: `NNNNNN.jpg` and `NNNNNN.cls`.
+    pub fn sample(&mut self, index: u64, class: u32, jpeg: &[u8]) -> anyhow::Result<()> {
+        self.entry(&format!("{index:06}.jpg"), jpeg)?;
+        self.entry(&format!("{index:06}.cls"), format!("{class}\n").as_bytes())
+    }
+
+    fn entry(&mut self, name: &str, data: &[u8]) -> anyhow::Result<()> {
+        use anyhow::Context;
+        let mut header = tar::Header::new_ustar();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        self.tar
+            .append_data(&mut header, name, data)
+            .with_context(|| format!("writing {name}"))
+    }
+
+    /// Completes the shard and renames it into place; returns its size.
+    pub fn finish(self) -> anyhow::Result<u64> {
+        use anyhow::Context;
+        use std::io::Write;
+        let mut w = self.tar.into_inner().context("finishing the tar")?;
+        w.flush().context("writing the shard")?;
+        drop(w);
+        std::fs::rename(&self.tmp, &self.path)
+            .with_context(|| format!("renaming into {}", self.path.display()))?;
+        Ok(std::fs::metadata(&self.path)?.len())
+    }
+}
+
 /// The shards (`*.tar`, sorted by name) directly under each root, in root order.
 pub fn discover(roots: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     use anyhow::Context;

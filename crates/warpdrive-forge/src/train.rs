@@ -369,7 +369,7 @@ mod tests {
             std::fs::create_dir(dir).expect("mkdir");
         }
         for i in 0..spec.shards {
-            let name = crate::generate::shard_name(i);
+            let name = crate::shards::shard_name(i);
             let to = if i % 2 == 0 { &a } else { &b };
             std::fs::rename(all.join(&name), to.join(&name)).expect("move");
         }

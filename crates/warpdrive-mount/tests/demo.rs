@@ -11,16 +11,20 @@ use std::process::Command;
 
 use serde_json::Value;
 
-fn thousands(v: f64) -> String {
-    let s = format!("{:.0}", v);
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+/// The number a table cell shows (`14,459 ms`, `663.9/sec`, `52.6%`, `0.456 GB`) and the
+/// precision it was printed with (half its last digit).
+fn shown(cell: &str) -> (f64, f64) {
+    let num: String = cell
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == ',' || *c == '.')
+        .filter(|c| *c != ',')
+        .collect();
+    let decimals = num.split_once('.').map_or(0, |(_, d)| d.len());
+    (
+        num.parse()
+            .unwrap_or_else(|_| panic!("no number in {cell:?}")),
+        0.5 * 10f64.powi(-(decimals as i32)),
+    )
 }
 
 /// The last table printed with a `| Metric |` header: metric → cells.
@@ -110,41 +114,33 @@ fn the_demo_runs_every_phase_and_its_results_match_what_it_printed() {
     for (i, p) in ["cold", "warm", "restart"].iter().enumerate() {
         let ph = &phases[*p];
         let n = |k: &str| ph[k].as_f64().unwrap_or_else(|| panic!("{p}.{k}"));
+        // (row, the JSON value, the unit it is printed in)
         let expect = [
-            ("Wall time", format!("{} ms", thousands(n("wall_ms")))),
-            (
-                "Throughput (images)",
-                format!("{:.1}/sec", n("images_per_sec")),
-            ),
-            (
-                "Avg data load / step",
-                format!("{:.2} ms", n("data_ms_per_step")),
-            ),
-            ("Cache hits", thousands(n("cache_hits"))),
-            ("Cache misses", thousands(n("cache_misses"))),
-            ("FUSE reads", thousands(n("fuse_reads"))),
-            (
-                "Backend data fetched",
-                format!("{:.3} GB", n("backend_bytes_total") / 1e9),
-            ),
-            (
-                "Cache hit rate",
-                ph["hit_rate"]
-                    .as_f64()
-                    .map_or("n/a".into(), |r| format!("{:.1}%", r * 100.0)),
-            ),
+            ("Wall time", n("wall_ms"), 1.0),
+            ("Throughput (images)", n("images_per_sec"), 1.0),
+            ("Avg data load / step", n("data_ms_per_step"), 1.0),
+            ("Cache hits", n("cache_hits"), 1.0),
+            ("Cache misses", n("cache_misses"), 1.0),
+            ("FUSE reads", n("fuse_reads"), 1.0),
+            ("Backend data fetched", n("backend_bytes_total"), 1e9),
+            ("Cache hit rate", n("hit_rate"), 0.01),
         ];
-        for (metric, want) in expect {
-            assert_eq!(rows[metric][i], want, "{metric} of the {p} run");
+        for (metric, value, unit) in expect {
+            let cell = &rows[metric][i];
+            let (printed, precision) = shown(cell);
+            assert!(
+                (printed - value / unit).abs() <= precision + 1e-9,
+                "{metric} of the {p} run: printed {cell:?}, results.json {value}"
+            );
         }
     }
     let speedup = results["speedup"]["warm"]["throughput"]
         .as_f64()
         .expect("speedup");
-    assert_eq!(
-        rows["Throughput (images)"][3],
-        format!("{speedup:.1}x"),
-        "the warm speedup column"
+    let (printed, precision) = shown(&rows["Throughput (images)"][3]);
+    assert!(
+        (printed - speedup).abs() <= precision + 1e-9,
+        "the warm speedup column: {printed} vs {speedup}"
     );
 
     let html = std::fs::read_to_string(out_dir.join("report.html")).expect("report.html");
