@@ -8,7 +8,9 @@
 //!   over an empty block cache (a cold read) vs a loop of sequential 8 MiB ranged GETs, on
 //!   Azurite, moto and fake-gcs-server. Target:
 //!   mount throughput ÷ direct ≥ 0.9. Best of `REPS` runs each, alternating, so a noisy
-//!   neighbour hurts both sides alike.
+//!   neighbour hurts both sides alike. Beside it, the CPU time each side burns per GiB
+//!   (client or reader, daemon, emulator) and the cold throughput at which the mount would
+//!   keep every core of the machine busy: its ceiling here.
 //!
 //! Prints a table of what it measured; asserts nothing.
 
@@ -19,7 +21,7 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Mount, runtime, selected};
+use common::{Mount, cpu_ns, runtime, selected};
 use warpdrive_config::BackendConfig;
 use warpdrive_store::Backend;
 use warpdrive_testkit::{Emulator, Kind, random_bytes, upload_many};
@@ -117,6 +119,7 @@ fn main() {
     );
     println!("|---|---:|---:|---:|---:|---:|");
     let data = random_bytes(READ_SIZE, 7);
+    let mut cpu_rows = Vec::new();
     for kind in [Kind::Azurite, Kind::Moto, Kind::Gcs] {
         if !selected(&format!("read-{}", kind.name())) {
             continue;
@@ -130,15 +133,34 @@ fn main() {
         let mut m = Mount::start(std::slice::from_ref(&cfg), "fuse: { passthrough: off }\n");
         let mut best_direct = Duration::MAX;
         let mut best_mount = Duration::MAX;
+        // CPU spent over all repetitions, in ns, by process: the bench (the direct loop's
+        // client, or the reader), the emulator, the daemon.
+        let me = std::process::id() as i32;
+        let (mut direct_cpu, mut mount_cpu) = ([0u64; 2], [0u64; 3]);
         for _ in 0..REPS {
+            let c0 = [cpu_ns(me), cpu_ns(em.pid())];
             best_direct =
                 best_direct.min(rt.block_on(direct_read(&b, "big.bin", READ_SIZE as u64)));
+            direct_cpu[0] += cpu_ns(me) - c0[0];
+            direct_cpu[1] += cpu_ns(em.pid()) - c0[1];
             // Cold every time: a new daemon over an empty block cache.
             m.stop_with(libc::SIGTERM);
             let _ = std::fs::remove_dir_all(m.cache_dir());
             m.spawn();
+            let c0 = [cpu_ns(me), cpu_ns(em.pid()), cpu_ns(m.pid())];
             best_mount = best_mount.min(mount_read(&m, "r/big.bin"));
+            mount_cpu[0] += cpu_ns(me) - c0[0];
+            mount_cpu[1] += cpu_ns(em.pid()) - c0[1];
+            mount_cpu[2] += cpu_ns(m.pid()) - c0[2];
         }
+        // Seconds per GiB read.
+        let per_gib = |ns: u64| ns as f64 / 1e9 / ((REPS * READ_SIZE) as f64 / (1u64 << 30) as f64);
+        cpu_rows.push((
+            kind.name(),
+            direct_cpu.map(per_gib),
+            mount_cpu.map(per_gib),
+            mib_s(READ_SIZE, best_direct),
+        ));
         // The ceiling of the daemon's read path on this machine: the same read with every
         // block cached (a new daemon, so the mount's page cache is empty; the cache file
         // stays in the page cache). A cold read cannot beat it.
@@ -157,5 +179,29 @@ fn main() {
             mm / d,
             w / d
         );
+    }
+    // What the machine's cores allow: the CPU time both sides burn per GiB (summed over every
+    // process doing the work), and the throughput at which a cold read through the mount
+    // would use every core.
+    if !cpu_rows.is_empty() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        println!();
+        println!(
+            "| CPU s per GiB read | direct: client | emulator | mount cold: reader | daemon | emulator | mount cold with every core busy | 0.9 × direct |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+        for (kind, d, m, direct_mib_s) in cpu_rows {
+            let total: f64 = m.iter().sum();
+            println!(
+                "| {kind} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} MiB/s | {:.0} MiB/s |",
+                d[0],
+                d[1],
+                m[0],
+                m[1],
+                m[2],
+                cores / total * 1024.0,
+                0.9 * direct_mib_s
+            );
+        }
     }
 }

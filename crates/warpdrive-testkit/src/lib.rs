@@ -286,6 +286,11 @@ impl Emulator {
         }
     }
 
+    /// The emulator's process id (for CPU accounting in benchmarks).
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
     /// The endpoint as reached through a proxy listening on `port` (the WAN simulator).
     pub fn endpoint_via(&self, port: u16) -> String {
         self.endpoint()

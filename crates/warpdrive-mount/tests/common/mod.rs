@@ -386,3 +386,16 @@ pub fn selected(name: &str) -> bool {
         .collect();
     filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
 }
+
+/// CPU time of every live thread of process `pid`, in ns (from each task's schedstat).
+pub fn cpu_ns(pid: i32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+                .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0)
+}
