@@ -28,7 +28,8 @@ pub const CLASSES: u32 = 10;
 pub enum Preset {
     /// 16 shards × 64 images of 160×120: seconds on two cores.
     Quick,
-    /// The seed's scale: 200 shards × 592 images of 640×480 (about 95 MB a shard).
+    /// The seed's scale: 200 shards × 592 images of 640×480 (about 100 MB a shard; the
+    /// seed's COCO shards: about 95 MB).
     Coco,
 }
 

@@ -138,7 +138,8 @@ struct GenArgs {
     #[arg(long)]
     out: PathBuf,
     /// A preset scale: `quick` (16 shards × 64 images of 160×120, a few seconds) or `coco`
-    /// (the seed's scale: 200 shards × 592 images of 640×480, about 95 MB a shard, 19 GB).
+    /// (the seed's scale: 200 shards × 592 images of 640×480, about 100 MB a shard, 20 GB,
+    /// some 40 minutes on two cores).
     /// Explicit flags override it.
     #[arg(long, value_enum)]
     preset: Option<generate::Preset>,
