@@ -134,7 +134,8 @@ fn main() {
         let mut best_direct = Duration::MAX;
         let mut best_mount = Duration::MAX;
         // CPU spent over all repetitions, in ns, by process: the bench (the direct loop's
-        // client, or the reader), the emulator, the daemon.
+        // client, or the reader), the emulator, the daemon (printed as reader, daemon,
+        // emulator).
         let me = std::process::id() as i32;
         let (mut direct_cpu, mut mount_cpu) = ([0u64; 2], [0u64; 3]);
         for _ in 0..REPS {
@@ -197,8 +198,8 @@ fn main() {
                 d[0],
                 d[1],
                 m[0],
-                m[1],
                 m[2],
+                m[1],
                 cores / total * 1024.0,
                 0.9 * direct_mib_s
             );
