@@ -224,7 +224,8 @@ pub fn train(cfg: &TrainConfig, out: &mut impl Write) -> Result<Summary> {
     let start = Instant::now();
     let mut lanes: Vec<Receiver<Item>> = Vec::with_capacity(cfg.workers);
     let mut handles = Vec::with_capacity(cfg.workers);
-    let shared = Arc::new((cfg.clone(), shards.clone()));
+    let shard_count = shards.len();
+    let shared = Arc::new((cfg.clone(), shards));
     for k in 0..cfg.workers {
         let (tx, rx) = sync_channel(cfg.queue_depth.max(1));
         lanes.push(rx);
@@ -269,7 +270,7 @@ pub fn train(cfg: &TrainConfig, out: &mut impl Write) -> Result<Summary> {
                     }
                     Ok(Item::Exhausted) => bail!(
                         "no readable samples: every one of the {} shards was corrupt, empty or unreadable",
-                        shards.len()
+                        shard_count
                     ),
                     Err(_) => bail!("a loader thread stopped unexpectedly"),
                 }
@@ -316,7 +317,7 @@ pub fn train(cfg: &TrainConfig, out: &mut impl Write) -> Result<Summary> {
         num_workers: cfg.workers,
         seed: cfg.seed,
         roots: cfg.roots.clone(),
-        shards_available: shards.len(),
+        shards_available: shard_count,
         wall_ms: wall.as_secs_f64() * 1e3,
         images_per_sec: images as f64 / wall.as_secs_f64().max(1e-9),
         mean_data_ms: data_total / cfg.steps as f64,

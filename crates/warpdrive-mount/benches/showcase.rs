@@ -25,7 +25,8 @@ use serde_json::Value;
 use warpdrive_config::BackendConfig;
 use warpdrive_metrics::Snapshot;
 use warpdrive_testkit::{
-    CANADA_CENTRAL, Emulator, Kind, Link, WEST_US_3, WanProxy, emulator_backend, upload_files,
+    CANADA_CENTRAL, Emulator, Kind, Link, WEST_US_3, WanProxy, emulator_backend, shard_files,
+    upload_files,
 };
 
 /// The demo's quick dataset: 40 shards of 256 images of 320×240, about 450 MB.
@@ -64,18 +65,10 @@ fn dataset() -> (PathBuf, [PathBuf; 2]) {
     for r in &roots {
         std::fs::create_dir_all(r).expect("mkdir");
     }
-    for e in std::fs::read_dir(&all).expect("dataset").flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(n) = name
-            .strip_prefix("shard-")
-            .and_then(|n| n.strip_suffix(".tar"))
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let to = roots[(n % 2) as usize].join(&name);
+    for (n, path) in shard_files(&all).expect("dataset") {
+        let to = roots[(n % 2) as usize].join(path.file_name().expect("name"));
         if !to.exists() {
-            std::fs::hard_link(e.path(), &to).expect("link");
+            std::fs::hard_link(&path, &to).expect("link");
         }
     }
     (all, roots)
@@ -111,15 +104,8 @@ fn regions(all: &Path) -> (Emulator, Emulator) {
     let cac = Emulator::start(Kind::Azurite).expect("azurite");
     let wus3 = Emulator::start(Kind::Azurite).expect("azurite");
     let mut files: [Vec<(String, PathBuf)>; 2] = Default::default();
-    for e in std::fs::read_dir(all).expect("dataset").flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(n) = name
-            .strip_prefix("shard-")
-            .and_then(|n| n.strip_suffix(".tar"))
-            .and_then(|n| n.parse::<u32>().ok())
-        {
-            files[(n % 2) as usize].push((format!("train/{name}"), e.path()));
-        }
+    for (n, path) in shard_files(all).expect("dataset") {
+        files[(n % 2) as usize].push((format!("train/shard-{n:06}.tar"), path));
     }
     let rt = runtime();
     for (emu, files) in [&cac, &wus3].into_iter().zip(files) {

@@ -220,10 +220,11 @@ pub struct Credentials {
     metrics: BackendMetrics,
 }
 
+/// An OAuth token answer (Azure IMDS, Azure AD, Google STS, the GCP metadata server).
 #[derive(Deserialize)]
-struct AzureToken {
+struct BearerToken {
     access_token: String,
-    /// Seconds, as a string (IMDS) or a number.
+    /// Seconds, as a string (Azure IMDS) or a number.
     expires_in: serde_json::Value,
 }
 
@@ -236,10 +237,22 @@ struct AwsRoleCredentials {
     expiration: String,
 }
 
-#[derive(Deserialize)]
-struct GcpToken {
-    access_token: String,
-    expires_in: u64,
+/// Reads a bearer-token answer from `who`: the token and when it expires.
+async fn bearer_answer(
+    r: reqwest::Response,
+    who: &str,
+    now: SystemTime,
+) -> Result<(Secret, SystemTime), String> {
+    let status = r.status();
+    if !status.is_success() {
+        return Err(format!("{who} answered {status}"));
+    }
+    let t: BearerToken = r.json().await.map_err(|e| e.without_url().to_string())?;
+    let secs = seconds(&t.expires_in).ok_or("the token has no expires_in")?;
+    Ok((
+        Secret::Bearer(t.access_token),
+        now + Duration::from_secs(secs),
+    ))
 }
 
 fn seconds(v: &serde_json::Value) -> Option<u64> {
@@ -465,16 +478,7 @@ impl Credentials {
                     .send()
                     .await
                     .map_err(e)?;
-                let status = r.status();
-                if !status.is_success() {
-                    return Err(format!("the identity endpoint answered {status}"));
-                }
-                let t: AzureToken = r.json().await.map_err(e)?;
-                let secs = seconds(&t.expires_in).ok_or("the token has no expires_in")?;
-                Ok((
-                    Secret::Bearer(t.access_token),
-                    now + Duration::from_secs(secs),
-                ))
+                bearer_answer(r, "the identity endpoint", now).await
             }
             Source::AwsImds { base } => {
                 let token = self
@@ -548,15 +552,7 @@ impl Credentials {
                     .send()
                     .await
                     .map_err(e)?;
-                if !r.status().is_success() {
-                    return Err(format!("Azure AD answered {}", r.status()));
-                }
-                let t: AzureToken = r.json().await.map_err(e)?;
-                let secs = seconds(&t.expires_in).ok_or("the token has no expires_in")?;
-                Ok((
-                    Secret::Bearer(t.access_token),
-                    now + Duration::from_secs(secs),
-                ))
+                bearer_answer(r, "Azure AD", now).await
             }
             Source::AwsWebIdentity {
                 sts_url,
@@ -631,14 +627,7 @@ impl Credentials {
                     .send()
                     .await
                     .map_err(e)?;
-                if !r.status().is_success() {
-                    return Err(format!("Google STS answered {}", r.status()));
-                }
-                let t: GcpToken = r.json().await.map_err(e)?;
-                Ok((
-                    Secret::Bearer(t.access_token),
-                    now + Duration::from_secs(t.expires_in),
-                ))
+                bearer_answer(r, "Google STS", now).await
             }
             Source::GcpMetadata { base } => {
                 let r = self
@@ -650,14 +639,7 @@ impl Credentials {
                     .send()
                     .await
                     .map_err(e)?;
-                if !r.status().is_success() {
-                    return Err(format!("the metadata server answered {}", r.status()));
-                }
-                let t: GcpToken = r.json().await.map_err(e)?;
-                Ok((
-                    Secret::Bearer(t.access_token),
-                    now + Duration::from_secs(t.expires_in),
-                ))
+                bearer_answer(r, "the metadata server", now).await
             }
         }
     }

@@ -244,6 +244,15 @@ fn bearer(token: String, life: u64) -> Response {
     .into_response()
 }
 
+impl ImdsState {
+    /// Records an accepted assertion (federated token, web identity, subject token) and
+    /// returns the lifetime of what it is exchanged for.
+    fn accept(&self, assertion: String) -> u64 {
+        self.assertions.lock().push(assertion);
+        self.lifetime_secs.load(Ordering::Relaxed)
+    }
+}
+
 /// Counts a refused request and answers 400.
 fn refuse(s: &ImdsState) -> Response {
     s.rejected.fetch_add(1, Ordering::Relaxed);
@@ -268,8 +277,7 @@ async fn azure_ad(
     else {
         return refuse(&s);
     };
-    s.assertions.lock().push(assertion);
-    let life = s.lifetime_secs.load(Ordering::Relaxed);
+    let life = s.accept(assertion);
     s.azure_tokens.fetch_add(1, Ordering::Relaxed);
     bearer(azure_jwt(life, &client), life)
 }
@@ -295,8 +303,7 @@ async fn sts(
         )
             .into_response();
     };
-    s.assertions.lock().push(token);
-    let life = s.lifetime_secs.load(Ordering::Relaxed);
+    let life = s.accept(token);
     let n = s.aws_credentials.fetch_add(1, Ordering::Relaxed);
     let exp = humantime::format_rfc3339_seconds(SystemTime::now() + Duration::from_secs(life));
     format!(
@@ -325,8 +332,7 @@ async fn google_sts(
     let Some(subject) = get("subject_token").filter(|_| ok) else {
         return refuse(&s);
     };
-    s.assertions.lock().push(subject);
-    let life = s.lifetime_secs.load(Ordering::Relaxed);
+    let life = s.accept(subject);
     let n = s.gcp_tokens.fetch_add(1, Ordering::Relaxed);
     bearer(format!("ya29.test-token-{n}"), life)
 }

@@ -593,6 +593,29 @@ pub async fn upload_files(
     results.into_iter().collect()
 }
 
+/// The WebDataset shards (`shard-NNNNNN.tar`) directly in `dir`: (number, path), by number.
+pub fn shard_files(dir: &std::path::Path) -> Result<Vec<(u32, PathBuf)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let p = e?.path();
+        let n = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("shard-")?.strip_suffix(".tar")?.parse().ok());
+        if let Some(n) = n {
+            out.push((n, p));
+        }
+    }
+    out.sort();
+    anyhow::ensure!(
+        !out.is_empty(),
+        "{} holds no shard-NNNNNN.tar files (write some with `warpdrive-forge gen --out {}`)",
+        dir.display(),
+        dir.display()
+    );
+    Ok(out)
+}
+
 /// Deterministic pseudo-random bytes (for test objects whose content must be reproducible).
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     use rand::{RngCore, SeedableRng};

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use warpdrive_testkit::{
-    CANADA_CENTRAL, Emulator, Imds, Kind, Link, Tls, WEST_US_3, WanProxy, upload_files, upload_many,
+    CANADA_CENTRAL, Emulator, Imds, Kind, Link, Tls, WEST_US_3, WanProxy, shard_files,
+    upload_files, upload_many,
 };
 
 #[derive(Debug, Parser)]
@@ -67,31 +68,8 @@ fn main() -> Result<()> {
     }
 }
 
-/// The shards of a directory, by number: (number, path).
-fn shards_in(dir: &std::path::Path) -> Result<Vec<(u32, PathBuf)>> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
-        let p = e?.path();
-        let n = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_prefix("shard-")?.strip_suffix(".tar")?.parse().ok());
-        if let Some(n) = n {
-            out.push((n, p));
-        }
-    }
-    out.sort();
-    anyhow::ensure!(
-        !out.is_empty(),
-        "{} holds no shard-NNNNNN.tar files (write some with `warpdrive-forge gen --out {}`)",
-        dir.display(),
-        dir.display()
-    );
-    Ok(out)
-}
-
 fn demo(a: DemoArgs) -> Result<()> {
-    let shards = shards_in(&a.shards_dir)?;
+    let shards = shard_files(&a.shards_dir)?;
     let rt = tokio::runtime::Runtime::new()?;
     eprintln!("starting emulators: Azurite (canada-central), Azurite (west-us-3), moto (S3)...");
     let mut cac = Emulator::start(Kind::Azurite).context("starting Azurite for canada-central")?;

@@ -128,6 +128,18 @@ fn f(v: &Value, path: &[&str]) -> f64 {
     v.as_f64().unwrap_or(0.0)
 }
 
+/// An array of `[name, number]` pairs (how `warpdrive-ctl metrics --json` writes operation
+/// counts and histogram rows).
+fn pairs(v: &Value) -> Vec<(String, f64)> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| Some((p[0].as_str()?.to_string(), p[1].as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Loads one phase, if it ran.
 fn load(state: &Path, name: &str) -> Result<Option<Phase>> {
     let sp = state.join(format!("{name}.summary.json"));
@@ -136,14 +148,7 @@ fn load(state: &Path, name: &str) -> Result<Option<Phase>> {
     }
     let s = read_json(&sp)?;
     let m = read_json(&state.join(format!("{name}.metrics.json")))?;
-    let ops: BTreeMap<String, f64> = m["fuse_operations"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|p| Some((p[0].as_str()?.to_string(), p[1].as_f64()?)))
-                .collect()
-        })
-        .unwrap_or_default();
+    let ops: BTreeMap<String, f64> = pairs(&m["fuse_operations"]).into_iter().collect();
     let fetched = m["backends"]
         .as_array()
         .map(|a| {
@@ -152,14 +157,7 @@ fn load(state: &Path, name: &str) -> Result<Option<Phase>> {
                 .collect()
         })
         .unwrap_or_default();
-    let latency_rows = m["read_latency"]["rows"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|r| Some((r[0].as_str()?.to_string(), r[1].as_f64()?)))
-                .collect()
-        })
-        .unwrap_or_default();
+    let latency_rows = pairs(&m["read_latency"]["rows"]);
     let auth_refreshes = m["auth"]
         .as_array()
         .map(|a| a.iter().map(|x| f(x, &["refreshes"])).sum())
@@ -522,10 +520,19 @@ fn read_governance(state: &Path) -> Vec<(String, i64)> {
 
 /// Runs the `report` subcommand.
 pub fn run(a: &ReportArgs) -> Result<()> {
+    // Only the phases this report shows are read.
+    let wanted: &[&str] = match a.what.as_str() {
+        "phase" => &[a
+            .phase
+            .as_deref()
+            .context("`report phase` needs the phase's name")?],
+        "compare" => &["cold", "warm"],
+        _ => &PHASES,
+    };
     let mut phases = BTreeMap::new();
-    for name in PHASES {
+    for name in wanted {
         if let Some(p) = load(&a.state, name)? {
-            phases.insert(name, p);
+            phases.insert(*name, p);
         }
     }
     let get = |n: &str| {
@@ -535,10 +542,7 @@ pub fn run(a: &ReportArgs) -> Result<()> {
     };
     match a.what.as_str() {
         "phase" => {
-            let name = a
-                .phase
-                .as_deref()
-                .context("`report phase` needs the phase's name")?;
+            let name = wanted[0];
             let p = get(name)?;
             let body: Vec<Vec<String>> = rows(&[p])
                 .into_iter()

@@ -56,35 +56,12 @@ impl Link {
         let (d, r) = s
             .split_once(',')
             .ok_or_else(|| format!("`{s}` is not DELAY,RATE (for example 30ms,16MB/s)"))?;
-        let one_way_delay = humantime::parse_duration(d.trim())
-            .map_err(|e| format!("`{d}` is not a delay like 30ms: {e}"))?;
+        let one_way_delay = warpdrive_config::parse_duration(d)?;
         let r = r.trim();
         let bandwidth = if r == "unlimited" {
             None
         } else {
-            let num = r.trim_end_matches("/s");
-            let split = num
-                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-                .unwrap_or(num.len());
-            let (n, unit) = num.split_at(split);
-            let n: f64 = n
-                .parse()
-                .map_err(|_| format!("`{r}` is not a rate like 16MB/s"))?;
-            let scale = match unit {
-                "" | "B" => 1.0,
-                "kB" | "KB" => 1e3,
-                "MB" => 1e6,
-                "GB" => 1e9,
-                "KiB" => 1024.0,
-                "MiB" => 1048576.0,
-                "GiB" => 1073741824.0,
-                _ => {
-                    return Err(format!(
-                        "`{unit}` in `{r}` is not a unit (B, kB, MB, GB, KiB, MiB, GiB)"
-                    ));
-                }
-            };
-            Some((n * scale) as u64)
+            Some(warpdrive_config::parse_size(r.trim_end_matches("/s"))?)
         };
         Ok(Link {
             one_way_delay,
