@@ -245,6 +245,15 @@ impl Cache {
         Ok(out)
     }
 
+    /// `(free, min_free)` in bytes when the disk's free space, as last measured, is under
+    /// `min_free` plus one block: new blocks are then not admitted.
+    pub fn below_min_free(&self) -> Option<(u64, u64)> {
+        let free = self.free_estimate.load(Ordering::Relaxed);
+        let floor = self.min_free_bytes.load(Ordering::Relaxed);
+        (self.limits.read().is_some() && free < floor + self.cfg.block_size)
+            .then_some((free, floor))
+    }
+
     /// Bytes and free bytes of the filesystem holding the cache.
     pub fn disk_usage(&self) -> Result<(u64, u64)> {
         disk_usage(&self.cfg.dir)

@@ -58,6 +58,9 @@ pub struct CacheHealth {
     pub capacity_bytes: u64,
     pub disk_bytes: u64,
     pub disk_free_bytes: u64,
+    /// `cache.min_free` in bytes: below it, new blocks are not cached.
+    #[serde(default)]
+    pub min_free_bytes: u64,
     /// SQLite's `quick_check` of the index passed.
     pub index_ok: bool,
     pub index_error: Option<String>,

@@ -73,6 +73,7 @@ pub fn cache_health(config: &Config, used_bytes: u64) -> CacheHealth {
         capacity_bytes: config.cache.max_size.bytes(disk_bytes),
         disk_bytes,
         disk_free_bytes,
+        min_free_bytes: config.cache.min_free.bytes(disk_bytes),
         index_ok: check.is_ok(),
         index_error: check.err().map(|e| e.to_string()),
     }

@@ -58,6 +58,9 @@ pub const PREFETCH_RUN: u64 = 16 << 20;
 /// After a cache disk failure, how long reads bypass the cache before trying it again.
 pub const CACHE_RETRY_AFTER: Duration = Duration::from_secs(30);
 
+/// How often the read path repeats that the disk is too full to cache.
+const FLOOR_WARN_EVERY: Duration = Duration::from_secs(600);
+
 type FetchResult = Result<Bytes, Arc<StoreError>>;
 type SharedFetch = Shared<BoxFuture<'static, FetchResult>>;
 
@@ -188,6 +191,8 @@ pub struct BlockReader {
     /// Reads bypass the cache until then, after a disk failure.
     cache_off_until: Mutex<Option<Instant>>,
     failure_logged: AtomicBool,
+    /// When the cache last said it was not caching for want of free disk space.
+    floor_warned: Mutex<Option<Instant>>,
     /// The read path's counters (the daemon's metrics), one atomic add each.
     pub stats: ReadMetrics,
 }
@@ -220,6 +225,7 @@ impl BlockReader {
             run_blocks: (PREFETCH_RUN / block_size).clamp(1, permits.max(1) as u64),
             cache_off_until: Mutex::new(None),
             failure_logged: AtomicBool::new(false),
+            floor_warned: Mutex::new(None),
             stats,
         }
     }
@@ -250,7 +256,10 @@ impl BlockReader {
     /// cache off for a while; a full cache only means the block was not kept.
     pub fn cache_error(&self, e: &CacheError) {
         match e {
-            CacheError::NoRoom { .. } => add(&self.stats.not_admitted_blocks, 1),
+            CacheError::NoRoom { .. } => {
+                add(&self.stats.not_admitted_blocks, 1);
+                self.warn_below_min_free();
+            }
             e if e.is_disk_failure() => {
                 add(&self.stats.cache_disk_failures, 1);
                 if !self.failure_logged.swap(true, Ordering::Relaxed) {
@@ -262,6 +271,24 @@ impl BlockReader {
             }
             e => tracing::warn!(error = %e, "cache refused a block"),
         }
+    }
+
+    /// A block was not kept because the disk is under `cache.min_free`: a cache that caches
+    /// nothing must say so (at most every [`FLOOR_WARN_EVERY`]), not fail silently.
+    fn warn_below_min_free(&self) {
+        let Some((free, floor)) = self.cache.as_ref().and_then(|c| c.below_min_free()) else {
+            return;
+        };
+        let mut last = self.floor_warned.lock();
+        if last.is_some_and(|t| t.elapsed() < FLOOR_WARN_EVERY) {
+            return;
+        }
+        *last = Some(Instant::now());
+        tracing::warn!(
+            free_bytes = free,
+            min_free_bytes = floor,
+            "not caching: the cache disk has less free space than cache.min_free; reads go to the backends until space is freed (or lower cache.min_free)"
+        );
     }
 
     /// The byte length of block `b` of `obj`.

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Mount, drop_page_cache, runtime, sha256};
+use common::{Mount, ctl, drop_page_cache, runtime, sha256};
 use warpdrive_testkit::{DelayProxy, Emulator, Kind, emulator_backend, random_bytes, upload_many};
 
 const MIB: usize = 1 << 20;
@@ -595,4 +595,46 @@ fn a_full_or_failing_cache_disk_never_fails_a_read() {
     );
     m.stop_with(libc::SIGTERM);
     drop(disk);
+}
+
+/// A disk with less free space than `cache.min_free` (here: all of it) keeps nothing, and
+/// the daemon and `status` say why instead of caching nothing in silence.
+#[test]
+fn a_disk_under_min_free_caches_nothing_and_says_so() {
+    let objects = vec![
+        ("a.bin".to_string(), random_bytes(4 * MIB, 41)),
+        ("b.bin".to_string(), random_bytes(3 * MIB + 5, 42)),
+    ];
+    let total: u64 = objects.iter().map(|(_, d)| d.len() as u64).sum();
+    let (_s3, proxy) = seeded("floor", objects.clone());
+    let mut m = Mount::start_with_cache(
+        &[via(&proxy, "floor")],
+        "fuse: { passthrough: off }\n",
+        "max_size: 1GiB, min_free: 100%",
+    );
+    for round in 0..2 {
+        let before = proxy.stats.data_reads().1;
+        read_all(&m, &objects);
+        let fetched = fetched_since(&proxy, before);
+        assert!(
+            fetched >= total,
+            "round {round} fetched {fetched} of {total} bytes"
+        );
+        settle();
+        drop_page_cache();
+    }
+    let log = m.log();
+    assert_eq!(
+        log.matches("not caching: the cache disk has less free space than cache.min_free")
+            .count(),
+        1,
+        "said once:\n{log}"
+    );
+    let status = ctl(&m, &["status"]);
+    assert!(
+        status.contains("NOT CACHING") && status.contains("cache.min_free"),
+        "status:\n{status}"
+    );
+    m.stop_with(libc::SIGTERM);
+    assert_eq!(m.open_cache().stats().bytes, 0, "nothing was kept");
 }

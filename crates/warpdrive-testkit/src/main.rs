@@ -143,6 +143,13 @@ fn demo(a: DemoArgs) -> Result<()> {
             proxies.push(p);
         }
     }
+    let dataset_bytes: u64 = shards
+        .iter()
+        .map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len()))
+        .sum();
+    // Room for the whole dataset (plus the index and a margin) whatever the scale, and a
+    // fixed free-space floor, so a host disk that other work has mostly filled still caches.
+    let cache_gib = (dataset_bytes + dataset_bytes / 4).div_ceil(1 << 30).max(1);
     if let Some(path) = &a.info_out {
         let info = serde_json::json!({
             "wan": !a.no_wan,
@@ -153,7 +160,7 @@ fn demo(a: DemoArgs) -> Result<()> {
                 "bandwidth_bytes_per_sec": l.bandwidth,
             })).collect::<Vec<_>>(),
             "shards": { "datasets-cac": n_even, "datasets-wus3": n_odd },
-            "dataset_bytes": shards.iter().map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len())).sum::<u64>(),
+            "dataset_bytes": dataset_bytes,
         });
         std::fs::write(path, serde_json::to_string_pretty(&info)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
@@ -164,7 +171,7 @@ fn demo(a: DemoArgs) -> Result<()> {
          # VM's identity. No secrets: every backend uses managed identity; the Azurites serve\n\
          # HTTPS with a certificate made for this run (ca_file) and accept only tokens.\n\
          mount_point: {mp}\n\
-         cache: {{ dir: {cache}, max_size: 10GiB }}\n\
+         cache: {{ dir: {cache}, max_size: {cache_gib}GiB, min_free: 1GiB }}\n\
          metrics: {{ listen: 127.0.0.1:{metrics_port} }}\n\
          metadata_ttl: 60s\n\
          backends:\n\

@@ -161,18 +161,26 @@ fn print_text(s: &Status) {
         ),
     }
     match &s.cache {
-        Some(c) => println!(
-            "cache       {}: {} used of {} cap, {} free on disk; format {}, index {}",
-            c.dir,
-            size(c.used_bytes as f64),
-            size(c.capacity_bytes as f64),
-            size(c.disk_free_bytes as f64),
-            c.format_version,
-            match &c.index_error {
-                None => "ok".to_string(),
-                Some(e) => format!("DAMAGED: {e}"),
+        Some(c) => {
+            println!(
+                "cache       {}: {} used of {} cap, {} free on disk; format {}, index {}",
+                c.dir,
+                size(c.used_bytes as f64),
+                size(c.capacity_bytes as f64),
+                size(c.disk_free_bytes as f64),
+                c.format_version,
+                match &c.index_error {
+                    None => "ok".to_string(),
+                    Some(e) => format!("DAMAGED: {e}"),
+                }
+            );
+            if c.disk_free_bytes < c.min_free_bytes {
+                println!(
+                    "            NOT CACHING: the disk has less free than cache.min_free ({}); free disk space or lower cache.min_free",
+                    size(c.min_free_bytes as f64)
+                );
             }
-        ),
+        }
         None => println!(
             "cache       {} (no index yet)",
             s.config.cache.dir.display()

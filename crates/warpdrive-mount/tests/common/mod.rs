@@ -22,7 +22,9 @@ pub fn config_yaml(
     config_yaml_with(mount_point, cache, backends, extra, "max_size: 1GiB")
 }
 
-/// Renders a config file for `backends` with these `cache:` fields besides `dir`.
+/// Renders a config file for `backends` with these `cache:` fields besides `dir`. Unless
+/// they set `min_free`, it is 0: the default (10 % of the disk) would turn the cache off on
+/// a host whose disk other work has nearly filled, and the test would measure that instead.
 pub fn config_yaml_with(
     mount_point: &Path,
     cache: &Path,
@@ -32,8 +34,13 @@ pub fn config_yaml_with(
 ) -> String {
     // Every daemon of a test run gets its own metrics port.
     let port = warpdrive_testkit::free_port().expect("metrics port");
+    let floor = if cache_fields.contains("min_free") {
+        ""
+    } else {
+        ", min_free: 0"
+    };
     let mut y = format!(
-        "mount_point: {}\ncache: {{ dir: {}, {cache_fields} }}\nmetrics: {{ listen: 127.0.0.1:{port} }}\n{extra}backends:\n",
+        "mount_point: {}\ncache: {{ dir: {}, {cache_fields}{floor} }}\nmetrics: {{ listen: 127.0.0.1:{port} }}\n{extra}backends:\n",
         mount_point.display(),
         cache.display()
     );
