@@ -32,7 +32,7 @@
 //! Without a cache a sequential reader's GETs reach ahead across its window (up to a run) and
 //! the last one is kept in the handle, so it still makes few large requests.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -55,6 +55,8 @@ pub const MAX_WINDOW: u64 = 64 << 20;
 /// run at a time, and a window of [`MAX_WINDOW`] keeps up to four in flight. Blocks are
 /// handed out and cached as they stream in, so a run never sits in memory whole.
 pub const PREFETCH_RUN: u64 = 16 << 20;
+/// Cache writes one GET may have going while its download goes on.
+const WRITES_BEHIND: usize = 4;
 /// After a cache disk failure, how long reads bypass the cache before trying it again.
 pub const CACHE_RETRY_AFTER: Duration = Duration::from_secs(30);
 
@@ -107,6 +109,15 @@ struct Run {
     senders: std::vec::IntoIter<tokio::sync::oneshot::Sender<FetchResult>>,
     /// The prefetch budget still held: one permit per block not yet done.
     permit: Option<OwnedSemaphorePermit>,
+}
+
+/// A prefetched block that has arrived, kept in memory with its share of the prefetch budget
+/// until its reader has read it to the end, moved on, or closed the file: serving it from
+/// here spares reading it back from the cache disk and checking it again.
+struct Landed {
+    etag: Arc<ObjectId>,
+    block: Bytes,
+    _permit: OwnedSemaphorePermit,
 }
 
 /// Per-handle sequential detection and prefetch bookkeeping.
@@ -184,8 +195,11 @@ pub struct BlockReader {
     cache: Option<Arc<Cache>>,
     block_size: u64,
     inflight: Mutex<HashMap<(Ino, u64), Inflight>>,
+    /// Prefetched blocks that arrived and wait for their reader.
+    landed: Mutex<BTreeMap<(Ino, u64), Landed>>,
     /// Prefetch budget in blocks; `None` turns prefetch off.
     budget: Option<Arc<Semaphore>>,
+    budget_blocks: usize,
     /// Blocks in one prefetch GET: a run, or the whole budget if that is smaller.
     run_blocks: u64,
     /// Reads bypass the cache until then, after a disk failure.
@@ -221,13 +235,23 @@ impl BlockReader {
             cache,
             block_size,
             inflight: Mutex::new(HashMap::new()),
+            landed: Mutex::new(BTreeMap::new()),
             budget: (permits > 0).then(|| Arc::new(Semaphore::new(permits))),
+            budget_blocks: permits,
             run_blocks: (PREFETCH_RUN / block_size).clamp(1, permits.max(1) as u64),
             cache_off_until: Mutex::new(None),
             failure_logged: AtomicBool::new(false),
             floor_warned: Mutex::new(None),
             stats,
         }
+    }
+
+    /// Bytes of the prefetch budget in use: prefetches in flight and prefetched blocks
+    /// waiting in memory for their reader.
+    pub fn prefetch_held_bytes(&self) -> u64 {
+        self.budget.as_ref().map_or(0, |s| {
+            (self.budget_blocks - s.available_permits()) as u64 * self.block_size
+        })
     }
 
     pub fn block_size(&self) -> u64 {
@@ -344,6 +368,9 @@ impl BlockReader {
         let (b0, b1) = (offset / bs, (end - 1) / bs);
         let cache = self.cache_for(obj).cloned();
         let (sequential, recent) = self.advance(stream, b0, b1);
+        // What a reader has passed (also blocks it took from the fetch before they landed),
+        // or everything once it stops reading sequentially, leaves memory.
+        self.drop_landed(obj.ino, 0..if sequential { b0 } else { u64::MAX });
 
         let mut parts: Vec<(u64, Option<Part>)> = Vec::with_capacity((b1 - b0 + 1) as usize);
         let mut missing = Vec::new();
@@ -361,6 +388,11 @@ impl BlockReader {
                 part = Some(Part::Wait(f.clone()));
             } else if let Some(f) = self.joinable(obj, b) {
                 part = Some(Part::Wait(f.fut));
+            } else if let Some(bytes) = self.take_landed(obj, b, from, to) {
+                add(&self.stats.hit_blocks, 1);
+                add(&self.stats.hit_bytes, bytes.len() as u64);
+                parts.push((b, Some(Part::Ready(bytes))));
+                continue;
             } else if let Some(c) = &cache {
                 match c.read_range(&obj.id, BlockIndex(b), from..to) {
                     Ok(Some(bytes)) => {
@@ -452,6 +484,37 @@ impl BlockReader {
             ready.push(piece);
         }
         Begun::Ready(Ok(concat(ready, (end - offset) as usize)))
+    }
+
+    /// Bytes `from..to` of block `b` if it landed from a prefetch; the block stays for the
+    /// next read unless this one reaches its end.
+    fn take_landed(&self, obj: &Object, b: u64, from: u64, to: u64) -> Option<Bytes> {
+        let mut landed = self.landed.lock();
+        let l = landed.get(&(obj.ino, b))?;
+        if l.etag.etag != obj.id.etag || to as usize > l.block.len() {
+            return None;
+        }
+        let bytes = l.block.slice(from as usize..to as usize);
+        if to as usize == l.block.len() {
+            landed.remove(&(obj.ino, b));
+        }
+        Some(bytes)
+    }
+
+    /// Lets go of the landed blocks `blocks` of `ino` (each is visited once: what is found
+    /// goes).
+    fn drop_landed(&self, ino: Ino, blocks: std::ops::Range<u64>) {
+        let mut landed = self.landed.lock();
+        if landed.is_empty() {
+            return;
+        }
+        let gone: Vec<(Ino, u64)> = landed
+            .range((ino, blocks.start)..(ino, blocks.end))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in gone {
+            landed.remove(&k);
+        }
     }
 
     /// The part of block `b`'s bytes that a read of `offset..end` wants.
@@ -633,7 +696,7 @@ impl BlockReader {
 
     /// Streams one GET, handing out and caching each block as soon as it is complete.
     async fn stream_run(
-        &self,
+        self: &Arc<Self>,
         o: &Object,
         range: std::ops::Range<u64>,
         run: &mut Run,
@@ -644,6 +707,9 @@ impl BlockReader {
             .await
             .map_err(Arc::new)?;
         let mut buf = BytesMut::new();
+        // Cache writes of this run still going: the download goes on while a few are
+        // written (a direct write waits for the disk), and stops for the oldest beyond that.
+        let mut writing = std::collections::VecDeque::new();
         while let Some(chunk) = body.next().await {
             let mut chunk = chunk.map_err(Arc::new)?;
             while !chunk.is_empty() {
@@ -654,6 +720,8 @@ impl BlockReader {
                 let block = if buf.is_empty() && chunk.len() >= want {
                     chunk.split_to(want)
                 } else {
+                    // One allocation per block, not a doubling series of them.
+                    buf.reserve(want - buf.len());
                     let take = (want - buf.len()).min(chunk.len());
                     buf.extend_from_slice(&chunk.split_to(take));
                     if buf.len() < want {
@@ -661,8 +729,18 @@ impl BlockReader {
                     }
                     buf.split().freeze()
                 };
-                self.land(o, run, block).await;
+                if let Some(w) = self.land(o, run, block) {
+                    writing.push_back(w);
+                }
+                if writing.len() > WRITES_BEHIND
+                    && let Some(w) = writing.pop_front()
+                {
+                    let _ = w.await;
+                }
             }
+        }
+        for w in writing {
+            let _ = w.await;
         }
         if run.next <= run.last {
             return Err(self.bad_length(o, "fewer"));
@@ -680,30 +758,48 @@ impl BlockReader {
         })
     }
 
-    /// Block `run.next` has arrived: wakes its readers, writes it to the cache, and only
-    /// then takes it out of the in-flight table (and gives back its share of the budget).
-    async fn land(&self, o: &Object, run: &mut Run, block: Bytes) {
+    /// Block `run.next` has arrived: keeps it in memory if it was prefetched, wakes its
+    /// readers, and starts writing it to the cache; the write takes it out of the in-flight
+    /// table once done (returned, to wait for).
+    fn land(
+        self: &Arc<Self>,
+        o: &Object,
+        run: &mut Run,
+        block: Bytes,
+    ) -> Option<tokio::task::JoinHandle<()>> {
         let b = run.next;
         run.next += 1;
+        // A prefetched block waits in memory for its reader, holding its share of the
+        // budget. It goes in before the reader can have it (so the reader's later reads find
+        // it, or let it go once past it) and before it leaves the in-flight table.
+        if run.permit.is_some()
+            && let Some(permit) = self.take_permit(o, run, b)
+        {
+            self.landed.lock().insert(
+                (o.ino, b),
+                Landed {
+                    etag: o.id.clone(),
+                    block: block.clone(),
+                    _permit: permit,
+                },
+            );
+        }
         if let Some(tx) = run.senders.next() {
             let _ = tx.send(Ok(block.clone()));
         }
-        if let Some(cache) = self.cache_for(o).cloned() {
-            let (id, size) = (o.id.clone(), o.size);
-            let len = block.len() as u64;
-            let written = tokio::task::spawn_blocking(move || {
-                cache.write_block(&id, size, BlockIndex(b), &block)
-            })
-            .await;
-            match written {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => self.cache_error(&e),
-                Err(e) => tracing::warn!(error = %e, "cache write task failed"),
+        debug_assert_eq!(block.len() as u64, self.block_len(o, b));
+        let Some(cache) = self.cache_for(o).cloned() else {
+            self.fetched(o, run.first, b);
+            return None;
+        };
+        // The block leaves the in-flight table once it is written (or failed to be).
+        let (this, o, first) = (self.clone(), o.clone(), run.first);
+        Some(tokio::task::spawn_blocking(move || {
+            if let Err(e) = cache.write_block(&o.id, o.size, BlockIndex(b), &block) {
+                this.cache_error(&e);
             }
-            debug_assert_eq!(len, self.block_len(o, b));
-        }
-        self.fetched(o, run.first, b);
-        self.release_permit(o, run, b);
+            this.fetched(&o, first, b);
+        }))
     }
 
     /// The GET failed: every block not yet handed out gets the error and leaves the table.
@@ -719,19 +815,22 @@ impl BlockReader {
         }
     }
 
-    /// A prefetched block is done (cached or abandoned): one permit of the budget goes back.
+    /// A prefetched block is abandoned: one permit of the budget goes back.
     fn release_permit(&self, o: &Object, run: &mut Run, b: u64) {
-        let Some(p) = run.permit.as_mut() else {
-            return;
-        };
+        drop(self.take_permit(o, run, b));
+    }
+
+    /// A prefetched block is no longer in flight: its permit of the budget, if any.
+    fn take_permit(&self, o: &Object, run: &mut Run, b: u64) -> Option<OwnedSemaphorePermit> {
+        let p = run.permit.as_mut()?;
         warpdrive_metrics::shift(
             &self.stats.prefetch_in_flight_bytes,
             -(self.block_len(o, b) as i64),
         );
         if p.num_permits() > 1 {
-            drop(p.split(1));
+            p.split(1)
         } else {
-            run.permit = None;
+            run.permit.take()
         }
     }
 
@@ -767,8 +866,10 @@ impl BlockReader {
         }
         let wanted: Vec<u64> = {
             let map = self.inflight.lock();
+            let landed = self.landed.lock();
             (from..=to)
                 .filter(|b| !map.contains_key(&(obj.ino, *b)))
+                .filter(|b| !landed.contains_key(&(obj.ino, *b)))
                 .filter(|b| !cache.has_block(&obj.id, BlockIndex(*b)))
                 .collect()
         };
@@ -796,10 +897,14 @@ impl BlockReader {
         st.prefetched.extend(started);
     }
 
-    /// Called when a handle closes: what it prefetched and never read was wasted.
-    pub fn close(&self, stream: &Mutex<Stream>) {
-        let n = stream.lock().prefetched.len() as u64;
-        add(&self.stats.prefetch_wasted, n);
+    /// Called when a handle of inode `ino` closes: what it prefetched and never read was
+    /// wasted, and leaves memory.
+    pub fn close(&self, ino: Ino, stream: &Mutex<Stream>) {
+        add(
+            &self.stats.prefetch_wasted,
+            stream.lock().prefetched.len() as u64,
+        );
+        self.drop_landed(ino, 0..u64::MAX);
     }
 
     /// Fetches every block of `obj` that is not cached, into the cache (used to repair an

@@ -229,6 +229,11 @@ impl Fs {
     }
 
     /// Counters of the read path and the cache.
+    /// The read path (blocks, prefetch and cache).
+    pub fn reader(&self) -> &Arc<BlockReader> {
+        &self.reader
+    }
+
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
@@ -640,7 +645,7 @@ impl Fs {
         let Some(h) = self.files.write().remove(&fh) else {
             return;
         };
-        self.reader.close(&h.stream);
+        self.reader.close(h.obj.ino, &h.stream);
         if let (Some(oid), Some(cache)) = (h.pinned.lock().take(), self.reader.cache()) {
             cache.unpin(&h.obj.id, oid);
         }
@@ -965,8 +970,10 @@ mod tests {
         (fs, cache)
     }
 
-    /// Many handles streaming at once share one prefetch budget: bytes in flight never
-    /// exceed it, and prefetched blocks are later read from the cache.
+    /// Many handles streaming at once share one prefetch budget: bytes in flight, and
+    /// prefetched blocks waiting in memory for their readers, never exceed it; prefetched
+    /// blocks are read; and every byte of the budget comes back, whether a handle read to the
+    /// end, stopped half-way, or jumped about.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn prefetch_shares_one_budget() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -984,7 +991,7 @@ mod tests {
             fhs.push(fs.open(f.ino, false).await.expect("open").fh);
         }
         let stats = &fs.metrics().read;
-        let mut peak = 0;
+        let (mut peak, mut held) = (0, 0);
         for off in (0..41 * bs).step_by(bs as usize) {
             for (fh, data) in fhs.iter().zip(&files) {
                 let got = fs.read(*fh, off, bs as u32).await.expect("read");
@@ -992,16 +999,63 @@ mod tests {
                 let e = (off + bs).min(data.len() as u64) as usize;
                 assert_eq!(&got[..], &data[s..e]);
                 peak = peak.max(stats.prefetch_in_flight_bytes.get() as u64);
+                held = held.max(fs.reader().prefetch_held_bytes());
             }
         }
         assert!(
             peak <= budget,
             "{peak} bytes of prefetch in flight, budget {budget}"
         );
+        assert!(
+            held <= budget,
+            "{held} bytes of the budget held, budget {budget}"
+        );
         assert!(stats.prefetch_hits.get() > 0, "prefetch was used");
         for fh in fhs {
             fs.release(fh);
         }
+        settle_budget(&fs).await;
+
+        // Handles that stop half-way, or stop reading in order, give their share back (new
+        // objects: the first ones are cached now, and cached blocks are not prefetched).
+        let files: Vec<Vec<u8>> = (0..4)
+            .map(|i| write_version(dir.path(), &format!("t{i}"), 50 + i, 40 * bs as usize + 9))
+            .collect();
+        let mut fhs = Vec::new();
+        for i in 0..files.len() {
+            let f = fs.lookup(root.ino, &format!("t{i}")).await.expect("lookup");
+            fhs.push(fs.open(f.ino, false).await.expect("open").fh);
+        }
+        for off in (0..20 * bs).step_by(bs as usize) {
+            for fh in &fhs {
+                fs.read(*fh, off, bs as u32).await.expect("read");
+            }
+        }
+        let (jumper, data) = (fhs[0], &files[0]);
+        let got = fs.read(jumper, 3 * bs + 5, 100).await.expect("read back");
+        assert_eq!(&got[..], &data[3 * bs as usize + 5..3 * bs as usize + 105]);
+        // Reading about at random lets go of everything this handle prefetched.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        fs.read(jumper, 30 * bs, 10).await.expect("read");
+        fs.read(jumper, 2 * bs, 10).await.expect("read");
+        for fh in fhs {
+            fs.release(fh);
+        }
+        settle_budget(&fs).await;
+    }
+
+    /// Waits for prefetches still landing, then checks that every byte of the prefetch
+    /// budget is back.
+    async fn settle_budget(fs: &Arc<Fs>) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while fs.reader().prefetch_held_bytes() > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            fs.reader().prefetch_held_bytes(),
+            0,
+            "budget held after close"
+        );
     }
 
     #[derive(Debug, Clone)]
