@@ -55,6 +55,9 @@ pub const MAX_WINDOW: u64 = 64 << 20;
 /// run at a time, and a window of [`MAX_WINDOW`] keeps up to four in flight. Blocks are
 /// handed out and cached as they stream in, so a run never sits in memory whole.
 pub const PREFETCH_RUN: u64 = 16 << 20;
+/// Memory for prefetched blocks waiting for their readers, across all files: enough for a
+/// few sequential readers' next reads, and a bound on the daemon's RSS whatever the budget.
+pub const LANDED_MAX: u64 = 64 << 20;
 /// Cache writes one GET may have going while its download goes on.
 const WRITES_BEHIND: usize = 4;
 /// After a cache disk failure, how long reads bypass the cache before trying it again.
@@ -197,6 +200,8 @@ pub struct BlockReader {
     inflight: Mutex<HashMap<(Ino, u64), Inflight>>,
     /// Prefetched blocks that arrived and wait for their reader.
     landed: Mutex<BTreeMap<(Ino, u64), Landed>>,
+    /// At most this many blocks wait in memory ([`LANDED_MAX`] bytes, or the budget).
+    landed_max: usize,
     /// Prefetch budget in blocks; `None` turns prefetch off.
     budget: Option<Arc<Semaphore>>,
     budget_blocks: usize,
@@ -236,6 +241,7 @@ impl BlockReader {
             block_size,
             inflight: Mutex::new(HashMap::new()),
             landed: Mutex::new(BTreeMap::new()),
+            landed_max: ((LANDED_MAX / block_size) as usize).clamp(1, permits.max(1)),
             budget: (permits > 0).then(|| Arc::new(Semaphore::new(permits))),
             budget_blocks: permits,
             run_blocks: (PREFETCH_RUN / block_size).clamp(1, permits.max(1) as u64),
@@ -770,19 +776,23 @@ impl BlockReader {
         let b = run.next;
         run.next += 1;
         // A prefetched block waits in memory for its reader, holding its share of the
-        // budget. It goes in before the reader can have it (so the reader's later reads find
+        // budget, while fewer than `landed_max` do (past that, its reader reads it from the
+        // cache). It goes in before the reader can have it (so the reader's later reads find
         // it, or let it go once past it) and before it leaves the in-flight table.
         if run.permit.is_some()
             && let Some(permit) = self.take_permit(o, run, b)
         {
-            self.landed.lock().insert(
-                (o.ino, b),
-                Landed {
-                    etag: o.id.clone(),
-                    block: block.clone(),
-                    _permit: permit,
-                },
-            );
+            let mut landed = self.landed.lock();
+            if landed.len() < self.landed_max {
+                landed.insert(
+                    (o.ino, b),
+                    Landed {
+                        etag: o.id.clone(),
+                        block: block.clone(),
+                        _permit: permit,
+                    },
+                );
+            }
         }
         if let Some(tx) = run.senders.next() {
             let _ = tx.send(Ok(block.clone()));
