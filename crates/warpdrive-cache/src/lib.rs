@@ -407,25 +407,6 @@ impl Cache {
         Ok(f)
     }
 
-    /// Writes `data` at `at` in data file `oid`, through the page cache. (Direct writes
-    /// were measured and set aside: see doc/BENCHMARKS.md.)
-    fn write_data(&self, oid: u64, at: u64, data: &[u8]) -> Result<()> {
-        let f = self.file(oid)?;
-        let _turn = self.write_turns[(oid % WRITE_TURNS as u64) as usize].lock();
-        f.write_all_at(data, at)
-            .map_err(|e| self.write_error(oid, e))
-    }
-
-    /// A failed data write: a full disk is no room (the free-space estimate was behind),
-    /// anything else a failure of the disk.
-    fn write_error(&self, oid: u64, e: std::io::Error) -> CacheError {
-        if e.raw_os_error() == Some(libc::ENOSPC) {
-            self.free_estimate.store(0, Ordering::Relaxed);
-            return CacheError::NoRoom { bytes: 0 };
-        }
-        io(&self.data_path(oid))(e)
-    }
-
     /// Forgets object `id`'s data file: closes it and removes it from disk.
     fn remove_data(&self, id: u64) {
         self.files.lock().remove(&id);
@@ -639,13 +620,17 @@ impl Cache {
     ) -> Result<bool> {
         let want = data.len() as u64;
         let oid = self.entry_for(id, size)?;
-        let written = self.write_data(oid, idx.0 * self.cfg.block_size, data);
+        let f = self.file(oid)?;
+        let turn = self.write_turns[(oid % WRITE_TURNS as u64) as usize].lock();
+        let written = f.write_all_at(data, idx.0 * self.cfg.block_size);
+        drop(turn);
         if let Err(e) = written {
-            return Err(match e {
+            if e.raw_os_error() == Some(libc::ENOSPC) {
                 // The disk filled faster than the estimate said: not a failure of the disk.
-                CacheError::NoRoom { .. } => CacheError::NoRoom { bytes: want },
-                e => e,
-            });
+                self.free_estimate.store(0, Ordering::Relaxed);
+                return Err(CacheError::NoRoom { bytes: want });
+            }
+            return Err(io(&self.data_path(oid))(e));
         }
         self.free_estimate
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| {

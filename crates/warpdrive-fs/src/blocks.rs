@@ -394,22 +394,11 @@ impl BlockReader {
                 part = Some(Part::Wait(f.clone()));
             } else if let Some(f) = self.joinable(obj, b) {
                 part = Some(Part::Wait(f.fut));
-            } else if let Some(bytes) = self.take_landed(obj, b, from, to) {
+            } else if let Some(bytes) = self.at_hand(obj, cache.as_deref(), b, from, to) {
                 add(&self.stats.hit_blocks, 1);
                 add(&self.stats.hit_bytes, bytes.len() as u64);
                 parts.push((b, Some(Part::Ready(bytes))));
                 continue;
-            } else if let Some(c) = &cache {
-                match c.read_range(&obj.id, BlockIndex(b), from..to) {
-                    Ok(Some(bytes)) => {
-                        add(&self.stats.hit_blocks, 1);
-                        add(&self.stats.hit_bytes, bytes.len() as u64);
-                        parts.push((b, Some(Part::Ready(bytes))));
-                        continue;
-                    }
-                    Ok(None) => {}
-                    Err(e) => self.cache_error(&e),
-                }
             }
             add(&self.stats.miss_blocks, 1);
             add(&self.stats.miss_bytes, to - from);
@@ -490,6 +479,27 @@ impl BlockReader {
             ready.push(piece);
         }
         Begun::Ready(Ok(concat(ready, (end - offset) as usize)))
+    }
+
+    /// Bytes `from..to` of block `b` without a fetch: landed from a prefetch, else cached.
+    fn at_hand(
+        &self,
+        obj: &Object,
+        cache: Option<&Cache>,
+        b: u64,
+        from: u64,
+        to: u64,
+    ) -> Option<Bytes> {
+        if let Some(bytes) = self.take_landed(obj, b, from, to) {
+            return Some(bytes);
+        }
+        match cache?.read_range(&obj.id, BlockIndex(b), from..to) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                self.cache_error(&e);
+                None
+            }
+        }
     }
 
     /// Bytes `from..to` of block `b` if it landed from a prefetch; the block stays for the
@@ -821,13 +831,9 @@ impl BlockReader {
             let b = run.next;
             run.next += 1;
             self.fetched(o, run.first, b);
-            self.release_permit(o, run, b);
+            // Its permit of the prefetch budget goes back.
+            drop(self.take_permit(o, run, b));
         }
-    }
-
-    /// A prefetched block is abandoned: one permit of the budget goes back.
-    fn release_permit(&self, o: &Object, run: &mut Run, b: u64) {
-        drop(self.take_permit(o, run, b));
     }
 
     /// A prefetched block is no longer in flight: its permit of the budget, if any.

@@ -228,12 +228,12 @@ impl Fs {
         &self.backends
     }
 
-    /// Counters of the read path and the cache.
     /// The read path (blocks, prefetch and cache).
     pub fn reader(&self) -> &Arc<BlockReader> {
         &self.reader
     }
 
+    /// Counters of the read path and the cache.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
