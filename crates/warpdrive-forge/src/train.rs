@@ -11,6 +11,13 @@
 //! never by which worker happens to be faster; meanwhile all `W` lanes read at once, and each
 //! channel's bound (`--queue-depth` samples) caps the memory.
 //!
+//! The bytes read are fixed the same way. A run of `S` steps of batch `B` uses samples
+//! `0 .. S·B`, so lane `k` delivers exactly `⌈(S·B − k) / W⌉` of them ([`lane_quota`]); it stops
+//! reading the moment it has produced its last one instead of reading on until its channel is
+//! full. How far a lane gets ahead of the trainer then changes only *when* it reads, never
+//! *what*: a cold and a warm run of one command read the same byte ranges of the same shards
+//! (the summary's `shard_reads`), which is what lets a warm run through a cache fetch nothing.
+//!
 //! A lane whose every shard yields nothing (all corrupt or unreadable) reports it, and the run
 //! stops with an error rather than train on nothing.
 //!
@@ -85,10 +92,13 @@ pub struct Summary {
     pub final_loss: f64,
     /// Images trained on.
     pub images: u64,
-    /// Bytes read from shard files by the workers (including what they had read ahead when
-    /// the run ended).
+    /// Bytes read from shard files by the workers: exactly the extents that hold the samples
+    /// trained on (and the tar headers around them), the same in every run of one command.
     pub bytes_read: u64,
     pub shards_opened: u64,
+    /// Every shard read: its file name and the bytes read from its start, sorted; a cold and
+    /// a warm run of one command list the same reads.
+    pub shard_reads: Vec<ShardRead>,
     pub skipped: ProblemCounts,
     /// FNV-1a over every batch's (shard file name, sample key, class), in order: equal digests
     /// mean the same samples in the same batches.
@@ -98,6 +108,20 @@ pub struct Summary {
     pub losses: Vec<f32>,
     /// The wall time of every step (waiting for data plus computing), in ms.
     pub step_ms: Vec<f32>,
+}
+
+/// One shard read by a lane: `bytes` from the start of the file `shard`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct ShardRead {
+    pub shard: String,
+    pub bytes: u64,
+}
+
+/// The samples lane `lane` of `workers` delivers when the run uses `total` samples: the `n`
+/// in `0 .. total` with `n mod workers == lane`.
+pub fn lane_quota(total: u64, workers: usize, lane: usize) -> u64 {
+    let (w, k) = (workers as u64, lane as u64);
+    if total > k { (total - k - 1) / w + 1 } else { 0 }
 }
 
 /// A message on a lane.
@@ -142,6 +166,8 @@ impl Order {
 struct Io {
     bytes_read: AtomicU64,
     shards_opened: AtomicU64,
+    /// (shard index, bytes) of every shard read, in no particular order.
+    reads: std::sync::Mutex<Vec<(usize, u64)>>,
 }
 
 fn lane(
@@ -161,7 +187,8 @@ fn lane(
     // there is nothing to read anywhere.
     let mut barren = BTreeSet::new();
     let mut position = k as u64;
-    loop {
+    let mut left = lane_quota(cfg.steps * cfg.batch_size as u64, cfg.workers, k);
+    while left > 0 {
         let shard = order.at(position);
         io.shards_opened.fetch_add(1, Ordering::Relaxed);
         let mut produced = false;
@@ -175,9 +202,15 @@ fn lane(
                 class: s.class,
             };
             open = tx.send(item).is_ok();
-            open
+            left -= 1;
+            // Stop reading with the last sample this lane delivers: not a byte further.
+            open && left > 0
         });
         io.bytes_read.fetch_add(bytes, Ordering::Relaxed);
+        io.reads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((shard, bytes));
         if !open {
             return;
         }
@@ -311,6 +344,16 @@ pub fn train(cfg: &TrainConfig, out: &mut impl Write) -> Result<Summary> {
     }
     result?;
     let images = cfg.steps * cfg.batch_size as u64;
+    let mut shard_reads: Vec<ShardRead> = std::mem::take(
+        &mut *io.reads.lock().unwrap_or_else(|p| p.into_inner()),
+    )
+    .into_iter()
+    .map(|(i, bytes)| ShardRead {
+        shard: String::from_utf8_lossy(&names[i]).into_owned(),
+        bytes,
+    })
+    .collect();
+    shard_reads.sort();
     Ok(Summary {
         steps: cfg.steps,
         batch_size: cfg.batch_size,
@@ -326,6 +369,7 @@ pub fn train(cfg: &TrainConfig, out: &mut impl Write) -> Result<Summary> {
         images,
         bytes_read: io.bytes_read.load(Ordering::Relaxed),
         shards_opened: io.shards_opened.load(Ordering::Relaxed),
+        shard_reads,
         skipped: problems.counts(),
         batch_digest: format!("{digest:016x}"),
         log,
@@ -355,12 +399,17 @@ mod tests {
 
     /// Two roots of generated shards, as the demo's two regions.
     fn dataset() -> (tempfile::TempDir, Vec<PathBuf>) {
+        dataset_of(64, 48)
+    }
+
+    /// [`dataset`] with images of `width` × `height`.
+    fn dataset_of(width: u32, height: u32) -> (tempfile::TempDir, Vec<PathBuf>) {
         let d = tempfile::tempdir().expect("tempdir");
         let spec = Spec {
             shards: 6,
             samples_per_shard: 200,
-            width: 64,
-            height: 48,
+            width,
+            height,
             seed: 42,
         };
         let all = d.path().join("all");
@@ -429,6 +478,68 @@ mod tests {
         assert_ne!(
             a.batch_digest, c.batch_digest,
             "another seed, another order"
+        );
+    }
+
+    #[test]
+    fn lane_quotas_add_up_to_the_samples_used() {
+        for (total, workers) in [(9600, 8), (7, 8), (0, 3), (10, 3), (1, 1), (33, 4)] {
+            let q: Vec<u64> = (0..workers).map(|k| lane_quota(total, workers, k)).collect();
+            assert_eq!(q.iter().sum::<u64>(), total, "{total} over {workers}: {q:?}");
+            assert!(q.windows(2).all(|w| w[0] >= w[1] && w[0] - w[1] <= 1), "{q:?}");
+        }
+    }
+
+    /// The bytes a run reads are fixed by the command, not by how far its workers get ahead:
+    /// a run with a deep queue under a competing CPU load reads exactly what a run with a
+    /// one-sample queue reads (before, workers read on until their queues were full).
+    #[test]
+    fn the_same_command_reads_the_same_bytes_whatever_the_timing() {
+        // Shards of several MiB, so that stopping part-way shows through the 1 MiB reads.
+        let (_d, roots) = dataset_of(256, 192);
+        let shallow = TrainConfig {
+            queue_depth: 1,
+            ..config(roots.clone(), 60, 8)
+        };
+        let a = train(&shallow, &mut Vec::new()).expect("train");
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hogs: Vec<_> = (0..3)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        x = x.wrapping_mul(31).wrapping_add(7);
+                    }
+                    x
+                })
+            })
+            .collect();
+        let deep = TrainConfig {
+            queue_depth: 1000,
+            ..config(roots, 60, 8)
+        };
+        let b = train(&deep, &mut Vec::new()).expect("train");
+        stop.store(true, Ordering::Relaxed);
+        for h in hogs {
+            let _ = h.join();
+        }
+        assert_eq!(a.batch_digest, b.batch_digest);
+        assert_eq!(a.shard_reads, b.shard_reads);
+        assert_eq!(a.bytes_read, b.bytes_read);
+        assert_eq!(
+            a.bytes_read,
+            a.shard_reads.iter().map(|r| r.bytes).sum::<u64>()
+        );
+        // 1,920 samples over 8 lanes of 240: each lane reads one whole shard of 200 samples
+        // and stops 40 samples into its second, so some reads end before their shard does.
+        assert_eq!(a.shard_reads.len(), 16, "{:?}", a.shard_reads);
+        let whole = a.shard_reads.iter().map(|r| r.bytes).max().unwrap_or(0);
+        assert_eq!(
+            a.shard_reads.iter().filter(|r| r.bytes < whole / 2).count(),
+            8,
+            "{:?}",
+            a.shard_reads
         );
     }
 
