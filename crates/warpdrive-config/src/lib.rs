@@ -301,6 +301,44 @@ impl BackendKind {
     }
 }
 
+/// How long a request to a store is tried again before its reader gets `EIO`
+/// (doc/SEMANTICS.md, "Retries"; the mechanism is in `warpdrive-store`'s `retry` module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RetryPolicy {
+    /// How long a request that fails transiently (throttled, 5xx, timed out, reset) is tried
+    /// again, from its first attempt. Long by default so that a store's bursts of throttling
+    /// are never seen by a training job.
+    #[serde(serialize_with = "ser_duration")]
+    pub deadline: Duration,
+    /// How long a store may go without answering anything at all (connections refused or
+    /// timing out, no response headers) before requests stop being retried and fail at once,
+    /// until it answers again: a dead endpoint costs readers seconds, not the whole deadline.
+    #[serde(serialize_with = "ser_duration")]
+    pub unreachable: Duration,
+}
+
+/// Default [`RetryPolicy::deadline`]: outlasts a 30 s throttling burst with room for the
+/// backoff that follows it (at most [`MAX_BACKOFF`] between attempts).
+pub const DEFAULT_RETRY_DEADLINE: Duration = Duration::from_secs(120);
+/// Default [`RetryPolicy::unreachable`]: a few connect timeouts in a row.
+pub const DEFAULT_UNREACHABLE: Duration = Duration::from_secs(10);
+/// The longest pause between two attempts of one request (jittered exponential backoff
+/// from 100 ms); also how soon after a burst ends every waiting request has tried again.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(8);
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy {
+            deadline: DEFAULT_RETRY_DEADLINE,
+            unreachable: DEFAULT_UNREACHABLE,
+        }
+    }
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_duration(*d))
+}
+
 /// One backend: a directory under the mount point.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BackendConfig {
@@ -314,6 +352,10 @@ pub struct BackendConfig {
     pub identity: IdentityConfig,
     /// PEM certificates to trust for the store's endpoint, besides the system's.
     pub ca_file: Option<PathBuf>,
+    /// The mount's `retry:` policy, copied here because the store layer is built from a
+    /// backend's config alone (shown once, at the top level, by `--check-config`).
+    #[serde(skip)]
+    pub retry: RetryPolicy,
 }
 
 /// The details of `auth: { mode: managed_identity, ... }`. None of it is secret.
@@ -362,6 +404,7 @@ pub struct Config {
     pub control: ControlConfig,
     pub metadata_ttl: MetadataTtl,
     pub fuse: FuseConfig,
+    pub retry: RetryPolicy,
     pub backends: Vec<BackendConfig>,
 }
 
@@ -566,6 +609,41 @@ impl Config {
             passthrough: raw_fuse.passthrough.unwrap_or(Passthrough::Auto),
         };
 
+        let raw_retry = raw.retry.unwrap_or_default();
+        let duration = |field: &str, v: Option<&str>, default: Duration| match v {
+            None => Ok(default),
+            Some(s) => match parse_duration(s) {
+                Ok(d) if d.is_zero() => Err(invalid(
+                    field,
+                    format!("`{s}` is zero; give it at least a second, e.g. 10s"),
+                )),
+                Ok(d) => Ok(d),
+                Err(m) => Err(invalid(field, m)),
+            },
+        };
+        let retry = RetryPolicy {
+            deadline: duration(
+                "retry.deadline",
+                raw_retry.deadline.as_deref(),
+                DEFAULT_RETRY_DEADLINE,
+            )?,
+            unreachable: duration(
+                "retry.unreachable",
+                raw_retry.unreachable.as_deref(),
+                DEFAULT_UNREACHABLE,
+            )?,
+        };
+        if retry.unreachable > retry.deadline {
+            return Err(invalid(
+                "retry.unreachable",
+                format!(
+                    "{} is longer than retry.deadline ({}); make it shorter",
+                    humantime::format_duration(retry.unreachable),
+                    humantime::format_duration(retry.deadline)
+                ),
+            ));
+        }
+
         let raw_backends = raw.backends.unwrap_or_default();
         if raw_backends.is_empty() {
             return Err(invalid(
@@ -575,7 +653,8 @@ impl Config {
         }
         let mut backends: Vec<BackendConfig> = Vec::with_capacity(raw_backends.len());
         for (i, rb) in raw_backends.into_iter().enumerate() {
-            let b = rb.resolve(i).map_err(|(field, m)| invalid(&field, m))?;
+            let mut b = rb.resolve(i).map_err(|(field, m)| invalid(&field, m))?;
+            b.retry = retry;
             if backends.iter().any(|o| o.name == b.name) {
                 return Err(invalid(
                     &format!("backends[{i}].name"),
@@ -605,6 +684,7 @@ impl Config {
             control,
             metadata_ttl,
             fuse,
+            retry,
             backends,
         })
     }

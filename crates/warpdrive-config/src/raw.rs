@@ -18,7 +18,15 @@ pub(crate) struct RawConfig {
     pub control: Option<RawControl>,
     pub metadata_ttl: Option<String>,
     pub fuse: Option<RawFuse>,
+    pub retry: Option<RawRetry>,
     pub backends: Option<Vec<RawBackend>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRetry {
+    pub deadline: Option<String>,
+    pub unreachable: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -389,6 +397,7 @@ impl RawBackend {
             auth,
             identity,
             ca_file: self.ca_file,
+            retry: crate::RetryPolicy::default(),
         })
     }
 }

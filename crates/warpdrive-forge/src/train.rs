@@ -121,7 +121,11 @@ pub struct ShardRead {
 /// in `0 .. total` with `n mod workers == lane`.
 pub fn lane_quota(total: u64, workers: usize, lane: usize) -> u64 {
     let (w, k) = (workers as u64, lane as u64);
-    if total > k { (total - k - 1) / w + 1 } else { 0 }
+    if total > k {
+        (total - k - 1) / w + 1
+    } else {
+        0
+    }
 }
 
 /// A message on a lane.
@@ -344,15 +348,14 @@ pub fn train(cfg: &TrainConfig, out: &mut impl Write) -> Result<Summary> {
     }
     result?;
     let images = cfg.steps * cfg.batch_size as u64;
-    let mut shard_reads: Vec<ShardRead> = std::mem::take(
-        &mut *io.reads.lock().unwrap_or_else(|p| p.into_inner()),
-    )
-    .into_iter()
-    .map(|(i, bytes)| ShardRead {
-        shard: String::from_utf8_lossy(&names[i]).into_owned(),
-        bytes,
-    })
-    .collect();
+    let mut shard_reads: Vec<ShardRead> =
+        std::mem::take(&mut *io.reads.lock().unwrap_or_else(|p| p.into_inner()))
+            .into_iter()
+            .map(|(i, bytes)| ShardRead {
+                shard: String::from_utf8_lossy(&names[i]).into_owned(),
+                bytes,
+            })
+            .collect();
     shard_reads.sort();
     Ok(Summary {
         steps: cfg.steps,
@@ -484,9 +487,18 @@ mod tests {
     #[test]
     fn lane_quotas_add_up_to_the_samples_used() {
         for (total, workers) in [(9600, 8), (7, 8), (0, 3), (10, 3), (1, 1), (33, 4)] {
-            let q: Vec<u64> = (0..workers).map(|k| lane_quota(total, workers, k)).collect();
-            assert_eq!(q.iter().sum::<u64>(), total, "{total} over {workers}: {q:?}");
-            assert!(q.windows(2).all(|w| w[0] >= w[1] && w[0] - w[1] <= 1), "{q:?}");
+            let q: Vec<u64> = (0..workers)
+                .map(|k| lane_quota(total, workers, k))
+                .collect();
+            assert_eq!(
+                q.iter().sum::<u64>(),
+                total,
+                "{total} over {workers}: {q:?}"
+            );
+            assert!(
+                q.windows(2).all(|w| w[0] >= w[1] && w[0] - w[1] <= 1),
+                "{q:?}"
+            );
         }
     }
 

@@ -147,6 +147,32 @@ struct BackendKindLabels {
     kind: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendReasonLabels {
+    backend: String,
+    reason: &'static str,
+}
+
+/// Why the retry policy stopped retrying a request (it then fails).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GiveUp {
+    /// It kept failing transiently until `retry.deadline`.
+    Deadline,
+    /// The store answered nothing at all for `retry.unreachable`.
+    Unreachable,
+}
+
+impl GiveUp {
+    pub const ALL: [GiveUp; 2] = [GiveUp::Deadline, GiveUp::Unreachable];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            GiveUp::Deadline => "deadline",
+            GiveUp::Unreachable => "unreachable",
+        }
+    }
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn read_latency() -> Histogram {
@@ -252,7 +278,10 @@ pub struct BackendMetrics {
     first_byte: [Histogram; 3],
     total: [Histogram; 3],
     errors: Family<BackendKindLabels, Counter>,
-    pub retries: Counter,
+    retries: Family<BackendReasonLabels, Counter>,
+    give_ups: Family<BackendReasonLabels, Counter>,
+    /// Seconds retries waited for a store's `Retry-After` or for the shared retry budget.
+    retry_wait_seconds: Family<BackendReasonLabels, Counter<f64, AtomicU64>>,
     auth_refreshes: Counter,
     auth_failures: Counter,
     /// Created at the first token, so backends without tokens show no expiry.
@@ -326,7 +355,9 @@ impl BackendMetrics {
             first_byte: [request_latency(), request_latency(), request_latency()],
             total: [request_latency(), request_latency(), request_latency()],
             errors: Family::default(),
-            retries: Counter::default(),
+            retries: Family::default(),
+            give_ups: Family::default(),
+            retry_wait_seconds: Family::default(),
             auth_refreshes: Counter::default(),
             auth_failures: Counter::default(),
             auth_expiry: Family::default(),
@@ -362,6 +393,61 @@ impl BackendMetrics {
         self.requests[i].inc();
         self.first_byte[i].observe_duration(first_byte);
         self.total[i].observe_duration(total);
+    }
+
+    /// Counts one attempt that repeats a request whose last attempt failed with `reason`.
+    pub fn retry(&self, reason: ErrorKind) {
+        if !recording() {
+            return;
+        }
+        self.retries
+            .get_or_create(&BackendReasonLabels {
+                backend: self.name.clone(),
+                reason: reason.name(),
+            })
+            .inc();
+    }
+
+    /// Counts one request the retry policy stopped retrying.
+    pub fn give_up(&self, why: GiveUp) {
+        if !recording() {
+            return;
+        }
+        self.give_ups
+            .get_or_create(&BackendReasonLabels {
+                backend: self.name.clone(),
+                reason: why.name(),
+            })
+            .inc();
+    }
+
+    /// Adds time a retry waited, for `cause`: `retry_after` (the store asked for it) or
+    /// `budget` (the backend's shared retry budget was spent).
+    pub fn retry_wait(&self, cause: &'static str, waited: std::time::Duration) {
+        if !recording() {
+            return;
+        }
+        self.retry_wait_seconds
+            .get_or_create(&BackendReasonLabels {
+                backend: self.name.clone(),
+                reason: cause,
+            })
+            .inc_by(waited.as_secs_f64());
+    }
+
+    /// The retries counted so far, over every reason (for tests and tools).
+    pub fn retries_total(&self) -> u64 {
+        ErrorKind::ALL
+            .iter()
+            .map(|k| {
+                self.retries
+                    .get_or_create(&BackendReasonLabels {
+                        backend: self.name.clone(),
+                        reason: k.name(),
+                    })
+                    .get()
+            })
+            .sum()
     }
 
     /// Counts one failed request.
@@ -407,7 +493,9 @@ pub struct Metrics {
     backend_first_byte: HistogramFamily<BackendOpLabels>,
     backend_total: HistogramFamily<BackendOpLabels>,
     backend_errors: Family<BackendKindLabels, Counter>,
-    backend_retries: Family<BackendLabels, Counter>,
+    backend_retries: Family<BackendReasonLabels, Counter>,
+    backend_give_ups: Family<BackendReasonLabels, Counter>,
+    backend_retry_wait: Family<BackendReasonLabels, Counter<f64, AtomicU64>>,
     pub auth_refreshes: Family<AuthLabels, Counter>,
     pub auth_refresh_failures: Family<AuthLabels, Counter>,
     pub auth_token_expiry: Family<AuthLabels, Gauge<f64, AtomicU64>>,
@@ -558,6 +646,8 @@ impl Metrics {
             backend_total: Family::new_with_constructor(request_latency),
             backend_errors: Family::default(),
             backend_retries: Family::default(),
+            backend_give_ups: Family::default(),
+            backend_retry_wait: Family::default(),
             auth_refreshes: Family::default(),
             auth_refresh_failures: Family::default(),
             auth_token_expiry: Family::default(),
@@ -591,8 +681,18 @@ impl Metrics {
         );
         r.register(
             "warpdrive_backend_retries",
-            "Backend requests sent again after a transient failure",
+            "Backend requests sent again after a transient failure, by the failure's kind",
             m.backend_retries.clone(),
+        );
+        r.register(
+            "warpdrive_backend_give_ups",
+            "Backend requests no longer retried: past retry.deadline, or the store unreachable",
+            m.backend_give_ups.clone(),
+        );
+        r.register(
+            "warpdrive_backend_retry_wait_seconds",
+            "Time retries waited for a store's Retry-After or the shared retry budget",
+            m.backend_retry_wait.clone(),
         );
         r.register(
             "warpdrive_auth_refreshes",
@@ -627,12 +727,24 @@ impl Metrics {
             backend: name.to_string(),
             op: r.name(),
         };
-        // Every error kind and the auth counters exist from the start, at 0.
+        // Every error kind, retry reason, give-up reason and the auth counters exist from
+        // the start, at 0.
+        let reason = |reason: &'static str| BackendReasonLabels {
+            backend: name.to_string(),
+            reason,
+        };
         for kind in ErrorKind::ALL {
             let _ = self.backend_errors.get_or_create(&BackendKindLabels {
                 backend: name.to_string(),
                 kind: kind.name(),
             });
+            let _ = self.backend_retries.get_or_create(&reason(kind.name()));
+        }
+        for g in GiveUp::ALL {
+            let _ = self.backend_give_ups.get_or_create(&reason(g.name()));
+        }
+        for cause in ["retry_after", "budget"] {
+            let _ = self.backend_retry_wait.get_or_create(&reason(cause));
         }
         let auth = AuthLabels {
             backend: name.to_string(),
@@ -644,7 +756,9 @@ impl Metrics {
             first_byte: Request::ALL.map(|r| self.backend_first_byte.get_or_create(&op(r)).clone()),
             total: Request::ALL.map(|r| self.backend_total.get_or_create(&op(r)).clone()),
             errors: self.backend_errors.clone(),
-            retries: self.backend_retries.get_or_create(&l).clone(),
+            retries: self.backend_retries.clone(),
+            give_ups: self.backend_give_ups.clone(),
+            retry_wait_seconds: self.backend_retry_wait.clone(),
             auth_refreshes: self.auth_refreshes.get_or_create(&auth).clone(),
             auth_failures: self.auth_refresh_failures.get_or_create(&auth).clone(),
             auth_expiry: self.auth_token_expiry.clone(),

@@ -63,6 +63,7 @@ fn setup(n: usize, size: usize, lifetime: Duration) -> Setup {
             ..Default::default()
         },
         ca_file: Some(tls.ca.clone()),
+        retry: Default::default(),
     };
     Setup {
         _az: az,

@@ -62,7 +62,21 @@ const FAMILIES: &[(&str, &str, &[&str])] = &[
         "histogram",
         &["backend", "op"],
     ),
-    ("warpdrive_backend_retries_total", "counter", &["backend"]),
+    (
+        "warpdrive_backend_retries_total",
+        "counter",
+        &["backend", "reason"],
+    ),
+    (
+        "warpdrive_backend_give_ups_total",
+        "counter",
+        &["backend", "reason"],
+    ),
+    (
+        "warpdrive_backend_retry_wait_seconds_total",
+        "counter",
+        &["backend", "reason"],
+    ),
     ("warpdrive_fuse_errors_total", "counter", &["op", "errno"]),
     (
         "warpdrive_backend_errors_total",

@@ -1,27 +1,33 @@
-//! Counts every HTTP attempt a cloud client makes: failures by kind, and retries.
+//! Every HTTP attempt a cloud client makes passes here: it is counted, timed, and held to the
+//! retry policy ([`crate::retry`]).
 //!
-//! `object_store` retries transient failures (5xx, throttling, timeouts, broken connections)
-//! inside its client and reports only the final outcome, so this layer sits in its HTTP
-//! connector and sees each attempt. An attempt that fails is classified
-//! (`warpdrive_backend_errors_total{kind}`); if it was transient, its request (method, URL and
-//! range) is remembered, and the next attempt of the same request within the retry window is
-//! a retry (`warpdrive_backend_retries_total`).
+//! `object_store` repeats a request that failed transiently inside its client and reports
+//! only the final outcome, so this layer sits in its HTTP connector and sees each attempt.
+//! For one attempt, in order:
+//!
+//! 1. If the same request (method, URL, range) failed transiently before, this attempt is a
+//!    retry: it is counted by the previous failure's kind, waits out that failure's
+//!    `Retry-After`, then takes a token of the backend's retry budget (waiting for one if a
+//!    storm has spent them). A retry that would have to wait past the deadline gives up.
+//! 2. The attempt is sent with a first-byte timeout (a few times the recent p99 of its kind):
+//!    the answer's headers must arrive in time, or the attempt fails as a timeout and is
+//!    retried.
+//! 3. Its outcome is classified (`warpdrive_backend_errors_total{kind}`). A transient failure
+//!    is remembered for the next attempt, unless the request is past `retry.deadline`, or the
+//!    store has answered nothing at all for `retry.unreachable`: then the attempt's error is
+//!    made final (`object_store` does not retry an error of kind `Unknown`) and the give-up
+//!    is counted. Any answer, even a 503, shows the store is reachable.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use object_store::client::{
     HttpClient, HttpError, HttpErrorKind, HttpRequest, HttpResponse, HttpService,
 };
-use parking_lot::Mutex;
-use warpdrive_metrics::{BackendMetrics, ErrorKind};
+use warpdrive_metrics::{BackendMetrics, ErrorKind, GiveUp};
 
-/// How long a failed request is remembered as waiting for its retry (object_store's retry
-/// window is 60 s).
-const RETRY_WINDOW: Duration = Duration::from_secs(90);
-/// Most failed requests remembered at once.
-const MAX_REMEMBERED: usize = 4096;
+use crate::retry::{Failure, RetryState, request_kind, retry_after};
 
 /// The class of an HTTP status that is a failure.
 pub(crate) fn status_kind(status: u16) -> Option<ErrorKind> {
@@ -29,6 +35,7 @@ pub(crate) fn status_kind(status: u16) -> Option<ErrorKind> {
         // Stores answer 503 to ask for less (S3 SlowDown, Azure ServerBusy) as well as 429.
         429 | 503 => Some(ErrorKind::Throttled),
         500..=599 => Some(ErrorKind::Server),
+        408 => Some(ErrorKind::Timeout),
         400..=499 => Some(ErrorKind::Client),
         _ => None,
     }
@@ -45,23 +52,28 @@ pub(crate) fn transport_kind(e: &HttpError) -> ErrorKind {
     }
 }
 
-/// An [`HttpService`] that counts attempts around another.
+/// Why an attempt's error was made final.
+#[derive(Debug, thiserror::Error)]
+pub enum Final {
+    #[error(
+        "the store has not answered for {0:?} (retry.unreachable); failing at once until it answers again: {1}"
+    )]
+    Unreachable(Duration, String),
+    #[error("still failing {0:?} after the first failed attempt (retry.deadline): {1}")]
+    Deadline(Duration, String),
+}
+
+/// An attempt that got no answer headers within its first-byte timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("no answer within {0:?} (first-byte timeout, from the recent p99 of such requests)")]
+pub struct FirstByteTimeout(pub Duration);
+
+/// An [`HttpService`] that counts attempts around another and applies the retry policy.
 #[derive(Debug)]
 pub(crate) struct Attempts {
     pub inner: HttpClient,
     pub metrics: BackendMetrics,
-    /// Requests whose last attempt failed transiently, and when.
-    failed: Mutex<HashMap<String, Instant>>,
-}
-
-impl Attempts {
-    pub(crate) fn new(inner: HttpClient, metrics: BackendMetrics) -> Attempts {
-        Attempts {
-            inner,
-            metrics,
-            failed: Mutex::new(HashMap::new()),
-        }
-    }
+    pub state: Arc<RetryState>,
 }
 
 /// What identifies a request across its retries.
@@ -74,40 +86,148 @@ fn request_key(req: &HttpRequest) -> String {
     format!("{} {} {range}", req.method(), req.uri())
 }
 
+impl Attempts {
+    /// Before a retry: the store's `Retry-After`, then a token of the budget. `Err` when the
+    /// wait would end past the deadline.
+    async fn before_retry(&self, prev: &Failure) -> Result<(), HttpError> {
+        self.metrics.retry(prev.kind);
+        let deadline = prev.first + self.state.policy.deadline;
+        if let Some(at) = prev.not_before {
+            let now = Instant::now();
+            if at > now {
+                let until = at.min(deadline);
+                tokio::time::sleep_until(until.into()).await;
+                self.metrics.retry_wait("retry_after", until - now);
+            }
+        }
+        let start = Instant::now();
+        loop {
+            let now = Instant::now();
+            let wait = match self.state.budget.lock().take(now) {
+                Ok(()) => break,
+                Err(wait) => wait,
+            };
+            if now + wait > deadline {
+                self.metrics.give_up(GiveUp::Deadline);
+                return Err(HttpError::new(
+                    HttpErrorKind::Unknown,
+                    Final::Deadline(
+                        self.state.policy.deadline,
+                        "waiting for the retry budget".into(),
+                    ),
+                ));
+            }
+            tokio::time::sleep(wait).await;
+        }
+        let waited = start.elapsed();
+        if !waited.is_zero() {
+            self.metrics.retry_wait("budget", waited);
+        }
+        Ok(())
+    }
+
+    /// A transient failure of kind `kind` (with `message`): remembered for the retry, or made
+    /// final when the request is past its deadline or the store unreachable. Returns the
+    /// give-up, if any.
+    fn after_failure(
+        &self,
+        key: String,
+        prev: Option<Failure>,
+        kind: ErrorKind,
+        not_before: Option<Instant>,
+        silent_for: Option<Duration>,
+        message: impl FnOnce() -> String,
+    ) -> Option<Final> {
+        let now = Instant::now();
+        let first = prev.map_or(now, |p| p.first);
+        let policy = self.state.policy;
+        let give_up = if now.saturating_duration_since(first) >= policy.deadline {
+            self.metrics.give_up(GiveUp::Deadline);
+            Some(Final::Deadline(policy.deadline, message()))
+        } else if let Some(silent) = silent_for.filter(|s| *s >= policy.unreachable) {
+            self.metrics.give_up(GiveUp::Unreachable);
+            Some(Final::Unreachable(silent, message()))
+        } else {
+            None
+        };
+        if give_up.is_some() {
+            self.state.done(&key);
+        } else {
+            self.state.failed(
+                key,
+                Failure {
+                    first,
+                    kind,
+                    not_before,
+                },
+            );
+        }
+        give_up
+    }
+}
+
 #[async_trait]
 impl HttpService for Attempts {
     async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
         let key = request_key(&req);
-        {
-            let mut failed = self.failed.lock();
-            if failed
-                .remove(&key)
-                .is_some_and(|t| t.elapsed() < RETRY_WINDOW)
-            {
-                warpdrive_metrics::add(&self.metrics.retries, 1);
-            }
+        let kind = request_kind(&req);
+        let prev = self.state.previous(&key);
+        if let Some(p) = &prev {
+            self.before_retry(p).await?;
         }
-        let r = self.inner.execute(req).await;
-        let (kind, transient) = match &r {
-            Ok(resp) => match status_kind(resp.status().as_u16()) {
-                Some(k) => (Some(k), k != ErrorKind::Client),
-                None => (None, false),
-            },
-            Err(e) => (Some(transport_kind(e)), true),
+        let timeout = self.state.first_byte[kind as usize].lock().timeout();
+        let sent = Instant::now();
+        let r = match tokio::time::timeout(timeout, self.inner.execute(req)).await {
+            Ok(r) => r,
+            Err(_) => Err(HttpError::new(
+                HttpErrorKind::Timeout,
+                FirstByteTimeout(timeout),
+            )),
         };
-        if let Some(k) = kind {
-            self.metrics.error(k);
-        }
-        if transient {
-            let mut failed = self.failed.lock();
-            if failed.len() >= MAX_REMEMBERED {
-                failed.retain(|_, t| t.elapsed() < RETRY_WINDOW);
-                if failed.len() >= MAX_REMEMBERED {
-                    failed.clear();
+        match r {
+            Ok(resp) => {
+                self.state.silence.lock().answered();
+                let status = resp.status().as_u16();
+                let failure = status_kind(status);
+                if let Some(k) = failure {
+                    self.metrics.error(k);
+                }
+                match failure {
+                    Some(k) if k != ErrorKind::Client => {
+                        let not_before = retry_after(resp.headers(), SystemTime::now())
+                            .map(|d| Instant::now() + d);
+                        // Past the deadline `object_store` sees its own retry window spent
+                        // too, and returns this answer as the error.
+                        let _ = self.after_failure(key, prev, k, not_before, None, || {
+                            format!("HTTP {status}")
+                        });
+                    }
+                    _ => {
+                        self.state.first_byte[kind as usize]
+                            .lock()
+                            .record(sent.elapsed());
+                        if prev.is_some() {
+                            self.state.done(&key);
+                        }
+                    }
+                }
+                Ok(resp)
+            }
+            Err(e) => {
+                let k = transport_kind(&e);
+                self.metrics.error(k);
+                // Nothing came back: the store may be unreachable.
+                let unanswered = matches!(
+                    e.kind(),
+                    HttpErrorKind::Connect | HttpErrorKind::Timeout | HttpErrorKind::Request
+                );
+                let silent_for =
+                    unanswered.then(|| self.state.silence.lock().no_answer(Instant::now()));
+                match self.after_failure(key, prev, k, None, silent_for, || e.to_string()) {
+                    Some(f) => Err(HttpError::new(HttpErrorKind::Unknown, f)),
+                    None => Err(e),
                 }
             }
-            failed.insert(key, Instant::now());
         }
-        r
     }
 }

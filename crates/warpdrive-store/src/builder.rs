@@ -17,25 +17,21 @@ use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::{GcpCredential, GoogleCloudStorageBuilder};
 use object_store::list::PaginatedListStore;
-use object_store::{
-    BackoffConfig, Certificate, ClientOptions, ObjectStore, RetryConfig, StaticCredentialProvider,
-};
+use object_store::{Certificate, ClientOptions, ObjectStore, StaticCredentialProvider};
 use warpdrive_config::{AuthMode, BackendConfig, BackendKind};
 use warpdrive_metrics::BackendMetrics;
 
 use crate::auth::{AwsProvider, Credentials, GcpProvider, Provider};
 use crate::keys::WarnOnce;
 use crate::listfilter::FilteringConnector;
+use crate::retry::{RetryState, object_store_config};
 use crate::{Result, StoreError};
 
-/// Per-request timeout. A FUSE read waits for at most this long per attempt.
+/// Per-attempt timeout, answer and body (the answer's first byte has a shorter, adaptive
+/// one: [`crate::retry`]). Retries are bounded by `retry.deadline`.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connecting to a store's endpoint takes a few round trips; longer means it is unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Retries of transient failures (5xx, throttling, resets); bounded in count and time so a
-/// dead endpoint turns into an `EIO` instead of a hang.
-const MAX_RETRIES: usize = 4;
-const RETRY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Azurite's published development account key (not a secret: it is in Azurite's docs).
 const AZURITE_KEY: &str =
@@ -69,14 +65,6 @@ fn client_options(cfg: &BackendConfig, endpoint: Option<&str>) -> Result<ClientO
     Ok(o)
 }
 
-fn retry() -> RetryConfig {
-    RetryConfig {
-        backoff: BackoffConfig::default(),
-        max_retries: MAX_RETRIES,
-        retry_timeout: RETRY_TIMEOUT,
-    }
-}
-
 fn both<T: ObjectStore + PaginatedListStore>(s: T, c: Option<Arc<Credentials>>) -> Built {
     let s = Arc::new(s);
     (
@@ -91,11 +79,14 @@ pub(crate) fn build(
     warned: Arc<WarnOnce>,
     metrics: &BackendMetrics,
 ) -> Result<Built> {
+    let state = Arc::new(RetryState::new(cfg.retry));
     let connector = || FilteringConnector {
         backend: cfg.name.clone(),
         warned: warned.clone(),
         metrics: metrics.clone(),
+        retry: state.clone(),
     };
+    let retry = || object_store_config(&cfg.retry);
     let fail = |e: object_store::Error| StoreError::Build {
         backend: cfg.name.clone(),
         message: e.to_string(),

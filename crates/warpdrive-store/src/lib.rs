@@ -23,6 +23,7 @@ mod builder;
 pub mod keys;
 mod listfilter;
 mod local;
+pub mod retry;
 pub mod secret;
 mod write;
 

@@ -22,6 +22,7 @@ use warpdrive_metrics::BackendMetrics;
 
 use crate::attempts::Attempts;
 use crate::keys::WarnOnce;
+use crate::retry::RetryState;
 
 /// (entry open tag, entry close tag, element holding its key) for each list dialect.
 const ENTRIES: [(&str, &str, &str); 4] = [
@@ -38,12 +39,18 @@ pub(crate) struct FilteringConnector {
     pub warned: Arc<WarnOnce>,
     /// Every HTTP attempt is counted into these (see [`crate::attempts`]).
     pub metrics: BackendMetrics,
+    /// The retry policy's state, shared by every client of the backend.
+    pub retry: Arc<RetryState>,
 }
 
 impl HttpConnector for FilteringConnector {
     fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
         let raw = ReqwestConnector::default().connect(options)?;
-        let inner = HttpClient::new(Attempts::new(raw, self.metrics.clone()));
+        let inner = HttpClient::new(Attempts {
+            inner: raw,
+            metrics: self.metrics.clone(),
+            state: self.retry.clone(),
+        });
         Ok(HttpClient::new(ListFilter {
             inner,
             backend: self.backend.clone(),

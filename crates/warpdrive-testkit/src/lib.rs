@@ -326,6 +326,7 @@ pub fn local_backend(name: &str, path: &std::path::Path) -> BackendConfig {
         auth: AuthMode::Anonymous,
         identity: Default::default(),
         ca_file: None,
+        retry: Default::default(),
     }
 }
 
@@ -360,6 +361,7 @@ pub fn emulator_backend(
         auth: AuthMode::Emulator,
         identity: Default::default(),
         ca_file: None,
+        retry: Default::default(),
     }
 }
 

@@ -11,7 +11,10 @@
 //!
 //! Faults: [`DelayProxy::fail_reads`] makes the next ranged `GET`s fail with an HTTP status
 //! instead of reaching the emulator (the connection is then closed), to show how the daemon
-//! counts and retries them.
+//! counts and retries them. [`DelayProxy::throttle_for`] answers *every* request with
+//! throttling statuses (taking turns among those given, with an optional `Retry-After`) for
+//! a while: a store's burst of `SlowDown`/`ServerBusy`. [`DelayProxy::stall_next`] holds the
+//! next requests for a while before forwarding them: a first byte that does not come.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,6 +42,29 @@ pub struct ProxyStats {
     pub fail_status: AtomicU64,
     /// Ranged `GET`s answered with an injected failure.
     pub failed: AtomicU64,
+    /// A throttling burst: until when, the statuses to take turns among, `Retry-After`.
+    burst: parking_lot::Mutex<Option<Burst>>,
+    /// Requests answered by a burst.
+    pub throttled: AtomicU64,
+    /// Requests still to hold, and for how long (ms).
+    pub stall_next: AtomicU64,
+    pub stall_ms: AtomicU64,
+    /// Requests held by a stall.
+    pub stalled: AtomicU64,
+}
+
+#[derive(Debug, Clone)]
+struct Burst {
+    until: Instant,
+    statuses: Vec<u16>,
+    retry_after: Option<u64>,
+}
+
+/// What the proxy does with one request.
+enum Action {
+    Forward,
+    Fail(u16, Option<u64>),
+    Stall(Duration),
 }
 
 impl ProxyStats {
@@ -96,6 +122,24 @@ impl DelayProxy {
         DelayProxy::start(upstream, Duration::ZERO)
     }
 
+    /// For `length` from now, answers every request with the `statuses` in turn (and closes
+    /// its connection) instead of forwarding it, with `Retry-After: retry_after` if given.
+    pub fn throttle_for(&self, length: Duration, statuses: &[u16], retry_after: Option<u64>) {
+        *self.stats.burst.lock() = Some(Burst {
+            until: Instant::now() + length,
+            statuses: statuses.to_vec(),
+            retry_after,
+        });
+    }
+
+    /// Holds each of the next `n` requests for `length` before forwarding it.
+    pub fn stall_next(&self, n: u64, length: Duration) {
+        self.stats
+            .stall_ms
+            .store(length.as_millis() as u64, Ordering::Relaxed);
+        self.stats.stall_next.store(n, Ordering::Relaxed);
+    }
+
     /// Answers the next `n` ranged `GET`s with HTTP `status` (and closes their connections)
     /// instead of forwarding them.
     pub fn fail_reads(&self, n: u64, status: u16) {
@@ -107,23 +151,47 @@ impl DelayProxy {
 }
 
 /// An HTTP error response with an empty body.
-fn error_response(status: u16) -> String {
+fn error_response(status: u16, retry_after: Option<u64>) -> String {
     let reason = match status {
         429 => "Too Many Requests",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "Error",
     };
-    format!("HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    let after = retry_after.map_or(String::new(), |s| format!("Retry-After: {s}\r\n"));
+    format!("HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\n{after}Connection: close\r\n\r\n")
 }
 
-/// Counts the requests whose headers are complete in `buf`, removing them from it. Returns
-/// the status to answer with instead of forwarding, if a fault is armed for one of them.
-fn count_requests(buf: &mut Vec<u8>, stats: &ProxyStats) -> Option<u16> {
+/// Counts the requests whose headers are complete in `buf`, removing them from it, and says
+/// what to do with them: forward, answer with an injected failure, or hold first.
+fn count_requests(buf: &mut Vec<u8>, stats: &ProxyStats) -> Action {
+    let mut action = Action::Forward;
     while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
         let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
         buf.drain(..end + 4);
-        stats.requests.fetch_add(1, Ordering::Relaxed);
+        let n = stats.requests.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut burst = stats.burst.lock();
+            match burst.as_ref() {
+                Some(b) if Instant::now() < b.until => {
+                    stats.throttled.fetch_add(1, Ordering::Relaxed);
+                    let status = b.statuses[n as usize % b.statuses.len().max(1)];
+                    return Action::Fail(status, b.retry_after);
+                }
+                Some(_) => *burst = None,
+                None => {}
+            }
+        }
+        if stats
+            .stall_next
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            stats.stalled.fetch_add(1, Ordering::Relaxed);
+            action = Action::Stall(Duration::from_millis(
+                stats.stall_ms.load(Ordering::Relaxed),
+            ));
+        }
         if !head.starts_with("get ") {
             continue;
         }
@@ -142,7 +210,7 @@ fn count_requests(buf: &mut Vec<u8>, stats: &ProxyStats) -> Option<u16> {
                 .is_ok();
             if armed {
                 stats.failed.fetch_add(1, Ordering::Relaxed);
-                return Some(stats.fail_status.load(Ordering::Relaxed) as u16);
+                return Action::Fail(stats.fail_status.load(Ordering::Relaxed) as u16, None);
             }
             stats.ranged_gets.fetch_add(1, Ordering::Relaxed);
             stats
@@ -150,7 +218,7 @@ fn count_requests(buf: &mut Vec<u8>, stats: &ProxyStats) -> Option<u16> {
                 .fetch_add(b.saturating_sub(a) + 1, Ordering::Relaxed);
         }
     }
-    None
+    action
 }
 
 async fn relay(
@@ -172,13 +240,18 @@ async fn relay(
                 return Ok::<_, std::io::Error>(());
             }
             pending.extend_from_slice(&buf[..n]);
-            if let Some(status) = count_requests(&mut pending, &stats) {
-                // Answer in the emulator's place and close both sides.
-                let mut w = cw_up.lock().await;
-                w.write_all(error_response(status).as_bytes()).await?;
-                w.shutdown().await?;
-                sw.shutdown().await?;
-                return Ok(());
+            match count_requests(&mut pending, &stats) {
+                Action::Forward => {}
+                Action::Fail(status, retry_after) => {
+                    // Answer in the emulator's place and close both sides.
+                    let mut w = cw_up.lock().await;
+                    w.write_all(error_response(status, retry_after).as_bytes())
+                        .await?;
+                    w.shutdown().await?;
+                    sw.shutdown().await?;
+                    return Ok(());
+                }
+                Action::Stall(d) => tokio::time::sleep(d).await,
             }
             // A body (never sent on the read path) must not grow the buffer without bound.
             if pending.len() > 1 << 20 {

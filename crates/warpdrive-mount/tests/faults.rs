@@ -1,0 +1,225 @@
+//! Faults a training job must never see, through a real mount over moto with a fault-
+//! injecting proxy in between (the real HTTP client stack is exercised): bursts of
+//! throttling ridden out by 32 concurrent readers, first-byte stalls abandoned and retried,
+//! and a dead endpoint that fails uncached reads within the documented bound instead of
+//! hanging. Every byte read is checked against what was uploaded.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Mount, runtime, sha256};
+use prometheus_parse::{Scrape, Value};
+use warpdrive_testkit::{DelayProxy, Emulator, Kind, emulator_backend, random_bytes, upload_many};
+
+const MIB: usize = 1 << 20;
+/// Concurrent readers, as many as the run had.
+const READERS: usize = 32;
+
+/// Moto holding `files` objects `f/NN` of `size` bytes, a proxy in front, and a mount
+/// through the proxy.
+fn setup(files: usize, size: usize, extra: &str) -> (Emulator, DelayProxy, Mount, Vec<Vec<u8>>) {
+    let s3 = Emulator::start(Kind::Moto).expect("moto");
+    s3.create_bucket("faults").expect("bucket");
+    let objects: Vec<(String, Vec<u8>)> = (0..files)
+        .map(|i| (format!("f/{i:02}"), random_bytes(size, 100 + i as u64)))
+        .collect();
+    let data = objects.iter().map(|(_, d)| d.clone()).collect();
+    runtime()
+        .block_on(upload_many(&s3.backend("direct", "faults", ""), objects, 8))
+        .expect("upload");
+    let proxy = DelayProxy::counting(s3.port).expect("proxy");
+    let backend = emulator_backend(
+        Kind::Moto,
+        &format!("http://127.0.0.1:{}", proxy.port),
+        "s3",
+        "faults",
+        "",
+    );
+    let m = Mount::start(&[backend], extra);
+    (s3, proxy, m, data)
+}
+
+fn scrape(m: &Mount) -> Scrape {
+    let text = m.metrics_text();
+    Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("exposition format")
+}
+
+fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    s.samples
+        .iter()
+        .filter(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match &x.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            other => panic!("{name} is not a single value: {other:?}"),
+        })
+        .sum()
+}
+
+/// Reads every file at once, one thread each; returns the failures (path: error).
+fn read_concurrently(m: &Mount, data: &[Vec<u8>]) -> Vec<String> {
+    let data = Arc::new(data.to_vec());
+    let handles: Vec<_> = (0..data.len())
+        .map(|i| {
+            let path = m.path(&format!("s3/f/{i:02}"));
+            let data = data.clone();
+            std::thread::spawn(move || match std::fs::read(&path) {
+                Ok(got) if sha256(&got) == sha256(&data[i]) => None,
+                Ok(got) => Some(format!(
+                    "{}: WRONG BYTES ({} bytes read)",
+                    path.display(),
+                    got.len()
+                )),
+                Err(e) => Some(format!("{}: {e}", path.display())),
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .filter_map(|h| h.join().expect("reader thread"))
+        .collect()
+}
+
+/// A burst of `length` in which the store answers every request with 503 or 429 (taking
+/// turns), starting as 32 readers open and read their files cold: none of them sees it.
+fn throttling_burst_is_invisible(length: Duration) {
+    let (_s3, proxy, m, data) = setup(READERS, 2 * MIB + 17, "");
+    // The namespace is known before the burst: what the burst must not break is the reads.
+    assert_eq!(
+        std::fs::read_dir(m.path("s3/f")).expect("list").count(),
+        READERS
+    );
+    proxy.throttle_for(length, &[503, 429], None);
+    let start = Instant::now();
+    let failures = read_concurrently(&m, &data);
+    let took = start.elapsed();
+    assert!(failures.is_empty(), "{failures:#?}\n{}", m.log());
+    let throttled = proxy
+        .stats
+        .throttled
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        throttled >= READERS as u64,
+        "the burst answered {throttled} requests: it did not hit the readers"
+    );
+    assert!(
+        took >= length,
+        "the reads ended in {took:?}, before the {length:?} burst did: it did not hold them"
+    );
+    let s = scrape(&m);
+    let retries = value(&s, "warpdrive_backend_retries_total", &[("backend", "s3")]);
+    let throttled_retries = value(
+        &s,
+        "warpdrive_backend_retries_total",
+        &[("backend", "s3"), ("reason", "throttled")],
+    );
+    assert!(throttled_retries >= 1.0 && throttled_retries <= retries);
+    assert_eq!(
+        value(&s, "warpdrive_backend_give_ups_total", &[("backend", "s3")]),
+        0.0
+    );
+}
+
+#[test]
+fn a_3s_throttling_burst_is_invisible_to_32_readers() {
+    throttling_burst_is_invisible(Duration::from_secs(3));
+}
+
+#[test]
+fn regression_a_30s_throttling_burst_failed_reads_with_eio() {
+    throttling_burst_is_invisible(Duration::from_secs(30));
+}
+
+/// The store's `Retry-After` is honoured: with `Retry-After: 2` on every throttled answer,
+/// the waits are counted and the reads succeed.
+#[test]
+fn retry_after_is_honoured_and_counted() {
+    let (_s3, proxy, m, data) = setup(4, MIB, "");
+    assert_eq!(std::fs::read_dir(m.path("s3/f")).expect("list").count(), 4);
+    proxy.throttle_for(Duration::from_secs(1), &[503], Some(2));
+    let failures = read_concurrently(&m, &data);
+    assert!(failures.is_empty(), "{failures:#?}\n{}", m.log());
+    let s = scrape(&m);
+    let waited = value(
+        &s,
+        "warpdrive_backend_retry_wait_seconds_total",
+        &[("backend", "s3"), ("reason", "retry_after")],
+    );
+    assert!(waited >= 1.0, "waited {waited} s for Retry-After");
+}
+
+/// A request whose answer does not start is abandoned after the first-byte timeout (a few
+/// times the recent p99, at least 2 s) and retried: two 30 s stalls in a row cost the reader
+/// seconds, not a minute, and not an error.
+#[test]
+fn regression_a_first_byte_stall_cost_the_reader_the_whole_stall() {
+    const STALL: Duration = Duration::from_secs(30);
+    let (_s3, proxy, m, data) = setup(24, 64 << 10, "");
+    // Twenty quick reads give the daemon a p99 to go by.
+    for (i, d) in data.iter().enumerate().take(20) {
+        let got = std::fs::read(m.path(&format!("s3/f/{i:02}"))).expect("read");
+        assert_eq!(sha256(&got), sha256(d));
+    }
+    proxy.stall_next(2, STALL);
+    let start = Instant::now();
+    let got = std::fs::read(m.path("s3/f/21")).expect("read after stalls");
+    let took = start.elapsed();
+    assert_eq!(sha256(&got), sha256(&data[21]));
+    assert_eq!(
+        proxy
+            .stats
+            .stalled
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    assert!(
+        took < STALL,
+        "the read took {took:?}: it waited out a {STALL:?} stall"
+    );
+    let s = scrape(&m);
+    assert!(
+        value(
+            &s,
+            "warpdrive_backend_errors_total",
+            &[("backend", "s3"), ("kind", "timeout")]
+        ) >= 2.0
+    );
+}
+
+/// With the store gone (connections refused), an uncached read fails with `EIO` once the
+/// store has been silent for `retry.unreachable`, and the next one at once: never the whole
+/// retry deadline, never a hang.
+#[test]
+fn a_dead_endpoint_fails_uncached_reads_within_the_unreachable_bound() {
+    let (s3, proxy, m, _data) = setup(3, MIB, "retry: { unreachable: 3s }\n");
+    assert_eq!(std::fs::read_dir(m.path("s3/f")).expect("list").count(), 3);
+    drop(proxy);
+    drop(s3);
+    let start = Instant::now();
+    let e = std::fs::read(m.path("s3/f/00")).expect_err("store gone");
+    let first = start.elapsed();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    // Bound: retry.unreachable plus one backoff (8 s) and one connect attempt; the deadline
+    // (120 s) is far beyond it.
+    assert!(
+        first < Duration::from_secs(30),
+        "first failure took {first:?}"
+    );
+    let start = Instant::now();
+    let e = std::fs::read(m.path("s3/f/01")).expect_err("store gone");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    let second = start.elapsed();
+    assert!(
+        second < Duration::from_secs(5),
+        "a known-dead store still cost {second:?}"
+    );
+    let s = scrape(&m);
+    assert!(
+        value(
+            &s,
+            "warpdrive_backend_give_ups_total",
+            &[("backend", "s3"), ("reason", "unreachable")]
+        ) >= 1.0
+    );
+}

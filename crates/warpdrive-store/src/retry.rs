@@ -1,0 +1,333 @@
+//! The retry policy: what a request to a store does when an attempt fails.
+//!
+//! `object_store` owns the retry loop (it repeats a request that failed transiently, after a
+//! jittered exponential backoff from 100 ms up to [`MAX_BACKOFF`], and resumes a body that
+//! broke mid-stream at the byte it reached, checked by ETag). Its limits are set far apart
+//! here ([`object_store_config`]: any number of retries within `retry.deadline`), and the
+//! decisions it cannot make are taken per attempt, in the HTTP layer ([`crate::attempts`]),
+//! with this module's state, shared by every request of one backend:
+//!
+//! * **`Retry-After`**: a throttled answer (429, 503) that says how long to wait
+//!   (`Retry-After` in seconds or as a date, `x-ms-retry-after-ms`, `retry-after-ms`) holds
+//!   the next attempt of that request until then.
+//! * **A shared budget** ([`Budget`]): every retry spends a token of a bucket that refills at
+//!   [`BUDGET_REFILL_PER_SEC`] up to [`BUDGET_TOKENS`]; when a storm has spent it, retries
+//!   wait their turn instead of multiplying the load on a store that is already shedding it.
+//!   First attempts never wait.
+//! * **First-byte timeouts** ([`FirstByte`]): an attempt whose answer has not started within
+//!   a few times the recent p99 of its kind (GET, HEAD, LIST) is abandoned and retried, so a
+//!   stalled request costs its reader seconds, not the stall.
+//! * **Unreachable** ([`Silence`]): when the store has answered nothing at all (connections
+//!   refused or timing out, no headers) for `retry.unreachable`, failing attempts are no
+//!   longer retried: a request fails at once until the store answers again, so a dead
+//!   endpoint costs a reader seconds instead of the whole deadline.
+//! * **The deadline**: a request still failing `retry.deadline` after its first failed attempt
+//!   is given up. A reader then gets `EIO`: never before, never a hang.
+//!
+//! Retries and give-ups are counted by reason, waits by cause (doc/METRICS.md).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use object_store::client::HttpRequest;
+use object_store::{BackoffConfig, RetryConfig};
+use parking_lot::Mutex;
+use warpdrive_config::{MAX_BACKOFF, RetryPolicy};
+use warpdrive_metrics::{ErrorKind, Request};
+
+/// Retries a backend may send at once before they wait for the budget to refill.
+pub const BUDGET_TOKENS: f64 = 100.0;
+/// The budget's refill rate: the sustained retries per second a backend may send in a storm.
+pub const BUDGET_REFILL_PER_SEC: f64 = 10.0;
+/// First-byte latencies remembered per request kind, for the p99.
+const FIRST_BYTE_SAMPLES: usize = 128;
+/// Samples needed before the p99 is trusted; until then [`FIRST_BYTE_DEFAULT`] applies.
+const FIRST_BYTE_MIN_SAMPLES: usize = 16;
+/// The first-byte timeout before there is a p99 to go by.
+const FIRST_BYTE_DEFAULT: Duration = Duration::from_secs(10);
+/// The timeout is this many times the recent p99 of its request kind...
+const FIRST_BYTE_FACTOR: u32 = 5;
+/// ...but never shorter than this (a busy store's latency varies more than its p99 says)...
+const FIRST_BYTE_MIN: Duration = Duration::from_secs(2);
+/// ...nor longer than the whole request may take (`crate::builder::REQUEST_TIMEOUT`).
+const FIRST_BYTE_MAX: Duration = Duration::from_secs(30);
+/// Failed requests remembered at once (a bound on memory under a storm of distinct keys).
+const MAX_REMEMBERED: usize = 4096;
+
+/// `object_store`'s retry settings under `policy`: jittered exponential backoff, no limit on
+/// the count, `policy.deadline` in all.
+pub(crate) fn object_store_config(policy: &RetryPolicy) -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: MAX_BACKOFF,
+            base: 2.0,
+        },
+        max_retries: usize::MAX,
+        retry_timeout: policy.deadline,
+    }
+}
+
+/// The kind of a request, from its method and query.
+pub(crate) fn request_kind(req: &HttpRequest) -> Request {
+    if req.method() == "HEAD" {
+        return Request::Head;
+    }
+    let list = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "comp=list" || p == "list-type=2"))
+        || req.uri().path().ends_with("/o"); // GCS JSON API object listing
+    if list { Request::List } else { Request::Get }
+}
+
+/// How long a throttled answer asks the client to wait, if it says.
+pub(crate) fn retry_after(headers: &http::HeaderMap, now: SystemTime) -> Option<Duration> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    for name in ["x-ms-retry-after-ms", "retry-after-ms"] {
+        if let Some(ms) = text(name).and_then(|v| v.trim().parse::<u64>().ok()) {
+            return Some(Duration::from_millis(ms));
+        }
+    }
+    let v = text("retry-after")?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// A token bucket of retries, shared by every request of one backend.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Budget {
+    pub(crate) fn new() -> Budget {
+        Budget {
+            tokens: BUDGET_TOKENS,
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes a token if there is one; otherwise says how long until there is.
+    pub(crate) fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * BUDGET_REFILL_PER_SEC;
+        self.tokens = (self.tokens + refill).min(BUDGET_TOKENS);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(
+                (1.0 - self.tokens) / BUDGET_REFILL_PER_SEC,
+            ))
+        }
+    }
+}
+
+/// Recent first-byte latencies of one request kind, and the timeout they give.
+#[derive(Debug, Default)]
+pub(crate) struct FirstByte {
+    samples: Vec<Duration>,
+    next: usize,
+    /// The timeout from the samples, recomputed every few samples.
+    timeout: Option<Duration>,
+}
+
+impl FirstByte {
+    pub(crate) fn record(&mut self, d: Duration) {
+        if self.samples.len() < FIRST_BYTE_SAMPLES {
+            self.samples.push(d);
+        } else {
+            self.samples[self.next] = d;
+        }
+        self.next = (self.next + 1) % FIRST_BYTE_SAMPLES;
+        if self.samples.len() >= FIRST_BYTE_MIN_SAMPLES && self.next.is_multiple_of(8) {
+            let mut sorted = self.samples.clone();
+            sorted.sort_unstable();
+            let p99 = sorted[(sorted.len() * 99).div_ceil(100) - 1];
+            self.timeout = Some((p99 * FIRST_BYTE_FACTOR).clamp(FIRST_BYTE_MIN, FIRST_BYTE_MAX));
+        }
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or(FIRST_BYTE_DEFAULT)
+    }
+}
+
+/// Since when the store has answered nothing (cleared by any answer).
+#[derive(Debug, Default)]
+pub(crate) struct Silence {
+    since: Option<Instant>,
+}
+
+impl Silence {
+    pub(crate) fn answered(&mut self) {
+        self.since = None;
+    }
+
+    /// An attempt got no answer at `now`; returns how long the store has been silent.
+    pub(crate) fn no_answer(&mut self, now: Instant) -> Duration {
+        now.saturating_duration_since(*self.since.get_or_insert(now))
+    }
+}
+
+/// A request whose last attempt failed transiently.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Failure {
+    /// When its first attempt failed: the deadline counts from here.
+    pub first: Instant,
+    pub kind: ErrorKind,
+    /// Not to be tried again before this (`Retry-After`).
+    pub not_before: Option<Instant>,
+}
+
+/// Everything the policy keeps for one backend.
+#[derive(Debug)]
+pub(crate) struct RetryState {
+    pub policy: RetryPolicy,
+    pub budget: Mutex<Budget>,
+    pub first_byte: [Mutex<FirstByte>; 3],
+    pub silence: Mutex<Silence>,
+    /// Requests (method, URL, range) whose last attempt failed transiently.
+    failed: Mutex<HashMap<String, Failure>>,
+}
+
+impl RetryState {
+    pub(crate) fn new(policy: RetryPolicy) -> RetryState {
+        RetryState {
+            policy,
+            budget: Mutex::new(Budget::new()),
+            first_byte: Default::default(),
+            silence: Mutex::new(Silence::default()),
+            failed: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The failure of this request's previous attempt, if it was a retry.
+    pub(crate) fn previous(&self, key: &str) -> Option<Failure> {
+        let failed = self.failed.lock();
+        failed
+            .get(key)
+            .copied()
+            .filter(|f| f.first.elapsed() < self.policy.deadline + FIRST_BYTE_MAX)
+    }
+
+    pub(crate) fn failed(&self, key: String, f: Failure) {
+        let mut failed = self.failed.lock();
+        if failed.len() >= MAX_REMEMBERED {
+            let horizon = self.policy.deadline + FIRST_BYTE_MAX;
+            failed.retain(|_, f| f.first.elapsed() < horizon);
+            if failed.len() >= MAX_REMEMBERED {
+                failed.clear();
+            }
+        }
+        failed.insert(key, f);
+    }
+
+    pub(crate) fn done(&self, key: &str) {
+        self.failed.lock().remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_spends_its_tokens_then_refills_at_its_rate() {
+        let t0 = Instant::now();
+        let mut b = Budget::new();
+        for _ in 0..BUDGET_TOKENS as usize {
+            assert!(b.take(t0).is_ok());
+        }
+        let wait = b.take(t0).expect_err("spent");
+        assert!(
+            wait <= Duration::from_secs_f64(1.0 / BUDGET_REFILL_PER_SEC) && !wait.is_zero(),
+            "{wait:?}"
+        );
+        assert!(b.take(t0 + wait).is_ok(), "one token after the wait");
+        assert!(b.take(t0 + wait).is_err());
+        // A long quiet spell refills it, never above the cap.
+        let later = t0 + Duration::from_secs(3600);
+        for _ in 0..BUDGET_TOKENS as usize {
+            assert!(b.take(later).is_ok());
+        }
+        assert!(b.take(later).is_err());
+    }
+
+    #[test]
+    fn the_first_byte_timeout_follows_the_p99_within_its_bounds() {
+        let mut f = FirstByte::default();
+        assert_eq!(f.timeout(), FIRST_BYTE_DEFAULT, "no samples yet");
+        for _ in 0..FIRST_BYTE_SAMPLES {
+            f.record(Duration::from_millis(5));
+        }
+        assert_eq!(f.timeout(), FIRST_BYTE_MIN, "fast store: the floor");
+        for _ in 0..FIRST_BYTE_SAMPLES {
+            f.record(Duration::from_millis(800));
+        }
+        assert_eq!(f.timeout(), Duration::from_secs(4), "5 × p99");
+        for _ in 0..FIRST_BYTE_SAMPLES {
+            f.record(Duration::from_secs(20));
+        }
+        assert_eq!(f.timeout(), FIRST_BYTE_MAX, "capped");
+        // One slow answer in a hundred sets the p99; fewer do not.
+        let mut g = FirstByte::default();
+        for i in 0..FIRST_BYTE_SAMPLES {
+            g.record(Duration::from_millis(if i % 64 == 0 { 1000 } else { 10 }));
+        }
+        assert_eq!(g.timeout(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn silence_counts_from_the_first_unanswered_attempt_until_an_answer() {
+        let t0 = Instant::now();
+        let mut s = Silence::default();
+        assert_eq!(s.no_answer(t0), Duration::ZERO);
+        assert_eq!(
+            s.no_answer(t0 + Duration::from_secs(7)),
+            Duration::from_secs(7)
+        );
+        s.answered();
+        assert_eq!(s.no_answer(t0 + Duration::from_secs(9)), Duration::ZERO);
+    }
+
+    #[test]
+    fn retry_after_in_seconds_milliseconds_or_as_a_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let h = |pairs: &[(&'static str, &str)]| {
+            let mut m = http::HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(*k, v.parse().expect("header"));
+            }
+            m
+        };
+        assert_eq!(
+            retry_after(&h(&[("retry-after", "3")]), now),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            retry_after(
+                &h(&[("x-ms-retry-after-ms", "250"), ("retry-after", "1")]),
+                now
+            ),
+            Some(Duration::from_millis(250))
+        );
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(12));
+        assert_eq!(
+            retry_after(&h(&[("retry-after", &date)]), now),
+            Some(Duration::from_secs(12))
+        );
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(12));
+        assert_eq!(
+            retry_after(&h(&[("retry-after", &past)]), now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after(&h(&[("retry-after", "soon")]), now), None);
+        assert_eq!(retry_after(&h(&[]), now), None);
+    }
+}
