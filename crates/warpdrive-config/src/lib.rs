@@ -483,6 +483,18 @@ impl Config {
                 ),
             ));
         }
+        // The cache must not live in the tree it caches: below the mount point it would be
+        // hidden by the mount (and reached through it, by the daemon that serves it).
+        if cache_dir.starts_with(&mount_point) {
+            return Err(invalid(
+                "cache.dir",
+                format!(
+                    "`{}` is inside mount_point `{}`; put the cache on a local disk outside the mount, e.g. /var/cache/warpdrive",
+                    cache_dir.display(),
+                    mount_point.display()
+                ),
+            ));
+        }
         let max_size = match raw_cache.max_size.as_deref() {
             None => SizeLimit::PercentOfDisk(80.0),
             Some(s) => units::parse_size_limit(s).map_err(|m| invalid("cache.max_size", m))?,

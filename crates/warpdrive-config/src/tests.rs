@@ -315,3 +315,54 @@ fn auth_as_a_map_names_the_identity_and_its_endpoint() {
     let e = err("auth: { mode: managed_identity, endpoint: ftp://x }");
     assert!(e.contains("auth.endpoint"), "{e}");
 }
+
+#[test]
+fn retry_defaults_limits_and_errors() {
+    let c = parse(GOOD).expect("defaults");
+    assert_eq!(c.retry, RetryPolicy::default());
+    assert_eq!(c.retry.deadline, DEFAULT_RETRY_DEADLINE);
+    assert!(
+        c.backends.iter().all(|b| b.retry == c.retry),
+        "every backend gets it"
+    );
+    let set = parse(&format!(
+        "{GOOD}retry: {{ deadline: 5m, unreachable: 30s }}\n"
+    ))
+    .expect("set");
+    assert_eq!(set.retry.deadline, Duration::from_secs(300));
+    assert_eq!(set.backends[0].retry.unreachable, Duration::from_secs(30));
+    for (yaml, field, says) in [
+        ("retry: { deadline: 0s }", "retry.deadline", "zero"),
+        (
+            "retry: { unreachable: soon }",
+            "retry.unreachable",
+            "not a duration",
+        ),
+        (
+            "retry: { deadline: 5s, unreachable: 10s }",
+            "retry.unreachable",
+            "longer than retry.deadline",
+        ),
+        ("retry: { attempts: 3 }", "", "unknown field"),
+    ] {
+        let e = parse(&format!("{GOOD}{yaml}\n"))
+            .expect_err(yaml)
+            .to_string();
+        assert!(e.contains(field) && e.contains(says), "{yaml}: {e}");
+    }
+}
+
+#[test]
+fn regression_a_cache_dir_inside_the_mount_point_was_accepted() {
+    for dir in ["/wd", "/wd/cache", "/wd/datasets-cac/.cache"] {
+        let e = parse(&GOOD.replace("dir: /mnt/nvme/warpdrive-cache", &format!("dir: {dir}")))
+            .expect_err(dir)
+            .to_string();
+        assert!(
+            e.contains("cache.dir") && e.contains("inside mount_point"),
+            "{e}"
+        );
+    }
+    parse(&GOOD.replace("dir: /mnt/nvme/warpdrive-cache", "dir: /wdcache"))
+        .expect("a sibling is fine");
+}

@@ -79,12 +79,14 @@ pub enum Op {
     Flush,
     Getxattr,
     Listxattr,
+    /// Device controls (`isatty` on every Python `open`): always `ENOTTY`.
+    Ioctl,
     /// Any operation that would change the tree (always `EROFS`).
     Write,
 }
 
 impl Op {
-    pub const ALL: [Op; 13] = [
+    pub const ALL: [Op; 14] = [
         Op::Lookup,
         Op::Getattr,
         Op::Open,
@@ -97,6 +99,7 @@ impl Op {
         Op::Flush,
         Op::Getxattr,
         Op::Listxattr,
+        Op::Ioctl,
         Op::Write,
     ];
 
@@ -114,6 +117,7 @@ impl Op {
             Op::Flush => "flush",
             Op::Getxattr => "getxattr",
             Op::Listxattr => "listxattr",
+            Op::Ioctl => "ioctl",
             Op::Write => "write",
         }
     }

@@ -83,6 +83,31 @@ fn every_write_operation_fails_with_erofs() {
     assert!(!src.path().join("new.txt").exists());
 }
 
+/// Python's `open` asks `isatty` (an `ioctl`) of every file; each one wrote a three-line
+/// warning to the daemon's log. Now: `ENOTTY`, and not a line.
+#[test]
+fn regression_every_isatty_wrote_a_warning_to_the_log() {
+    use std::os::fd::AsRawFd;
+    let src = tempfile::tempdir().expect("tempdir");
+    let m = Mount::start(&[local_backend(src.path())], "");
+    for _ in 0..200 {
+        let f = std::fs::File::open(m.path("data/file.txt")).expect("open");
+        // SAFETY: `f` is an open file for the whole call; isatty reads nothing from us.
+        let tty = unsafe { libc::isatty(f.as_raw_fd()) };
+        let e = std::io::Error::last_os_error();
+        assert_eq!(tty, 0);
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTTY), "{e}");
+    }
+    let log = m.log();
+    assert!(!log.contains("ioctl"), "{log}");
+    assert!(
+        m.metrics_text().lines().any(|l| l
+            .starts_with("warpdrive_fuse_operations_total{op=\"ioctl\"} ")
+            && !l.ends_with(" 0")),
+        "ioctls counted"
+    );
+}
+
 #[test]
 fn sigterm_unmounts_cleanly() {
     let src = tempfile::tempdir().expect("tempdir");
@@ -240,8 +265,17 @@ fn malformed_configs_exit_2_and_mount_nothing() {
             "used by two backends",
         ),
         ("name: data", "name: a/b", "backends[0].name"),
+        (
+            "backends:",
+            "retry: { deadline: 0s }\nbackends:",
+            "retry.deadline",
+        ),
     ];
-    for (from, to, want) in cases {
+    // regression: a cache directory inside the mount point was accepted and mounted.
+    let cache_from = format!("dir: {}", dir.path().join("cache").display());
+    let cache_to = format!("dir: {}", mp.join(".cache").display());
+    let inside = [(cache_from.as_str(), cache_to.as_str(), "inside mount_point")];
+    for (from, to, want) in cases.iter().chain(inside.iter()) {
         assert!(good.contains(from), "pattern {from:?}");
         let (code, err) = run_with(&good.replacen(from, to, 1), &mp);
         assert_eq!(code, 2, "{from:?} -> {to:?}: {err}");
