@@ -90,6 +90,11 @@ run_phase() { # NAME: one training run, measured
     "$BIN/warpdrive-forge" train --train-root-a "$MNT/datasets-cac/train" --train-root-b "$MNT/datasets-wus3/train" \
         "${TRAIN[@]}" --summary "$STATE/$name.summary.json" 2>"$STATE/$name.forge.err" | tee "$STATE/$name.forge.log"
     sed 's/^/  /' "$STATE/$name.forge.err"
+    # Prefetches the run started may still be landing: they belong to this run, not the next.
+    for _ in $(seq 600); do
+        "${CTL[@]}" metrics --json | grep -q '"in_flight_bytes":0.0' && break
+        sleep 0.1
+    done
     "${CTL[@]}" metrics --since "$STATE/$name.before.json" --json >"$STATE/$name.metrics.json"
     "${REPORT[@]}" phase "$name"
 }

@@ -320,6 +320,9 @@ pub struct RetryPolicy {
 /// Default [`RetryPolicy::deadline`]: outlasts a 30 s throttling burst with room for the
 /// backoff that follows it (at most [`MAX_BACKOFF`] between attempts).
 pub const DEFAULT_RETRY_DEADLINE: Duration = Duration::from_secs(120);
+/// Default [`Config::stale_if_error`]: a day, so a store's outage does not stop a job that
+/// reads what it has cached.
+pub const DEFAULT_STALE_IF_ERROR: Duration = Duration::from_secs(24 * 3600);
 /// Default [`RetryPolicy::unreachable`]: a few connect timeouts in a row.
 pub const DEFAULT_UNREACHABLE: Duration = Duration::from_secs(10);
 /// The longest pause between two attempts of one request (jittered exponential backoff
@@ -403,6 +406,11 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub control: ControlConfig,
     pub metadata_ttl: MetadataTtl,
+    /// How long past `metadata_ttl` what the mount knows (a file's version, a directory's
+    /// entries) is still served while the store cannot be asked (unreachable, throttling,
+    /// failing); zero turns it off. See doc/SEMANTICS.md, "Stale if error".
+    #[serde(serialize_with = "ser_duration")]
+    pub stale_if_error: Duration,
     pub fuse: FuseConfig,
     pub retry: RetryPolicy,
     pub backends: Vec<BackendConfig>,
@@ -607,6 +615,16 @@ impl Config {
             })?),
         };
 
+        let stale_if_error = match raw.stale_if_error.as_deref() {
+            None => DEFAULT_STALE_IF_ERROR,
+            Some(s) => parse_duration(s).map_err(|m| {
+                invalid(
+                    "stale_if_error",
+                    format!("{m}; or 0s to never serve stale metadata"),
+                )
+            })?,
+        };
+
         let raw_fuse = raw.fuse.unwrap_or_default();
         let threads = raw_fuse.threads.unwrap_or(DEFAULT_FUSE_THREADS);
         if !(1..=64).contains(&threads) {
@@ -695,6 +713,7 @@ impl Config {
             },
             control,
             metadata_ttl,
+            stale_if_error,
             fuse,
             retry,
             backends,

@@ -17,6 +17,7 @@ pub(crate) struct RawConfig {
     pub metrics: Option<RawMetrics>,
     pub control: Option<RawControl>,
     pub metadata_ttl: Option<String>,
+    pub stale_if_error: Option<String>,
     pub fuse: Option<RawFuse>,
     pub retry: Option<RawRetry>,
     pub backends: Option<Vec<RawBackend>>,

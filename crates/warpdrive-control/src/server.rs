@@ -77,6 +77,7 @@ impl Control {
         let fs = Fs::new(
             warpdrive_fs::FsConfig {
                 metadata_ttl: config.metadata_ttl,
+                stale_if_error: config.stale_if_error,
                 uid: 0,
                 gid: 0,
                 block_size: config.cache.block_size,

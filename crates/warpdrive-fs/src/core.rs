@@ -26,7 +26,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
@@ -47,6 +47,8 @@ pub use warm::{Listed, Warmed};
 #[derive(Debug, Clone)]
 pub struct FsConfig {
     pub metadata_ttl: MetadataTtl,
+    /// How long past the TTL known metadata is served while the store cannot be asked.
+    pub stale_if_error: Duration,
     /// Owner reported for every file: the daemon's user, so the mount's owner can read it.
     pub uid: u32,
     pub gid: u32,
@@ -175,7 +177,20 @@ pub struct Fs {
     passthrough_ready: AtomicBool,
     /// Object versions whose every block was checked in this daemon's lifetime.
     verified: Mutex<HashSet<ObjectId>>,
+    /// When each backend last logged that stale metadata is being served (the log says so
+    /// once per [`STALE_WARN_EVERY`] per backend, however many answers are served).
+    stale_warned: Mutex<HashMap<BackendId, Instant>>,
+    /// Backends whose last revalidation could not reach the store, and when: for
+    /// [`STALE_RECHECK`] after that, known metadata is served without asking again, so an
+    /// outage costs one short wait per backend, not one per `open`.
+    failing: Mutex<HashMap<BackendId, Instant>>,
 }
+
+/// How often a backend's "serving stale metadata" warning is repeated during an outage.
+const STALE_WARN_EVERY: Duration = Duration::from_secs(60);
+/// How long after a failed revalidation a backend is not asked again (the most a store that
+/// has come back may be answered stale for).
+const STALE_RECHECK: Duration = Duration::from_secs(5);
 
 impl Fs {
     /// A filesystem over `backends`, in mount-table order, caching blocks in `cache`.
@@ -203,6 +218,8 @@ impl Fs {
             invalidator: InvalidatorSlot::default(),
             passthrough_ready: AtomicBool::new(false),
             verified: Mutex::new(HashSet::new()),
+            stale_warned: Mutex::new(HashMap::new()),
+            failing: Mutex::new(HashMap::new()),
             cfg,
             backends,
             inodes: InodeTable::new(),
@@ -384,8 +401,9 @@ impl Fs {
 
         // A complete, fresh listing of the parent answers without a request.
         let listing = parent.state.lock().listing.clone();
-        if let Some(l) =
-            listing.filter(|l| l.is_complete() && !self.cfg.metadata_ttl.expired(l.age()))
+        if let Some(l) = listing
+            .clone()
+            .filter(|l| l.is_complete() && !self.cfg.metadata_ttl.expired(l.age()))
         {
             let entry = l.find(name).ok_or(FsError::NotFound)?;
             let node = self.node(entry.ino)?;
@@ -398,8 +416,59 @@ impl Fs {
         }
 
         let key = Self::child_key(&parent, name);
+        let known = self.inodes.find(&NodePath {
+            backend: Some(bid),
+            key: key.clone(),
+        });
+        // A file the mount already knows, with metadata younger than the TTL (from a HEAD or
+        // an earlier lookup), answers without a request.
+        if let Some(node) = known.as_ref().filter(|n| n.kind == Kind::File) {
+            let fresh = node
+                .state
+                .lock()
+                .info
+                .clone()
+                .filter(|(_, at)| !self.cfg.metadata_ttl.expired(at.elapsed()));
+            if let Some((info, _)) = fresh {
+                return Ok(self.attr_of(node, Some(&info)));
+            }
+        }
+        // What to answer if the store cannot be asked: the entry of the parent's listing
+        // (however old), else the node known for the path.
+        let fallback = listing
+            .and_then(|l| l.find(name).and_then(|e| self.node(e.ino).ok()))
+            .or(known)
+            .filter(|n| self.stale_allowed() && self.stale_age_ok(n));
+        if let Some(node) = &fallback
+            && self.store_failing(bid)
+        {
+            self.served_stale(bid, &key, None);
+            let info = node.state.lock().info.clone().map(|(i, _)| i);
+            return Ok(self.attr_of(node, info.as_ref()));
+        }
         let backend = self.backend(bid).clone();
-        let (head, dir) = tokio::join!(backend.head(&key), backend.dir_exists(&key));
+        let ask = async { tokio::join!(backend.head(&key), backend.dir_exists(&key)) };
+        let (head, dir) = if fallback.is_some() {
+            warpdrive_store::fail_fast(ask).await
+        } else {
+            ask.await
+        };
+        let failure = match (&head, &dir) {
+            (Err(e), _) if e.is_store_failure() => Some(e),
+            (Err(StoreError::NotFound { .. }), Err(e)) if e.is_store_failure() => Some(e),
+            _ => None,
+        };
+        if let (Some(e), Some(node)) = (failure, &fallback)
+            && !matches!(dir, Ok(true))
+        {
+            self.failing.lock().insert(bid, Instant::now());
+            self.served_stale(bid, &key, Some(e));
+            let info = node.state.lock().info.clone().map(|(i, _)| i);
+            return Ok(self.attr_of(node, info.as_ref()));
+        }
+        if failure.is_none() {
+            self.failing.lock().remove(&bid);
+        }
         match (head, dir) {
             (_, Ok(true)) => {
                 let node = self.dir_node(bid, key);
@@ -425,18 +494,98 @@ impl Fs {
         Ok(self.attr_of(&node, Some(&self.file_info(&node).await?)))
     }
 
-    /// A file's metadata, fresh within the TTL.
+    /// Whether metadata may be served stale at all (`stale_if_error` is not zero).
+    fn stale_allowed(&self) -> bool {
+        !self.cfg.stale_if_error.is_zero()
+    }
+
+    /// Whether metadata fetched `age` ago is within the stale window: the TTL plus
+    /// `stale_if_error`.
+    fn within_stale_window(&self, age: Duration) -> bool {
+        match self.cfg.metadata_ttl {
+            MetadataTtl::For(ttl) => age < ttl + self.cfg.stale_if_error,
+            MetadataTtl::Indefinite => true,
+        }
+    }
+
+    /// Whether what is known of `node` may be served stale: a directory the mount has seen,
+    /// or a file whose metadata is within the stale window.
+    fn stale_age_ok(&self, node: &Node) -> bool {
+        match node.kind {
+            Kind::Dir => true,
+            Kind::File => node
+                .state
+                .lock()
+                .info
+                .as_ref()
+                .is_some_and(|(_, at)| self.within_stale_window(at.elapsed())),
+        }
+    }
+
+    /// Whether a revalidation of `bid` failed within [`STALE_RECHECK`].
+    fn store_failing(&self, bid: BackendId) -> bool {
+        self.failing
+            .lock()
+            .get(&bid)
+            .is_some_and(|at| at.elapsed() < STALE_RECHECK)
+    }
+
+    /// Counts (and, once a minute per backend, logs) an answer served from what the mount
+    /// knew because the store failed with `e` (or failed moments ago).
+    fn served_stale(&self, bid: BackendId, key: &str, e: Option<&StoreError>) {
+        let name = self.backend(bid).name();
+        warpdrive_metrics::add(&self.metrics.backend(name).stale_served, 1);
+        let mut warned = self.stale_warned.lock();
+        if warned
+            .get(&bid)
+            .is_none_or(|at| at.elapsed() >= STALE_WARN_EVERY)
+        {
+            warned.insert(bid, Instant::now());
+            let e = e.map_or_else(|| "failing moments ago".to_string(), |e| e.to_string());
+            tracing::warn!(
+                backend = name,
+                key,
+                error = %e,
+                "the store cannot be asked; serving what the mount knows (stale_if_error: {}); repeated at most once a minute",
+                humantime::format_duration(self.cfg.stale_if_error)
+            );
+        }
+    }
+
+    /// A file's metadata, fresh within the TTL; while the store cannot be asked, the last
+    /// known metadata within the stale window.
     async fn file_info(&self, node: &Node) -> FsResult<ObjectInfo> {
         let cached = node.state.lock().info.clone();
-        if let Some((info, at)) = cached
+        if let Some((info, at)) = &cached
             && !self.cfg.metadata_ttl.expired(at.elapsed())
         {
-            return Ok(info);
+            return Ok(info.clone());
         }
         let bid = node.path.backend.ok_or(FsError::IsDir)?;
-        let info = match self.backend(bid).head(&node.path.key).await {
+        let fallback =
+            cached.filter(|(_, at)| self.stale_allowed() && self.within_stale_window(at.elapsed()));
+        if let Some((info, _)) = &fallback
+            && self.store_failing(bid)
+        {
+            self.served_stale(bid, &node.path.key, None);
+            return Ok(info.clone());
+        }
+        let head = self.backend(bid).head(&node.path.key);
+        let r = if fallback.is_some() {
+            warpdrive_store::fail_fast(head).await
+        } else {
+            head.await
+        };
+        let info = match r {
             Ok(i) => i,
             Err(e) => {
+                if e.is_store_failure()
+                    && let Some((info, _)) = fallback
+                {
+                    self.failing.lock().insert(bid, Instant::now());
+                    self.served_stale(bid, &node.path.key, Some(&e));
+                    return Ok(info);
+                }
                 if let StoreError::NotFound { .. } = e {
                     node.state.lock().info = None;
                     self.version_changed(node);
@@ -444,6 +593,7 @@ impl Fs {
                 return Err(e.into());
             }
         };
+        self.failing.lock().remove(&bid);
         self.record_info(node, &info);
         Ok(info)
     }
@@ -850,6 +1000,7 @@ mod tests {
         Fs::new(
             FsConfig {
                 metadata_ttl: MetadataTtl::For(Duration::from_secs(60)),
+                stale_if_error: Duration::ZERO,
                 uid: 0,
                 gid: 0,
                 block_size: 1 << 20,
@@ -958,6 +1109,7 @@ mod tests {
             FsConfig {
                 // Every open asks the store, so overwrites are seen at once.
                 metadata_ttl: MetadataTtl::For(Duration::ZERO),
+                stale_if_error: Duration::ZERO,
                 uid: 0,
                 gid: 0,
                 block_size,

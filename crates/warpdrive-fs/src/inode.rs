@@ -114,6 +114,12 @@ impl InodeTable {
         self.by_ino.read().get(&ino).cloned()
     }
 
+    /// The node known for `path`, if any.
+    pub fn find(&self, path: &NodePath) -> Option<Arc<Node>> {
+        let ino = self.by_path.read().get(path).copied()?;
+        self.get(ino)
+    }
+
     pub fn len(&self) -> usize {
         self.by_ino.read().len()
     }

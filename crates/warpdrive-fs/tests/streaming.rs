@@ -35,6 +35,7 @@ async fn first_entries_arrive_before_the_listing_ends() {
     let fs = Fs::new(
         FsConfig {
             metadata_ttl: MetadataTtl::For(Duration::from_secs(600)),
+            stale_if_error: Duration::ZERO,
             uid: 0,
             gid: 0,
             block_size: 1 << 20,

@@ -286,6 +286,8 @@ pub struct BackendMetrics {
     give_ups: Family<BackendReasonLabels, Counter>,
     /// Seconds retries waited for a store's `Retry-After` or for the shared retry budget.
     retry_wait_seconds: Family<BackendReasonLabels, Counter<f64, AtomicU64>>,
+    /// Metadata answers served from what the mount knew while the store could not be asked.
+    pub stale_served: Counter,
     auth_refreshes: Counter,
     auth_failures: Counter,
     /// Created at the first token, so backends without tokens show no expiry.
@@ -362,6 +364,7 @@ impl BackendMetrics {
             retries: Family::default(),
             give_ups: Family::default(),
             retry_wait_seconds: Family::default(),
+            stale_served: Counter::default(),
             auth_refreshes: Counter::default(),
             auth_failures: Counter::default(),
             auth_expiry: Family::default(),
@@ -500,6 +503,7 @@ pub struct Metrics {
     backend_retries: Family<BackendReasonLabels, Counter>,
     backend_give_ups: Family<BackendReasonLabels, Counter>,
     backend_retry_wait: Family<BackendReasonLabels, Counter<f64, AtomicU64>>,
+    backend_stale_served: Family<BackendLabels, Counter>,
     pub auth_refreshes: Family<AuthLabels, Counter>,
     pub auth_refresh_failures: Family<AuthLabels, Counter>,
     pub auth_token_expiry: Family<AuthLabels, Gauge<f64, AtomicU64>>,
@@ -652,6 +656,7 @@ impl Metrics {
             backend_retries: Family::default(),
             backend_give_ups: Family::default(),
             backend_retry_wait: Family::default(),
+            backend_stale_served: Family::default(),
             auth_refreshes: Family::default(),
             auth_refresh_failures: Family::default(),
             auth_token_expiry: Family::default(),
@@ -697,6 +702,11 @@ impl Metrics {
             "warpdrive_backend_retry_wait_seconds",
             "Time retries waited for a store's Retry-After or the shared retry budget",
             m.backend_retry_wait.clone(),
+        );
+        r.register(
+            "warpdrive_backend_stale_served",
+            "Metadata answers served from what the mount knew while the store could not be asked (stale_if_error)",
+            m.backend_stale_served.clone(),
         );
         r.register(
             "warpdrive_auth_refreshes",
@@ -763,6 +773,7 @@ impl Metrics {
             retries: self.backend_retries.clone(),
             give_ups: self.backend_give_ups.clone(),
             retry_wait_seconds: self.backend_retry_wait.clone(),
+            stale_served: self.backend_stale_served.get_or_create(&l).clone(),
             auth_refreshes: self.auth_refreshes.get_or_create(&auth).clone(),
             auth_failures: self.auth_refresh_failures.get_or_create(&auth).clone(),
             auth_expiry: self.auth_token_expiry.clone(),

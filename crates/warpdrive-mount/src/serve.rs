@@ -203,6 +203,7 @@ pub(crate) fn run(config: Config) -> Result<()> {
     let fs = Fs::with_metrics(
         FsConfig {
             metadata_ttl: config.metadata_ttl,
+            stale_if_error: config.stale_if_error,
             uid: nix::unistd::geteuid().as_raw(),
             gid: nix::unistd::getegid().as_raw(),
             block_size: config.cache.block_size,

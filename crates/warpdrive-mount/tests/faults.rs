@@ -223,3 +223,87 @@ fn a_dead_endpoint_fails_uncached_reads_within_the_unreachable_bound() {
         ) >= 1.0
     );
 }
+
+/// How the store fails in an outage.
+#[derive(Debug, Clone, Copy)]
+enum Outage {
+    /// Connections refused.
+    Down,
+    /// Connections accepted, never answered.
+    Blackholed,
+}
+
+/// With the store down or blackholed, cached files kept failing at `open` with `EIO` once
+/// `metadata_ttl` had passed (a blackholed one after 120 s), and a `stat` of a file whose
+/// directory was never listed failed even within the TTL. Now the mount serves what it knows
+/// (stale_if_error): cached files open and read in well under a second after the TTL, known
+/// names answer `stat`, and an uncached read fails with `EIO` within the documented bound.
+fn an_outage_keeps_cached_files_readable(outage: Outage) {
+    let (_s3, proxy, m, data) = setup(6, MIB + 5, "metadata_ttl: 2s\nretry: { unreachable: 3s }\n");
+    // Files 0-2 are read (cached); 3-5 only looked up. Their directory is never listed.
+    for (i, d) in data.iter().enumerate().take(3) {
+        let got = std::fs::read(m.path(&format!("s3/f/{i:02}"))).expect("read");
+        assert_eq!(sha256(&got), sha256(d));
+    }
+    for i in 3..6 {
+        std::fs::metadata(m.path(&format!("s3/f/{i:02}"))).expect("stat");
+    }
+    let proxy = match outage {
+        Outage::Down => {
+            drop(proxy);
+            None
+        }
+        Outage::Blackholed => {
+            proxy.stall_next(u64::MAX, Duration::from_secs(3600));
+            Some(proxy)
+        }
+    };
+    // Past the TTL (and the kernel's 1 s), every answer needs the store or the fallback.
+    std::thread::sleep(Duration::from_millis(2500));
+    for (i, d) in data.iter().enumerate().take(3) {
+        let start = Instant::now();
+        let got = std::fs::read(m.path(&format!("s3/f/{i:02}")))
+            .unwrap_or_else(|e| panic!("{outage:?}: cached f/{i:02}: {e}\n{}", m.log()));
+        let took = start.elapsed();
+        assert_eq!(sha256(&got), sha256(d));
+        assert!(
+            took < Duration::from_secs(1),
+            "{outage:?}: a cached file took {took:?}"
+        );
+    }
+    let meta = std::fs::metadata(m.path("s3/f/04")).expect("a known name answers stat");
+    assert_eq!(meta.len(), (MIB + 5) as u64);
+    let start = Instant::now();
+    let e = std::fs::read(m.path("s3/f/05")).expect_err("uncached data needs the store");
+    let took = start.elapsed();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{outage:?}: {e}");
+    // retry.unreachable (3 s) + one backoff (8 s) + one attempt's first-byte timeout.
+    assert!(
+        took < Duration::from_secs(30),
+        "{outage:?}: an uncached read took {took:?} to fail"
+    );
+    let s = scrape(&m);
+    assert!(
+        value(
+            &s,
+            "warpdrive_backend_stale_served_total",
+            &[("backend", "s3")]
+        ) >= 3.0
+    );
+    assert!(
+        m.log().contains("serving what the mount knows"),
+        "{}",
+        m.log()
+    );
+    drop(proxy);
+}
+
+#[test]
+fn regression_a_store_outage_made_cached_files_unreadable() {
+    an_outage_keeps_cached_files_readable(Outage::Down);
+}
+
+#[test]
+fn regression_a_blackholed_store_blocked_opens_of_cached_files_for_minutes() {
+    an_outage_keeps_cached_files_readable(Outage::Blackholed);
+}

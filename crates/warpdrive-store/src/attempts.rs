@@ -63,6 +63,11 @@ pub enum Final {
     Deadline(Duration, String),
 }
 
+/// A fail-fast request's attempt failed ([`crate::retry::fail_fast`]): not retried.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} (a fail-fast request: not retried)")]
+pub struct FailedFast(pub String);
+
 /// An attempt that got no answer headers within its first-byte timeout.
 #[derive(Debug, thiserror::Error)]
 #[error("no answer within {0:?} (first-byte timeout, from the recent p99 of such requests)")]
@@ -175,8 +180,9 @@ impl HttpService for Attempts {
         if let Some(p) = &prev {
             self.before_retry(p).await?;
         }
-        let timeout = self.state.first_byte[kind as usize].lock().timeout();
+        let fast = crate::retry::failing_fast();
         let sent = Instant::now();
+        let timeout = self.state.first_byte_timeout(kind, fast, sent);
         let r = match tokio::time::timeout(timeout, self.inner.execute(req)).await {
             Ok(r) => r,
             Err(_) => Err(HttpError::new(
@@ -193,6 +199,12 @@ impl HttpService for Attempts {
                     self.metrics.error(k);
                 }
                 match failure {
+                    Some(k) if k != ErrorKind::Client && fast => {
+                        return Err(HttpError::new(
+                            HttpErrorKind::Unknown,
+                            FailedFast(format!("HTTP {status}")),
+                        ));
+                    }
                     Some(k) if k != ErrorKind::Client => {
                         let not_before = retry_after(resp.headers(), SystemTime::now())
                             .map(|d| Instant::now() + d);
@@ -203,9 +215,9 @@ impl HttpService for Attempts {
                         });
                     }
                     _ => {
-                        self.state.first_byte[kind as usize]
-                            .lock()
-                            .record(sent.elapsed());
+                        let took = sent.elapsed();
+                        self.state.first_byte[kind as usize].lock().record(took);
+                        self.state.any_first_byte.lock().record(took);
                         if prev.is_some() {
                             self.state.done(&key);
                         }
@@ -216,13 +228,19 @@ impl HttpService for Attempts {
             Err(e) => {
                 let k = transport_kind(&e);
                 self.metrics.error(k);
+                if fast {
+                    return Err(HttpError::new(
+                        HttpErrorKind::Unknown,
+                        FailedFast(e.to_string()),
+                    ));
+                }
                 // Nothing came back: the store may be unreachable.
                 let unanswered = matches!(
                     e.kind(),
                     HttpErrorKind::Connect | HttpErrorKind::Timeout | HttpErrorKind::Request
                 );
                 let silent_for =
-                    unanswered.then(|| self.state.silence.lock().no_answer(Instant::now()));
+                    unanswered.then(|| self.state.silence.lock().no_answer(sent, Instant::now()));
                 match self.after_failure(key, prev, k, None, silent_for, || e.to_string()) {
                     Some(f) => Err(HttpError::new(HttpErrorKind::Unknown, f)),
                     None => Err(e),

@@ -42,6 +42,7 @@ use warpdrive_config::{AuthMode, BackendConfig, BackendKind};
 use warpdrive_metrics::{BackendMetrics, ErrorKind, Request};
 
 pub use keys::valid_component;
+pub use retry::fail_fast;
 pub use write::PART_SIZE;
 
 /// Objects per list page we ask for. 1,000 is the S3 and GCS maximum; Azure allows 5,000,
@@ -71,6 +72,16 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the store failed to answer the question, as opposed to answering it: the
+    /// failures (unreachable, throttled, timed out, 5xx) after which something already known
+    /// may be served stale. "Not found", "changed", "denied" and a bad key are answers.
+    pub fn is_store_failure(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Timeout { .. } | StoreError::Io { .. } | StoreError::Other { .. }
+        )
+    }
+
     /// Whether retrying the same request later may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, StoreError::Timeout { .. } | StoreError::Io { .. })

@@ -25,6 +25,12 @@
 //!   is given up. A reader then gets `EIO`: never before, never a hang.
 //!
 //! Retries and give-ups are counted by reason, waits by cause (doc/METRICS.md).
+//!
+//! **Fail-fast requests**: a caller that has an answer to fall back on (the fs core
+//! revalidating metadata it already holds, which it may serve stale while the store is
+//! failing) runs its request inside [`fail_fast`]: no retries, and a first-byte timeout of
+//! twice the recent p99 (at least [`FAIL_FAST_MIN`]), so a failing store costs it a fraction
+//! of a second instead of `retry.unreachable`.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -42,7 +48,7 @@ pub const BUDGET_REFILL_PER_SEC: f64 = 10.0;
 /// First-byte latencies remembered per request kind, for the p99.
 const FIRST_BYTE_SAMPLES: usize = 128;
 /// Samples needed before the p99 is trusted; until then [`FIRST_BYTE_DEFAULT`] applies.
-const FIRST_BYTE_MIN_SAMPLES: usize = 16;
+const FIRST_BYTE_MIN_SAMPLES: usize = 8;
 /// The first-byte timeout before there is a p99 to go by.
 const FIRST_BYTE_DEFAULT: Duration = Duration::from_secs(10);
 /// The timeout is this many times the recent p99 of its request kind...
@@ -53,6 +59,28 @@ const FIRST_BYTE_MIN: Duration = Duration::from_secs(2);
 const FIRST_BYTE_MAX: Duration = Duration::from_secs(30);
 /// Failed requests remembered at once (a bound on memory under a storm of distinct keys).
 const MAX_REMEMBERED: usize = 4096;
+/// The shortest first-byte timeout of a fail-fast request...
+pub const FAIL_FAST_MIN: Duration = Duration::from_millis(250);
+/// ...the longest (a slow store must still be able to answer)...
+const FAIL_FAST_MAX: Duration = Duration::from_secs(10);
+/// ...and the one before there is a p99 to go by.
+const FAIL_FAST_DEFAULT: Duration = Duration::from_secs(1);
+
+tokio::task_local! {
+    /// Set while a [`fail_fast`] request runs (the HTTP layer runs in the caller's task).
+    static FAIL_FAST: ();
+}
+
+/// Runs `f` with its store requests failing fast: one attempt each, with a short first-byte
+/// timeout. For callers that have something to fall back on.
+pub async fn fail_fast<F: std::future::Future>(f: F) -> F::Output {
+    FAIL_FAST.scope((), f).await
+}
+
+/// Whether the current request is fail-fast.
+pub(crate) fn failing_fast() -> bool {
+    FAIL_FAST.try_with(|_| ()).is_ok()
+}
 
 /// `object_store`'s retry settings under `policy`: jittered exponential backoff, no limit on
 /// the count, `policy.deadline` in all.
@@ -133,8 +161,8 @@ impl Budget {
 pub(crate) struct FirstByte {
     samples: Vec<Duration>,
     next: usize,
-    /// The timeout from the samples, recomputed every few samples.
-    timeout: Option<Duration>,
+    /// The p99 of the samples, recomputed every few samples.
+    p99: Option<Duration>,
 }
 
 impl FirstByte {
@@ -148,13 +176,26 @@ impl FirstByte {
         if self.samples.len() >= FIRST_BYTE_MIN_SAMPLES && self.next.is_multiple_of(8) {
             let mut sorted = self.samples.clone();
             sorted.sort_unstable();
-            let p99 = sorted[(sorted.len() * 99).div_ceil(100) - 1];
-            self.timeout = Some((p99 * FIRST_BYTE_FACTOR).clamp(FIRST_BYTE_MIN, FIRST_BYTE_MAX));
+            self.p99 = Some(sorted[(sorted.len() * 99).div_ceil(100) - 1]);
         }
     }
 
     pub(crate) fn timeout(&self) -> Duration {
-        self.timeout.unwrap_or(FIRST_BYTE_DEFAULT)
+        self.p99_timeout().unwrap_or(FIRST_BYTE_DEFAULT)
+    }
+
+    /// The timeout from the p99, once there are enough samples.
+    fn p99_timeout(&self) -> Option<Duration> {
+        self.p99
+            .map(|p| (p * FIRST_BYTE_FACTOR).clamp(FIRST_BYTE_MIN, FIRST_BYTE_MAX))
+    }
+
+    /// The first-byte timeout of a fail-fast request: twice the recent p99, within
+    /// [`FAIL_FAST_MIN`] and [`FAIL_FAST_MAX`].
+    pub(crate) fn fail_fast_timeout(&self) -> Duration {
+        self.p99.map_or(FAIL_FAST_DEFAULT, |p| {
+            (p * 2).clamp(FAIL_FAST_MIN, FAIL_FAST_MAX)
+        })
     }
 }
 
@@ -169,9 +210,15 @@ impl Silence {
         self.since = None;
     }
 
-    /// An attempt got no answer at `now`; returns how long the store has been silent.
-    pub(crate) fn no_answer(&mut self, now: Instant) -> Duration {
-        now.saturating_duration_since(*self.since.get_or_insert(now))
+    /// An attempt sent at `sent` got no answer by `now`; returns how long the store has been
+    /// silent (since the first unanswered attempt was sent).
+    pub(crate) fn no_answer(&mut self, sent: Instant, now: Instant) -> Duration {
+        now.saturating_duration_since(*self.since.get_or_insert(sent))
+    }
+
+    /// How long the store has been silent, if it is.
+    pub(crate) fn silent_for(&self, now: Instant) -> Option<Duration> {
+        self.since.map(|s| now.saturating_duration_since(s))
     }
 }
 
@@ -191,6 +238,9 @@ pub(crate) struct RetryState {
     pub policy: RetryPolicy,
     pub budget: Mutex<Budget>,
     pub first_byte: [Mutex<FirstByte>; 3],
+    /// Every kind together: a fail-fast request goes by the store's round trip, whatever
+    /// the kind (a mount's first HEADs are few).
+    pub any_first_byte: Mutex<FirstByte>,
     pub silence: Mutex<Silence>,
     /// Requests (method, URL, range) whose last attempt failed transiently.
     failed: Mutex<HashMap<String, Failure>>,
@@ -202,9 +252,29 @@ impl RetryState {
             policy,
             budget: Mutex::new(Budget::new()),
             first_byte: Default::default(),
+            any_first_byte: Mutex::new(FirstByte::default()),
             silence: Mutex::new(Silence::default()),
             failed: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The first-byte timeout of an attempt of `kind`: from the p99 of its kind, else of
+    /// every kind, else the default. A fail-fast request, and any request to a store that
+    /// has been silent for `retry.unreachable` (a probe of whether it is back), gets the short
+    /// fail-fast timeout.
+    pub(crate) fn first_byte_timeout(&self, kind: Request, fast: bool, now: Instant) -> Duration {
+        let silent = self
+            .silence
+            .lock()
+            .silent_for(now)
+            .is_some_and(|s| s >= self.policy.unreachable);
+        if fast || silent {
+            return self.any_first_byte.lock().fail_fast_timeout();
+        }
+        if let Some(t) = self.first_byte[kind as usize].lock().p99_timeout() {
+            return t;
+        }
+        self.any_first_byte.lock().timeout()
     }
 
     /// The failure of this request's previous attempt, if it was a retry.
@@ -267,10 +337,17 @@ mod tests {
             f.record(Duration::from_millis(5));
         }
         assert_eq!(f.timeout(), FIRST_BYTE_MIN, "fast store: the floor");
+        assert_eq!(f.fail_fast_timeout(), FAIL_FAST_MIN);
         for _ in 0..FIRST_BYTE_SAMPLES {
             f.record(Duration::from_millis(800));
         }
         assert_eq!(f.timeout(), Duration::from_secs(4), "5 × p99");
+        assert_eq!(
+            f.fail_fast_timeout(),
+            Duration::from_millis(1600),
+            "2 × p99"
+        );
+        assert_eq!(FirstByte::default().fail_fast_timeout(), FAIL_FAST_DEFAULT);
         for _ in 0..FIRST_BYTE_SAMPLES {
             f.record(Duration::from_secs(20));
         }
@@ -286,14 +363,19 @@ mod tests {
     #[test]
     fn silence_counts_from_the_first_unanswered_attempt_until_an_answer() {
         let t0 = Instant::now();
+        let s7 = t0 + Duration::from_secs(7);
         let mut s = Silence::default();
-        assert_eq!(s.no_answer(t0), Duration::ZERO);
+        assert_eq!(s.silent_for(t0), None);
+        // An attempt sent at t0 that timed out 2 s later: silent since it was sent.
         assert_eq!(
-            s.no_answer(t0 + Duration::from_secs(7)),
-            Duration::from_secs(7)
+            s.no_answer(t0, t0 + Duration::from_secs(2)),
+            Duration::from_secs(2)
         );
+        assert_eq!(s.no_answer(s7, s7), Duration::from_secs(7));
+        assert_eq!(s.silent_for(s7), Some(Duration::from_secs(7)));
         s.answered();
-        assert_eq!(s.no_answer(t0 + Duration::from_secs(9)), Duration::ZERO);
+        assert_eq!(s.silent_for(s7), None);
+        assert_eq!(s.no_answer(s7, s7), Duration::ZERO);
     }
 
     #[test]
