@@ -278,11 +278,7 @@ impl Fs {
     /// The object at `node` changed (or vanished): drop its cached blocks and the kernel's
     /// pages.
     fn version_changed(&self, node: &Node) {
-        if let (Some(bid), Some(cache)) = (node.path.backend, self.reader.cache())
-            && let Err(e) = cache.invalidate(self.backend(bid).name(), &node.path.key)
-        {
-            self.reader.cache_error(&e);
-        }
+        self.drop_cached(node);
         {
             let mut st = node.state.lock();
             st.opened_etag = None;
@@ -294,6 +290,15 @@ impl Fs {
             std::thread::spawn(move || inval(ino));
         }
     }
+    /// Drops the cached blocks of the version of `node`'s object the cache holds.
+    fn drop_cached(&self, node: &Node) {
+        if let (Some(bid), Some(cache)) = (node.path.backend, self.reader.cache())
+            && let Err(e) = cache.invalidate(self.backend(bid).name(), &node.path.key)
+        {
+            self.reader.cache_error(&e);
+        }
+    }
+
     fn node(&self, ino: Ino) -> FsResult<Arc<Node>> {
         self.inodes.get(ino).ok_or(FsError::NotFound)
     }
@@ -341,29 +346,60 @@ impl Fs {
             Kind::File,
         );
         self.record_info(&node, &info);
-        node
+        self.current(node)
+    }
+
+    /// The node that stands for `node`'s path now: itself, or the node of the version that
+    /// replaced it if it was retired.
+    fn current(&self, node: Arc<Node>) -> Arc<Node> {
+        if !node.state.lock().retired {
+            return node;
+        }
+        self.inodes
+            .find(&node.path)
+            .filter(|n| n.kind == Kind::File)
+            .unwrap_or(node)
     }
 
     /// Keeps fresh metadata for a file; a new ETag or size means a new version.
+    ///
+    /// One version per inode while it is open: if handles are open on the node when its
+    /// version changes, the node is retired (it keeps the old version's attributes for those
+    /// handles, and its page cache holds only old bytes) and the path gets a new node for the
+    /// new version, so the kernel's pages, attributes and passthrough backing of the two
+    /// versions never mix. With no handle open the node simply moves to the new version.
     fn record_info(&self, node: &Node, info: &ObjectInfo) {
-        let old = node
-            .state
-            .lock()
-            .info
-            .replace((info.clone(), Instant::now()));
-        if let Some((old, _)) = old
-            && (old.etag != info.etag || old.size != info.size)
-        {
-            tracing::debug!(
-                key = node.path.key,
-                old_size = old.size,
-                size = info.size,
-                old_etag = old.etag.as_deref().unwrap_or(""),
-                etag = info.etag.as_deref().unwrap_or(""),
-                "object changed"
-            );
-            self.version_changed(node);
+        let mut st = node.state.lock();
+        if st.retired {
+            return;
         }
+        let old = st.info.replace((info.clone(), Instant::now()));
+        let Some((old, at)) = old else { return };
+        if old.etag == info.etag && old.size == info.size {
+            return;
+        }
+        tracing::debug!(
+            key = node.path.key,
+            old_size = old.size,
+            size = info.size,
+            old_etag = old.etag.as_deref().unwrap_or(""),
+            etag = info.etag.as_deref().unwrap_or(""),
+            handles = st.handles,
+            "object changed"
+        );
+        if st.handles > 0 {
+            st.info = Some((old, at));
+            st.retired = true;
+            drop(st);
+            let fresh = self.inodes.replace(node.path.clone(), Kind::File);
+            fresh.state.lock().info = Some((info.clone(), Instant::now()));
+            // The old version's blocks go; its handles read what the kernel or a pinned
+            // passthrough file still has, and `ESTALE` for the rest (`If-Match` fails).
+            self.drop_cached(node);
+            return;
+        }
+        drop(st);
+        self.version_changed(node);
     }
 
     fn dir_node(&self, backend: BackendId, key: String) -> Arc<Node> {
@@ -406,7 +442,7 @@ impl Fs {
             .filter(|l| l.is_complete() && !self.cfg.metadata_ttl.expired(l.age()))
         {
             let entry = l.find(name).ok_or(FsError::NotFound)?;
-            let node = self.node(entry.ino)?;
+            let node = self.current(self.node(entry.ino)?);
             if node.kind == Kind::Dir {
                 return Ok(self.attr_of(&node, None));
             }
@@ -437,6 +473,7 @@ impl Fs {
         // (however old), else the node known for the path.
         let fallback = listing
             .and_then(|l| l.find(name).and_then(|e| self.node(e.ino).ok()))
+            .map(|n| self.current(n))
             .or(known)
             .filter(|n| self.stale_allowed() && self.stale_age_ok(n));
         if let Some(node) = &fallback
@@ -555,10 +592,14 @@ impl Fs {
     /// A file's metadata, fresh within the TTL; while the store cannot be asked, the last
     /// known metadata within the stale window.
     async fn file_info(&self, node: &Node) -> FsResult<ObjectInfo> {
-        let cached = node.state.lock().info.clone();
+        let (cached, retired) = {
+            let st = node.state.lock();
+            (st.info.clone(), st.retired)
+        };
         if let Some((info, at)) = &cached
-            && !self.cfg.metadata_ttl.expired(at.elapsed())
+            && (retired || !self.cfg.metadata_ttl.expired(at.elapsed()))
         {
+            // A retired inode is its old version for good: nothing to revalidate.
             return Ok(info.clone());
         }
         let bid = node.path.backend.ok_or(FsError::IsDir)?;
@@ -609,6 +650,11 @@ impl Fs {
         }
         let bid = node.path.backend.ok_or(FsError::IsDir)?;
         let info = self.file_info(&node).await?;
+        if node.state.lock().retired {
+            // The object changed while this inode's handles were open; its path has a new
+            // inode. ESTALE makes the kernel look the path up again and open that one.
+            return Err(FsError::Stale);
+        }
         let backend = self.backend(bid).clone();
         let obj = Object {
             ino,
@@ -653,6 +699,7 @@ impl Fs {
         }
         let (pinned, passthrough) = self.passthrough_file(&obj).await;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        node.state.lock().handles += 1;
         let stats = &self.reader.stats;
         if passthrough.is_some() {
             warpdrive_metrics::add(&stats.passthrough_opens, 1);
@@ -798,6 +845,10 @@ impl Fs {
         self.reader.close(h.obj.ino, &h.stream);
         if let (Some(oid), Some(cache)) = (h.pinned.lock().take(), self.reader.cache()) {
             cache.unpin(&h.obj.id, oid);
+        }
+        if let Ok(node) = self.node(h.obj.ino) {
+            let mut st = node.state.lock();
+            st.handles = st.handles.saturating_sub(1);
         }
     }
 

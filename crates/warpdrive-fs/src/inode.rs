@@ -58,6 +58,13 @@ pub struct NodeState {
     /// Files: the object changed and the kernel may still hold the old version's size and
     /// pages; the next open invalidates them before it answers.
     pub kernel_stale: bool,
+    /// Files: handles open on this inode. A version change while any is open retires the
+    /// inode instead of invalidating it (see `Fs::record_info`).
+    pub handles: u32,
+    /// Files: this inode belongs to an older version, still read by handles opened before the
+    /// object changed; its path now has a new inode. It keeps its version's attributes, and
+    /// a new `open` of it answers `ESTALE`, so the kernel looks the path up again.
+    pub retired: bool,
 }
 
 #[derive(Debug)]
@@ -118,6 +125,21 @@ impl InodeTable {
     pub fn find(&self, path: &NodePath) -> Option<Arc<Node>> {
         let ino = self.by_path.read().get(path).copied()?;
         self.get(ino)
+    }
+
+    /// A new node for `path`, replacing the one the path had (which stays valid by number).
+    pub fn replace(&self, path: NodePath, kind: Kind) -> Arc<Node> {
+        let mut by_path = self.by_path.write();
+        let ino = Ino(self.next.fetch_add(1, Ordering::Relaxed));
+        let node = Arc::new(Node {
+            ino,
+            path: path.clone(),
+            kind,
+            state: Mutex::new(NodeState::default()),
+        });
+        self.by_ino.write().insert(ino, node.clone());
+        by_path.insert(path, ino);
+        node
     }
 
     pub fn len(&self) -> usize {

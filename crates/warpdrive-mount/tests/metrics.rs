@@ -77,6 +77,11 @@ const FAMILIES: &[(&str, &str, &[&str])] = &[
         "counter",
         &["backend", "reason"],
     ),
+    (
+        "warpdrive_backend_stale_served_total",
+        "counter",
+        &["backend"],
+    ),
     ("warpdrive_fuse_errors_total", "counter", &["op", "errno"]),
     (
         "warpdrive_backend_errors_total",
