@@ -234,8 +234,16 @@ pub(crate) fn run_writer(mut conn: Connection, rx: mpsc::Receiver<Op>) {
             }
         }
         let mut flushes = Vec::new();
-        if let Err(e) = apply(&mut conn, batch, &mut flushes) {
-            tracing::error!(error = %e, "cache index write failed; the affected blocks will be refetched after a restart");
+        match apply(&mut conn, batch, &mut flushes) {
+            Ok(Skipped { count: 0, .. }) => {}
+            Ok(Skipped { count, first }) => tracing::warn!(
+                skipped = count,
+                error = first.as_deref().unwrap_or(""),
+                "cache index: changes that could not be written were skipped (the rest of the batch was kept); the blocks they name are refetched after a restart"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "cache index write failed; the affected blocks will be refetched after a restart")
+            }
         }
         for f in flushes {
             let _ = f.send(());
@@ -243,13 +251,46 @@ pub(crate) fn run_writer(mut conn: Connection, rx: mpsc::Receiver<Op>) {
     }
 }
 
-fn apply(
+/// Changes of a batch that failed on their own and were left out.
+#[derive(Debug, Default)]
+pub(crate) struct Skipped {
+    pub count: usize,
+    /// The first one's error.
+    pub first: Option<String>,
+}
+
+/// Commits `batch` in one transaction. Each change runs in its own savepoint, so one that
+/// fails (a row naming an object that is gone, a full disk for one page) is rolled back and
+/// counted alone instead of taking the whole batch with it.
+pub(crate) fn apply(
     conn: &mut Connection,
     batch: Vec<Op>,
     flushes: &mut Vec<mpsc::Sender<()>>,
-) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
+) -> rusqlite::Result<Skipped> {
+    let mut tx = conn.transaction()?;
+    let mut skipped = Skipped::default();
     for op in batch {
+        if let Op::Flush(done) = op {
+            flushes.push(done);
+            continue;
+        }
+        let sp = tx.savepoint()?;
+        match apply_one(&sp, op) {
+            Ok(()) => sp.commit()?,
+            Err(e) => {
+                // Dropping the savepoint rolls this change back.
+                skipped.count += 1;
+                skipped.first.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(skipped)
+}
+
+/// One change, inside the batch's transaction.
+fn apply_one(tx: &Connection, op: Op) -> rusqlite::Result<()> {
+    {
         match op {
             Op::PutObject {
                 id,
@@ -301,8 +342,8 @@ fn apply(
                     params![name, delta],
                 )?;
             }
-            Op::Flush(done) => flushes.push(done),
+            Op::Flush(_) => {}
         }
     }
-    tx.commit()
+    Ok(())
 }

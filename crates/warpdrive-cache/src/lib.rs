@@ -686,18 +686,22 @@ impl Cache {
             &id.key,
             Entry::new(new_id, id.etag.clone(), size, HashMap::new(), now_secs()),
         );
-        drop(objects);
-        if let Some(old) = old {
-            self.forget(&id.backend, &id.key, old)?;
-        }
-        self.send(Op::PutObject {
+        // Queued before the lock is let go: a concurrent writer of a block of this version
+        // finds the entry only under the lock, so its block row is queued after the object
+        // row it refers to (the other order failed the whole batch on the foreign key).
+        let queued = self.send(Op::PutObject {
             id: new_id,
             backend: id.backend.clone(),
             key: id.key.clone(),
             etag: id.etag.clone(),
             size,
             last_access: now_secs(),
-        })?;
+        });
+        drop(objects);
+        if let Some(old) = old {
+            self.forget(&id.backend, &id.key, old)?;
+        }
+        queued?;
         Ok(new_id)
     }
 

@@ -548,3 +548,54 @@ fn quotas_cap_each_team_and_spare_teams_within_theirs() {
         "an over-quota team evicts its own data first"
     );
 }
+
+/// One change that cannot be written (a block row naming an object that is not there) was
+/// rolled back with its whole batch: every other block of the batch was lost from the index
+/// and refetched after a restart. Now only that change is left out.
+#[test]
+fn regression_one_bad_index_row_lost_its_whole_batch() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let path = d.path().join("index.db");
+    let (mut conn, _) = index::open(&path, BS).expect("index");
+    let batch = vec![
+        index::Op::PutObject {
+            id: 1,
+            backend: "b".into(),
+            key: "k".into(),
+            etag: "e".into(),
+            size: 3 * BS,
+            last_access: 1,
+        },
+        index::Op::PutBlock {
+            object_id: 1,
+            block: 0,
+            crcs: vec![1].into(),
+        },
+        // Object 99 does not exist: the foreign key refuses this row.
+        index::Op::PutBlock {
+            object_id: 99,
+            block: 0,
+            crcs: vec![2].into(),
+        },
+        index::Op::PutBlock {
+            object_id: 1,
+            block: 2,
+            crcs: vec![3].into(),
+        },
+    ];
+    let skipped = index::apply(&mut conn, batch, &mut Vec::new()).expect("batch");
+    assert_eq!(skipped.count, 1);
+    assert!(
+        skipped
+            .first
+            .as_deref()
+            .unwrap_or("")
+            .contains("FOREIGN KEY"),
+        "{skipped:?}"
+    );
+    let loaded = index::load(&conn).expect("load");
+    assert_eq!(loaded.len(), 1);
+    let mut blocks: Vec<u64> = loaded[0].blocks.iter().map(|(b, _)| *b).collect();
+    blocks.sort_unstable();
+    assert_eq!(blocks, vec![0, 2]);
+}

@@ -61,7 +61,9 @@ pub(crate) struct Args {
 }
 
 /// Info from our crates; fuser's own unmount chatter only when it is an error.
-const DEFAULT_LOG_FILTER: &str = "info,fuser=warn,fuser::mnt=error";
+/// `object_store` logs every retry at info; they are counted in the metrics instead, so a
+/// throttling storm does not flood the log.
+const DEFAULT_LOG_FILTER: &str = "info,fuser=warn,fuser::mnt=error,object_store=warn";
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -91,7 +91,10 @@ pub(crate) fn object_store_config(policy: &RetryPolicy) -> RetryConfig {
             max_backoff: MAX_BACKOFF,
             base: 2.0,
         },
-        max_retries: usize::MAX,
+        // Bounded by the deadline, not the count; a count is still given, as the most
+        // attempts the deadline could hold at the shortest backoff (it shows in the client's
+        // retry log lines).
+        max_retries: (policy.deadline.as_millis() / 100).max(1) as usize,
         retry_timeout: policy.deadline,
     }
 }
