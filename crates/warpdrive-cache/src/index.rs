@@ -140,6 +140,30 @@ pub(crate) fn open(path: &Path, block_size: u64) -> Result<(Connection, bool), C
     Ok((conn, rebuilt))
 }
 
+/// Whether an error says the index file itself is damaged (not a database, corrupt pages),
+/// as opposed to a failure to reach it (permissions, a full disk, a lock).
+pub(crate) fn is_damage(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+    )
+}
+
+/// Moves a damaged index (and its WAL files) to `index.db.damaged-<unix seconds>` beside it;
+/// returns the new path of the index file.
+pub(crate) fn move_aside(path: &Path) -> std::path::PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let tag = format!("damaged-{secs}");
+    for suffix in ["-wal", "-shm", ""] {
+        let from = format!("{}{suffix}", path.display());
+        let to = format!("{}.{tag}{suffix}", path.display());
+        let _ = std::fs::rename(&from, &to);
+    }
+    std::path::PathBuf::from(format!("{}.{tag}", path.display()))
+}
+
 fn connect(path: &Path) -> Result<Connection, CacheError> {
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;

@@ -327,10 +327,28 @@ impl Cache {
         let data_dir = cfg.dir.join("data");
         std::fs::create_dir_all(&data_dir).map_err(io(&data_dir))?;
 
-        let (conn, _rebuilt) = index::open(&cfg.dir.join("index.db"), cfg.block_size)?;
-        let loaded = index::load(&conn)?;
-        let corrupt = index::counter(&conn, "corrupt_blocks")? as u64;
-        let evicted = index::counter(&conn, "evicted_blocks")? as u64;
+        let index_path = cfg.dir.join("index.db");
+        let read = || -> Result<_> {
+            let (conn, _rebuilt) = index::open(&index_path, cfg.block_size)?;
+            let loaded = index::load(&conn)?;
+            let corrupt = index::counter(&conn, "corrupt_blocks")? as u64;
+            let evicted = index::counter(&conn, "evicted_blocks")? as u64;
+            Ok((conn, loaded, corrupt, evicted))
+        };
+        let (conn, loaded, corrupt, evicted) = match read() {
+            Err(CacheError::Index(e)) if index::is_damage(&e) => {
+                // A damaged index cannot say which blocks are sound: keep it for a post-mortem,
+                // start empty (the data files it named are removed below as unknown).
+                let aside = index::move_aside(&index_path);
+                tracing::warn!(
+                    error = %e,
+                    moved_to = %aside.display(),
+                    "the cache index is damaged; moved it aside and started an empty cache (cached data is fetched again)"
+                );
+                read()?
+            }
+            r => r?,
+        };
         let mut objects = Objects::default();
         let mut max_id = 0;
         let mut used = 0;

@@ -599,3 +599,43 @@ fn regression_one_bad_index_row_lost_its_whole_batch() {
     blocks.sort_unstable();
     assert_eq!(blocks, vec![0, 2]);
 }
+
+/// A garbage `index.db` stopped the daemon from starting, with a message that did not say
+/// what to do. Now it is moved aside (kept for a post-mortem), the cache starts empty, and
+/// the data files it named are removed.
+#[test]
+fn regression_a_garbage_index_stopped_the_start() {
+    let d = tempfile::tempdir().expect("tempdir");
+    {
+        let c = Cache::open(cfg(d.path())).expect("open");
+        c.write_block(&obj("v1"), BS, BlockIndex(0), &block(1, BS))
+            .expect("write");
+    }
+    let index = d.path().join("cache/index.db");
+    let _ = std::fs::remove_file(d.path().join("cache/index.db-wal"));
+    let _ = std::fs::remove_file(d.path().join("cache/index.db-shm"));
+    std::fs::write(&index, vec![0x5Au8; 64 << 10]).expect("garbage");
+    let c = Cache::open(cfg(d.path())).expect("starts despite the damage");
+    assert_eq!(c.stats(), CacheStats::default());
+    assert!(!c.has_block(&obj("v1"), BlockIndex(0)));
+    let aside: Vec<String> = std::fs::read_dir(d.path().join("cache"))
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("index.db.damaged-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(
+        std::fs::read_dir(d.path().join("cache/data"))
+            .expect("ls")
+            .count(),
+        0,
+        "the data files the damaged index named are gone"
+    );
+    // And the new index works.
+    c.write_block(&obj("v1"), BS, BlockIndex(0), &block(1, BS))
+        .expect("write");
+    drop(c);
+    let c = Cache::open(cfg(d.path())).expect("reopen");
+    assert!(c.has_block(&obj("v1"), BlockIndex(0)));
+}

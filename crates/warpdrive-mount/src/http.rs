@@ -17,8 +17,9 @@ const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; cha
 /// Binds the listener now (so a taken port fails the start with a clear error, before
 /// anything is mounted). Serve it with [`serve`] inside the runtime.
 pub(crate) fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
-    let l = std::net::TcpListener::bind(addr).with_context(|| {
-        format!("metrics.listen: cannot listen on {addr}; pick a free port in the config")
+    let l = std::net::TcpListener::bind(addr).map_err(|e| crate::ConfigProblem {
+        field: "metrics.listen".into(),
+        message: format!("cannot listen on {addr} ({e}); pick a free port"),
     })?;
     l.set_nonblocking(true)
         .context("setting the metrics listener non-blocking")?;

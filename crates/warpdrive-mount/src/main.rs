@@ -12,6 +12,23 @@ use std::process::ExitCode;
 use clap::Parser;
 use warpdrive_config::{Config, DEFAULT_CONFIG_PATH};
 
+/// A problem with the config found only when the daemon starts (a port in use, a key or
+/// token file others can read, a backend setting the client refuses): reported like every
+/// other config error, in one sentence that names the field, with exit code 2.
+#[derive(Debug)]
+pub(crate) struct ConfigProblem {
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for ConfigProblem {}
+
 /// Exit codes, documented in `--help`.
 pub(crate) mod exit {
     pub const OK: u8 = 0;
@@ -92,10 +109,19 @@ fn main() -> ExitCode {
     init_logging();
     match serve::run(config) {
         Ok(()) => ExitCode::from(exit::OK),
-        Err(e) => {
-            eprintln!("warpdrive-mount: {e:#}");
-            ExitCode::from(exit::FAILED)
-        }
+        Err(e) => match e.downcast_ref::<ConfigProblem>() {
+            Some(p) => {
+                eprintln!(
+                    "warpdrive-mount: config file {}: {p}",
+                    args.config.display()
+                );
+                ExitCode::from(exit::BAD_CONFIG)
+            }
+            None => {
+                eprintln!("warpdrive-mount: {e:#}");
+                ExitCode::from(exit::FAILED)
+            }
+        },
     }
 }
 

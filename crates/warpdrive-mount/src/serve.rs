@@ -171,9 +171,18 @@ pub(crate) fn run(config: Config) -> Result<()> {
     let backends = config
         .backends
         .iter()
-        .map(|b| Backend::build_with_metrics(b, metrics.backend(&b.name)).map(Arc::new))
-        .collect::<Result<Vec<_>, _>>()
-        .context("building backend clients")?;
+        .map(|b| {
+            Backend::build_with_metrics(b, metrics.backend(&b.name))
+                .map(Arc::new)
+                .map_err(|e| crate::ConfigProblem {
+                    field: format!("backend {}", b.name),
+                    message: match e {
+                        warpdrive_store::StoreError::Build { message, .. } => message,
+                        other => other.to_string(),
+                    },
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -337,9 +346,13 @@ fn bind_control(config: &Config) -> Result<ControlListeners> {
                 config.control.token_file.as_deref(),
                 &config.cache.dir,
             )
-            .context("control.token_file")?;
-            let l = std::net::TcpListener::bind(addr).with_context(|| {
-                format!("control.listen: cannot listen on {addr}; pick a free port in the config")
+            .map_err(|e| crate::ConfigProblem {
+                field: "control.token_file".into(),
+                message: format!("{e:#}"),
+            })?;
+            let l = std::net::TcpListener::bind(addr).map_err(|e| crate::ConfigProblem {
+                field: "control.listen".into(),
+                message: format!("cannot listen on {addr} ({e}); pick a free port"),
             })?;
             l.set_nonblocking(true)?;
             tracing::info!(%addr, %source, "control API on TCP (bearer token required)");

@@ -108,6 +108,37 @@ fn regression_every_isatty_wrote_a_warning_to_the_log() {
     );
 }
 
+/// A garbage `index.db` stopped the daemon from starting. Now it is moved aside with one log
+/// line and the mount serves, with an empty cache.
+#[test]
+fn regression_a_garbage_cache_index_stopped_the_daemon() {
+    let src = tempfile::tempdir().expect("tempdir");
+    let mut m = Mount::prepare(&[local_backend(src.path())], "", "max_size: 1GiB");
+    std::fs::create_dir_all(m.cache_dir()).expect("cache dir");
+    std::fs::write(m.cache_dir().join("index.db"), vec![0x5Au8; 64 << 10]).expect("garbage");
+    m.spawn();
+    assert_eq!(
+        std::fs::read(m.path("data/sub/inner.txt")).expect("read"),
+        b"inner\n"
+    );
+    let log = m.log();
+    assert_eq!(
+        log.matches("the cache index is damaged").count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        std::fs::read_dir(m.cache_dir())
+            .expect("ls")
+            .filter_map(|e| e.ok())
+            .any(|e| e
+                .file_name()
+                .to_string_lossy()
+                .starts_with("index.db.damaged-")),
+        "kept aside"
+    );
+}
+
 #[test]
 fn sigterm_unmounts_cleanly() {
     let src = tempfile::tempdir().expect("tempdir");
@@ -289,6 +320,27 @@ fn malformed_configs_exit_2_and_mount_nothing() {
             "one sentence, not a backtrace: {err}"
         );
     }
+    // regression: a port in use exited 1 with two lines instead of the config error form.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy_port = busy.local_addr().expect("addr").port();
+    let at = good.find("listen: 127.0.0.1:").expect("metrics.listen") + "listen: ".len();
+    let end = at + good[at..].find(' ').expect("end of address");
+    let taken = format!("{}127.0.0.1:{busy_port}{}", &good[..at], &good[end..]);
+    let (code, err) = run_with(&taken, &mp);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("metrics.listen") && err.contains("pick a free port"),
+        "{err}"
+    );
+    // The start may have logged before the bind; the error itself is one line, the last.
+    let errors: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("warpdrive-mount:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "one sentence: {err}");
+    assert_eq!(err.trim().lines().last(), Some(errors[0]), "{err}");
+    drop(busy);
+
     let out = Command::new(BIN)
         .args(["--config", "/nonexistent/wd.yaml"])
         .output()
