@@ -59,6 +59,14 @@ pub const CHECK_UNIT: u64 = 64 << 10;
 /// Shared, so a read takes the list without copying it.
 pub(crate) type Crcs = Arc<[u32]>;
 
+/// See [`Cache::data_fingerprint`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataFingerprint {
+    pub ino: u64,
+    pub len: u64,
+    pub ctime_ns: i128,
+}
+
 /// The CRC32C of each check unit of `data`.
 pub(crate) fn unit_crcs(data: &[u8]) -> Crcs {
     data.chunks(CHECK_UNIT as usize)
@@ -446,6 +454,26 @@ impl Cache {
 
     fn data_path(&self, id: u64) -> PathBuf {
         self.data_dir.join(data_name(id))
+    }
+
+    /// What identifies the current contents of this version's data file: its inode, size and
+    /// change time (which every write, hole punch or permission change moves, and no caller
+    /// can set back). Passthrough reads skip the checksums, so a file served that way is
+    /// checked again whenever this differs from what it was when last checked. `None` if the
+    /// version has no data file.
+    pub fn data_fingerprint(&self, id: &ObjectId) -> Option<DataFingerprint> {
+        use std::os::unix::fs::MetadataExt;
+        let oid = {
+            let objects = self.objects.read();
+            let e = objects.get(&id.backend, &id.key)?;
+            (e.etag == id.etag).then_some(e.id)?
+        };
+        let m = std::fs::metadata(self.data_path(oid)).ok()?;
+        Some(DataFingerprint {
+            ino: m.ino(),
+            len: m.len(),
+            ctime_ns: m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128,
+        })
     }
 
     /// The byte length of block `idx` of an object of `size` bytes.

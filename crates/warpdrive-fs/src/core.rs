@@ -23,14 +23,14 @@
 //! All operations are `async` and run on the daemon's one tokio runtime; the FUSE adapter only
 //! spawns them and replies. Tests drive this type directly, without a kernel.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
-use warpdrive_cache::{Cache, ObjectId};
+use warpdrive_cache::{Cache, DataFingerprint, ObjectId};
 use warpdrive_config::MetadataTtl;
 use warpdrive_metrics::Metrics;
 use warpdrive_store::{Backend, ObjectInfo, StoreError, valid_component};
@@ -175,8 +175,10 @@ pub struct Fs {
     invalidator: InvalidatorSlot,
     /// Whether the kernel accepted FUSE passthrough (set by the adapter at init).
     passthrough_ready: AtomicBool,
-    /// Object versions whose every block was checked in this daemon's lifetime.
-    verified: Mutex<HashSet<ObjectId>>,
+    /// Object versions whose every block was checked, with their data file's fingerprint
+    /// then: a passthrough open checks again when the file changed since (a write, a punched
+    /// hole, anything that moves its change time), since passthrough reads skip checksums.
+    verified: Mutex<HashMap<ObjectId, DataFingerprint>>,
     /// When each backend last logged that stale metadata is being served (the log says so
     /// once per [`STALE_WARN_EVERY`] per backend, however many answers are served).
     stale_warned: Mutex<HashMap<BackendId, Instant>>,
@@ -217,7 +219,7 @@ impl Fs {
             reader,
             invalidator: InvalidatorSlot::default(),
             passthrough_ready: AtomicBool::new(false),
-            verified: Mutex::new(HashSet::new()),
+            verified: Mutex::new(HashMap::new()),
             stale_warned: Mutex::new(HashMap::new()),
             failing: Mutex::new(HashMap::new()),
             cfg,
@@ -734,7 +736,9 @@ impl Fs {
         if obj.id.etag.is_empty() || !cache.is_complete(&obj.id) {
             return (None, None);
         }
-        if !self.verified.lock().contains(&*obj.id) {
+        let current = cache.data_fingerprint(&obj.id);
+        let unchanged = current.is_some() && self.verified.lock().get(&*obj.id) == current.as_ref();
+        if !unchanged {
             let (c, id) = (cache.clone(), obj.id.clone());
             let bad = tokio::task::spawn_blocking(move || c.verify(&id)).await;
             match bad {
@@ -757,7 +761,12 @@ impl Fs {
                 }
                 Err(_) => return (None, None),
             }
-            self.verified.lock().insert((*obj.id).clone());
+            match cache.data_fingerprint(&obj.id) {
+                Some(fp) => {
+                    self.verified.lock().insert((*obj.id).clone(), fp);
+                }
+                None => return (None, None),
+            }
         }
         match cache.pin_complete(&obj.id) {
             Ok(Some((oid, file))) => (Some(oid), Some((oid, file))),

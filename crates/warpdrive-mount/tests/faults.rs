@@ -386,3 +386,76 @@ fn regression_an_overwrite_mixed_versions_in_one_handle_without_passthrough() {
 fn regression_an_overwrite_made_new_opens_fail_with_eio_under_passthrough() {
     two_handles_across_an_overwrite("auto");
 }
+
+/// Passthrough reads skip the daemon and so its checksums. Damage to a cache file after the
+/// object's first check was served to readers (64 of 64 flipped bytes). Now a passthrough
+/// open checks the object again whenever its data file changed since it was last checked
+/// (its change time moved): the damage is found, the blocks refetched, the right bytes read.
+#[test]
+fn regression_damage_to_a_cache_file_after_its_first_check_was_served_by_passthrough() {
+    let data = random_bytes(4 * MIB + 9, 41);
+    let s3 = Emulator::start(Kind::Moto).expect("moto");
+    s3.create_bucket("ptdmg").expect("bucket");
+    runtime()
+        .block_on(upload_many(
+            &s3.backend("direct", "ptdmg", ""),
+            vec![("obj".into(), data.clone())],
+            1,
+        ))
+        .expect("upload");
+    let backend = emulator_backend(Kind::Moto, &s3.endpoint(), "s3", "ptdmg", "");
+    let m = Mount::start(&[backend], "");
+    let path = m.path("s3/obj");
+    assert_eq!(sha256(&std::fs::read(&path).expect("cold")), sha256(&data));
+    // Fully cached: this open is checked and served by passthrough.
+    assert_eq!(sha256(&std::fs::read(&path).expect("warm")), sha256(&data));
+    let opens = |m: &Mount| value(&scrape(m), "warpdrive_cache_passthrough_opens_total", &[]);
+    let pt_before = opens(&m);
+    assert!(pt_before >= 1.0, "passthrough was not used");
+    // Flip 64 bytes across the object's data file, behind the daemon's back.
+    let files: Vec<_> = std::fs::read_dir(m.cache_dir().join("data"))
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&files[0])
+            .expect("open data file");
+        let len = data.len() as u64;
+        for i in 0..64u64 {
+            let at = i * (len / 64) + 7;
+            let mut b = [0u8];
+            f.read_exact_at(&mut b, at).expect("read");
+            b[0] ^= 0x5A;
+            f.write_all_at(&b, at).expect("write");
+        }
+    }
+    common::drop_page_cache();
+    let got = std::fs::read(&path).expect("after damage");
+    assert!(
+        got == data,
+        "damaged bytes were served: {} of {} differ",
+        got.iter().zip(&data).filter(|(a, b)| a != b).count(),
+        data.len()
+    );
+    let s = scrape(&m);
+    assert!(
+        value(&s, "warpdrive_cache_corrupt_blocks_total", &[]) >= 1.0,
+        "the damage was not counted"
+    );
+    assert!(
+        opens(&m) > pt_before,
+        "served by passthrough again once repaired"
+    );
+    assert!(
+        m.log()
+            .contains("damaged cached blocks found before passthrough"),
+        "{}",
+        m.log()
+    );
+}
