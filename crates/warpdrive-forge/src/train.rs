@@ -400,6 +400,29 @@ mod tests {
         }
     }
 
+    /// Runs `f` while three threads hog the cores, so workers are slow and uneven.
+    fn under_cpu_load<T>(f: impl FnOnce() -> T) -> T {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hogs: Vec<_> = (0..3)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        x = x.wrapping_mul(31).wrapping_add(7);
+                    }
+                    x
+                })
+            })
+            .collect();
+        let out = f();
+        stop.store(true, Ordering::Relaxed);
+        for h in hogs {
+            let _ = h.join();
+        }
+        out
+    }
+
     /// Two roots of generated shards, as the demo's two regions.
     fn dataset() -> (tempfile::TempDir, Vec<PathBuf>) {
         dataset_of(64, 48)
@@ -450,24 +473,8 @@ mod tests {
         let (_d, roots) = dataset();
         let a = train(&config(roots.clone(), 60, 8), &mut Vec::new()).expect("train");
         // A second run with slow, uneven workers: other threads hog the cores meanwhile.
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let hogs: Vec<_> = (0..3)
-            .map(|_| {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    let mut x = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        x = x.wrapping_mul(31).wrapping_add(7);
-                    }
-                    x
-                })
-            })
-            .collect();
-        let b = train(&config(roots.clone(), 60, 8), &mut Vec::new()).expect("train");
-        stop.store(true, Ordering::Relaxed);
-        for h in hogs {
-            let _ = h.join();
-        }
+        let b = under_cpu_load(|| train(&config(roots.clone(), 60, 8), &mut Vec::new()))
+            .expect("train");
         assert_eq!(a.batch_digest, b.batch_digest);
         assert_eq!(a.losses, b.losses, "bit-identical loss sequence");
         let c = train(
@@ -514,28 +521,11 @@ mod tests {
             ..config(roots.clone(), 60, 8)
         };
         let a = train(&shallow, &mut Vec::new()).expect("train");
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let hogs: Vec<_> = (0..3)
-            .map(|_| {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    let mut x = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        x = x.wrapping_mul(31).wrapping_add(7);
-                    }
-                    x
-                })
-            })
-            .collect();
         let deep = TrainConfig {
             queue_depth: 1000,
             ..config(roots, 60, 8)
         };
-        let b = train(&deep, &mut Vec::new()).expect("train");
-        stop.store(true, Ordering::Relaxed);
-        for h in hogs {
-            let _ = h.join();
-        }
+        let b = under_cpu_load(|| train(&deep, &mut Vec::new())).expect("train");
         assert_eq!(a.batch_digest, b.batch_digest);
         assert_eq!(a.shard_reads, b.shard_reads);
         assert_eq!(a.bytes_read, b.bytes_read);

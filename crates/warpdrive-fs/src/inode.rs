@@ -130,6 +130,16 @@ impl InodeTable {
     /// A new node for `path`, replacing the one the path had (which stays valid by number).
     pub fn replace(&self, path: NodePath, kind: Kind) -> Arc<Node> {
         let mut by_path = self.by_path.write();
+        self.insert_new(&mut by_path, path, kind)
+    }
+
+    /// Numbers a new node for `path` and makes it the path's node (under the path map's lock).
+    fn insert_new(
+        &self,
+        by_path: &mut HashMap<NodePath, Ino>,
+        path: NodePath,
+        kind: Kind,
+    ) -> Arc<Node> {
         let ino = Ino(self.next.fetch_add(1, Ordering::Relaxed));
         let node = Arc::new(Node {
             ino,
@@ -168,16 +178,7 @@ impl InodeTable {
         {
             return n;
         }
-        let ino = Ino(self.next.fetch_add(1, Ordering::Relaxed));
-        let node = Arc::new(Node {
-            ino,
-            path: path.clone(),
-            kind,
-            state: Mutex::new(NodeState::default()),
-        });
-        self.by_ino.write().insert(ino, node.clone());
-        by_path.insert(path, ino);
-        node
+        self.insert_new(&mut by_path, path, kind)
     }
 }
 

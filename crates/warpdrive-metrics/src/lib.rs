@@ -402,59 +402,38 @@ impl BackendMetrics {
         self.total[i].observe_duration(total);
     }
 
+    /// This backend's labels with `reason`.
+    fn reason(&self, reason: &'static str) -> BackendReasonLabels {
+        BackendReasonLabels {
+            backend: self.name.clone(),
+            reason,
+        }
+    }
+
     /// Counts one attempt that repeats a request whose last attempt failed with `reason`.
     pub fn retry(&self, reason: ErrorKind) {
-        if !recording() {
-            return;
+        if recording() {
+            self.retries
+                .get_or_create(&self.reason(reason.name()))
+                .inc();
         }
-        self.retries
-            .get_or_create(&BackendReasonLabels {
-                backend: self.name.clone(),
-                reason: reason.name(),
-            })
-            .inc();
     }
 
     /// Counts one request the retry policy stopped retrying.
     pub fn give_up(&self, why: GiveUp) {
-        if !recording() {
-            return;
+        if recording() {
+            self.give_ups.get_or_create(&self.reason(why.name())).inc();
         }
-        self.give_ups
-            .get_or_create(&BackendReasonLabels {
-                backend: self.name.clone(),
-                reason: why.name(),
-            })
-            .inc();
     }
 
     /// Adds time a retry waited, for `cause`: `retry_after` (the store asked for it) or
     /// `budget` (the backend's shared retry budget was spent).
     pub fn retry_wait(&self, cause: &'static str, waited: std::time::Duration) {
-        if !recording() {
-            return;
+        if recording() {
+            self.retry_wait_seconds
+                .get_or_create(&self.reason(cause))
+                .inc_by(waited.as_secs_f64());
         }
-        self.retry_wait_seconds
-            .get_or_create(&BackendReasonLabels {
-                backend: self.name.clone(),
-                reason: cause,
-            })
-            .inc_by(waited.as_secs_f64());
-    }
-
-    /// The retries counted so far, over every reason (for tests and tools).
-    pub fn retries_total(&self) -> u64 {
-        ErrorKind::ALL
-            .iter()
-            .map(|k| {
-                self.retries
-                    .get_or_create(&BackendReasonLabels {
-                        backend: self.name.clone(),
-                        reason: k.name(),
-                    })
-                    .get()
-            })
-            .sum()
     }
 
     /// Counts one failed request.

@@ -9,9 +9,12 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Mount, runtime, sha256};
-use prometheus_parse::{Scrape, Value};
+use common::{Mount, runtime, sha256, value};
 use warpdrive_testkit::{DelayProxy, Emulator, Kind, emulator_backend, random_bytes, upload_many};
+
+fn scrape(m: &Mount) -> prometheus_parse::Scrape {
+    common::scrape(m).0
+}
 
 const MIB: usize = 1 << 20;
 /// Concurrent readers, as many as the run had.
@@ -41,20 +44,18 @@ fn setup(files: usize, size: usize, extra: &str) -> (Emulator, DelayProxy, Mount
     (s3, proxy, m, data)
 }
 
-fn scrape(m: &Mount) -> Scrape {
-    let text = m.metrics_text();
-    Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("exposition format")
-}
-
-fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    s.samples
-        .iter()
-        .filter(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
-        .map(|x| match &x.value {
-            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
-            other => panic!("{name} is not a single value: {other:?}"),
-        })
-        .sum()
+/// Reads `path` expecting `EIO` within the documented bound for an unreachable store:
+/// `retry.unreachable` (3 s in these tests) plus one backoff (at most 8 s) and one attempt's
+/// timeout; the retry deadline (2 min) is far beyond it.
+fn fails_with_eio_within(path: &std::path::Path, what: &str) {
+    let start = Instant::now();
+    let e = std::fs::read(path).expect_err(what);
+    let took = start.elapsed();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{what}: {e}");
+    assert!(
+        took < Duration::from_secs(30),
+        "{what} took {took:?} to fail"
+    );
 }
 
 /// Reads every file at once, one thread each; returns the failures (path: error).
@@ -196,16 +197,7 @@ fn a_dead_endpoint_fails_uncached_reads_within_the_unreachable_bound() {
     assert_eq!(std::fs::read_dir(m.path("s3/f")).expect("list").count(), 3);
     drop(proxy);
     drop(s3);
-    let start = Instant::now();
-    let e = std::fs::read(m.path("s3/f/00")).expect_err("store gone");
-    let first = start.elapsed();
-    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
-    // Bound: retry.unreachable plus one backoff (8 s) and one connect attempt; the deadline
-    // (120 s) is far beyond it.
-    assert!(
-        first < Duration::from_secs(30),
-        "first failure took {first:?}"
-    );
+    fails_with_eio_within(&m.path("s3/f/00"), "a read with the store gone");
     let start = Instant::now();
     let e = std::fs::read(m.path("s3/f/01")).expect_err("store gone");
     assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
@@ -273,15 +265,7 @@ fn an_outage_keeps_cached_files_readable(outage: Outage) {
     }
     let meta = std::fs::metadata(m.path("s3/f/04")).expect("a known name answers stat");
     assert_eq!(meta.len(), (MIB + 5) as u64);
-    let start = Instant::now();
-    let e = std::fs::read(m.path("s3/f/05")).expect_err("uncached data needs the store");
-    let took = start.elapsed();
-    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{outage:?}: {e}");
-    // retry.unreachable (3 s) + one backoff (8 s) + one attempt's first-byte timeout.
-    assert!(
-        took < Duration::from_secs(30),
-        "{outage:?}: an uncached read took {took:?} to fail"
-    );
+    fails_with_eio_within(&m.path("s3/f/05"), &format!("{outage:?}: an uncached read"));
     let s = scrape(&m);
     assert!(
         value(

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Mount, ctl, runtime, sha256};
+use common::{Mount, ctl, runtime, scrape, sha256, value};
 use prometheus_parse::{Sample, Scrape, Value};
 use warpdrive_fs::mountinfo::{MountState, mount_state};
 use warpdrive_testkit::{
@@ -100,12 +100,6 @@ const FAMILIES: &[(&str, &str, &[&str])] = &[
     ("warpdrive_build_info", "gauge", &["version", "commit"]),
 ];
 
-fn scrape(m: &Mount) -> (Scrape, String) {
-    let text = m.metrics_text();
-    let s = Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("exposition format");
-    (s, text)
-}
-
 fn kind(v: &Value) -> &'static str {
     match v {
         Value::Counter(_) => "counter",
@@ -123,17 +117,6 @@ fn find<'a>(s: &'a Scrape, name: &str, labels: &[(&str, &str)]) -> Option<&'a Sa
 }
 
 /// The sum of the counter or gauge series matching `labels` (0 when there is none).
-fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    s.samples
-        .iter()
-        .filter(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
-        .map(|x| match &x.value {
-            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
-            other => panic!("{name} is not a single value: {other:?}"),
-        })
-        .sum()
-}
-
 /// A histogram's `_count` or `_sum`, from the raw text.
 fn hist_line(text: &str, name: &str) -> f64 {
     text.lines()

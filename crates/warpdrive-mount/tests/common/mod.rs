@@ -406,3 +406,24 @@ pub fn cpu_ns(pid: i32) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// The daemon's `/metrics`, parsed, and its text (for messages).
+pub fn scrape(m: &Mount) -> (prometheus_parse::Scrape, String) {
+    let text = m.metrics_text();
+    let s = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("exposition format");
+    (s, text)
+}
+
+/// The sum of the samples of `name` that carry all of `labels`.
+pub fn value(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    use prometheus_parse::Value;
+    s.samples
+        .iter()
+        .filter(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match &x.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            other => panic!("{name} is not a single value: {other:?}"),
+        })
+        .sum()
+}
