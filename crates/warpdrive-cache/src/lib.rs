@@ -834,23 +834,44 @@ impl Cache {
     /// Reads every cached block of this version and checks its CRC32C, dropping (and
     /// counting) the damaged ones. Returns how many were damaged.
     pub fn verify(&self, id: &ObjectId) -> Result<u64> {
-        let blocks: Vec<u64> = {
+        self.check_blocks(id, false).map(|(bad, _)| bad)
+    }
+
+    /// As [`Cache::verify`], and, when every block of the version is cached and intact, the
+    /// MD5 of the whole object (blocks in order), to compare with a checksum the store keeps.
+    pub fn verify_with_md5(&self, id: &ObjectId) -> Result<(u64, Option<[u8; 16]>)> {
+        self.check_blocks(id, true)
+    }
+
+    fn check_blocks(&self, id: &ObjectId, md5: bool) -> Result<(u64, Option<[u8; 16]>)> {
+        use md5::Digest;
+        let (mut blocks, complete) = {
             let objects = self.objects.read();
             match objects.get(&id.backend, &id.key) {
-                Some(e) if e.etag == id.etag => e.blocks.keys().copied().collect(),
-                _ => return Ok(0),
+                Some(e) if e.etag == id.etag => (
+                    e.blocks.keys().copied().collect::<Vec<u64>>(),
+                    e.blocks.len() as u64 == e.size.div_ceil(self.cfg.block_size),
+                ),
+                _ => return Ok((0, None)),
             }
         };
+        blocks.sort_unstable();
+        let mut hash = (md5 && complete).then(md5::Md5::new);
         let mut bad = 0;
         for b in blocks {
-            if self
-                .read_checked(id, BlockIndex(b), 0..self.cfg.block_size, false)?
-                .is_none()
-            {
-                bad += 1;
+            match self.read_checked(id, BlockIndex(b), 0..self.cfg.block_size, false)? {
+                Some(data) => {
+                    if let Some(h) = hash.as_mut() {
+                        h.update(&data);
+                    }
+                }
+                None => {
+                    bad += 1;
+                    hash = None;
+                }
             }
         }
-        Ok(bad)
+        Ok((bad, hash.map(|h| h.finalize().into())))
     }
 
     /// Checks every cached block of the objects for which `select(backend, key)` holds

@@ -23,7 +23,7 @@
 //! All operations are `async` and run on the daemon's one tokio runtime; the FUSE adapter only
 //! spawns them and replies. Tests drive this type directly, without a kernel.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use warpdrive_cache::{Cache, DataFingerprint, ObjectId};
-use warpdrive_config::MetadataTtl;
+use warpdrive_config::{BackendKind, MetadataTtl};
 use warpdrive_metrics::Metrics;
 use warpdrive_store::{Backend, ObjectInfo, StoreError, valid_component};
 
@@ -186,7 +186,14 @@ pub struct Fs {
     /// [`STALE_RECHECK`] after that, known metadata is served without asking again, so an
     /// outage costs one short wait per backend, not one per `open`.
     failing: Mutex<HashMap<BackendId, Instant>>,
+    /// Object versions whose S3 ETag looked like an MD5 but is not one of their bytes.
+    md5_unusable: Mutex<HashSet<ObjectId>>,
 }
+
+/// Checks of an object before passthrough: a check that finds damage refetches and checks
+/// again; one whose MD5 differs from the store's refetches the whole object and checks once
+/// more, and a second difference means the ETag is no MD5.
+const CHECK_ROUNDS: usize = 3;
 
 /// How often a backend's "serving stale metadata" warning is repeated during an outage.
 const STALE_WARN_EVERY: Duration = Duration::from_secs(60);
@@ -222,6 +229,7 @@ impl Fs {
             verified: Mutex::new(HashMap::new()),
             stale_warned: Mutex::new(HashMap::new()),
             failing: Mutex::new(HashMap::new()),
+            md5_unusable: Mutex::new(HashSet::new()),
             cfg,
             backends,
             inodes: InodeTable::new(),
@@ -739,27 +747,68 @@ impl Fs {
         let current = cache.data_fingerprint(&obj.id);
         let unchanged = current.is_some() && self.verified.lock().get(&*obj.id) == current.as_ref();
         if !unchanged {
-            let (c, id) = (cache.clone(), obj.id.clone());
-            let bad = tokio::task::spawn_blocking(move || c.verify(&id)).await;
-            match bad {
-                Ok(Ok(0)) => {}
-                Ok(Ok(n)) => {
-                    tracing::warn!(
-                        backend = obj.id.backend,
-                        key = obj.id.key,
-                        damaged = n,
-                        "damaged cached blocks found before passthrough; refetching them"
-                    );
-                    if let Err(e) = self.reader.fill(obj).await {
-                        tracing::warn!(error = %e, "could not repair the cached object");
+            let expected = self.store_md5(obj);
+            let mut sound = false;
+            for round in 0..CHECK_ROUNDS {
+                let (c, id) = (cache.clone(), obj.id.clone());
+                let checked = tokio::task::spawn_blocking(move || c.verify_with_md5(&id)).await;
+                match checked {
+                    Ok(Ok((0, digest))) => match (expected, digest) {
+                        (Some(want), Some(got)) if want != got => {
+                            warpdrive_metrics::add(&self.reader.stats.store_checksum_mismatches, 1);
+                            if round > 0 {
+                                // Freshly fetched bytes differ too: this ETag is not an MD5 of
+                                // the object (SSE-KMS, SSE-C). Checked against itself only.
+                                tracing::warn!(
+                                    backend = obj.id.backend,
+                                    key = obj.id.key,
+                                    "the object's ETag is not the MD5 of its bytes even after a refetch (encrypted with SSE-KMS or SSE-C?); it is checked against its own block checksums only"
+                                );
+                                self.md5_unusable.lock().insert((*obj.id).clone());
+                                sound = true;
+                                break;
+                            }
+                            tracing::warn!(
+                                backend = obj.id.backend,
+                                key = obj.id.key,
+                                "the cached object does not match the store's MD5 (damaged on its way in); refetching it whole"
+                            );
+                            if let Err(e) = cache.invalidate(&obj.id.backend, &obj.id.key) {
+                                self.reader.cache_error(&e);
+                                return (None, None);
+                            }
+                            if let Err(e) = self.reader.fill(obj).await {
+                                tracing::warn!(error = %e, "could not refetch the object");
+                                return (None, None);
+                            }
+                        }
+                        _ => {
+                            sound = true;
+                            break;
+                        }
+                    },
+                    Ok(Ok((n, _))) => {
+                        tracing::warn!(
+                            backend = obj.id.backend,
+                            key = obj.id.key,
+                            damaged = n,
+                            "damaged cached blocks found before passthrough; refetching them"
+                        );
+                        if let Err(e) = self.reader.fill(obj).await {
+                            tracing::warn!(error = %e, "could not repair the cached object");
+                            return (None, None);
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        self.reader.cache_error(&e);
                         return (None, None);
                     }
+                    Err(_) => return (None, None),
                 }
-                Ok(Err(e)) => {
-                    self.reader.cache_error(&e);
-                    return (None, None);
-                }
-                Err(_) => return (None, None),
+            }
+            if !sound || !cache.is_complete(&obj.id) {
+                // Not shown sound: reads go through the daemon, which checks every block.
+                return (None, None);
             }
             match cache.data_fingerprint(&obj.id) {
                 Some(fp) => {
@@ -776,6 +825,26 @@ impl Fs {
                 (None, None)
             }
         }
+    }
+
+    /// The MD5 of the whole object as the store gives it, if it does: an S3 ETag of 32 hex
+    /// digits (a single-part upload's; a multipart one has a `-N` suffix), unless this
+    /// object's ETag turned out not to be one.
+    fn store_md5(&self, obj: &Object) -> Option<[u8; 16]> {
+        if !matches!(obj.backend.config().kind, BackendKind::S3 { .. })
+            || self.md5_unusable.lock().contains(&*obj.id)
+        {
+            return None;
+        }
+        let hex = obj.id.etag.trim_matches('"');
+        if hex.len() != 32 {
+            return None;
+        }
+        let mut out = [0u8; 16];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(out)
     }
 
     /// Reads up to `size` bytes at `offset` through handle `fh`.

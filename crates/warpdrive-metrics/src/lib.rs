@@ -271,6 +271,8 @@ pub struct ReadMetrics {
     pub not_admitted_blocks: Counter,
     pub passthrough_opens: Counter,
     pub keep_cache_opens: Counter,
+    /// Fully cached objects whose bytes did not match the store's checksum of the object.
+    pub store_checksum_mismatches: Counter,
 }
 
 /// One backend's handles, resolved once so that recording is an atomic add.
@@ -558,7 +560,7 @@ impl Metrics {
         );
 
         let read = ReadMetrics::default();
-        let counters: [(&str, &str, &Counter); 10] = [
+        let counters: [(&str, &str, &Counter); 11] = [
             (
                 "warpdrive_cache_hit_blocks",
                 "Blocks read from the cache",
@@ -598,6 +600,11 @@ impl Metrics {
                 "warpdrive_cache_keep_cache_opens",
                 "Opens that kept the kernel's page cache of the file",
                 &read.keep_cache_opens,
+            ),
+            (
+                "warpdrive_cache_store_checksum_mismatches",
+                "Fully cached objects whose bytes did not match the store's checksum (refetched)",
+                &read.store_checksum_mismatches,
             ),
             (
                 "warpdrive_prefetch_hits",

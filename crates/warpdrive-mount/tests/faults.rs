@@ -443,3 +443,65 @@ fn regression_damage_to_a_cache_file_after_its_first_check_was_served_by_passthr
         m.log()
     );
 }
+
+/// A byte flipped on its way from the store was served, cached for good, and `verify`
+/// called the cache sound: nothing compared the bytes with a checksum the store keeps. S3
+/// gives none for a range, so the read that fetched the damage still returns it (documented),
+/// but before the object is ever served by passthrough its bytes are checked against its
+/// ETag (the MD5 of a single-part upload): the mismatch is counted, the object refetched,
+/// and every later read returns the store's bytes.
+#[test]
+fn regression_a_byte_corrupted_in_transit_was_cached_for_good() {
+    let data = random_bytes(3 * MIB + 1, 51);
+    let s3 = Emulator::start(Kind::Moto).expect("moto");
+    s3.create_bucket("transit").expect("bucket");
+    runtime()
+        .block_on(upload_many(
+            &s3.backend("direct", "transit", ""),
+            vec![("obj".into(), data.clone())],
+            1,
+        ))
+        .expect("upload");
+    let proxy = DelayProxy::counting(s3.port).expect("proxy");
+    let backend = emulator_backend(
+        Kind::Moto,
+        &format!("http://127.0.0.1:{}", proxy.port),
+        "s3",
+        "transit",
+        "",
+    );
+    let m = Mount::start(&[backend], "");
+    let path = m.path("s3/obj");
+    proxy.corrupt_next_bodies(1);
+    let first = std::fs::read(&path).expect("cold read");
+    assert_eq!(
+        proxy
+            .stats
+            .corrupted
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "the proxy damaged no answer"
+    );
+    assert!(
+        first != data,
+        "the damaged range should have reached this read (S3 has no range checksum)"
+    );
+    // Fully cached now: the next open checks the object against its MD5 before passthrough.
+    let second = std::fs::read(&path).expect("second read");
+    assert!(second == data, "the damage was served again");
+    let s = scrape(&m);
+    assert_eq!(
+        value(&s, "warpdrive_cache_store_checksum_mismatches_total", &[]),
+        1.0
+    );
+    assert!(value(&s, "warpdrive_cache_passthrough_opens_total", &[]) >= 1.0);
+    common::drop_page_cache();
+    let before = proxy.stats.data_reads().1;
+    assert!(std::fs::read(&path).expect("third read") == data);
+    assert_eq!(proxy.stats.data_reads().1, before, "served from the cache");
+    assert!(
+        m.log().contains("does not match the store's MD5"),
+        "{}",
+        m.log()
+    );
+}

@@ -36,6 +36,11 @@ const FAMILIES: &[(&str, &str, &[&str])] = &[
     ("warpdrive_cache_disk_free_bytes", "gauge", &[]),
     ("warpdrive_cache_passthrough_opens_total", "counter", &[]),
     ("warpdrive_cache_keep_cache_opens_total", "counter", &[]),
+    (
+        "warpdrive_cache_store_checksum_mismatches_total",
+        "counter",
+        &[],
+    ),
     ("warpdrive_cache_disk_failures_total", "counter", &[]),
     ("warpdrive_cache_not_admitted_blocks_total", "counter", &[]),
     ("warpdrive_prefetch_hits_total", "counter", &[]),

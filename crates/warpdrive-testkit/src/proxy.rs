@@ -51,6 +51,10 @@ pub struct ProxyStats {
     pub stall_ms: AtomicU64,
     /// Requests held by a stall.
     pub stalled: AtomicU64,
+    /// Ranged `GET` responses still to damage (one byte of the body flipped).
+    pub corrupt_next: AtomicU64,
+    /// Responses damaged so far.
+    pub corrupted: AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +67,8 @@ struct Burst {
 /// What the proxy does with one request.
 enum Action {
     Forward,
+    /// Forward, and flip a byte of the body of its answer.
+    ForwardCorrupt,
     Fail(u16, Option<u64>),
     Stall(Duration),
 }
@@ -130,6 +136,12 @@ impl DelayProxy {
             statuses: statuses.to_vec(),
             retry_after,
         });
+    }
+
+    /// Flips one byte in the body of each of the answers to the next `n` ranged `GET`s: data
+    /// damaged on its way, which no TCP or HTTP check catches.
+    pub fn corrupt_next_bodies(&self, n: u64) {
+        self.stats.corrupt_next.store(n, Ordering::Relaxed);
     }
 
     /// Holds each of the next `n` requests for `length` before forwarding it.
@@ -216,10 +228,23 @@ fn count_requests(buf: &mut Vec<u8>, stats: &ProxyStats) -> Action {
             stats
                 .range_bytes
                 .fetch_add(b.saturating_sub(a) + 1, Ordering::Relaxed);
+            if stats
+                .corrupt_next
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                action = Action::ForwardCorrupt;
+            }
         }
     }
     action
 }
+
+/// States of a connection's pending damage: none, waiting for the answer's headers, waiting
+/// for the first chunk of its body.
+const IDLE: u8 = 0;
+const ARMED: u8 = 1;
+const IN_BODY: u8 = 2;
 
 async fn relay(
     client: TcpStream,
@@ -229,6 +254,12 @@ async fn relay(
 ) -> std::io::Result<()> {
     let (mut cr, cw) = client.into_split();
     let cw = Arc::new(tokio::sync::Mutex::new(cw));
+    // Set when a request whose answer is to be damaged was forwarded on this connection; a
+    // client sends its next request only after reading the last answer, so the next bytes
+    // from upstream start that answer.
+    let corrupt = Arc::new(std::sync::atomic::AtomicU8::new(IDLE));
+    let corrupt_up = corrupt.clone();
+    let stats_down = stats.clone();
     let (mut sr, mut sw) = server.into_split();
     let cw_up = cw.clone();
     let up = tokio::spawn(async move {
@@ -242,6 +273,7 @@ async fn relay(
             pending.extend_from_slice(&buf[..n]);
             match count_requests(&mut pending, &stats) {
                 Action::Forward => {}
+                Action::ForwardCorrupt => corrupt_up.store(ARMED, Ordering::Relaxed),
                 Action::Fail(status, retry_after) => {
                     // Answer in the emulator's place and close both sides.
                     let mut w = cw_up.lock().await;
@@ -269,6 +301,27 @@ async fn relay(
         }
         if !delay.is_zero() && last.elapsed() >= QUIET {
             tokio::time::sleep(delay).await;
+        }
+        // The damage goes a few bytes into the body: in this chunk if the headers end in
+        // it with body after them, else at the start of the next chunk.
+        let at = match corrupt.load(Ordering::Relaxed) {
+            ARMED if buf[..n].starts_with(b"HTTP/") => {
+                match buf[..n].windows(4).position(|w| w == b"\r\n\r\n") {
+                    Some(end) if end + 4 + 10 < n => Some(end + 4 + 10),
+                    Some(_) => {
+                        corrupt.store(IN_BODY, Ordering::Relaxed);
+                        None
+                    }
+                    None => None,
+                }
+            }
+            IN_BODY => Some(0),
+            _ => None,
+        };
+        if let Some(at) = at {
+            buf[at] ^= 0x20;
+            corrupt.store(IDLE, Ordering::Relaxed);
+            stats_down.corrupted.fetch_add(1, Ordering::Relaxed);
         }
         cw.lock().await.write_all(&buf[..n]).await?;
         last = Instant::now();
