@@ -44,6 +44,20 @@ fn setup(files: usize, size: usize, extra: &str) -> (Emulator, DelayProxy, Mount
     (s3, proxy, m, data)
 }
 
+/// Moto with `bucket` holding `obj` = `data` (a single-part upload).
+fn moto_with_obj(bucket: &str, data: &[u8]) -> Emulator {
+    let s3 = Emulator::start(Kind::Moto).expect("moto");
+    s3.create_bucket(bucket).expect("bucket");
+    runtime()
+        .block_on(upload_many(
+            &s3.backend("direct", bucket, ""),
+            vec![("obj".into(), data.to_vec())],
+            1,
+        ))
+        .expect("upload");
+    s3
+}
+
 /// Reads `path` expecting `EIO` within the documented bound for an unreachable store:
 /// `retry.unreachable` (3 s in these tests) plus one backoff (at most 8 s) and one attempt's
 /// timeout; the retry deadline (2 min) is far beyond it.
@@ -302,12 +316,8 @@ fn two_handles_across_an_overwrite(passthrough: &str) {
     use std::os::unix::fs::FileExt;
     let v1 = random_bytes(6 * MIB + 11, 31);
     let v2 = random_bytes(4 * MIB + 3, 32);
-    let s3 = Emulator::start(Kind::Moto).expect("moto");
-    s3.create_bucket("over").expect("bucket");
+    let s3 = moto_with_obj("over", &v1);
     let direct = s3.backend("direct", "over", "");
-    runtime()
-        .block_on(upload_many(&direct, vec![("obj".into(), v1.clone())], 1))
-        .expect("upload");
     let backend = emulator_backend(Kind::Moto, &s3.endpoint(), "s3", "over", "");
     let m = Mount::start(
         &[backend],
@@ -378,15 +388,7 @@ fn regression_an_overwrite_made_new_opens_fail_with_eio_under_passthrough() {
 #[test]
 fn regression_damage_to_a_cache_file_after_its_first_check_was_served_by_passthrough() {
     let data = random_bytes(4 * MIB + 9, 41);
-    let s3 = Emulator::start(Kind::Moto).expect("moto");
-    s3.create_bucket("ptdmg").expect("bucket");
-    runtime()
-        .block_on(upload_many(
-            &s3.backend("direct", "ptdmg", ""),
-            vec![("obj".into(), data.clone())],
-            1,
-        ))
-        .expect("upload");
+    let s3 = moto_with_obj("ptdmg", &data);
     let backend = emulator_backend(Kind::Moto, &s3.endpoint(), "s3", "ptdmg", "");
     let m = Mount::start(&[backend], "");
     let path = m.path("s3/obj");
@@ -453,15 +455,7 @@ fn regression_damage_to_a_cache_file_after_its_first_check_was_served_by_passthr
 #[test]
 fn regression_a_byte_corrupted_in_transit_was_cached_for_good() {
     let data = random_bytes(3 * MIB + 1, 51);
-    let s3 = Emulator::start(Kind::Moto).expect("moto");
-    s3.create_bucket("transit").expect("bucket");
-    runtime()
-        .block_on(upload_many(
-            &s3.backend("direct", "transit", ""),
-            vec![("obj".into(), data.clone())],
-            1,
-        ))
-        .expect("upload");
+    let s3 = moto_with_obj("transit", &data);
     let proxy = DelayProxy::counting(s3.port).expect("proxy");
     let backend = emulator_backend(
         Kind::Moto,
