@@ -129,6 +129,19 @@ fn is_denied(e: &object_store::Error) -> bool {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// One spelling of an ETag whichever request reported it: Azure lists blobs with bare ETags
+/// (`0x8D…`) but answers HEAD and GET with the quoted entity-tag (`"0x8D…"`), and comparing the
+/// two took every object revalidated after its listing for a new version (its cached blocks
+/// were dropped at every `metadata_ttl`). Bare tags get the quotes HTTP gives them, so the
+/// canonical form is also what `If-Match` sends.
+pub fn canonical_etag(etag: String) -> String {
+    if etag.starts_with('"') || etag.starts_with("W/\"") {
+        etag
+    } else {
+        format!("\"{etag}\"")
+    }
+}
+
 /// What the store says about one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
@@ -364,7 +377,7 @@ impl Backend {
                             ObjectInfo {
                                 size: o.size,
                                 mtime: o.last_modified.into(),
-                                etag: o.e_tag,
+                                etag: o.e_tag.map(canonical_etag),
                             },
                         ));
                     }
@@ -425,7 +438,7 @@ impl Backend {
                 Ok(ObjectInfo {
                     size: m.size,
                     mtime: m.last_modified.into(),
-                    etag: m.e_tag,
+                    etag: m.e_tag.map(canonical_etag),
                 })
             }
         }
@@ -627,6 +640,29 @@ impl Backend {
                 backend: self.config.name.clone(),
                 after: timeout,
             }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod etag_tests {
+    use super::canonical_etag;
+
+    #[test]
+    fn listing_and_head_spellings_of_one_etag_are_equal() {
+        for (listed, head) in [
+            ("0x8DC0FFEE1234567", "\"0x8DC0FFEE1234567\""),
+            (
+                "\"9b2cf535f27731c974343645a3985328\"",
+                "\"9b2cf535f27731c974343645a3985328\"",
+            ),
+            ("W/\"weak\"", "W/\"weak\""),
+        ] {
+            assert_eq!(
+                canonical_etag(listed.to_string()),
+                canonical_etag(head.to_string())
+            );
+            assert!(canonical_etag(listed.to_string()).ends_with('"'));
         }
     }
 }
