@@ -108,8 +108,11 @@ mkdir -p "$MNT" "$OUT" "$DATA"
 avail_mb() { df -Pm "$1" | awk 'NR == 2 { print $4 }'; }
 # The emulators keep a copy of the dataset and the cache another, both under $STATE's disk,
 # and the cache leaves 1 GiB free (cache.min_free in the generated config).
-if [ "$(avail_mb "$STATE")" -lt $((2 * SIZE_MB + 1500)) ]; then
-    echo "the $SCALE scale needs about $((2 * SIZE_MB + 1500)) MB free under $STATE (emulators' copy, the cache and 1 GiB it leaves free); $(avail_mb "$STATE") MB are. Set DEMO_STATE to a bigger disk." >&2
+# A previous run's cache is deleted in phase 1, so its space counts as free.
+old_cache_mb=$(du -sm "$CACHE" 2>/dev/null | cut -f1)
+free_mb=$(($(avail_mb "$STATE") + ${old_cache_mb:-0}))
+if [ "$free_mb" -lt $((2 * SIZE_MB + 1500)) ]; then
+    echo "the $SCALE scale needs about $((2 * SIZE_MB + 1500)) MB free under $STATE (emulators' copy, the cache and 1 GiB it leaves free); $free_mb MB are. Set DEMO_STATE to a bigger disk." >&2
     exit 1
 fi
 want="${GEN[*]}"
