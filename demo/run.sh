@@ -109,7 +109,7 @@ avail_mb() { df -Pm "$1" | awk 'NR == 2 { print $4 }'; }
 # The emulators keep a copy of the dataset and the cache another, both under $STATE's disk,
 # and the cache leaves 1 GiB free (cache.min_free in the generated config).
 # A previous run's cache is deleted in phase 1, so its space counts as free.
-old_cache_mb=$(du -sm "$CACHE" 2>/dev/null | cut -f1)
+old_cache_mb=$(du -sm "$CACHE" 2>/dev/null | cut -f1 || true)
 free_mb=$(($(avail_mb "$STATE") + ${old_cache_mb:-0}))
 if [ "$free_mb" -lt $((2 * SIZE_MB + 1500)) ]; then
     echo "the $SCALE scale needs about $((2 * SIZE_MB + 1500)) MB free under $STATE (emulators' copy, the cache and 1 GiB it leaves free); $free_mb MB are. Set DEMO_STATE to a bigger disk." >&2
