@@ -580,8 +580,9 @@ impl Fs {
     /// Counts (and, once a minute per backend, logs) an answer served from what the mount
     /// knew because the store failed with `e` (or failed moments ago).
     fn served_stale(&self, bid: BackendId, key: &str, e: Option<&StoreError>) {
-        let name = self.backend(bid).name();
-        warpdrive_metrics::add(&self.metrics.backend(name).stale_served, 1);
+        let backend = self.backend(bid);
+        let name = backend.name();
+        warpdrive_metrics::add(&backend.metrics().stale_served, 1);
         let mut warned = self.stale_warned.lock();
         if warned
             .get(&bid)

@@ -279,6 +279,11 @@ impl Backend {
         &self.config.name
     }
 
+    /// The handles this backend records into.
+    pub fn metrics(&self) -> &BackendMetrics {
+        &self.metrics
+    }
+
     /// Turns a failed cloud request into a [`StoreError`]. Its attempts were counted, by
     /// kind, in the HTTP layer ([`attempts`]).
     fn failed(&self, key: &str, e: object_store::Error) -> StoreError {

@@ -66,7 +66,8 @@ struct ListFilter {
     warned: Arc<WarnOnce>,
 }
 
-fn is_list(req: &HttpRequest) -> bool {
+/// Whether a request lists a prefix (Azure `comp=list`; S3 and GCS `list-type=2`).
+pub(crate) fn is_list(req: &HttpRequest) -> bool {
     req.method() == "GET"
         && req
             .uri()

@@ -102,14 +102,12 @@ pub(crate) fn object_store_config(policy: &RetryPolicy) -> RetryConfig {
 /// The kind of a request, from its method and query.
 pub(crate) fn request_kind(req: &HttpRequest) -> Request {
     if req.method() == "HEAD" {
-        return Request::Head;
+        Request::Head
+    } else if crate::listfilter::is_list(req) {
+        Request::List
+    } else {
+        Request::Get
     }
-    let list = req
-        .uri()
-        .query()
-        .is_some_and(|q| q.split('&').any(|p| p == "comp=list" || p == "list-type=2"))
-        || req.uri().path().ends_with("/o"); // GCS JSON API object listing
-    if list { Request::List } else { Request::Get }
 }
 
 /// How long a throttled answer asks the client to wait, if it says.
