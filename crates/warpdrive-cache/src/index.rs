@@ -20,7 +20,11 @@ use crate::{CacheError, Crcs};
 
 /// The on-disk format version: bump it with any change to the schema or the data file
 /// layout. An index with another version is discarded and rebuilt (with a log line).
-pub const FORMAT_VERSION: i64 = 2;
+pub const FORMAT_VERSION: i64 = 3;
+
+/// Older formats upgraded in place instead of rebuilt: (from version, statements to the next).
+/// Format 3 added each object's store checksum.
+const MIGRATIONS: [(i64, &str); 1] = [(2, "ALTER TABLE objects ADD COLUMN store_checksum TEXT;")];
 
 /// The schema of format [`FORMAT_VERSION`]. The golden test in `tests.rs` fails if this text
 /// changes without a version bump.
@@ -32,6 +36,7 @@ CREATE TABLE objects (
     etag TEXT NOT NULL,
     size INTEGER NOT NULL,
     last_access INTEGER NOT NULL,
+    store_checksum TEXT,
     UNIQUE (backend, key)
 );
 CREATE TABLE blocks (
@@ -59,6 +64,11 @@ pub(crate) enum Op {
         etag: String,
         size: u64,
         last_access: i64,
+    },
+    /// The store's checksum of the object's version, in its text form (`None`: it has none).
+    SetChecksum {
+        id: u64,
+        checksum: Option<String>,
     },
     /// `crcs`: one CRC32C per check unit of the block.
     PutBlock {
@@ -93,6 +103,7 @@ pub(crate) struct LoadedObject {
     pub etag: String,
     pub size: u64,
     pub last_access: i64,
+    pub store_checksum: Option<String>,
     pub blocks: Vec<(u64, Crcs)>,
 }
 
@@ -101,7 +112,19 @@ pub(crate) struct LoadedObject {
 pub(crate) fn open(path: &Path, block_size: u64) -> Result<(Connection, bool), CacheError> {
     let fresh = !path.exists();
     let mut conn = connect(path)?;
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let mut version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    while !fresh && let Some((_, sql)) = MIGRATIONS.iter().find(|(v, _)| *v == version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version + 1)?;
+        tx.commit()?;
+        tracing::info!(
+            from = version,
+            to = version + 1,
+            "cache index upgraded in place"
+        );
+        version += 1;
+    }
     let stored_bs = if version == FORMAT_VERSION {
         counter(&conn, "block_size")?
     } else {
@@ -185,7 +208,8 @@ pub(crate) fn open_read_only(path: &Path) -> Result<Connection, CacheError> {
 /// Every object with its blocks.
 pub(crate) fn load(conn: &Connection) -> Result<Vec<LoadedObject>, CacheError> {
     let mut objects = Vec::new();
-    let mut stmt = conn.prepare("SELECT id, backend, key, etag, size, last_access FROM objects")?;
+    let mut stmt = conn
+        .prepare("SELECT id, backend, key, etag, size, last_access, store_checksum FROM objects")?;
     let rows = stmt.query_map([], |r| {
         Ok(LoadedObject {
             id: r.get::<_, i64>(0)? as u64,
@@ -194,6 +218,7 @@ pub(crate) fn load(conn: &Connection) -> Result<Vec<LoadedObject>, CacheError> {
             etag: r.get(3)?,
             size: r.get::<_, i64>(4)? as u64,
             last_access: r.get(5)?,
+            store_checksum: r.get(6)?,
             blocks: Vec::new(),
         })
     })?;
@@ -332,6 +357,12 @@ fn apply_one(tx: &Connection, op: Op) -> rusqlite::Result<()> {
                 tx.execute(
                     "INSERT OR REPLACE INTO objects (id, backend, key, etag, size, last_access) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![id as i64, backend, key, etag, size as i64, last_access],
+                )?;
+            }
+            Op::SetChecksum { id, checksum } => {
+                tx.execute(
+                    "UPDATE objects SET store_checksum = ?2 WHERE id = ?1",
+                    params![id as i64, checksum],
                 )?;
             }
             Op::PutBlock {

@@ -176,14 +176,15 @@ fn unknown_files_are_removed_and_other_formats_rebuilt() {
     );
 }
 
-/// Golden bytes for format 2: the index schema, the checksum encoding and the data file layout. A change to either
-/// without bumping `FORMAT_VERSION` (and updating this test) fails here.
+/// Golden bytes for format 3: the index schema, the checksum encoding and the data file
+/// layout. A change to either without bumping `FORMAT_VERSION` (and updating this test)
+/// fails here.
 #[test]
 fn golden_format() {
-    assert_eq!(FORMAT_VERSION, 2);
+    assert_eq!(FORMAT_VERSION, 3);
     assert_eq!(
         hex::encode(sha2::Sha256::digest(index::SCHEMA.as_bytes())),
-        "c77270ce77736cb3e7ddf43d6ebd4ca419828528ec271e1e16a8311fc771de22",
+        "639b5fe8de1cca91e9697002e84f726f54497d32a255aa46a79d4d9fa6fae6a3",
         "the index schema changed: bump FORMAT_VERSION"
     );
     let d = tempfile::tempdir().expect("tempdir");
@@ -638,4 +639,51 @@ fn regression_a_garbage_index_stopped_the_start() {
     drop(c);
     let c = Cache::open(cfg(d.path())).expect("reopen");
     assert!(c.has_block(&obj("v1"), BlockIndex(0)));
+}
+
+/// Format 2 (before store checksums) is upgraded in place: its cached blocks stay, and the
+/// store checksum recorded afterwards survives a reopen.
+#[test]
+fn a_format_2_index_is_upgraded_keeping_its_blocks() {
+    let v2_schema = index::SCHEMA.replace("    store_checksum TEXT,\n", "");
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(v2_schema.as_bytes())),
+        "c77270ce77736cb3e7ddf43d6ebd4ca419828528ec271e1e16a8311fc771de22",
+        "format 2's schema is format 3's without the checksum column"
+    );
+    let d = tempfile::tempdir().expect("tempdir");
+    {
+        let c = Cache::open(cfg(d.path())).expect("open");
+        c.write_block(&obj("v1"), BS, BlockIndex(0), &block(3, BS))
+            .expect("write");
+        c.flush().expect("flush");
+    }
+    let conn = rusqlite::Connection::open(d.path().join("cache/index.db")).expect("sqlite");
+    conn.execute_batch("ALTER TABLE objects DROP COLUMN store_checksum;")
+        .expect("back to format 2");
+    conn.pragma_update(None, "user_version", 2)
+        .expect("version");
+    drop(conn);
+    {
+        let c = Cache::open(cfg(d.path())).expect("upgrade");
+        assert_eq!(c.stats().blocks, 1, "the block survived the upgrade");
+        assert_eq!(
+            c.read_block(&obj("v1"), BlockIndex(0)).expect("read"),
+            Some(Bytes::from(block(3, BS)))
+        );
+        assert_eq!(c.store_checksum(&obj("v1")), None);
+        c.set_store_checksum(&obj("v1"), Some("crc32c:0000002a"))
+            .expect("record");
+        c.flush().expect("flush");
+    }
+    let c = Cache::open(cfg(d.path())).expect("reopen");
+    assert_eq!(
+        c.store_checksum(&obj("v1")).as_deref(),
+        Some("crc32c:0000002a")
+    );
+    assert_eq!(
+        c.store_checksum(&obj("v2")),
+        None,
+        "another version has none"
+    );
 }

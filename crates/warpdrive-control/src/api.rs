@@ -183,10 +183,14 @@ pub struct EvictReport {
     pub pinned_bytes: u64,
 }
 
-/// `POST /verify`: check every cached block's CRC32C under `path` (everything when absent).
+/// `POST /verify`: check every cached block's CRC32C under `path` (everything when absent),
+/// and each fully cached object whole against the checksum its store keeps, where known.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct VerifyRequest {
     pub path: Option<String>,
+    /// List how each object was checked ([`VerifyReport::each`]).
+    #[serde(default)]
+    pub each: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -204,6 +208,41 @@ pub struct VerifyReport {
     pub bytes: u64,
     pub damaged_blocks: u64,
     pub damaged: Vec<Damaged>,
+    /// Objects whose whole bytes matched the checksum their store keeps.
+    #[serde(default)]
+    pub store_checked: u64,
+    /// Objects checked against their own block checksums only (partly cached, or no store
+    /// checksum known for them).
+    #[serde(default)]
+    pub self_checked: u64,
+    /// Fully cached objects whose bytes did not match their store's checksum; dropped whole
+    /// (fetched again when read).
+    #[serde(default)]
+    pub store_mismatched: Vec<ObjectRef>,
+    /// With `each`: every object and how it was checked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub each: Vec<ObjectChecked>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ObjectRef {
+    pub backend: String,
+    pub key: String,
+}
+
+/// How one object was checked by `verify`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ObjectChecked {
+    pub backend: String,
+    pub key: String,
+    /// `store` (whole, matched its store's checksum), `store_mismatch` (dropped),
+    /// `store_cannot_tell` (a multipart ETag of an unusual part size), `no_store_checksum`,
+    /// `partly_cached` or `damaged`; all but the first two were checked against their
+    /// own block checksums only.
+    pub check: String,
+    /// The store's checksum as the cache recorded it (`md5:…`, `crc32c:…`,
+    /// `md5-parts:N:…`, `none`), if any.
+    pub store_checksum: Option<String>,
 }
 
 /// `POST /warm`: fetch files or whole directories into the cache, as a job.

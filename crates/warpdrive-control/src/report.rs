@@ -12,8 +12,8 @@ use warpdrive_config::Config;
 
 use crate::Target;
 use crate::api::{
-    CacheHealth, Damaged, EvictReport, Stale, StaleObject, Stats, Usage, UsageBy, UsageRow,
-    VerifyReport,
+    CacheHealth, Damaged, EvictReport, ObjectChecked, ObjectRef, Stale, StaleObject, Stats, Usage,
+    UsageBy, UsageRow, VerifyReport,
 };
 
 pub fn now_secs() -> i64 {
@@ -200,10 +200,27 @@ pub fn evict(
     })
 }
 
-/// Checks every cached block under `target`, dropping damaged ones.
-pub fn verify(cache: &Cache, target: &Target) -> Result<VerifyReport> {
+/// Hashes an object whole for a store checksum (the cache's side of the check).
+struct Whole(warpdrive_store::checksum::Hasher);
+
+impl warpdrive_cache::WholeCheck for Whole {
+    fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+    fn matches(self: Box<Self>) -> Option<bool> {
+        self.0.matches()
+    }
+}
+
+/// Checks every cached block under `target`, dropping damaged ones, and every fully cached
+/// object with a recorded store checksum whole against it, dropping those that differ.
+pub fn verify(cache: &Cache, target: &Target, each: bool) -> Result<VerifyReport> {
+    let whole = |text: &str, size: u64| {
+        warpdrive_store::checksum::Checksum::parse(text)
+            .map(|c| Box::new(Whole(c.hasher(size))) as Box<dyn warpdrive_cache::WholeCheck>)
+    };
     let out = cache
-        .verify_where(|b, k| target.matches_key(b, k), |_| {})
+        .verify_where(|b, k| target.matches_key(b, k), whole, each, |_| {})
         .context("verifying the cache")?;
     Ok(VerifyReport {
         objects: out.objects,
@@ -217,6 +234,23 @@ pub fn verify(cache: &Cache, target: &Target) -> Result<VerifyReport> {
                 backend,
                 key,
                 blocks,
+            })
+            .collect(),
+        store_checked: out.store_checked,
+        self_checked: out.self_checked,
+        store_mismatched: out
+            .store_mismatched
+            .into_iter()
+            .map(|(backend, key)| ObjectRef { backend, key })
+            .collect(),
+        each: out
+            .each
+            .into_iter()
+            .map(|(backend, key, check, store_checksum)| ObjectChecked {
+                backend,
+                key,
+                check: check.as_str().to_string(),
+                store_checksum,
             })
             .collect(),
     })

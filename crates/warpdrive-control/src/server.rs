@@ -227,7 +227,7 @@ async fn verify(
 ) -> Answer<api::VerifyReport> {
     let target = Target::resolve(&c.config, r.path.as_deref()).map_err(bad_request)?;
     blocking(move || {
-        report::verify(&c.cache, &target)
+        report::verify(&c.cache, &target, r.each)
             .map(Json)
             .map_err(internal)
     })

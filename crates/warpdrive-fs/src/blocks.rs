@@ -214,6 +214,8 @@ pub struct BlockReader {
     floor_warned: Mutex<Option<Instant>>,
     /// The read path's counters (the daemon's metrics), one atomic add each.
     pub stats: ReadMetrics,
+    /// Checks of fully cached objects against their store's checksum.
+    pub integrity: crate::integrity::Integrity,
 }
 
 impl std::fmt::Debug for BlockReader {
@@ -248,6 +250,7 @@ impl BlockReader {
             cache_off_until: Mutex::new(None),
             failure_logged: AtomicBool::new(false),
             floor_warned: Mutex::new(None),
+            integrity: crate::integrity::Integrity::new(stats.clone()),
             stats,
         }
     }
@@ -819,6 +822,9 @@ impl BlockReader {
                 this.cache_error(&e);
             }
             this.fetched(&o, first, b);
+            if cache.is_complete(&o.id) {
+                this.integrity.completed(&cache, &o);
+            }
         }))
     }
 

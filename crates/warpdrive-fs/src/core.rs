@@ -23,21 +23,22 @@
 //! All operations are `async` and run on the daemon's one tokio runtime; the FUSE adapter only
 //! spawns them and replies. Tests drive this type directly, without a kernel.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
-use warpdrive_cache::{Cache, DataFingerprint, ObjectId};
-use warpdrive_config::{BackendKind, MetadataTtl};
+use warpdrive_cache::{Cache, ObjectId};
+use warpdrive_config::MetadataTtl;
 use warpdrive_metrics::Metrics;
 use warpdrive_store::{Backend, ObjectInfo, StoreError, valid_component};
 
 use crate::blocks::{Begun, BlockReader, Object, Pending, Stream};
 use crate::error::{FsError, FsResult};
 use crate::inode::{BackendId, Ino, InodeTable, Kind, Node, NodePath};
+use crate::integrity::Outcome;
 use crate::listing::{Entry, Listing, Status};
 
 mod warm;
@@ -175,10 +176,6 @@ pub struct Fs {
     invalidator: InvalidatorSlot,
     /// Whether the kernel accepted FUSE passthrough (set by the adapter at init).
     passthrough_ready: AtomicBool,
-    /// Object versions whose every block was checked, with their data file's fingerprint
-    /// then: a passthrough open checks again when the file changed since (a write, a punched
-    /// hole, anything that moves its change time), since passthrough reads skip checksums.
-    verified: Mutex<HashMap<ObjectId, DataFingerprint>>,
     /// When each backend last logged that stale metadata is being served (the log says so
     /// once per [`STALE_WARN_EVERY`] per backend, however many answers are served).
     stale_warned: Mutex<HashMap<BackendId, Instant>>,
@@ -186,13 +183,12 @@ pub struct Fs {
     /// [`STALE_RECHECK`] after that, known metadata is served without asking again, so an
     /// outage costs one short wait per backend, not one per `open`.
     failing: Mutex<HashMap<BackendId, Instant>>,
-    /// Object versions whose S3 ETag looked like an MD5 but is not one of their bytes.
-    md5_unusable: Mutex<HashSet<ObjectId>>,
 }
 
 /// Checks of an object before passthrough: a check that finds damage refetches and checks
-/// again; one whose MD5 differs from the store's refetches the whole object and checks once
-/// more, and a second difference means the ETag is no MD5.
+/// again; one whose whole differs from the store's checksum refetches the whole object and
+/// checks once more, and a second difference means the checksum is not of these bytes
+/// ([`crate::integrity`]).
 const CHECK_ROUNDS: usize = 3;
 
 /// How often a backend's "serving stale metadata" warning is repeated during an outage.
@@ -226,10 +222,8 @@ impl Fs {
             reader,
             invalidator: InvalidatorSlot::default(),
             passthrough_ready: AtomicBool::new(false),
-            verified: Mutex::new(HashMap::new()),
             stale_warned: Mutex::new(HashMap::new()),
             failing: Mutex::new(HashMap::new()),
-            md5_unusable: Mutex::new(HashSet::new()),
             cfg,
             backends,
             inodes: InodeTable::new(),
@@ -690,11 +684,15 @@ impl Fs {
             );
             self.version_changed(&node);
         }
+        let (pinned, passthrough) = self.passthrough_file(&obj).await;
+        // Bytes the kernel may hold from a read before the object failed its store checksum
+        // are dropped like an old version's.
+        let damaged = self.reader.integrity.take_dropped(ino);
         let (keep_cache, stale) = {
             let mut st = node.state.lock();
             let same = st.opened_etag.as_deref() == Some(obj.id.etag.as_str());
             let first = st.opened_etag.is_none();
-            let stale = std::mem::take(&mut st.kernel_stale);
+            let stale = std::mem::take(&mut st.kernel_stale) || damaged;
             st.opened_etag = Some(obj.id.etag.clone());
             ((same || first) && !stale && !obj.id.etag.is_empty(), stale)
         };
@@ -708,7 +706,6 @@ impl Fs {
                 let _ = tokio::task::spawn_blocking(move || inval(ino)).await;
             }
         }
-        let (pinned, passthrough) = self.passthrough_file(&obj).await;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         node.state.lock().handles += 1;
         let stats = &self.reader.stats;
@@ -733,8 +730,10 @@ impl Fs {
     }
 
     /// The cache file to hand the kernel for `obj`, pinned, if passthrough is on and every
-    /// block is cached. Before the first time in this daemon's life, every block is checked
-    /// (passthrough reads skip the checksums) and damaged ones are refetched.
+    /// block is cached. Unless this version was checked and its data file is unchanged since
+    /// (a write, a punched hole, anything that moves its change time), every block is checked
+    /// first, and the whole against the store's checksum ([`crate::integrity`]): passthrough
+    /// reads skip the daemon's checksums. Damage is refetched before the open.
     async fn passthrough_file(&self, obj: &Object) -> (Option<u64>, Option<(u64, std::fs::File)>) {
         if !self.cfg.passthrough || !self.passthrough_ready.load(Ordering::Relaxed) {
             return (None, None);
@@ -745,56 +744,25 @@ impl Fs {
         if obj.id.etag.is_empty() || !cache.is_complete(&obj.id) {
             return (None, None);
         }
-        let current = cache.data_fingerprint(&obj.id);
-        let unchanged = current.is_some() && self.verified.lock().get(&*obj.id) == current.as_ref();
-        if !unchanged {
-            let expected = self.store_md5(obj);
+        if !self.reader.integrity.is_verified(&cache, &obj.id) {
             let mut sound = false;
-            for round in 0..CHECK_ROUNDS {
-                let (c, id) = (cache.clone(), obj.id.clone());
-                let checked = tokio::task::spawn_blocking(move || c.verify_with_md5(&id)).await;
+            for _ in 0..CHECK_ROUNDS {
+                let (c, r, o) = (cache.clone(), self.reader.clone(), obj.clone());
+                let checked = tokio::task::spawn_blocking(move || r.integrity.check(&c, &o)).await;
                 match checked {
-                    Ok(Ok((0, digest))) => match (expected, digest) {
-                        (Some(want), Some(got)) if want != got => {
-                            warpdrive_metrics::add(&self.reader.stats.store_checksum_mismatches, 1);
-                            if round > 0 {
-                                // Freshly fetched bytes differ too: this ETag is not an MD5 of
-                                // the object (SSE-KMS, SSE-C). Checked against itself only.
-                                tracing::warn!(
-                                    backend = obj.id.backend,
-                                    key = obj.id.key,
-                                    "the object's ETag is not the MD5 of its bytes even after a refetch (encrypted with SSE-KMS or SSE-C?); it is checked against its own block checksums only"
-                                );
-                                self.md5_unusable.lock().insert((*obj.id).clone());
-                                sound = true;
-                                break;
-                            }
+                    Ok(Ok(Outcome::Sound { .. })) => {
+                        sound = true;
+                        break;
+                    }
+                    Ok(Ok(outcome)) => {
+                        if let Outcome::Damaged(n) = outcome {
                             tracing::warn!(
                                 backend = obj.id.backend,
                                 key = obj.id.key,
-                                "the cached object does not match the store's MD5 (damaged on its way in); refetching it whole"
+                                damaged = n,
+                                "damaged cached blocks found before passthrough; refetching them"
                             );
-                            if let Err(e) = cache.invalidate(&obj.id.backend, &obj.id.key) {
-                                self.reader.cache_error(&e);
-                                return (None, None);
-                            }
-                            if let Err(e) = self.reader.fill(obj).await {
-                                tracing::warn!(error = %e, "could not refetch the object");
-                                return (None, None);
-                            }
                         }
-                        _ => {
-                            sound = true;
-                            break;
-                        }
-                    },
-                    Ok(Ok((n, _))) => {
-                        tracing::warn!(
-                            backend = obj.id.backend,
-                            key = obj.id.key,
-                            damaged = n,
-                            "damaged cached blocks found before passthrough; refetching them"
-                        );
                         if let Err(e) = self.reader.fill(obj).await {
                             tracing::warn!(error = %e, "could not repair the cached object");
                             return (None, None);
@@ -807,15 +775,9 @@ impl Fs {
                     Err(_) => return (None, None),
                 }
             }
-            if !sound || !cache.is_complete(&obj.id) {
+            if !sound || !self.reader.integrity.is_verified(&cache, &obj.id) {
                 // Not shown sound: reads go through the daemon, which checks every block.
                 return (None, None);
-            }
-            match cache.data_fingerprint(&obj.id) {
-                Some(fp) => {
-                    self.verified.lock().insert((*obj.id).clone(), fp);
-                }
-                None => return (None, None),
             }
         }
         match cache.pin_complete(&obj.id) {
@@ -826,26 +788,6 @@ impl Fs {
                 (None, None)
             }
         }
-    }
-
-    /// The MD5 of the whole object as the store gives it, if it does: an S3 ETag of 32 hex
-    /// digits (a single-part upload's; a multipart one has a `-N` suffix), unless this
-    /// object's ETag turned out not to be one.
-    fn store_md5(&self, obj: &Object) -> Option<[u8; 16]> {
-        if !matches!(obj.backend.config().kind, BackendKind::S3 { .. })
-            || self.md5_unusable.lock().contains(&*obj.id)
-        {
-            return None;
-        }
-        let hex = obj.id.etag.trim_matches('"');
-        if hex.len() != 32 {
-            return None;
-        }
-        let mut out = [0u8; 16];
-        for (i, b) in out.iter_mut().enumerate() {
-            *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-        }
-        Some(out)
     }
 
     /// Reads up to `size` bytes at `offset` through handle `fh`.

@@ -4,12 +4,14 @@
 //! prefetch) → [`warpdrive_store::Backend`]. The core owns the namespace ([`inode`]),
 //! directory listings ([`listing`]), metadata freshness, open handles and versions; the
 //! adapter converts FUSE arguments and replies. Tests drive the core without a kernel.
+//! [`integrity`] checks fully cached objects against the checksums their stores keep.
 
 pub mod blocks;
 pub mod core;
 pub mod error;
 pub mod fuse;
 pub mod inode;
+pub mod integrity;
 pub mod listing;
 pub mod mountinfo;
 

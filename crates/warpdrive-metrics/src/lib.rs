@@ -273,6 +273,8 @@ pub struct ReadMetrics {
     pub keep_cache_opens: Counter,
     /// Fully cached objects whose bytes did not match the store's checksum of the object.
     pub store_checksum_mismatches: Counter,
+    /// Fully cached objects whose bytes matched the store's checksum of the object.
+    pub store_checksum_matches: Counter,
 }
 
 /// One backend's handles, resolved once so that recording is an atomic add.
@@ -560,7 +562,7 @@ impl Metrics {
         );
 
         let read = ReadMetrics::default();
-        let counters: [(&str, &str, &Counter); 11] = [
+        let counters: [(&str, &str, &Counter); 12] = [
             (
                 "warpdrive_cache_hit_blocks",
                 "Blocks read from the cache",
@@ -605,6 +607,11 @@ impl Metrics {
                 "warpdrive_cache_store_checksum_mismatches",
                 "Fully cached objects whose bytes did not match the store's checksum (refetched)",
                 &read.store_checksum_mismatches,
+            ),
+            (
+                "warpdrive_cache_store_checksum_matches",
+                "Fully cached objects whose bytes matched the store's checksum of the object",
+                &read.store_checksum_matches,
             ),
             (
                 "warpdrive_prefetch_hits",

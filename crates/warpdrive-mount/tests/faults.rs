@@ -446,56 +446,164 @@ fn regression_damage_to_a_cache_file_after_its_first_check_was_served_by_passthr
     );
 }
 
+/// Polls the metric `name` until it reaches `at_least` (within 20 s).
+fn wait_metric(m: &Mount, name: &str, at_least: f64, what: &str) {
+    let t0 = Instant::now();
+    while value(&scrape(m), name, &[]) < at_least {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{what}: {name} stayed below {at_least}\n{}",
+            m.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A byte flipped on its way from the store was served, cached for good, and `verify`
-/// called the cache sound: nothing compared the bytes with a checksum the store keeps. S3
-/// gives none for a range, so the read that fetched the damage still returns it (documented),
-/// but before the object is ever served by passthrough its bytes are checked against its
-/// ETag (the MD5 of a single-part upload): the mismatch is counted, the object refetched,
-/// and every later read returns the store's bytes.
+/// called the cache sound: nothing compared the bytes with a checksum the store keeps. No
+/// store gives a checksum of an arbitrary range, so the read that fetched the damage still
+/// returns it (documented); but as soon as the object is fully cached its bytes are hashed
+/// whole and compared with the store's checksum (S3: the ETag, the MD5 of a single-part
+/// upload; Azure: Content-MD5; GCS: CRC32C): the mismatch is counted and logged, the object
+/// dropped and refetched, every later read returns the store's bytes (by passthrough), and
+/// `verify` reports the object checked against its store.
 #[test]
 fn regression_a_byte_corrupted_in_transit_was_cached_for_good() {
     let data = random_bytes(3 * MIB + 1, 51);
-    let s3 = moto_with_obj("transit", &data);
-    let proxy = DelayProxy::counting(s3.port).expect("proxy");
-    let backend = emulator_backend(
-        Kind::Moto,
-        &format!("http://127.0.0.1:{}", proxy.port),
-        "s3",
-        "transit",
-        "",
-    );
-    let m = Mount::start(&[backend], "");
-    let path = m.path("s3/obj");
-    proxy.corrupt_next_bodies(1);
-    let first = std::fs::read(&path).expect("cold read");
-    assert_eq!(
-        proxy
-            .stats
-            .corrupted
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1,
-        "the proxy damaged no answer"
-    );
-    assert!(
-        first != data,
-        "the damaged range should have reached this read (S3 has no range checksum)"
-    );
-    // Fully cached now: the next open checks the object against its MD5 before passthrough.
-    let second = std::fs::read(&path).expect("second read");
-    assert!(second == data, "the damage was served again");
-    let s = scrape(&m);
-    assert_eq!(
-        value(&s, "warpdrive_cache_store_checksum_mismatches_total", &[]),
-        1.0
-    );
-    assert!(value(&s, "warpdrive_cache_passthrough_opens_total", &[]) >= 1.0);
-    common::drop_page_cache();
-    let before = proxy.stats.data_reads().1;
-    assert!(std::fs::read(&path).expect("third read") == data);
-    assert_eq!(proxy.stats.data_reads().1, before, "served from the cache");
-    assert!(
-        m.log().contains("does not match the store's MD5"),
-        "{}",
-        m.log()
-    );
+    for kind in [Kind::Moto, Kind::Azurite, Kind::Gcs] {
+        let port = warpdrive_testkit::free_port().expect("port");
+        let proxy = DelayProxy::counting(port).expect("proxy");
+        let em = Emulator::start_behind(kind, port, proxy.port).expect("emulator");
+        em.create_bucket("transit").expect("bucket");
+        let backend = emulator_backend(kind, &em.endpoint_via(proxy.port), "b", "transit", "");
+        runtime()
+            .block_on(upload_many(&backend, vec![("obj".into(), data.clone())], 1))
+            .expect("upload");
+        let m = Mount::start(&[backend], "");
+        let path = m.path("b/obj");
+        proxy.corrupt_next_bodies(1);
+        let first = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{kind:?}: cold read: {e}\n{}", m.log()));
+        assert_eq!(
+            proxy
+                .stats
+                .corrupted
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "{kind:?}: the proxy damaged no answer"
+        );
+        assert!(
+            first != data,
+            "{kind:?}: the damaged range should have reached this read (no range checksum)"
+        );
+        // Fully cached now: checked whole against the store's checksum, and dropped.
+        wait_metric(
+            &m,
+            "warpdrive_cache_store_checksum_mismatches_total",
+            1.0,
+            &format!("{kind:?}"),
+        );
+        let second = std::fs::read(&path).expect("second read");
+        assert!(second == data, "{kind:?}: the damage was served again");
+        wait_metric(
+            &m,
+            "warpdrive_cache_store_checksum_matches_total",
+            1.0,
+            &format!("{kind:?}: the refetched copy"),
+        );
+        common::drop_page_cache();
+        let before = proxy.stats.data_reads().1;
+        assert!(
+            std::fs::read(&path).expect("third read") == data,
+            "{kind:?}"
+        );
+        assert_eq!(
+            proxy.stats.data_reads().1,
+            before,
+            "{kind:?}: served from the cache"
+        );
+        let s = scrape(&m);
+        assert_eq!(
+            value(&s, "warpdrive_cache_store_checksum_mismatches_total", &[]),
+            1.0,
+            "{kind:?}"
+        );
+        assert!(
+            value(&s, "warpdrive_cache_passthrough_opens_total", &[]) >= 1.0,
+            "{kind:?}"
+        );
+        assert!(
+            m.log()
+                .contains("does not match the store's checksum (damaged on its way in)"),
+            "{kind:?}: {}",
+            m.log()
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&common::ctl(&m, &["verify", "--json", "--each"]))
+                .expect("verify json");
+        assert_eq!(v["store_checked"], 1, "{kind:?}: {v}");
+        assert_eq!(v["self_checked"], 0, "{kind:?}: {v}");
+        assert_eq!(v["each"][0]["check"], "store", "{kind:?}: {v}");
+    }
+}
+
+/// `verify` says which objects were checked against their store and which only against
+/// themselves: an S3 multipart upload (its ETag is the MD5 of its 8 MiB parts' MD5s) is
+/// checked against the store; an Azure blob committed from a block list without a
+/// `Content-MD5` has nothing to be checked against but its own block checksums.
+#[test]
+fn verify_reports_objects_checked_against_their_store_and_against_themselves() {
+    let data = random_bytes(17 * MIB + 5, 52);
+    for (kind, expected) in [(Kind::Moto, "store"), (Kind::Azurite, "no_store_checksum")] {
+        let em = Emulator::start(kind).expect("emulator");
+        em.create_bucket("multi").expect("bucket");
+        // In 8 MiB parts, as `warpdrive-ctl copy` writes objects larger than a part.
+        let writer =
+            warpdrive_store::Backend::build(&em.backend("b", "multi", "")).expect("client");
+        let chunks = futures::stream::iter(
+            data.chunks(MIB)
+                .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+                .collect::<Vec<_>>(),
+        );
+        runtime()
+            .block_on(writer.put_stream("big", data.len() as u64, chunks))
+            .expect("multipart upload");
+        let m = Mount::start(&[em.backend("b", "multi", "")], "");
+        assert!(std::fs::read(m.path("b/big")).expect("read") == data);
+        let t0 = Instant::now();
+        loop {
+            let v: serde_json::Value =
+                serde_json::from_str(&common::ctl(&m, &["verify", "--json", "--each"]))
+                    .expect("verify json");
+            let check = v["each"][0]["check"].as_str().unwrap_or("").to_string();
+            if check == expected {
+                if expected == "store" {
+                    assert_eq!(v["store_checked"], 1, "{v}");
+                    assert!(
+                        v["each"][0]["store_checksum"]
+                            .as_str()
+                            .is_some_and(|c| c.starts_with("md5-parts:3:")),
+                        "{v}"
+                    );
+                } else {
+                    assert_eq!(v["self_checked"], 1, "{v}");
+                }
+                break;
+            }
+            // The last blocks are written (and the object checked) just after the read.
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "{kind:?}: checked as {check}, not {expected}: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(
+            value(
+                &scrape(&m),
+                "warpdrive_cache_store_checksum_mismatches_total",
+                &[]
+            ),
+            0.0
+        );
+    }
 }

@@ -25,8 +25,9 @@ use async_trait::async_trait;
 use object_store::client::{
     HttpClient, HttpError, HttpErrorKind, HttpRequest, HttpResponse, HttpService,
 };
-use warpdrive_metrics::{BackendMetrics, ErrorKind, GiveUp};
+use warpdrive_metrics::{BackendMetrics, ErrorKind, GiveUp, Request};
 
+use crate::checksum::{Dialect, Seen};
 use crate::retry::{Failure, RetryState, request_kind, retry_after};
 
 /// The class of an HTTP status that is a failure.
@@ -79,6 +80,9 @@ pub(crate) struct Attempts {
     pub inner: HttpClient,
     pub metrics: BackendMetrics,
     pub state: Arc<RetryState>,
+    /// Whole-object checksums read from successful answers ([`crate::checksum`]).
+    pub seen: Arc<Seen>,
+    pub dialect: Dialect,
 }
 
 /// What identifies a request across its retries.
@@ -92,6 +96,16 @@ fn request_key(req: &HttpRequest) -> String {
 }
 
 impl Attempts {
+    /// Notes the object checksum a successful GET or HEAD answer carries, by its ETag.
+    fn remember_checksum(&self, path: &str, ranged: bool, resp: &HttpResponse) {
+        let Some(etag) = resp.headers().get("etag").and_then(|v| v.to_str().ok()) else {
+            return;
+        };
+        if let Some(known) = crate::checksum::from_headers(self.dialect, ranged, resp.headers()) {
+            self.seen.record(path, etag, known);
+        }
+    }
+
     /// Before a retry: the store's `Retry-After`, then a token of the budget. `Err` when the
     /// wait would end past the deadline.
     async fn before_retry(&self, prev: &Failure) -> Result<(), HttpError> {
@@ -176,6 +190,8 @@ impl HttpService for Attempts {
     async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
         let key = request_key(&req);
         let kind = request_kind(&req);
+        let req_path = req.uri().path().to_string();
+        let ranged = req.headers().contains_key("range");
         let prev = self.state.previous(&key);
         if let Some(p) = &prev {
             self.before_retry(p).await?;
@@ -215,6 +231,9 @@ impl HttpService for Attempts {
                         });
                     }
                     _ => {
+                        if resp.status().is_success() && kind != Request::List {
+                            self.remember_checksum(&req_path, ranged, &resp);
+                        }
                         let took = sent.elapsed();
                         self.state.first_byte[kind as usize].lock().record(took);
                         self.state.any_first_byte.lock().record(took);

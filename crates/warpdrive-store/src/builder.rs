@@ -22,6 +22,7 @@ use warpdrive_config::{AuthMode, BackendConfig, BackendKind};
 use warpdrive_metrics::BackendMetrics;
 
 use crate::auth::{AwsProvider, Credentials, GcpProvider, Provider};
+use crate::checksum::{Dialect, Seen};
 use crate::keys::WarnOnce;
 use crate::listfilter::FilteringConnector;
 use crate::retry::{RetryState, object_store_config};
@@ -42,6 +43,15 @@ type Built = (
     Arc<dyn PaginatedListStore>,
     Option<Arc<Credentials>>,
 );
+
+/// Which checksum headers a backend's answers carry.
+fn dialect(kind: &BackendKind) -> Dialect {
+    match kind {
+        BackendKind::Azure { .. } => Dialect::Azure,
+        BackendKind::Gcs { .. } => Dialect::Gcs,
+        _ => Dialect::S3,
+    }
+}
 
 fn client_options(cfg: &BackendConfig, endpoint: Option<&str>) -> Result<ClientOptions> {
     let mut o = ClientOptions::new()
@@ -78,6 +88,7 @@ pub(crate) fn build(
     cfg: &BackendConfig,
     warned: Arc<WarnOnce>,
     metrics: &BackendMetrics,
+    seen: &Arc<Seen>,
 ) -> Result<Built> {
     let state = Arc::new(RetryState::new(cfg.retry));
     let connector = || FilteringConnector {
@@ -85,6 +96,8 @@ pub(crate) fn build(
         warned: warned.clone(),
         metrics: metrics.clone(),
         retry: state.clone(),
+        seen: seen.clone(),
+        dialect: dialect(&cfg.kind),
     };
     let retry = || object_store_config(&cfg.retry);
     let fail = |e: object_store::Error| StoreError::Build {

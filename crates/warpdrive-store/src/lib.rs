@@ -20,6 +20,7 @@
 mod attempts;
 pub mod auth;
 mod builder;
+pub mod checksum;
 pub mod keys;
 mod listfilter;
 mod local;
@@ -170,6 +171,8 @@ enum Inner {
         lister: Arc<dyn PaginatedListStore>,
         /// With `auth: managed_identity`: the token and its refresher.
         creds: Option<Arc<auth::Credentials>>,
+        /// Object checksums the store's answers gave.
+        seen: Arc<checksum::Seen>,
     },
     Local(local::LocalDir),
 }
@@ -250,11 +253,14 @@ impl Backend {
         let inner = match &config.kind {
             BackendKind::Local { path } => Inner::Local(local::LocalDir::new(&config.name, path)),
             _ => {
-                let (store, lister, creds) = builder::build(config, warned.clone(), &metrics)?;
+                let seen = Arc::new(checksum::Seen::default());
+                let (store, lister, creds) =
+                    builder::build(config, warned.clone(), &metrics, &seen)?;
                 Inner::Cloud {
                     store,
                     lister,
                     creds,
+                    seen,
                 }
             }
         };
@@ -277,6 +283,20 @@ impl Backend {
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// The whole-object checksum the store gave for version `etag` of `key` (relative) in
+    /// an answer to a HEAD or GET this daemon sent, if one was seen ([`checksum`]).
+    pub fn store_checksum(&self, key: &str, etag: &str) -> Option<checksum::Known> {
+        let Inner::Cloud { seen, .. } = &self.inner else {
+            return None;
+        };
+        let bucket = match &self.config.kind {
+            BackendKind::Azure { container, .. } => container,
+            BackendKind::S3 { bucket, .. } | BackendKind::Gcs { bucket, .. } => bucket,
+            BackendKind::Local { .. } => return None,
+        };
+        seen.get(bucket, &self.full_key(key).ok()?, etag)
     }
 
     /// The handles this backend records into.

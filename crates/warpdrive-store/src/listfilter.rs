@@ -41,6 +41,8 @@ pub(crate) struct FilteringConnector {
     pub metrics: BackendMetrics,
     /// The retry policy's state, shared by every client of the backend.
     pub retry: Arc<RetryState>,
+    pub seen: Arc<crate::checksum::Seen>,
+    pub dialect: crate::checksum::Dialect,
 }
 
 impl HttpConnector for FilteringConnector {
@@ -50,6 +52,8 @@ impl HttpConnector for FilteringConnector {
             inner: raw,
             metrics: self.metrics.clone(),
             state: self.retry.clone(),
+            seen: self.seen.clone(),
+            dialect: self.dialect,
         });
         Ok(HttpClient::new(ListFilter {
             inner,

@@ -135,15 +135,22 @@ impl Emulator {
             Kind::Moto,
             port,
             &[bucket.to_string(), prefix.to_string(), count.to_string()],
+            port,
         )
     }
 
     /// Starts an emulator on `port`.
     pub fn start_on(kind: Kind, port: u16) -> Result<Emulator> {
-        Emulator::launch(kind, port, &[])
+        Emulator::launch(kind, port, &[], port)
     }
 
-    fn launch(kind: Kind, port: u16, seed: &[String]) -> Result<Emulator> {
+    /// Starts an emulator on `port` that clients reach through a proxy on `front`: the GCS
+    /// emulator routes requests by their `Host`, which then names the proxy.
+    pub fn start_behind(kind: Kind, port: u16, front: u16) -> Result<Emulator> {
+        Emulator::launch(kind, port, &[], front)
+    }
+
+    fn launch(kind: Kind, port: u16, seed: &[String], front: u16) -> Result<Emulator> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("wd-{}-", kind.name()))
             .tempdir()
@@ -168,7 +175,7 @@ impl Emulator {
             }
             Kind::Gcs => {
                 let mut c = Command::new(fake_gcs_server()?);
-                let addr = format!("127.0.0.1:{port}");
+                let addr = format!("127.0.0.1:{front}");
                 c.args([
                     "-scheme",
                     "http",
