@@ -24,7 +24,11 @@ pub const FORMAT_VERSION: i64 = 3;
 
 /// Older formats upgraded in place instead of rebuilt: (from version, statements to the next).
 /// Format 3 added each object's store checksum.
-const MIGRATIONS: [(i64, &str); 1] = [(2, "ALTER TABLE objects ADD COLUMN store_checksum TEXT;")];
+const MIGRATIONS: [(i64, &str); 1] = [(
+    2,
+    "ALTER TABLE objects ADD COLUMN store_checksum TEXT;
+     ALTER TABLE objects ADD COLUMN store_verified INTEGER NOT NULL DEFAULT 0;",
+)];
 
 /// The schema of format [`FORMAT_VERSION`]. The golden test in `tests.rs` fails if this text
 /// changes without a version bump.
@@ -37,6 +41,7 @@ CREATE TABLE objects (
     size INTEGER NOT NULL,
     last_access INTEGER NOT NULL,
     store_checksum TEXT,
+    store_verified INTEGER NOT NULL DEFAULT 0,
     UNIQUE (backend, key)
 );
 CREATE TABLE blocks (
@@ -69,6 +74,12 @@ pub(crate) enum Op {
     SetChecksum {
         id: u64,
         checksum: Option<String>,
+    },
+    /// Whether the cached bytes were last found to match the store's checksum (any block
+    /// written since clears it).
+    SetVerified {
+        id: u64,
+        verified: bool,
     },
     /// `crcs`: one CRC32C per check unit of the block.
     PutBlock {
@@ -104,6 +115,7 @@ pub(crate) struct LoadedObject {
     pub size: u64,
     pub last_access: i64,
     pub store_checksum: Option<String>,
+    pub store_verified: bool,
     pub blocks: Vec<(u64, Crcs)>,
 }
 
@@ -209,7 +221,7 @@ pub(crate) fn open_read_only(path: &Path) -> Result<Connection, CacheError> {
 pub(crate) fn load(conn: &Connection) -> Result<Vec<LoadedObject>, CacheError> {
     let mut objects = Vec::new();
     let mut stmt = conn
-        .prepare("SELECT id, backend, key, etag, size, last_access, store_checksum FROM objects")?;
+        .prepare("SELECT id, backend, key, etag, size, last_access, store_checksum, store_verified FROM objects")?;
     let rows = stmt.query_map([], |r| {
         Ok(LoadedObject {
             id: r.get::<_, i64>(0)? as u64,
@@ -219,6 +231,7 @@ pub(crate) fn load(conn: &Connection) -> Result<Vec<LoadedObject>, CacheError> {
             size: r.get::<_, i64>(4)? as u64,
             last_access: r.get(5)?,
             store_checksum: r.get(6)?,
+            store_verified: r.get::<_, i64>(7)? != 0,
             blocks: Vec::new(),
         })
     })?;
@@ -363,6 +376,12 @@ fn apply_one(tx: &Connection, op: Op) -> rusqlite::Result<()> {
                 tx.execute(
                     "UPDATE objects SET store_checksum = ?2 WHERE id = ?1",
                     params![id as i64, checksum],
+                )?;
+            }
+            Op::SetVerified { id, verified } => {
+                tx.execute(
+                    "UPDATE objects SET store_verified = ?2 WHERE id = ?1",
+                    params![id as i64, verified],
                 )?;
             }
             Op::PutBlock {

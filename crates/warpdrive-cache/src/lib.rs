@@ -231,6 +231,9 @@ struct Entry {
     /// The store's whole-object checksum of this version, in its text form, once known
     /// (kept so that later checks need no request).
     store_checksum: Option<String>,
+    /// The cached bytes matched `store_checksum` when last checked whole, and no block was
+    /// written since: a check after a restart need not hash the whole again.
+    store_verified: bool,
 }
 
 impl Entry {
@@ -243,6 +246,7 @@ impl Entry {
             last_access: AtomicI64::new(last_access),
             pins: AtomicU32::new(0),
             store_checksum: None,
+            store_verified: false,
         }
     }
 }
@@ -374,6 +378,7 @@ impl Cache {
                 o.last_access,
             );
             e.store_checksum = o.store_checksum;
+            e.store_verified = o.store_verified;
             used += cached_bytes(cfg.block_size, &e);
             objects.insert(&o.backend, &o.key, e);
         }
@@ -697,6 +702,13 @@ impl Cache {
                     if e.blocks.insert(idx.0, crcs.clone()).is_some() {
                         return Ok(false);
                     }
+                    // New bytes have not been checked against the store.
+                    if std::mem::take(&mut e.store_verified) {
+                        self.send(Op::SetVerified {
+                            id: oid,
+                            verified: false,
+                        })?;
+                    }
                 }
                 // Replaced meanwhile by another version: these bytes are not wanted.
                 _ => return Ok(false),
@@ -900,6 +912,31 @@ impl Cache {
         e.store_checksum.clone()
     }
 
+    /// Whether this version's cached bytes matched its store's checksum when last checked
+    /// whole, with no block written since.
+    pub fn store_verified(&self, id: &ObjectId) -> bool {
+        let objects = self.objects.read();
+        objects
+            .get(&id.backend, &id.key)
+            .is_some_and(|e| e.etag == id.etag && e.store_verified)
+    }
+
+    /// Records that this version's cached bytes, whole, matched its store's checksum.
+    pub fn mark_store_verified(&self, id: &ObjectId) -> Result<()> {
+        let mut objects = self.objects.write();
+        let Some(e) = objects.get_mut(&id.backend, &id.key) else {
+            return Ok(());
+        };
+        if e.etag != id.etag || e.store_verified {
+            return Ok(());
+        }
+        e.store_verified = true;
+        self.send(Op::SetVerified {
+            id: e.id,
+            verified: true,
+        })
+    }
+
     /// Records the store's checksum of this version (`None`: it keeps none), if cached.
     pub fn set_store_checksum(&self, id: &ObjectId, checksum: Option<&str>) -> Result<()> {
         let mut objects = self.objects.write();
@@ -981,7 +1018,10 @@ impl Cache {
                     .push((id.backend.clone(), id.key.clone(), check, stored.clone()));
             }
             match verdict {
-                Some(true) => out.store_checked += 1,
+                Some(true) => {
+                    self.mark_store_verified(&id)?;
+                    out.store_checked += 1
+                }
                 Some(false) => {
                     tracing::warn!(
                         backend = id.backend,

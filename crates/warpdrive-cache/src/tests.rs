@@ -184,7 +184,7 @@ fn golden_format() {
     assert_eq!(FORMAT_VERSION, 3);
     assert_eq!(
         hex::encode(sha2::Sha256::digest(index::SCHEMA.as_bytes())),
-        "639b5fe8de1cca91e9697002e84f726f54497d32a255aa46a79d4d9fa6fae6a3",
+        "4a07195bb933f3f3b3075af5f2b2f5817b7ee819d172ab81743c2c056c197eaf",
         "the index schema changed: bump FORMAT_VERSION"
     );
     let d = tempfile::tempdir().expect("tempdir");
@@ -645,21 +645,27 @@ fn regression_a_garbage_index_stopped_the_start() {
 /// store checksum recorded afterwards survives a reopen.
 #[test]
 fn a_format_2_index_is_upgraded_keeping_its_blocks() {
-    let v2_schema = index::SCHEMA.replace("    store_checksum TEXT,\n", "");
+    let v2_schema = index::SCHEMA.replace(
+        "    store_checksum TEXT,\n    store_verified INTEGER NOT NULL DEFAULT 0,\n",
+        "",
+    );
     assert_eq!(
         hex::encode(sha2::Sha256::digest(v2_schema.as_bytes())),
         "c77270ce77736cb3e7ddf43d6ebd4ca419828528ec271e1e16a8311fc771de22",
-        "format 2's schema is format 3's without the checksum column"
+        "format 2's schema is format 3's without the store checksum columns"
     );
     let d = tempfile::tempdir().expect("tempdir");
     {
         let c = Cache::open(cfg(d.path())).expect("open");
-        c.write_block(&obj("v1"), BS, BlockIndex(0), &block(3, BS))
+        c.write_block(&obj("v1"), 2 * BS, BlockIndex(0), &block(3, BS))
             .expect("write");
         c.flush().expect("flush");
     }
     let conn = rusqlite::Connection::open(d.path().join("cache/index.db")).expect("sqlite");
-    conn.execute_batch("ALTER TABLE objects DROP COLUMN store_checksum;")
+    conn.execute_batch(
+        "ALTER TABLE objects DROP COLUMN store_checksum;
+         ALTER TABLE objects DROP COLUMN store_verified;",
+    )
         .expect("back to format 2");
     conn.pragma_update(None, "user_version", 2)
         .expect("version");
@@ -674,6 +680,7 @@ fn a_format_2_index_is_upgraded_keeping_its_blocks() {
         assert_eq!(c.store_checksum(&obj("v1")), None);
         c.set_store_checksum(&obj("v1"), Some("crc32c:0000002a"))
             .expect("record");
+        c.mark_store_verified(&obj("v1")).expect("verified");
         c.flush().expect("flush");
     }
     let c = Cache::open(cfg(d.path())).expect("reopen");
@@ -686,4 +693,13 @@ fn a_format_2_index_is_upgraded_keeping_its_blocks() {
         None,
         "another version has none"
     );
+    assert!(c.store_verified(&obj("v1")));
+    // New bytes were not checked against the store.
+    c.write_block(&obj("v1"), 2 * BS, BlockIndex(1), &block(4, BS))
+        .expect("write");
+    assert!(!c.store_verified(&obj("v1")));
+    c.flush().expect("flush");
+    drop(c);
+    let c = Cache::open(cfg(d.path())).expect("reopen");
+    assert!(!c.store_verified(&obj("v1")), "the reset was persisted");
 }

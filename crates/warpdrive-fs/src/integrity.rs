@@ -18,7 +18,9 @@
 //! * without a usable checksum the version is verified against its block checksums only.
 //!
 //! What the store keeps is recorded in the cache index, so that checks after a restart and
-//! `warpdrive-ctl verify` need no request.
+//! `warpdrive-ctl verify` need no request, and so is a match: until a block of the version
+//! is written again, later checks (a passthrough open after a restart) check the block
+//! CRC32Cs only, which were computed from the bytes that matched.
 
 use std::collections::{HashMap, HashSet};
 
@@ -112,9 +114,17 @@ impl Integrity {
     }
 
     /// Checks every cached block of `obj` and the whole against the store's checksum
-    /// (blocking: reads the whole object from the cache).
+    /// (blocking: reads the whole object from the cache). A version whose cached bytes
+    /// matched the store's checksum before (in this daemon's life or an earlier one, per the
+    /// cache index) with no block written since is not hashed whole again: its block
+    /// checksums, computed from the bytes that matched, cover it.
     pub fn check(&self, cache: &Cache, obj: &Object) -> Result<Outcome, CacheError> {
-        let expected = self.expected(cache, obj);
+        let matched_before = cache.store_verified(&obj.id);
+        let expected = if matched_before {
+            None
+        } else {
+            self.expected(cache, obj)
+        };
         let mut hash = expected.map(|c| c.hasher(obj.size));
         let checked = match hash.as_mut() {
             Some(h) => cache.check_object(&obj.id, Some(&mut |d: &[u8]| h.update(d)))?,
@@ -162,12 +172,13 @@ impl Integrity {
             cache.set_store_checksum(id, Some(NONE))?;
         } else if verdict == Some(true) {
             add(&self.stats.store_checksum_matches, 1);
+            cache.mark_store_verified(id)?;
         }
         if let Some(fp) = cache.data_fingerprint(id) {
             self.verified.lock().insert(id.clone(), fp);
         }
         Ok(Outcome::Sound {
-            store: verdict == Some(true),
+            store: matched_before || verdict == Some(true),
         })
     }
 
