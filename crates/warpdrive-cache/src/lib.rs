@@ -857,11 +857,7 @@ impl Cache {
     /// As [`Cache::verify`], and feeds the object's bytes in order to `whole` (a hash to
     /// compare with a checksum the store keeps); [`Checked::whole`] says whether every byte
     /// of the object reached it.
-    pub fn check_object(
-        &self,
-        id: &ObjectId,
-        mut whole: Option<Feed<'_>>,
-    ) -> Result<Checked> {
+    pub fn check_object(&self, id: &ObjectId, mut whole: Option<Feed<'_>>) -> Result<Checked> {
         let (mut blocks, complete) = {
             let objects = self.objects.read();
             match objects.get(&id.backend, &id.key) {

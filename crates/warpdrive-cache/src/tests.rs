@@ -666,7 +666,7 @@ fn a_format_2_index_is_upgraded_keeping_its_blocks() {
         "ALTER TABLE objects DROP COLUMN store_checksum;
          ALTER TABLE objects DROP COLUMN store_verified;",
     )
-        .expect("back to format 2");
+    .expect("back to format 2");
     conn.pragma_update(None, "user_version", 2)
         .expect("version");
     drop(conn);
