@@ -435,19 +435,24 @@ mod tests {
         let mut h = http::HeaderMap::new();
         h.insert(
             "etag",
-            "\"900150983cd24fb0d6963f7d28e17f72\"".parse().unwrap(),
+            "\"900150983cd24fb0d6963f7d28e17f72\""
+                .parse()
+                .expect("header value"),
         );
         assert_eq!(
             from_headers(Dialect::S3, true, &h),
             Some(Known::Checksum(Checksum::Md5(md5_of(b"abc"))))
         );
-        h.insert("x-amz-server-side-encryption", "aws:kms".parse().unwrap());
+        h.insert(
+            "x-amz-server-side-encryption",
+            "aws:kms".parse().expect("header value"),
+        );
         assert_eq!(from_headers(Dialect::S3, true, &h), Some(Known::None));
 
         let mut h = http::HeaderMap::new();
         h.insert(
             "x-ms-blob-content-md5",
-            "kAFQmDzST7DWlj99KOF/cg==".parse().unwrap(),
+            "kAFQmDzST7DWlj99KOF/cg==".parse().expect("header value"),
         );
         assert_eq!(
             from_headers(Dialect::Azure, true, &h),
@@ -464,10 +469,15 @@ mod tests {
         );
 
         let mut h = http::HeaderMap::new();
-        h.append("x-goog-hash", "crc32c=Nks/tw==".parse().unwrap());
         h.append(
             "x-goog-hash",
-            "md5=kAFQmDzST7DWlj99KOF/cg==".parse().unwrap(),
+            "crc32c=Nks/tw==".parse().expect("header value"),
+        );
+        h.append(
+            "x-goog-hash",
+            "md5=kAFQmDzST7DWlj99KOF/cg=="
+                .parse()
+                .expect("header value"),
         );
         assert_eq!(
             from_headers(Dialect::Gcs, true, &h),
