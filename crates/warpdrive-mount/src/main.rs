@@ -80,7 +80,10 @@ pub(crate) struct Args {
 /// Info from our crates; fuser's own unmount chatter only when it is an error.
 /// `object_store` logs every retry at info; they are counted in the metrics instead, so a
 /// throttling storm does not flood the log.
-const DEFAULT_LOG_FILTER: &str = "info,fuser=warn,fuser::mnt=error,object_store=warn";
+/// The TLS verifier logs each refused certificate at ERROR, once per attempt; the store layer
+/// says why, once per request, in words that say how to fix it.
+const DEFAULT_LOG_FILTER: &str =
+    "info,fuser=warn,fuser::mnt=error,object_store=warn,rustls_platform_verifier=off";
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

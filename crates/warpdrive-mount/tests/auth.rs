@@ -557,3 +557,79 @@ fn gcp_workload_identity_federation_from_application_default_credentials() {
         "{st}"
     );
 }
+
+/// A self-signed certificate made as `openssl req -x509` makes it (a CA certificate used as
+/// the server's own), given as `ca_file`, was refused with only "backend unreachable" in the
+/// log. TLS clients outside OpenSSL refuse a CA certificate as a server's; the log now says
+/// exactly that and how to make a certificate that works.
+#[test]
+fn regression_a_ca_certificate_used_as_the_servers_was_refused_without_a_reason() {
+    let tls = Tls::ca_as_server().expect("certificate");
+    let mut az = Emulator::start(Kind::Azurite).expect("azurite");
+    az.create_bucket("data").expect("container");
+    az.restart_tls_oauth(&tls).expect("https");
+    let backend = BackendConfig {
+        name: "az".into(),
+        kind: BackendKind::Azure {
+            account: AZURITE_ACCOUNT.into(),
+            container: "data".into(),
+            endpoint: Some(az.endpoint()),
+        },
+        prefix: String::new(),
+        auth: AuthMode::Emulator,
+        identity: IdentityConfig::default(),
+        ca_file: Some(tls.ca.clone()),
+        retry: Default::default(),
+    };
+    let m = Mount::start(std::slice::from_ref(&backend), "");
+    let t0 = std::time::Instant::now();
+    assert!(
+        std::fs::read_dir(m.path("az"))
+            .and_then(|mut d| d.next().transpose())
+            .is_err(),
+        "the listing should fail"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "a refused certificate is not retried: {:?}",
+        t0.elapsed()
+    );
+    let log = m.log();
+    assert!(
+        log.contains("is a CA certificate (basicConstraints CA:TRUE) used as the server's own"),
+        "{log}"
+    );
+    assert!(log.contains("basicConstraints=critical,CA:FALSE"), "{log}");
+    drop(m);
+
+    // The advice, followed to the letter, works.
+    let advice = log
+        .split('`')
+        .find(|s| s.starts_with("openssl req -x509 -newkey"))
+        .expect("the advised command");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(advice)
+        .current_dir(dir.path())
+        .output()
+        .expect("openssl (make deps installs it)");
+    assert!(out.status.success(), "{advice}: {out:?}");
+    let fixed = Tls {
+        ca: dir.path().join("cert.pem"),
+        cert: dir.path().join("cert.pem"),
+        key: dir.path().join("key.pem"),
+        dir,
+    };
+    az.restart_tls_oauth(&fixed)
+        .expect("https with the advised certificate");
+    let backend = BackendConfig {
+        ca_file: Some(fixed.ca.clone()),
+        ..backend
+    };
+    let m = Mount::start(std::slice::from_ref(&backend), "");
+    for entry in std::fs::read_dir(m.path("az")).unwrap_or_else(|e| panic!("ls: {e}\n{}", m.log()))
+    {
+        entry.unwrap_or_else(|e| panic!("ls: {e}\n{}", m.log()));
+    }
+}

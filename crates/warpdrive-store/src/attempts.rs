@@ -64,6 +64,51 @@ pub enum Final {
     Deadline(Duration, String),
 }
 
+/// The server's TLS certificate was refused: retrying cannot help, so the error is final, and
+/// says why in words that say how to fix it.
+#[derive(Debug, thiserror::Error)]
+#[error("the server's TLS certificate was refused: {0}")]
+pub struct CertificateRefused(pub String);
+
+/// Why a certificate was refused, from the TLS error's text (`rustls` names the reason), if
+/// the transport failure was one.
+pub(crate) fn certificate_refused(e: &HttpError) -> Option<CertificateRefused> {
+    let mut text = String::new();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        text.push_str(&s.to_string());
+        text.push('\n');
+        source = s.source();
+    }
+    if !text.contains("invalid peer certificate") {
+        return None;
+    }
+    let why = if text.contains("CaUsedAsEndEntity") {
+        "it is a CA certificate (basicConstraints CA:TRUE) used as the server's own, which \
+         `openssl req -x509` makes by default and curl accepts, but this TLS stack (rustls) \
+         refuses. Give the server a certificate without it, e.g. `openssl req -x509 -newkey \
+         rsa:2048 -nodes -days 365 -keyout key.pem -out cert.pem -subj /CN=localhost -addext \
+         subjectAltName=DNS:localhost,IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE` \
+         (then ca_file: cert.pem), or sign one with a CA and give the CA's certificate in ca_file"
+    } else if text.contains("UnknownIssuer") {
+        "it is not signed by a certificate in the backend's ca_file or the system's roots; \
+         give the signing CA's certificate (PEM) in ca_file"
+    } else if text.contains("NotValidForName") {
+        "it does not name the endpoint's host in its subjectAltName; make it for the host the \
+         endpoint names (DNS name or IP address)"
+    } else if text.contains("Expired") || text.contains("NotValidYet") {
+        "it is outside its validity period (expired or not yet valid; check the clock)"
+    } else {
+        "see the reason below"
+    };
+    let reason = text
+        .lines()
+        .find(|l| l.contains("invalid peer certificate"))
+        .unwrap_or("")
+        .trim();
+    Some(CertificateRefused(format!("{why} ({reason})")))
+}
+
 /// A fail-fast request's attempt failed ([`crate::retry::fail_fast`]): not retried.
 #[derive(Debug, thiserror::Error)]
 #[error("{0} (a fail-fast request: not retried)")]
@@ -247,6 +292,10 @@ impl HttpService for Attempts {
             Err(e) => {
                 let k = transport_kind(&e);
                 self.metrics.error(k);
+                if let Some(refused) = certificate_refused(&e) {
+                    self.state.done(&key);
+                    return Err(HttpError::new(HttpErrorKind::Unknown, refused));
+                }
                 if fast {
                     return Err(HttpError::new(
                         HttpErrorKind::Unknown,

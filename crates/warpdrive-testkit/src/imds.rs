@@ -497,4 +497,30 @@ impl Tls {
             key: key_path,
         })
     }
+
+    /// One self-signed certificate that is a CA (`basicConstraints CA:TRUE`) and the
+    /// server's certificate at once, as `openssl req -x509` makes it by default (and as
+    /// Azurite's docs suggest): `ca` and `cert` are the same file.
+    pub fn ca_as_server() -> Result<Tls> {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(vec!["localhost".to_string()])?;
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress(std::net::IpAddr::from([
+                127, 0, 0, 1,
+            ])));
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key)?;
+        let dir = tempfile::Builder::new().prefix("wd-tls-").tempdir()?;
+        let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert_path, cert.pem())?;
+        std::fs::write(&key_path, key.serialize_pem())?;
+        Ok(Tls {
+            dir,
+            ca: cert_path.clone(),
+            cert: cert_path,
+            key: key_path,
+        })
+    }
 }
