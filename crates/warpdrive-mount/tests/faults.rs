@@ -70,6 +70,7 @@ fn fails_with_eio_within(path: &std::path::Path, what: &str) {
         took < Duration::from_secs(30),
         "{what} took {took:?} to fail"
     );
+    eprintln!("figures: {what}: EIO after {took:.2?}");
 }
 
 /// Reads every file at once, one thread each; returns the failures (path: error).
@@ -134,6 +135,9 @@ fn throttling_burst_is_invisible(length: Duration) {
         value(&s, "warpdrive_backend_give_ups_total", &[("backend", "s3")]),
         0.0
     );
+    eprintln!(
+        "figures: a {length:?} burst of 503/429: 0 of {READERS} reads failed; {throttled} answers throttled, {retries} retries, 0 give-ups; the reads ended after {took:.1?}"
+    );
 }
 
 #[test]
@@ -192,6 +196,7 @@ fn regression_a_first_byte_stall_cost_the_reader_the_whole_stall() {
         took < STALL,
         "the read took {took:?}: it waited out a {STALL:?} stall"
     );
+    eprintln!("figures: a read behind two {STALL:?} first-byte stalls took {took:.2?}");
     let s = scrape(&m);
     assert!(
         value(
@@ -276,6 +281,7 @@ fn an_outage_keeps_cached_files_readable(outage: Outage) {
             took < Duration::from_secs(1),
             "{outage:?}: a cached file took {took:?}"
         );
+        eprintln!("figures: {outage:?}: cached f/{i:02} read after the TTL in {took:.3?}");
     }
     let meta = std::fs::metadata(m.path("s3/f/04")).expect("a known name answers stat");
     assert_eq!(meta.len(), (MIB + 5) as u64);
@@ -359,6 +365,9 @@ fn two_handles_across_an_overwrite(passthrough: &str) {
         }
     }
     assert!(good > 0, "h1 read nothing of v1 ({stale} ESTALE)");
+    eprintln!(
+        "figures: passthrough {passthrough}: new open read v2 whole; old handle: {good} reads of v1's bytes, {stale} ESTALE, 0 mixed"
+    );
     assert_eq!(
         h1.metadata().expect("fstat").len(),
         v1.len() as u64,
@@ -423,6 +432,10 @@ fn regression_damage_to_a_cache_file_after_its_first_check_was_served_by_passthr
     }
     common::drop_page_cache();
     let got = std::fs::read(&path).expect("after damage");
+    eprintln!(
+        "figures: 64 bytes flipped in the cache file after its check: {} served",
+        got.iter().zip(&data).filter(|(a, b)| a != b).count()
+    );
     assert!(
         got == data,
         "damaged bytes were served: {} of {} differ",
@@ -544,6 +557,10 @@ fn regression_a_byte_corrupted_in_transit_was_cached_for_good() {
         assert_eq!(v["store_checked"], 1, "{kind:?}: {v}");
         assert_eq!(v["self_checked"], 0, "{kind:?}: {v}");
         assert_eq!(v["each"][0]["check"], "store", "{kind:?}: {v}");
+        eprintln!(
+            "figures: {kind:?}: byte flipped in transit: served by the read that fetched it, then caught against the store's checksum ({}), 0 served after; verify: store_checked {}",
+            v["each"][0]["store_checksum"], v["store_checked"]
+        );
     }
 }
 
