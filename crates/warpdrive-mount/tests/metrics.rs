@@ -191,8 +191,17 @@ fn metrics_agree_with_a_known_workload() {
         );
     }
 
-    // Cold.
+    // Cold. Blocks are written to the cache just after their readers have them: wait for the
+    // last writes before comparing figures.
     read_all(&m, &objects);
+    let t0 = std::time::Instant::now();
+    while value(&scrape(&m).0, "warpdrive_cache_used_bytes", &[]) < total {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "the cache never held every block"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let (s, text) = scrape(&m);
     let reads = value(&s, "warpdrive_fuse_operations_total", &[("op", "read")]);
     assert!(reads > 0.0);

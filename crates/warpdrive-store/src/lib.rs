@@ -21,29 +21,33 @@ mod attempts;
 pub mod auth;
 mod builder;
 pub mod checksum;
+mod cloud;
+pub mod faulty;
 pub mod keys;
 mod listfilter;
 mod local;
+pub mod memory;
 pub mod retry;
 pub mod secret;
+pub mod store;
 mod write;
 
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use object_store::list::{PaginatedListOptions, PaginatedListStore};
+use object_store::ObjectStore;
 use object_store::path::Path as StorePath;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 use warpdrive_config::{AuthMode, BackendConfig, BackendKind};
-use warpdrive_metrics::{BackendMetrics, ErrorKind, Request};
+use warpdrive_metrics::BackendMetrics;
 
 pub use keys::valid_component;
 pub use retry::fail_fast;
+pub use store::{Body, ByteStream, Store};
 pub use write::PART_SIZE;
 
 /// Objects per list page we ask for. 1,000 is the S3 and GCS maximum; Azure allows 5,000,
@@ -165,69 +169,26 @@ pub struct ListPage {
     pub marker: bool,
 }
 
+/// What a backend writes through (`warpdrive-ctl copy` and `move`; the mount never writes).
 enum Inner {
     Cloud {
         store: Arc<dyn ObjectStore>,
-        lister: Arc<dyn PaginatedListStore>,
-        /// With `auth: managed_identity`: the token and its refresher.
-        creds: Option<Arc<auth::Credentials>>,
-        /// Object checksums the store's answers gave.
-        seen: Arc<checksum::Seen>,
     },
     Local(local::LocalDir),
+    /// A store given to [`Backend::with_store`] (tests): reads only.
+    Other,
 }
 
-/// One configured backend.
+/// One configured backend: a [`Store`] seen through the backend's key prefix.
 pub struct Backend {
     config: BackendConfig,
+    /// The store, instrumented ([`store::Instrumented`]).
+    store: Arc<dyn Store>,
     inner: Inner,
+    /// With token auth: the token and its refresher (for `status`).
+    creds: Option<Arc<auth::Credentials>>,
     warned: Arc<keys::WarnOnce>,
     metrics: BackendMetrics,
-}
-
-/// The class of a failure while a response body streams (attempts that fail before their
-/// answer are classified in the HTTP layer, [`attempts`]).
-fn classify(e: &object_store::Error) -> ErrorKind {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if let Some(h) = s.downcast_ref::<object_store::client::HttpError>() {
-            return attempts::transport_kind(h);
-        }
-        source = s.source();
-    }
-    ErrorKind::Other
-}
-
-/// Records one request's latency when dropped (so a stream read to its end, or abandoned,
-/// records once).
-struct RequestTimer {
-    metrics: BackendMetrics,
-    kind: Request,
-    start: Instant,
-    first_byte: Option<Duration>,
-}
-
-impl RequestTimer {
-    fn new(metrics: &BackendMetrics, kind: Request) -> RequestTimer {
-        RequestTimer {
-            metrics: metrics.clone(),
-            kind,
-            start: Instant::now(),
-            first_byte: None,
-        }
-    }
-
-    fn first_byte(&mut self) {
-        self.first_byte.get_or_insert(self.start.elapsed());
-    }
-}
-
-impl Drop for RequestTimer {
-    fn drop(&mut self) {
-        let total = self.start.elapsed();
-        self.metrics
-            .request(self.kind, self.first_byte.unwrap_or(total), total);
-    }
 }
 
 impl fmt::Debug for Backend {
@@ -250,34 +211,77 @@ impl Backend {
     /// Builds the client for one backend, recording its requests into `metrics`.
     pub fn build_with_metrics(config: &BackendConfig, metrics: BackendMetrics) -> Result<Backend> {
         let warned = Arc::new(keys::WarnOnce::default());
-        let inner = match &config.kind {
-            BackendKind::Local { path } => Inner::Local(local::LocalDir::new(&config.name, path)),
-            _ => {
+        let (store, inner, creds): (Arc<dyn Store>, Inner, _) = match &config.kind {
+            BackendKind::Local { path } => {
+                let l = local::LocalDir::new(&config.name, path);
+                (Arc::new(l.clone()), Inner::Local(l), None)
+            }
+            kind => {
                 let seen = Arc::new(checksum::Seen::default());
                 let (store, lister, creds) =
                     builder::build(config, warned.clone(), &metrics, &seen)?;
-                Inner::Cloud {
-                    store,
+                let bucket = match kind {
+                    BackendKind::Azure { container, .. } => container.clone(),
+                    BackendKind::S3 { bucket, .. } | BackendKind::Gcs { bucket, .. } => {
+                        bucket.clone()
+                    }
+                    BackendKind::Local { .. } => String::new(),
+                };
+                let cloud = cloud::CloudStore {
+                    name: config.name.clone(),
+                    bucket,
+                    store: store.clone(),
                     lister,
-                    creds,
+                    creds: creds.clone(),
                     seen,
-                }
+                    metrics: metrics.clone(),
+                };
+                (Arc::new(cloud), Inner::Cloud { store }, creds)
             }
         };
-        Ok(Backend {
+        Ok(Backend::assemble(
+            config, store, inner, creds, warned, metrics,
+        ))
+    }
+
+    /// A backend over `store` (an in-memory or fault-injecting store, in tests), seen
+    /// through `config`'s prefix; reads only.
+    pub fn with_store(
+        config: &BackendConfig,
+        store: Arc<dyn Store>,
+        metrics: BackendMetrics,
+    ) -> Backend {
+        let warned = Arc::new(keys::WarnOnce::default());
+        Backend::assemble(config, store, Inner::Other, None, warned, metrics)
+    }
+
+    fn assemble(
+        config: &BackendConfig,
+        store: Arc<dyn Store>,
+        inner: Inner,
+        creds: Option<Arc<auth::Credentials>>,
+        warned: Arc<keys::WarnOnce>,
+        metrics: BackendMetrics,
+    ) -> Backend {
+        Backend {
             config: config.clone(),
+            store: Arc::new(store::Instrumented {
+                inner: store,
+                metrics: metrics.clone(),
+            }),
             inner,
+            creds,
             warned,
             metrics,
-        })
+        }
     }
 
     /// The raw `object_store` client of a cloud backend, for tools that write (uploads in the
     /// test kit). Not used on the read path. Local backends have none.
     pub fn object_store(&self) -> Option<Arc<dyn ObjectStore>> {
         match &self.inner {
-            Inner::Cloud { store, .. } => Some(store.clone()),
-            Inner::Local(_) => None,
+            Inner::Cloud { store } => Some(store.clone()),
+            _ => None,
         }
     }
 
@@ -285,42 +289,20 @@ impl Backend {
         &self.config.name
     }
 
-    /// The whole-object checksum the store gave for version `etag` of `key` (relative) in
-    /// an answer to a HEAD or GET this daemon sent, if one was seen ([`checksum`]).
-    pub fn store_checksum(&self, key: &str, etag: &str) -> Option<checksum::Known> {
-        let Inner::Cloud { seen, .. } = &self.inner else {
-            return None;
-        };
-        let bucket = match &self.config.kind {
-            BackendKind::Azure { container, .. } => container,
-            BackendKind::S3 { bucket, .. } | BackendKind::Gcs { bucket, .. } => bucket,
-            BackendKind::Local { .. } => return None,
-        };
-        seen.get(bucket, &self.full_key(key).ok()?, etag)
-    }
-
     /// The handles this backend records into.
     pub fn metrics(&self) -> &BackendMetrics {
         &self.metrics
     }
 
-    /// Turns a failed cloud request into a [`StoreError`]. Its attempts were counted, by
-    /// kind, in the HTTP layer ([`attempts`]).
-    fn failed(&self, key: &str, e: object_store::Error) -> StoreError {
-        StoreError::from_object_store(&self.config.name, key, e)
+    /// The whole-object checksum the store gave for version `etag` of `key` (relative) in
+    /// an answer to a HEAD or GET this daemon sent, if one was seen ([`checksum`]).
+    pub fn store_checksum(&self, key: &str, etag: &str) -> Option<checksum::Known> {
+        self.store.checksum(&self.full_key(key).ok()?, etag)
     }
 
-    /// Counts a failed local request.
-    fn local_failed<T>(&self, r: Result<T>) -> Result<T> {
-        if let Err(e) = &r {
-            self.metrics.error(match e {
-                StoreError::NotFound { .. }
-                | StoreError::PreconditionFailed { .. }
-                | StoreError::InvalidKey { .. } => ErrorKind::Client,
-                _ => ErrorKind::Other,
-            });
-        }
-        r
+    /// Turns a failed cloud write into a [`StoreError`].
+    fn failed(&self, key: &str, e: object_store::Error) -> StoreError {
+        StoreError::from_object_store(&self.config.name, key, e)
     }
 
     pub fn config(&self) -> &BackendConfig {
@@ -346,70 +328,40 @@ impl Backend {
         })
     }
 
+    /// Runs `f`; if the store rejected the token, refreshes it once and runs `f` again.
+    async fn authed<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let r = f().await;
+        if matches!(r, Err(StoreError::Denied { .. })) && self.store.refresh_credentials().await {
+            return f().await;
+        }
+        r
+    }
+
     /// Lists one page of the directory `dir` (a relative key, `""` for the backend's root),
     /// continuing from `token`. `max_keys` bounds the page (default [`LIST_PAGE_SIZE`]).
-    async fn list_page_once(
+    /// Names that cannot be paths are left out, with one warning each.
+    pub async fn list_page(
         &self,
         dir: &str,
         token: Option<String>,
         max_keys: Option<usize>,
     ) -> Result<ListPage> {
         let dir = dir.trim_end_matches('/');
-        let full_dir = self.full_key(dir)?;
-        let _timer = RequestTimer::new(&self.metrics, Request::List);
-        match &self.inner {
-            Inner::Local(l) => self.local_failed(l.list(&full_dir, &self.warned).await),
-            Inner::Cloud { lister, .. } => {
-                let prefix = match full_dir.as_str() {
-                    "" => None,
-                    p => Some(format!("{}/", p.trim_end_matches('/'))),
-                };
-                let opts = PaginatedListOptions {
-                    delimiter: Some("/".into()),
-                    max_keys: Some(max_keys.unwrap_or(LIST_PAGE_SIZE)),
-                    page_token: token,
-                    ..Default::default()
-                };
-                let r = lister
-                    .list_paginated(prefix.as_deref(), opts)
-                    .await
-                    .map_err(|e| self.failed(dir, e))?;
-                let strip = prefix.as_deref().unwrap_or("");
-                let mut page = ListPage {
-                    next: r.page_token.filter(|t| !t.is_empty()),
-                    ..Default::default()
-                };
-                for p in r.result.common_prefixes {
-                    let raw = p.as_ref();
-                    let name = raw.strip_prefix(strip).unwrap_or(raw).trim_end_matches('/');
-                    if self.warned.accept(&self.config.name, dir, name) {
-                        page.dirs.push(name.to_string());
-                    }
-                }
-                for o in r.result.objects {
-                    let raw = o.location.as_ref();
-                    let Some(name) = raw.strip_prefix(strip) else {
-                        continue;
-                    };
-                    // A directory marker object (`dir/`) lists as the directory itself.
-                    if name.is_empty() {
-                        page.marker = true;
-                        continue;
-                    }
-                    if self.warned.accept(&self.config.name, dir, name) {
-                        page.objects.push((
-                            name.to_string(),
-                            ObjectInfo {
-                                size: o.size,
-                                mtime: o.last_modified.into(),
-                                etag: o.e_tag.map(canonical_etag),
-                            },
-                        ));
-                    }
-                }
-                Ok(page)
-            }
-        }
+        let full = self.full_key(dir)?;
+        let full = full.trim_end_matches('/');
+        let max = max_keys.unwrap_or(LIST_PAGE_SIZE);
+        let mut page = self
+            .authed(|| self.store.list_page(full, token.clone(), max))
+            .await?;
+        let name = &self.config.name;
+        page.dirs.retain(|n| self.warned.accept(name, dir, n));
+        page.objects
+            .retain(|(n, _)| self.warned.accept(name, dir, n));
+        Ok(page)
     }
 
     /// The objects below directory key `dir` (`""` for the backend's root), one level or all
@@ -453,188 +405,72 @@ impl Backend {
     }
 
     /// An object's metadata.
-    async fn head_once(&self, key: &str) -> Result<ObjectInfo> {
-        let _timer = RequestTimer::new(&self.metrics, Request::Head);
-        match &self.inner {
-            Inner::Local(l) => self.local_failed(l.head(&self.full_key(key)?).await),
-            Inner::Cloud { store, .. } => {
-                let path = self.store_path(key)?;
-                let m = store.head(&path).await.map_err(|e| self.failed(key, e))?;
-                Ok(ObjectInfo {
-                    size: m.size,
-                    mtime: m.last_modified.into(),
-                    etag: m.e_tag.map(canonical_etag),
-                })
-            }
-        }
-    }
-
-    /// Reads `range` of the object. With `etag`, the read fails with
-    /// [`StoreError::PreconditionFailed`] if the object is no longer that version.
-    async fn get_range_once(
-        &self,
-        key: &str,
-        range: Range<u64>,
-        etag: Option<&str>,
-    ) -> Result<Bytes> {
-        if range.is_empty() {
-            return Ok(Bytes::new());
-        }
-        let mut timer = RequestTimer::new(&self.metrics, Request::Get);
-        match &self.inner {
-            Inner::Local(l) => {
-                let r = self.local_failed(l.read(&self.full_key(key)?, range, etag).await);
-                if let Ok(b) = &r {
-                    warpdrive_metrics::add(&self.metrics.read_bytes, b.len() as u64);
-                }
-                r
-            }
-            Inner::Cloud { store, .. } => {
-                let path = self.store_path(key)?;
-                let opts = GetOptions {
-                    if_match: etag.map(str::to_string),
-                    range: Some(GetRange::Bounded(range.clone())),
-                    ..Default::default()
-                };
-                let r = store
-                    .get_opts(&path, opts)
-                    .await
-                    .map_err(|e| self.failed(key, e))?;
-                timer.first_byte();
-                let bytes = r.bytes().await.map_err(|e| self.failed(key, e))?;
-                warpdrive_metrics::add(&self.metrics.read_bytes, bytes.len() as u64);
-                if bytes.len() as u64 != range.end - range.start {
-                    return Err(StoreError::Io {
-                        backend: self.config.name.clone(),
-                        message: format!(
-                            "short read of {key}: asked {}..{}, got {} bytes",
-                            range.start,
-                            range.end,
-                            bytes.len()
-                        ),
-                    });
-                }
-                Ok(bytes)
-            }
-        }
-    }
-
-    /// Like [`Backend::get_range`], but yields the body as it arrives, so a caller can use
-    /// the first bytes of a large range before the last ones are received and never holds
-    /// the whole range in memory. The stream may end early; the caller checks the length.
-    async fn get_range_stream_once(
-        &self,
-        key: &str,
-        range: Range<u64>,
-        etag: Option<&str>,
-    ) -> Result<BoxStream<'static, Result<Bytes>>> {
-        match &self.inner {
-            Inner::Local(_) => {
-                let bytes = self.get_range(key, range, etag).await?;
-                Ok(futures::stream::once(async move { Ok(bytes) }).boxed())
-            }
-            Inner::Cloud { store, .. } => {
-                let path = self.store_path(key)?;
-                let opts = GetOptions {
-                    if_match: etag.map(str::to_string),
-                    range: Some(GetRange::Bounded(range)),
-                    ..Default::default()
-                };
-                let mut timer = RequestTimer::new(&self.metrics, Request::Get);
-                let r = store
-                    .get_opts(&path, opts)
-                    .await
-                    .map_err(|e| self.failed(key, e))?;
-                timer.first_byte();
-                let (name, k) = (self.config.name.clone(), key.to_string());
-                let metrics = self.metrics.clone();
-                // The timer lives in the stream: the request's total time is recorded when
-                // the body has been read (or the stream dropped).
-                Ok(r.into_stream()
-                    .map(move |c| {
-                        let _ = &timer;
-                        match c {
-                            Ok(b) => {
-                                warpdrive_metrics::add(&metrics.read_bytes, b.len() as u64);
-                                Ok(b)
-                            }
-                            Err(e) => {
-                                metrics.error(classify(&e));
-                                Err(StoreError::from_object_store(&name, &k, e))
-                            }
-                        }
-                    })
-                    .boxed())
-            }
-        }
-    }
-
-    /// Runs `f`; if the store rejected the token, forces one refresh and runs it again.
-    async fn authed<T, F, Fut>(&self, f: F) -> Result<T>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<T>>,
-    {
-        let r = f().await;
-        if let (Err(StoreError::Denied { .. }), Inner::Cloud { creds: Some(c), .. }) =
-            (&r, &self.inner)
-        {
-            tracing::info!(
-                backend = self.config.name,
-                "the store rejected the token; refreshing it once"
-            );
-            if c.force_refresh().await.is_ok() {
-                return f().await;
-            }
-        }
-        r
-    }
-
-    /// Lists one page of the directory `dir` (a relative key, `""` for the backend's root),
-    /// continuing from `token`. `max_keys` bounds the page (default [`LIST_PAGE_SIZE`]).
-    pub async fn list_page(
-        &self,
-        dir: &str,
-        token: Option<String>,
-        max_keys: Option<usize>,
-    ) -> Result<ListPage> {
-        self.authed(|| self.list_page_once(dir, token.clone(), max_keys))
-            .await
-    }
-
-    /// An object's metadata.
     pub async fn head(&self, key: &str) -> Result<ObjectInfo> {
-        self.authed(|| self.head_once(key)).await
+        let full = self.full_key(key)?;
+        self.authed(|| self.store.head(&full)).await
     }
 
-    /// Reads `range` of the object. With `etag`, the read fails with
-    /// [`StoreError::PreconditionFailed`] if the object is no longer that version.
+    /// Reads `range` of the object, whole. With `etag`, the read fails with
+    /// [`StoreError::PreconditionFailed`] if the object is no longer that version; a body
+    /// shorter than the range is an error.
     pub async fn get_range(
         &self,
         key: &str,
         range: Range<u64>,
         etag: Option<&str>,
     ) -> Result<Bytes> {
-        self.authed(|| self.get_range_once(key, range.clone(), etag))
-            .await
+        let want = range.end.saturating_sub(range.start);
+        let mut stream = self.get_range_stream(key, range.clone(), etag).await?;
+        let mut buf = bytes::BytesMut::with_capacity(want as usize);
+        while let Some(c) = stream.next().await {
+            buf.extend_from_slice(&c?);
+        }
+        if buf.len() as u64 != want {
+            return Err(StoreError::Io {
+                backend: self.config.name.clone(),
+                message: format!(
+                    "short read of {key}: asked {}..{}, got {} bytes",
+                    range.start,
+                    range.end,
+                    buf.len()
+                ),
+            });
+        }
+        Ok(buf.freeze())
     }
 
     /// Like [`Backend::get_range`], but yields the body as it arrives, so a caller can use
     /// the first bytes of a large range before the last ones are received and never holds
     /// the whole range in memory. The stream may end early; the caller checks the length.
+    /// A body the store says is of another version than `etag` (a store or proxy that
+    /// ignored `If-Match`) fails as [`StoreError::PreconditionFailed`].
     pub async fn get_range_stream(
         &self,
         key: &str,
         range: Range<u64>,
         etag: Option<&str>,
     ) -> Result<BoxStream<'static, Result<Bytes>>> {
-        self.authed(|| self.get_range_stream_once(key, range.clone(), etag))
-            .await
+        if range.is_empty() {
+            return Ok(futures::stream::empty().boxed());
+        }
+        let full = self.full_key(key)?;
+        let body = self
+            .authed(|| self.store.get(&full, range.clone(), etag))
+            .await?;
+        if let (Some(want), Some(got)) = (etag, &body.etag)
+            && canonical_etag(want.to_string()) != canonical_etag(got.clone())
+        {
+            return Err(StoreError::PreconditionFailed {
+                backend: self.config.name.clone(),
+                key: key.to_string(),
+            });
+        }
+        Ok(body.stream)
     }
 
     /// The backend's auth mode, identity and (with tokens) the current token's lifetime.
     pub fn auth_state(&self) -> auth::AuthState {
-        if let Inner::Cloud { creds: Some(c), .. } = &self.inner {
+        if let Some(c) = &self.creds {
             return c.state();
         }
         let identity = match (&self.config.kind, self.config.auth) {

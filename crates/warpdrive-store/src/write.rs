@@ -15,6 +15,13 @@ pub const PART_SIZE: usize = 8 << 20;
 const PARTS_IN_FLIGHT: usize = 2;
 
 impl Backend {
+    fn read_only(&self, key: &str) -> StoreError {
+        StoreError::Other {
+            backend: self.config.name.clone(),
+            message: format!("writing {key}: this backend's store takes no writes"),
+        }
+    }
+
     fn write_error(&self, key: &str, e: impl std::fmt::Display) -> StoreError {
         StoreError::Io {
             backend: self.config.name.clone(),
@@ -61,7 +68,8 @@ impl Backend {
                 std::fs::rename(&tmp, &path).map_err(|e| self.write_error(key, e))?;
                 Ok(n)
             }
-            Inner::Cloud { store, .. } => {
+            Inner::Other => Err(self.read_only(key)),
+            Inner::Cloud { store } => {
                 let path = self.store_path(key)?;
                 if size <= PART_SIZE as u64 {
                     let mut parts = Vec::new();
@@ -112,7 +120,8 @@ impl Backend {
             Inner::Local(l) => {
                 std::fs::remove_file(l.path_of(&full)).map_err(|e| self.write_error(key, e))
             }
-            Inner::Cloud { store, .. } => {
+            Inner::Other => Err(self.read_only(key)),
+            Inner::Cloud { store } => {
                 let path = self.store_path(key)?;
                 store.delete(&path).await.map_err(|e| self.failed(key, e))
             }

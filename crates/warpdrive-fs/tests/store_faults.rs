@@ -1,0 +1,232 @@
+//! The filesystem core over the in-memory store and the fault-injecting wrapper, without a
+//! kernel: exact faults on exact requests. Every injected fault class either reads the right
+//! bytes or fails with its documented errno; wrong bytes are never returned (checked against
+//! every version the in-memory store ever held).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use warpdrive_cache::ObjectId;
+use warpdrive_cache::{Cache, CacheConfig};
+use warpdrive_config::{BackendConfig, MetadataTtl};
+use warpdrive_fs::{Fs, FsConfig, FsError, Ino};
+use warpdrive_metrics::BackendMetrics;
+use warpdrive_store::faulty::{Fault, FaultyStore, Op};
+use warpdrive_store::memory::MemoryStore;
+use warpdrive_store::{Backend, Store};
+
+const MIB: usize = 1 << 20;
+
+/// The backend's name and (empty) prefix; its kind is not used: requests go to the store
+/// given to `Backend::with_store`.
+fn config() -> BackendConfig {
+    warpdrive_testkit::local_backend("mem", std::path::Path::new("/nonexistent"))
+}
+
+fn data(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed))
+        .collect()
+}
+
+struct Setup {
+    mem: Arc<MemoryStore>,
+    faulty: Arc<FaultyStore>,
+    fs: Arc<Fs>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// An fs over `faulty(mem)`, with a block cache when `cached`.
+fn setup(cached: bool) -> Setup {
+    let mem = Arc::new(MemoryStore::new("mem"));
+    let faulty = Arc::new(FaultyStore::new("mem", mem.clone() as Arc<dyn Store>));
+    let backend = Arc::new(Backend::with_store(
+        &config(),
+        faulty.clone(),
+        BackendMetrics::detached("mem"),
+    ));
+    let dir = cached.then(|| tempfile::tempdir().expect("tempdir"));
+    let cache = dir.as_ref().map(|d| {
+        Arc::new(
+            Cache::open(CacheConfig {
+                dir: d.path().join("cache"),
+                block_size: 1 << 20,
+            })
+            .expect("cache"),
+        )
+    });
+    let fs = Fs::new(
+        FsConfig {
+            metadata_ttl: MetadataTtl::For(Duration::ZERO),
+            stale_if_error: Duration::ZERO,
+            uid: 0,
+            gid: 0,
+            block_size: 1 << 20,
+            prefetch_budget: 8 << 20,
+            passthrough: false,
+        },
+        vec![backend],
+        cache,
+    );
+    Setup {
+        mem,
+        faulty,
+        fs,
+        _dir: dir,
+    }
+}
+
+/// Opens `mem/<name>` and reads it whole, in 128 KiB reads.
+async fn read_file(fs: &Arc<Fs>, name: &str) -> Result<Vec<u8>, FsError> {
+    let root = fs.lookup(Ino::ROOT, "mem").await?;
+    let attr = fs.lookup(root.ino, name).await?;
+    let opened = fs.open(attr.ino, false).await?;
+    let mut out = Vec::new();
+    let r = loop {
+        match fs.read(opened.fh, out.len() as u64, 128 << 10).await {
+            Ok(b) if b.is_empty() => break Ok(()),
+            Ok(b) => out.extend_from_slice(&b),
+            Err(e) => break Err(e),
+        }
+    };
+    fs.release(opened.fh);
+    r.map(|()| out)
+}
+
+#[tokio::test]
+async fn the_core_reads_the_memory_store_and_counts_its_requests() {
+    let s = setup(true);
+    let obj = data(3 * MIB + 5, 1);
+    s.mem.put("obj", obj.clone());
+    assert!(read_file(&s.fs, "obj").await.expect("cold") == obj);
+    let (_, _, gets) = s.mem.counts.get();
+    assert!(gets >= 1);
+    // Fully cached once the last blocks are written (just after the readers had them): the
+    // second read sends no GET (the TTL of 0 still revalidates metadata with a HEAD).
+    let id = ObjectId {
+        backend: "mem".into(),
+        key: "obj".into(),
+        etag: s.mem.current("obj").expect("obj").etag,
+    };
+    let cache = s.fs.reader().cache().expect("cache").clone();
+    let t0 = std::time::Instant::now();
+    while !cache.is_complete(&id) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "never fully cached");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(read_file(&s.fs, "obj").await.expect("warm") == obj);
+    assert_eq!(s.mem.counts.get().2, gets, "a warm read fetched again");
+}
+
+/// Each fault class once, on the first GET of a cold read: the read returns the object's
+/// bytes or fails with the class's errno, and the next read returns the bytes.
+#[tokio::test]
+async fn every_get_fault_class_reads_right_or_fails_with_its_errno() {
+    let cases: [(Fault, &[i32]); 8] = [
+        (Fault::Status(500), &[libc::EIO]),
+        (Fault::Status(503), &[libc::EIO]),
+        (Fault::Status(429), &[libc::EIO]),
+        (Fault::Timeout, &[libc::ETIMEDOUT]),
+        (Fault::Stall(Duration::from_millis(50)), &[]),
+        (Fault::ResetAfter(1000), &[libc::EIO]),
+        (Fault::ShortBody(1000), &[libc::EIO]),
+        (Fault::WrongVersion, &[]),
+    ];
+    for cached in [false, true] {
+        for (fault, errnos) in cases {
+            let s = setup(cached);
+            let obj = data(2 * MIB + 7, 2);
+            s.mem.put("obj", obj.clone());
+            s.faulty.script(Op::Get, [fault]);
+            match read_file(&s.fs, "obj").await {
+                Ok(got) => assert!(got == obj, "{fault:?} (cache {cached}): wrong bytes"),
+                Err(e) => assert!(
+                    errnos.contains(&e.errno()),
+                    "{fault:?} (cache {cached}): {e} (errno {})",
+                    e.errno()
+                ),
+            }
+            assert_eq!(s.faulty.injected().len(), 1, "{fault:?}");
+            let again = read_file(&s.fs, "obj")
+                .await
+                .unwrap_or_else(|e| panic!("{fault:?} (cache {cached}): the next read: {e}"));
+            assert!(
+                again == obj,
+                "{fault:?} (cache {cached}): wrong bytes after"
+            );
+        }
+    }
+}
+
+/// A store (or proxy) that ignores `If-Match` served the new version's bytes to a handle of
+/// the old one; the body says which version it is, and the read fails with `ESTALE` instead
+/// of returning bytes of another version.
+#[tokio::test]
+async fn a_body_of_another_version_is_refused() {
+    let s = setup(false);
+    let v1 = data(2 * MIB, 3);
+    s.mem.put("obj", v1.clone());
+    let root = s.fs.lookup(Ino::ROOT, "mem").await.expect("root");
+    let attr = s.fs.lookup(root.ino, "obj").await.expect("obj");
+    let opened = s.fs.open(attr.ino, false).await.expect("open");
+    s.mem.put("obj", data(2 * MIB, 4));
+    s.faulty.script(Op::Get, [Fault::WrongVersion]);
+    let e =
+        s.fs.read(opened.fh, 0, 4096)
+            .await
+            .expect_err("bytes of the new version were returned");
+    assert_eq!(e.errno(), libc::ESTALE, "{e}");
+    s.fs.release(opened.fh);
+}
+
+/// Seeded random faults on every kind of request, with overwrites between reads: every read
+/// that succeeds returns exactly one version's bytes, the one current when it was opened.
+#[tokio::test]
+async fn random_faults_never_return_wrong_bytes() {
+    for seed in 1..=6u64 {
+        let s = setup(seed % 2 == 0);
+        let mut current = data(MIB + 333, 0);
+        s.mem.put("obj", current.clone());
+        s.faulty.random(
+            seed,
+            0.3,
+            &[
+                Fault::Status(503),
+                Fault::Status(500),
+                Fault::Timeout,
+                Fault::ResetAfter(4096),
+                Fault::ShortBody(100),
+                Fault::WrongVersion,
+            ],
+        );
+        let (mut ok, mut failed) = (0, 0);
+        for round in 0..30u8 {
+            if round % 7 == 6 {
+                current = data(MIB + 333 + round as usize, round);
+                s.mem.put("obj", current.clone());
+            }
+            match read_file(&s.fs, "obj").await {
+                Ok(got) => {
+                    assert!(
+                        got == current,
+                        "seed {seed} round {round}: bytes that are not the current version's"
+                    );
+                    ok += 1;
+                }
+                Err(e) => {
+                    assert!(
+                        [libc::EIO, libc::ETIMEDOUT, libc::ESTALE].contains(&e.errno()),
+                        "seed {seed}: {e}"
+                    );
+                    failed += 1;
+                }
+            }
+        }
+        assert!(
+            ok > 0 && failed > 0,
+            "seed {seed}: {ok} ok, {failed} failed"
+        );
+        s.faulty.calm();
+        assert!(read_file(&s.fs, "obj").await.expect("calm") == current);
+    }
+}

@@ -1,0 +1,182 @@
+//! Azure, S3 and GCS through `object_store`: the cloud [`Store`].
+//!
+//! Requests go through the clients [`crate::builder`] makes, whose HTTP layer
+//! ([`crate::attempts`]) counts and times every attempt, applies the retry policy and notes
+//! the checksums answers carry; this module turns the clients' answers into the store
+//! trait's: a listing page with names relative to the listed directory, metadata with the
+//! canonical ETag spelling, and a body that says which version it is.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use object_store::list::{PaginatedListOptions, PaginatedListStore};
+use object_store::path::Path as StorePath;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
+use warpdrive_metrics::{BackendMetrics, ErrorKind};
+
+use crate::checksum::{Known, Seen};
+use crate::store::{Body, Store};
+use crate::{ListPage, ObjectInfo, Result, StoreError, canonical_etag};
+
+/// One cloud bucket or container.
+pub(crate) struct CloudStore {
+    pub name: String,
+    /// The bucket or container: checksums seen are found by it and the key.
+    pub bucket: String,
+    pub store: Arc<dyn ObjectStore>,
+    pub lister: Arc<dyn PaginatedListStore>,
+    /// With `auth: managed_identity` or `workload_identity`: the token and its refresher.
+    pub creds: Option<Arc<crate::auth::Credentials>>,
+    pub seen: Arc<Seen>,
+    /// Failures while a body streams are counted here (attempts are counted in the HTTP
+    /// layer).
+    pub metrics: BackendMetrics,
+}
+
+impl std::fmt::Debug for CloudStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloudStore")
+            .field("name", &self.name)
+            .field("bucket", &self.bucket)
+            .finish()
+    }
+}
+
+/// The class of a failure while a response body streams.
+fn classify(e: &object_store::Error) -> ErrorKind {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<object_store::client::HttpError>() {
+            return crate::attempts::transport_kind(h);
+        }
+        source = s.source();
+    }
+    ErrorKind::Other
+}
+
+impl CloudStore {
+    fn failed(&self, key: &str, e: object_store::Error) -> StoreError {
+        StoreError::from_object_store(&self.name, key, e)
+    }
+
+    fn path(&self, key: &str) -> Result<StorePath> {
+        StorePath::parse(key).map_err(|_| StoreError::InvalidKey {
+            backend: self.name.clone(),
+            key: key.to_string(),
+        })
+    }
+}
+
+#[async_trait]
+impl Store for CloudStore {
+    async fn list_page(
+        &self,
+        dir: &str,
+        token: Option<String>,
+        max_keys: usize,
+    ) -> Result<ListPage> {
+        let prefix = (!dir.is_empty()).then(|| format!("{dir}/"));
+        let opts = PaginatedListOptions {
+            delimiter: Some("/".into()),
+            max_keys: Some(max_keys),
+            page_token: token,
+            ..Default::default()
+        };
+        let r = self
+            .lister
+            .list_paginated(prefix.as_deref(), opts)
+            .await
+            .map_err(|e| self.failed(dir, e))?;
+        let strip = prefix.as_deref().unwrap_or("");
+        let mut page = ListPage {
+            next: r.page_token.filter(|t| !t.is_empty()),
+            ..Default::default()
+        };
+        for p in r.result.common_prefixes {
+            let raw = p.as_ref();
+            let name = raw.strip_prefix(strip).unwrap_or(raw).trim_end_matches('/');
+            page.dirs.push(name.to_string());
+        }
+        for o in r.result.objects {
+            let Some(name) = o.location.as_ref().strip_prefix(strip) else {
+                continue;
+            };
+            // A directory marker object (`dir/`) lists as the directory itself.
+            if name.is_empty() {
+                page.marker = true;
+                continue;
+            }
+            page.objects.push((
+                name.to_string(),
+                ObjectInfo {
+                    size: o.size,
+                    mtime: o.last_modified.into(),
+                    etag: o.e_tag.map(canonical_etag),
+                },
+            ));
+        }
+        Ok(page)
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectInfo> {
+        let m = self
+            .store
+            .head(&self.path(key)?)
+            .await
+            .map_err(|e| self.failed(key, e))?;
+        Ok(ObjectInfo {
+            size: m.size,
+            mtime: m.last_modified.into(),
+            etag: m.e_tag.map(canonical_etag),
+        })
+    }
+
+    async fn get(&self, key: &str, range: Range<u64>, etag: Option<&str>) -> Result<Body> {
+        let opts = GetOptions {
+            if_match: etag.map(str::to_string),
+            range: Some(GetRange::Bounded(range)),
+            ..Default::default()
+        };
+        let r = self
+            .store
+            .get_opts(&self.path(key)?, opts)
+            .await
+            .map_err(|e| self.failed(key, e))?;
+        let served = r.meta.e_tag.clone().map(canonical_etag);
+        let (name, k, metrics) = (self.name.clone(), key.to_string(), self.metrics.clone());
+        let stream = r
+            .into_stream()
+            .map(move |c| {
+                c.map_err(|e| {
+                    metrics.error(classify(&e));
+                    StoreError::from_object_store(&name, &k, e)
+                })
+            })
+            .boxed();
+        Ok(Body {
+            etag: served,
+            stream,
+        })
+    }
+
+    fn checksum(&self, key: &str, etag: &str) -> Option<Known> {
+        self.seen.get(&self.bucket, key, etag)
+    }
+
+    async fn refresh_credentials(&self) -> bool {
+        let Some(c) = &self.creds else {
+            return false;
+        };
+        tracing::info!(
+            backend = self.name,
+            "the store rejected the token; refreshing it once"
+        );
+        c.force_refresh().await.is_ok()
+    }
+
+    fn counts_own_errors(&self) -> bool {
+        true
+    }
+}

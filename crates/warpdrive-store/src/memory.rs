@@ -1,0 +1,281 @@
+//! A store in memory, for the filesystem core's tests: objects with versions and ETags,
+//! overwrite and delete, and a count of requests by kind.
+//!
+//! Every version ever written is kept (with its ETag `"v<N>"`, N counting writes across the
+//! store), so a test can check that bytes a reader got belong to one version, and a
+//! conditional read of an overwritten version fails as a real store's does. A listing is one
+//! page by default; [`MemoryStore::with_page_size`] makes it page like a cloud listing.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use parking_lot::Mutex;
+
+use crate::store::{Body, Store};
+use crate::{ListPage, ObjectInfo, Result, StoreError};
+
+/// One version of an object.
+#[derive(Debug, Clone)]
+pub struct Version {
+    pub etag: String,
+    pub data: Bytes,
+    pub mtime: SystemTime,
+}
+
+/// Requests answered, by kind.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub list: AtomicU64,
+    pub head: AtomicU64,
+    pub get: AtomicU64,
+    /// Bytes of GET bodies handed out.
+    pub get_bytes: AtomicU64,
+}
+
+impl Counts {
+    /// (list, head, get) so far.
+    pub fn get(&self) -> (u64, u64, u64) {
+        (
+            self.list.load(Ordering::Relaxed),
+            self.head.load(Ordering::Relaxed),
+            self.get.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[derive(Debug, Default)]
+struct Objects {
+    /// key → the current version, if the object exists.
+    current: BTreeMap<String, Version>,
+    /// Every version ever written, by ETag.
+    history: BTreeMap<String, (String, Version)>,
+    writes: u64,
+}
+
+/// Objects in memory.
+#[derive(Debug)]
+pub struct MemoryStore {
+    name: String,
+    objects: Mutex<Objects>,
+    page_size: Option<usize>,
+    pub counts: Counts,
+}
+
+impl MemoryStore {
+    /// An empty store; `name` is the backend name its errors carry.
+    pub fn new(name: &str) -> MemoryStore {
+        MemoryStore {
+            name: name.to_string(),
+            objects: Mutex::new(Objects::default()),
+            page_size: None,
+            counts: Counts::default(),
+        }
+    }
+
+    /// Listings return at most `n` entries per page.
+    pub fn with_page_size(mut self, n: usize) -> MemoryStore {
+        self.page_size = Some(n.max(1));
+        self
+    }
+
+    /// Writes (or overwrites) `key`; returns the new version's ETag.
+    pub fn put(&self, key: &str, data: impl Into<Bytes>) -> String {
+        let mut o = self.objects.lock();
+        o.writes += 1;
+        let v = Version {
+            etag: format!("\"v{}\"", o.writes),
+            data: data.into(),
+            mtime: SystemTime::now(),
+        };
+        o.history
+            .insert(v.etag.clone(), (key.to_string(), v.clone()));
+        let etag = v.etag.clone();
+        o.current.insert(key.to_string(), v);
+        etag
+    }
+
+    /// Deletes `key`; whether it existed.
+    pub fn delete(&self, key: &str) -> bool {
+        self.objects.lock().current.remove(key).is_some()
+    }
+
+    /// The current version of `key`.
+    pub fn current(&self, key: &str) -> Option<Version> {
+        self.objects.lock().current.get(key).cloned()
+    }
+
+    /// The version with `etag` (current or overwritten).
+    pub fn version(&self, etag: &str) -> Option<Version> {
+        self.objects
+            .lock()
+            .history
+            .get(etag)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn not_found(&self, key: &str) -> StoreError {
+        StoreError::NotFound {
+            backend: self.name.clone(),
+            key: key.to_string(),
+        }
+    }
+}
+
+fn info(v: &Version) -> ObjectInfo {
+    ObjectInfo {
+        size: v.data.len() as u64,
+        mtime: v.mtime,
+        etag: Some(v.etag.clone()),
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn list_page(
+        &self,
+        dir: &str,
+        token: Option<String>,
+        max_keys: usize,
+    ) -> Result<ListPage> {
+        self.counts.list.fetch_add(1, Ordering::Relaxed);
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        let limit = self.page_size.unwrap_or(usize::MAX).min(max_keys.max(1));
+        let o = self.objects.lock();
+        // Entries in key order: (name, Some(info)) for objects, (name, None) for prefixes.
+        let mut entries: Vec<(String, Option<ObjectInfo>)> = Vec::new();
+        let mut marker = false;
+        for (key, v) in o.current.range(prefix.clone()..) {
+            let Some(rest) = key.strip_prefix(&prefix) else {
+                break;
+            };
+            if rest.is_empty() {
+                marker = true;
+                continue;
+            }
+            match rest.split_once('/') {
+                Some((d, _)) => {
+                    if entries.last().is_none_or(|(n, i)| n != d || i.is_some()) {
+                        entries.push((d.to_string(), None));
+                    }
+                }
+                None => entries.push((rest.to_string(), Some(info(v)))),
+            }
+        }
+        // The token is the number of entries already returned.
+        let start = token
+            .as_deref()
+            .map_or(0, |t| t.parse().unwrap_or(usize::MAX))
+            .min(entries.len());
+        let mut page = ListPage {
+            marker,
+            ..Default::default()
+        };
+        let end = (start + limit).min(entries.len());
+        for (name, i) in &entries[start..end] {
+            match i {
+                Some(i) => page.objects.push((name.clone(), i.clone())),
+                None => page.dirs.push(name.clone()),
+            }
+        }
+        if end < entries.len() {
+            page.next = Some(end.to_string());
+        }
+        Ok(page)
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectInfo> {
+        self.counts.head.fetch_add(1, Ordering::Relaxed);
+        self.current(key)
+            .map(|v| info(&v))
+            .ok_or_else(|| self.not_found(key))
+    }
+
+    async fn get(&self, key: &str, range: Range<u64>, etag: Option<&str>) -> Result<Body> {
+        self.counts.get.fetch_add(1, Ordering::Relaxed);
+        let v = self.current(key).ok_or_else(|| self.not_found(key))?;
+        if etag.is_some_and(|e| e != v.etag) {
+            return Err(StoreError::PreconditionFailed {
+                backend: self.name.clone(),
+                key: key.to_string(),
+            });
+        }
+        let len = v.data.len() as u64;
+        let (start, end) = (range.start.min(len), range.end.min(len));
+        let bytes = v.data.slice(start as usize..end as usize);
+        self.counts
+            .get_bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(Body {
+            etag: Some(v.etag),
+            stream: futures::stream::once(async move { Ok(bytes) }).boxed(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn all(s: &MemoryStore, dir: &str) -> (Vec<String>, Vec<String>, usize) {
+        let (mut dirs, mut files, mut pages) = (Vec::new(), Vec::new(), 0);
+        let mut token = None;
+        loop {
+            let p = s.list_page(dir, token, 1000).await.expect("list");
+            pages += 1;
+            dirs.extend(p.dirs);
+            files.extend(p.objects.into_iter().map(|(n, _)| n));
+            token = p.next;
+            if token.is_none() {
+                return (dirs, files, pages);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn lists_one_level_in_pages() {
+        let s = MemoryStore::new("m").with_page_size(2);
+        for k in ["a/1", "a/2", "a/b/3", "a/c/4", "a/c/5", "a/d", "z"] {
+            s.put(k, vec![1u8]);
+        }
+        let (dirs, files, pages) = all(&s, "a").await;
+        assert_eq!(dirs, ["b", "c"]);
+        assert_eq!(files, ["1", "2", "d"]);
+        assert_eq!(pages, 3);
+        let (dirs, files, _) = all(&s, "").await;
+        assert_eq!(
+            (dirs, files),
+            (vec!["a".to_string()], vec!["z".to_string()])
+        );
+    }
+
+    #[tokio::test]
+    async fn conditional_reads_see_overwrites() {
+        let s = MemoryStore::new("m");
+        let v1 = s.put("k", b"one".to_vec());
+        let body = s.get("k", 1..3, Some(&v1)).await.expect("v1");
+        let bytes: Vec<Bytes> = body.stream.map(|c| c.expect("chunk")).collect().await;
+        assert_eq!(bytes.concat(), b"ne");
+        let v2 = s.put("k", b"two!".to_vec());
+        assert!(matches!(
+            s.get("k", 0..3, Some(&v1)).await,
+            Err(StoreError::PreconditionFailed { .. })
+        ));
+        assert_eq!(s.version(&v1).expect("kept").data, &b"one"[..]);
+        assert_eq!(s.head("k").await.expect("head").etag, Some(v2));
+        assert!(s.delete("k"));
+        assert!(matches!(
+            s.head("k").await,
+            Err(StoreError::NotFound { .. })
+        ));
+        assert_eq!(s.counts.get(), (0, 2, 2));
+    }
+}

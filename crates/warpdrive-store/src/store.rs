@@ -1,0 +1,201 @@
+//! The seam between a [`crate::Backend`] and the store behind it.
+//!
+//! A [`Store`] answers three questions about full store keys (the backend's prefix already
+//! joined, every component already checked): one page of a directory listing, an object's
+//! metadata, and a ranged read streamed as it arrives. Everything a backend adds on top —
+//! relative keys, hostile-name filtering, one token refresh after a rejected token, the
+//! served-version check, metrics — is written once in the backend, so every store gets it:
+//!
+//! * [`crate::cloud::CloudStore`]: Azure, S3 and GCS through `object_store`;
+//! * [`crate::local::LocalDir`]: a local directory;
+//! * [`crate::memory::MemoryStore`]: objects in memory, with versions and request counts, for
+//!   the filesystem core's tests;
+//! * [`crate::faulty::FaultyStore`]: wraps any store and injects exact faults;
+//! * [`Instrumented`]: wraps any store and records requests into the backend's metrics.
+//!
+//! The shared chunk tier reuses the same trait.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use warpdrive_metrics::{BackendMetrics, ErrorKind, Request};
+
+use crate::checksum::Known;
+use crate::{ListPage, ObjectInfo, Result, StoreError};
+
+/// A body as it arrives. It may end early; the reader checks the length.
+pub type ByteStream = BoxStream<'static, Result<Bytes>>;
+
+/// What a ranged read answers: the version the store served, and its bytes.
+pub struct Body {
+    /// The ETag of the version the bytes are from, when the store says.
+    pub etag: Option<String>,
+    pub stream: ByteStream,
+}
+
+impl fmt::Debug for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Body").field("etag", &self.etag).finish()
+    }
+}
+
+/// An object store, as the read path sees it. Keys are full keys; `dir` is a full directory
+/// key without its trailing `/` (`""` for the root).
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// One page of the directory `dir`, continuing from `token`: names relative to `dir`,
+    /// not yet filtered (the backend drops names that cannot be paths).
+    async fn list_page(
+        &self,
+        dir: &str,
+        token: Option<String>,
+        max_keys: usize,
+    ) -> Result<ListPage>;
+
+    /// An object's metadata.
+    async fn head(&self, key: &str) -> Result<ObjectInfo>;
+
+    /// Reads `range` of the object; with `etag`, fails with
+    /// [`StoreError::PreconditionFailed`] if the object is no longer that version.
+    async fn get(&self, key: &str, range: Range<u64>, etag: Option<&str>) -> Result<Body>;
+
+    /// The whole-object checksum the store's answers gave for this version, if seen.
+    fn checksum(&self, _key: &str, _etag: &str) -> Option<Known> {
+        None
+    }
+
+    /// Refreshes the store's credentials after it rejected them; `false` when there is
+    /// nothing to refresh (or the refresh failed).
+    async fn refresh_credentials(&self) -> bool {
+        false
+    }
+
+    /// Whether this store counts its own failures into the backend's metrics (the cloud
+    /// stores count every HTTP attempt where they see it); otherwise [`Instrumented`] does.
+    fn counts_own_errors(&self) -> bool {
+        false
+    }
+}
+
+/// Records one request's latency when dropped (so a stream read to its end, or abandoned,
+/// records once).
+struct RequestTimer {
+    metrics: BackendMetrics,
+    kind: Request,
+    start: Instant,
+    first_byte: Option<Duration>,
+}
+
+impl RequestTimer {
+    fn new(metrics: &BackendMetrics, kind: Request) -> RequestTimer {
+        RequestTimer {
+            metrics: metrics.clone(),
+            kind,
+            start: Instant::now(),
+            first_byte: None,
+        }
+    }
+}
+
+impl Drop for RequestTimer {
+    fn drop(&mut self) {
+        let total = self.start.elapsed();
+        self.metrics
+            .request(self.kind, self.first_byte.unwrap_or(total), total);
+    }
+}
+
+/// The class of a failure, for `warpdrive_backend_errors_total{kind}`.
+pub(crate) fn error_kind(e: &StoreError) -> ErrorKind {
+    match e {
+        StoreError::NotFound { .. }
+        | StoreError::PreconditionFailed { .. }
+        | StoreError::InvalidKey { .. }
+        | StoreError::Denied { .. } => ErrorKind::Client,
+        StoreError::Timeout { .. } => ErrorKind::Timeout,
+        StoreError::Io { .. } => ErrorKind::Connection,
+        StoreError::Build { .. } | StoreError::Other { .. } => ErrorKind::Other,
+    }
+}
+
+/// Wraps a store and records every request into a backend's metrics: its count, first-byte
+/// and total latency (the total when the body has been read or dropped), the bytes read,
+/// and (for stores that do not count their own) its failures by class.
+#[derive(Debug)]
+pub struct Instrumented {
+    pub inner: Arc<dyn Store>,
+    pub metrics: BackendMetrics,
+}
+
+impl Instrumented {
+    fn failed<T>(&self, r: Result<T>) -> Result<T> {
+        if let Err(e) = &r
+            && !self.inner.counts_own_errors()
+        {
+            self.metrics.error(error_kind(e));
+        }
+        r
+    }
+}
+
+#[async_trait]
+impl Store for Instrumented {
+    async fn list_page(
+        &self,
+        dir: &str,
+        token: Option<String>,
+        max_keys: usize,
+    ) -> Result<ListPage> {
+        let _timer = RequestTimer::new(&self.metrics, Request::List);
+        self.failed(self.inner.list_page(dir, token, max_keys).await)
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectInfo> {
+        let _timer = RequestTimer::new(&self.metrics, Request::Head);
+        self.failed(self.inner.head(key).await)
+    }
+
+    async fn get(&self, key: &str, range: Range<u64>, etag: Option<&str>) -> Result<Body> {
+        let mut timer = RequestTimer::new(&self.metrics, Request::Get);
+        let body = self.failed(self.inner.get(key, range, etag).await)?;
+        timer.first_byte.get_or_insert(timer.start.elapsed());
+        let metrics = self.metrics.clone();
+        let own = self.inner.counts_own_errors();
+        // The timer lives in the stream: the request's total time is recorded when the body
+        // has been read (or the stream dropped).
+        let stream = body
+            .stream
+            .map(move |c| {
+                let _ = &timer;
+                match &c {
+                    Ok(b) => warpdrive_metrics::add(&metrics.read_bytes, b.len() as u64),
+                    Err(e) if !own => metrics.error(error_kind(e)),
+                    Err(_) => {}
+                }
+                c
+            })
+            .boxed();
+        Ok(Body {
+            etag: body.etag,
+            stream,
+        })
+    }
+
+    fn checksum(&self, key: &str, etag: &str) -> Option<Known> {
+        self.inner.checksum(key, etag)
+    }
+
+    async fn refresh_credentials(&self) -> bool {
+        self.inner.refresh_credentials().await
+    }
+
+    fn counts_own_errors(&self) -> bool {
+        true
+    }
+}
