@@ -203,7 +203,7 @@ fn read_stream(
         .try_flatten()
         .map(move |c| {
             if cell.cancel.load(Ordering::Relaxed) {
-                return Err(StoreError::Other {
+                return Err(StoreError::Cancelled {
                     backend: name.clone(),
                     message: "cancelled".into(),
                 });

@@ -175,7 +175,7 @@ impl std::fmt::Debug for Pending {
 }
 
 fn never_fetched(obj: &Object, b: u64) -> Arc<StoreError> {
-    Arc::new(StoreError::Io {
+    Arc::new(StoreError::Cancelled {
         backend: obj.backend.name().to_string(),
         message: format!("block {b} of {} was never fetched", obj.id.key),
     })
@@ -542,13 +542,11 @@ impl BlockReader {
         let from = (offset.max(b * bs) - b * bs) as usize;
         let to = (end.min((b + 1) * bs) - b * bs) as usize;
         if to > block.len() {
-            return Err(Arc::new(StoreError::Io {
+            return Err(Arc::new(StoreError::ShortRead {
                 backend: obj.backend.name().to_string(),
-                message: format!(
-                    "a fetch of {} returned {} bytes, fewer than block {b} needs",
-                    obj.id.key,
-                    block.len()
-                ),
+                key: obj.id.key.clone(),
+                asked: to as u64,
+                got: block.len() as u64,
             }));
         }
         Ok(block.slice(from..to))
@@ -682,7 +680,7 @@ impl BlockReader {
             senders.push(tx);
             let fut = async move {
                 rx.await.unwrap_or_else(|_| {
-                    Err(Arc::new(StoreError::Io {
+                    Err(Arc::new(StoreError::Cancelled {
                         backend: String::new(),
                         message: "the fetch task stopped".into(),
                     }))
@@ -720,20 +718,29 @@ impl BlockReader {
         range: std::ops::Range<u64>,
         run: &mut Run,
     ) -> Result<(), Arc<StoreError>> {
+        let asked = range.end - range.start;
         let mut body = o
             .backend
             .get_range_stream(&o.id.key, range, o.if_match())
             .await
             .map_err(Arc::new)?;
+        let mut got = 0u64;
         let mut buf = BytesMut::new();
         // Cache writes of this run still going: the download goes on while a few are
         // written (a direct write waits for the disk), and stops for the oldest beyond that.
         let mut writing = std::collections::VecDeque::new();
         while let Some(chunk) = body.next().await {
             let mut chunk = chunk.map_err(Arc::new)?;
+            got += chunk.len() as u64;
             while !chunk.is_empty() {
                 if run.next > run.last {
-                    return Err(self.bad_length(o, "more"));
+                    return Err(Arc::new(StoreError::Other {
+                        backend: o.backend.name().to_string(),
+                        message: format!(
+                            "a ranged GET of {} returned more bytes than asked ({asked})",
+                            o.id.key
+                        ),
+                    }));
                 }
                 let want = self.block_len(o, run.next) as usize;
                 let block = if buf.is_empty() && chunk.len() >= want {
@@ -762,19 +769,14 @@ impl BlockReader {
             let _ = w.await;
         }
         if run.next <= run.last {
-            return Err(self.bad_length(o, "fewer"));
+            return Err(Arc::new(StoreError::ShortRead {
+                backend: o.backend.name().to_string(),
+                key: o.id.key.clone(),
+                asked,
+                got,
+            }));
         }
         Ok(())
-    }
-
-    fn bad_length(&self, o: &Object, what: &str) -> Arc<StoreError> {
-        Arc::new(StoreError::Io {
-            backend: o.backend.name().to_string(),
-            message: format!(
-                "a ranged GET of {} returned {what} bytes than asked",
-                o.id.key
-            ),
-        })
     }
 
     /// Block `run.next` has arrived: keeps it in memory if it was prefetched, wakes its

@@ -932,7 +932,7 @@ impl Fs {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!(backend = backend.name(), dir = key, error = %e, "listing failed");
-                    listing.finish(Err(e.to_string()));
+                    listing.finish(Err(e));
                     return;
                 }
             };
@@ -1007,12 +1007,7 @@ impl Fs {
         // the offset of the last entry it consumed, so the next one to send is `offset - 2`.
         let idx = offset.saturating_sub(FIRST_ENTRY_OFFSET - 1) as usize;
         match h.listing.wait_for(idx).await {
-            Status::Failed(m) if h.listing.len() <= idx => {
-                return Err(FsError::Store(StoreError::Other {
-                    backend: String::new(),
-                    message: m,
-                }));
-            }
+            Status::Failed(e) if h.listing.len() <= idx => return Err(FsError::Store(e)),
             _ => {}
         }
         for (i, e) in h

@@ -79,8 +79,9 @@ impl FuseAdapter {
     fn refuse(&self) -> Errno {
         let m = &self.fs.metrics().fuse;
         m.op(Op::Write);
-        m.error(Op::Write, libc::EROFS);
-        Errno::EROFS
+        let errno = FsError::ReadOnly.errno();
+        m.error(Op::Write, errno);
+        Errno::from_i32(errno)
     }
 
     /// `ttl` is how long the kernel may cache entries and attributes.
@@ -182,7 +183,8 @@ impl fuser::Filesystem for FuseAdapter {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         self.count(Op::Lookup);
         let Some(name) = name.to_str().map(str::to_string) else {
-            reply.error(Errno::ENOENT);
+            // Store keys are UTF-8: a name that is not cannot exist.
+            reply.error(Errno::from_i32(FsError::NotFound.errno()));
             return;
         };
         let (fs, ttl) = (self.fs.clone(), self.ttl);
@@ -404,8 +406,9 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyXattr,
     ) {
         self.count(Op::Getxattr);
-        self.fs.metrics().fuse.error(Op::Getxattr, libc::ENODATA);
-        reply.error(Errno::from_i32(libc::ENODATA));
+        let errno = FsError::NoAttribute.errno();
+        self.fs.metrics().fuse.error(Op::Getxattr, errno);
+        reply.error(Errno::from_i32(errno));
     }
 
     /// No device controls. Answered `ENOTTY` ("not a terminal") without logging: Python's
@@ -423,8 +426,9 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyIoctl,
     ) {
         self.count(Op::Ioctl);
-        self.fs.metrics().fuse.error(Op::Ioctl, libc::ENOTTY);
-        reply.error(Errno::from_i32(libc::ENOTTY));
+        let errno = FsError::NotATerminal.errno();
+        self.fs.metrics().fuse.error(Op::Ioctl, errno);
+        reply.error(Errno::from_i32(errno));
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {

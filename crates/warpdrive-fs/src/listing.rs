@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use warpdrive_store::StoreError;
+
 use crate::inode::{Ino, Kind};
 
 /// One directory entry.
@@ -32,7 +34,9 @@ pub struct Entry {
 pub enum Status {
     Running,
     Done,
-    Failed(String),
+    /// The store's error, kept whole so that `readdir` answers its errno (a denied listing
+    /// is `EACCES`, not `EIO`).
+    Failed(StoreError),
 }
 
 #[derive(Debug, Clone)]
@@ -85,8 +89,8 @@ impl Listing {
         self.progress.send_modify(|p| p.count = count);
     }
 
-    /// Marks the listing complete, or failed with a message.
-    pub fn finish(&self, result: Result<(), String>) {
+    /// Marks the listing complete, or failed with the store's error.
+    pub fn finish(&self, result: Result<(), StoreError>) {
         self.progress.send_modify(|p| {
             p.status = match result {
                 Ok(()) => Status::Done,

@@ -230,3 +230,23 @@ async fn random_faults_never_return_wrong_bytes() {
         assert!(read_file(&s.fs, "obj").await.expect("calm") == current);
     }
 }
+
+/// A listing the store refuses answers `readdir` with `EACCES`, as any other denied request
+/// does (the listing's error used to be kept as text only, and became `EIO`); a listing that
+/// keeps failing for the store's own reasons is `EIO`.
+#[tokio::test]
+async fn a_denied_listing_is_eacces_and_a_failing_one_eio() {
+    for (status, errno) in [(403, libc::EACCES), (503, libc::EIO), (500, libc::EIO)] {
+        let s = setup(false);
+        s.mem.put("d/a", b"x".to_vec());
+        let root = s.fs.lookup(Ino::ROOT, "mem").await.expect("root");
+        s.faulty.script(Op::List, [Fault::Status(status)]);
+        let fh = s.fs.opendir(root.ino).expect("opendir");
+        let e =
+            s.fs.readdir(fh, 0, 100)
+                .await
+                .expect_err("the listing should fail");
+        assert_eq!(e.errno(), errno, "HTTP {status}: {e}");
+        s.fs.releasedir(fh);
+    }
+}

@@ -27,6 +27,7 @@ use object_store::client::{
 };
 use warpdrive_metrics::{BackendMetrics, ErrorKind, GiveUp, Request};
 
+use crate::StoreError;
 use crate::checksum::{Dialect, Seen};
 use crate::retry::{Failure, RetryState, request_kind, retry_after};
 
@@ -60,8 +61,69 @@ pub enum Final {
         "the store has not answered for {0:?} (retry.unreachable); failing at once until it answers again: {1}"
     )]
     Unreachable(Duration, String),
+    /// The retry deadline passed; the last failure was of class `.2`.
     #[error("still failing {0:?} after the first failed attempt (retry.deadline): {1}")]
-    Deadline(Duration, String),
+    Deadline(Duration, String, ErrorKind),
+    /// A fail-fast request's attempt failed ([`crate::retry::fail_fast`]): not retried.
+    #[error("{0} (a fail-fast request: not retried)")]
+    FailedFast(String, ErrorKind),
+}
+
+impl Final {
+    /// The error a request that ended this way is.
+    pub(crate) fn error(&self, backend: String, message: String) -> StoreError {
+        match self {
+            Final::Unreachable(..) => StoreError::Transport { backend, message },
+            Final::Deadline(d, _, kind) => by_kind(*kind, backend, message, *d),
+            Final::FailedFast(_, kind) => by_kind(*kind, backend, message, Duration::ZERO),
+        }
+    }
+}
+
+/// A failing answer that is final: a 401 or 403, or a 429/5xx once the retry policy gave up.
+/// Handed to `object_store` as an error of its own so that the request's error says the
+/// status by type (some clients would report it only in their message).
+#[derive(Debug, thiserror::Error)]
+#[error("HTTP {status}{}", if detail.is_empty() { String::new() } else { format!(": {detail}") })]
+pub struct Answered {
+    pub status: u16,
+    /// The start of the answer's body (the store's error code and message).
+    pub detail: String,
+}
+
+/// The error of a final failing answer with `status`.
+pub(crate) fn by_status(status: u16, backend: String, message: String) -> StoreError {
+    match status {
+        401 | 403 => StoreError::Denied { backend, message },
+        429 | 503 => StoreError::Throttled { backend, message },
+        500..=599 => StoreError::Server {
+            backend,
+            status: Some(status),
+            message,
+        },
+        _ => StoreError::Other { backend, message },
+    }
+}
+
+/// The error of a request whose last failure was of class `kind` (`after`: how long it
+/// kept failing, for timeouts).
+pub(crate) fn by_kind(
+    kind: ErrorKind,
+    backend: String,
+    message: String,
+    after: Duration,
+) -> StoreError {
+    match kind {
+        ErrorKind::Throttled => StoreError::Throttled { backend, message },
+        ErrorKind::Server => StoreError::Server {
+            backend,
+            status: None,
+            message,
+        },
+        ErrorKind::Timeout => StoreError::Timeout { backend, after },
+        ErrorKind::Connection => StoreError::Transport { backend, message },
+        _ => StoreError::Other { backend, message },
+    }
 }
 
 /// The server's TLS certificate was refused: retrying cannot help, so the error is final, and
@@ -109,15 +171,22 @@ pub(crate) fn certificate_refused(e: &HttpError) -> Option<CertificateRefused> {
     Some(CertificateRefused(format!("{why} ({reason})")))
 }
 
-/// A fail-fast request's attempt failed ([`crate::retry::fail_fast`]): not retried.
-#[derive(Debug, thiserror::Error)]
-#[error("{0} (a fail-fast request: not retried)")]
-pub struct FailedFast(pub String);
-
 /// An attempt that got no answer headers within its first-byte timeout.
 #[derive(Debug, thiserror::Error)]
 #[error("no answer within {0:?} (first-byte timeout, from the recent p99 of such requests)")]
 pub struct FirstByteTimeout(pub Duration);
+
+/// A final failing answer as an error carrying its status and the start of its body.
+async fn answered(resp: HttpResponse) -> HttpError {
+    let status = resp.status().as_u16();
+    let body = match tokio::time::timeout(Duration::from_secs(5), resp.into_body().bytes()).await {
+        Ok(Ok(b)) => b,
+        _ => bytes::Bytes::new(),
+    };
+    let text = String::from_utf8_lossy(&body[..body.len().min(512)]);
+    let detail = crate::secret::redact(text.trim());
+    HttpError::new(HttpErrorKind::Unknown, Answered { status, detail })
+}
 
 /// An [`HttpService`] that counts attempts around another and applies the retry policy.
 #[derive(Debug)]
@@ -178,6 +247,7 @@ impl Attempts {
                     Final::Deadline(
                         self.state.policy.deadline,
                         "waiting for the retry budget".into(),
+                        prev.kind,
                     ),
                 ));
             }
@@ -207,7 +277,7 @@ impl Attempts {
         let policy = self.state.policy;
         let give_up = if now.saturating_duration_since(first) >= policy.deadline {
             self.metrics.give_up(GiveUp::Deadline);
-            Some(Final::Deadline(policy.deadline, message()))
+            Some(Final::Deadline(policy.deadline, message(), kind))
         } else if let Some(silent) = silent_for.filter(|s| *s >= policy.unreachable) {
             self.metrics.give_up(GiveUp::Unreachable);
             Some(Final::Unreachable(silent, message()))
@@ -263,17 +333,25 @@ impl HttpService for Attempts {
                     Some(k) if k != ErrorKind::Client && fast => {
                         return Err(HttpError::new(
                             HttpErrorKind::Unknown,
-                            FailedFast(format!("HTTP {status}")),
+                            Final::FailedFast(format!("HTTP {status}"), k),
                         ));
                     }
                     Some(k) if k != ErrorKind::Client => {
                         let not_before = retry_after(resp.headers(), SystemTime::now())
                             .map(|d| Instant::now() + d);
-                        // Past the deadline `object_store` sees its own retry window spent
-                        // too, and returns this answer as the error.
-                        let _ = self.after_failure(key, prev, k, not_before, None, || {
+                        let give_up = self.after_failure(key, prev, k, not_before, None, || {
                             format!("HTTP {status}")
                         });
+                        if give_up.is_some() {
+                            // Final: the answer becomes the request's error, by type.
+                            return Err(answered(resp).await);
+                        }
+                    }
+                    Some(_) if status == 401 || status == 403 => {
+                        if prev.is_some() {
+                            self.state.done(&key);
+                        }
+                        return Err(answered(resp).await);
                     }
                     _ => {
                         if resp.status().is_success() && kind != Request::List {
@@ -299,7 +377,7 @@ impl HttpService for Attempts {
                 if fast {
                     return Err(HttpError::new(
                         HttpErrorKind::Unknown,
-                        FailedFast(e.to_string()),
+                        Final::FailedFast(e.to_string(), k),
                     ));
                 }
                 // Nothing came back: the store may be unreachable.

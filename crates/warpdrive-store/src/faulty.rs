@@ -142,11 +142,10 @@ impl FaultyStore {
                 backend: self.name.clone(),
                 after: Duration::from_secs(30),
             },
-            Fault::Status(s) => StoreError::Other {
-                backend: self.name.clone(),
-                message: format!("injected HTTP {s}"),
-            },
-            _ => StoreError::Io {
+            Fault::Status(s) => {
+                crate::attempts::by_status(s, self.name.clone(), format!("injected HTTP {s}"))
+            }
+            _ => StoreError::Transport {
                 backend: self.name.clone(),
                 message: format!("injected {f:?}"),
             },
@@ -226,7 +225,7 @@ impl Store for FaultyStore {
             }
             Some(Fault::ResetAfter(n)) => {
                 let b = self.inner.get(key, range, etag).await?;
-                let reset = StoreError::Io {
+                let reset = StoreError::Transport {
                     backend: self.name.clone(),
                     message: format!("injected connection reset after {n} bytes"),
                 };
@@ -276,7 +275,7 @@ mod tests {
         );
         assert!(matches!(
             read(&f, "k", 0..50, Some(&v1)).await,
-            Err(StoreError::Other { .. })
+            Err(StoreError::Server { .. })
         ));
         assert_eq!(
             read(&f, "k", 0..50, Some(&v1)).await.expect("short").len(),
@@ -284,7 +283,7 @@ mod tests {
         );
         assert!(matches!(
             read(&f, "k", 0..50, Some(&v1)).await,
-            Err(StoreError::Io { .. })
+            Err(StoreError::Transport { .. })
         ));
         let v2 = mem.put("k", vec![7u8; 100]);
         let b = f.get("k", 0..50, Some(&v1)).await.expect("served anyway");

@@ -54,26 +54,59 @@ pub use write::PART_SIZE;
 /// but a smaller page lets the first directory entries reach `readdir` sooner.
 pub const LIST_PAGE_SIZE: usize = 1000;
 
-/// Errors from a backend, in the classes callers branch on. `Clone` because one shared fetch
-/// hands its error to every reader waiting on it.
-#[derive(Debug, Clone, thiserror::Error)]
+/// Errors from a backend, in the classes callers branch on. Each is built from a status code
+/// or a typed error, never from an error's text; the metric class ([`StoreError::metric_kind`])
+/// and the errno (`warpdrive_fs::error`) are derived from it in one place each. `Clone`
+/// because one shared fetch hands its error to every reader waiting on it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
+    /// The object (or directory) does not exist.
     #[error("{backend}: object not found: {key}")]
     NotFound { backend: String, key: String },
+    /// The object is no longer the version asked for (`If-Match` failed, or a body came of
+    /// another version).
     #[error("{backend}: object {key} changed while it was read (ETag mismatch)")]
     PreconditionFailed { backend: String, key: String },
     #[error("{backend}: key {key:?} is not a valid path below the backend's prefix")]
     InvalidKey { backend: String, key: String },
     #[error("{backend}: cannot build the client: {message}")]
     Build { backend: String, message: String },
+    /// The store refused the credentials (401) or the access (403).
+    #[error("{backend}: access denied: {message}")]
+    Denied { backend: String, message: String },
+    /// The store kept asking for less (429, 503) until the retry policy gave up.
+    #[error("{backend}: throttled: {message}")]
+    Throttled { backend: String, message: String },
+    /// The store kept failing (5xx) until the retry policy gave up.
+    #[error("{backend}: store error{}: {message}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
+    Server {
+        backend: String,
+        status: Option<u16>,
+        message: String,
+    },
+    /// No answer in time.
     #[error("{backend}: request timed out after {after:?}")]
     Timeout { backend: String, after: Duration },
+    /// The connection failed or broke: refused, reset, unreachable, a TLS failure.
+    #[error("{backend}: {message}")]
+    Transport { backend: String, message: String },
+    /// A body ended before the range asked for.
+    #[error("{backend}: short read of {key}: asked {asked} bytes, got {got}")]
+    ShortRead {
+        backend: String,
+        key: String,
+        asked: u64,
+        got: u64,
+    },
+    /// The request was abandoned before it finished (its task stopped).
+    #[error("{backend}: {message}")]
+    Cancelled { backend: String, message: String },
+    /// A local file system operation failed (the local backend, a write).
     #[error("{backend}: {message}")]
     Io { backend: String, message: String },
     #[error("{backend}: {message}")]
     Other { backend: String, message: String },
-    #[error("{backend}: access denied: {message}")]
-    Denied { backend: String, message: String },
 }
 
 impl StoreError {
@@ -81,55 +114,102 @@ impl StoreError {
     /// failures (unreachable, throttled, timed out, 5xx) after which something already known
     /// may be served stale. "Not found", "changed", "denied" and a bad key are answers.
     pub fn is_store_failure(&self) -> bool {
-        matches!(
+        !matches!(
             self,
-            StoreError::Timeout { .. } | StoreError::Io { .. } | StoreError::Other { .. }
+            StoreError::NotFound { .. }
+                | StoreError::PreconditionFailed { .. }
+                | StoreError::InvalidKey { .. }
+                | StoreError::Build { .. }
+                | StoreError::Denied { .. }
         )
     }
 
     /// Whether retrying the same request later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Timeout { .. } | StoreError::Io { .. })
+        matches!(
+            self,
+            StoreError::Timeout { .. }
+                | StoreError::Transport { .. }
+                | StoreError::Throttled { .. }
+                | StoreError::Server { .. }
+                | StoreError::ShortRead { .. }
+                | StoreError::Io { .. }
+        )
     }
 
+    /// The class counted in `warpdrive_backend_errors_total{kind}`.
+    pub fn metric_kind(&self) -> warpdrive_metrics::ErrorKind {
+        use warpdrive_metrics::ErrorKind;
+        match self {
+            StoreError::NotFound { .. }
+            | StoreError::PreconditionFailed { .. }
+            | StoreError::InvalidKey { .. }
+            | StoreError::Denied { .. } => ErrorKind::Client,
+            StoreError::Throttled { .. } => ErrorKind::Throttled,
+            StoreError::Server { .. } => ErrorKind::Server,
+            StoreError::Timeout { .. } => ErrorKind::Timeout,
+            StoreError::Transport { .. } | StoreError::ShortRead { .. } => ErrorKind::Connection,
+            StoreError::Build { .. }
+            | StoreError::Cancelled { .. }
+            | StoreError::Io { .. }
+            | StoreError::Other { .. } => ErrorKind::Other,
+        }
+    }
+
+    /// The error of an `object_store` request: by its variant, or by the typed errors the
+    /// HTTP layer ([`attempts`]) put in its source chain (a final answer's status, a give-up
+    /// with the last failure's class, a refused certificate, a transport failure's kind).
     fn from_object_store(backend: &str, key: &str, e: object_store::Error) -> StoreError {
         let backend = backend.to_string();
         let key = key.to_string();
         match e {
-            object_store::Error::NotFound { .. } => StoreError::NotFound { backend, key },
+            object_store::Error::NotFound { .. } => return StoreError::NotFound { backend, key },
             object_store::Error::Precondition { .. } => {
-                StoreError::PreconditionFailed { backend, key }
+                return StoreError::PreconditionFailed { backend, key };
             }
-            object_store::Error::InvalidPath { .. } => StoreError::InvalidKey { backend, key },
-            e @ (object_store::Error::Unauthenticated { .. }
-            | object_store::Error::PermissionDenied { .. }) => StoreError::Denied {
-                backend,
-                message: e.to_string(),
-            },
-            other if is_denied(&other) => StoreError::Denied {
-                backend,
-                message: secret::redact(&other.to_string()),
-            },
-            other => StoreError::Other {
-                backend,
-                message: secret::redact(&other.to_string()),
-            },
+            object_store::Error::InvalidPath { .. } => {
+                return StoreError::InvalidKey { backend, key };
+            }
+            _ => {}
         }
-    }
-}
-
-/// Whether a store's answer was 401 or 403 (some clients report it as a generic error with
-/// the status only in its message).
-fn is_denied(e: &object_store::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        let m = s.to_string();
-        if m.contains("status code: 401") || m.contains("status code: 403") {
-            return true;
+        let message = secret::redact(&e.to_string());
+        if matches!(
+            e,
+            object_store::Error::Unauthenticated { .. }
+                | object_store::Error::PermissionDenied { .. }
+        ) {
+            return StoreError::Denied { backend, message };
         }
-        source = s.source();
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(s) = source {
+            if let Some(a) = s.downcast_ref::<attempts::Answered>() {
+                return attempts::by_status(a.status, backend, message);
+            }
+            if let Some(f) = s.downcast_ref::<attempts::Final>() {
+                return f.error(backend, message);
+            }
+            if s.downcast_ref::<attempts::CertificateRefused>().is_some() {
+                return StoreError::Transport { backend, message };
+            }
+            if let Some(t) = s.downcast_ref::<attempts::FirstByteTimeout>() {
+                return StoreError::Timeout {
+                    backend,
+                    after: t.0,
+                };
+            }
+            source = s.source();
+        }
+        // None of ours: the transport's own failure, by its kind.
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(s) = source {
+            if let Some(h) = s.downcast_ref::<object_store::client::HttpError>() {
+                let after = Duration::ZERO;
+                return attempts::by_kind(attempts::transport_kind(h), backend, message, after);
+            }
+            source = s.source();
+        }
+        StoreError::Other { backend, message }
     }
-    false
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -426,14 +506,11 @@ impl Backend {
             buf.extend_from_slice(&c?);
         }
         if buf.len() as u64 != want {
-            return Err(StoreError::Io {
+            return Err(StoreError::ShortRead {
                 backend: self.config.name.clone(),
-                message: format!(
-                    "short read of {key}: asked {}..{}, got {} bytes",
-                    range.start,
-                    range.end,
-                    buf.len()
-                ),
+                key: key.to_string(),
+                asked: want,
+                got: buf.len() as u64,
             });
         }
         Ok(buf.freeze())

@@ -89,7 +89,7 @@ impl LocalDir {
     ) -> Result<T> {
         tokio::task::spawn_blocking(f)
             .await
-            .map_err(|e| StoreError::Io {
+            .map_err(|e| StoreError::Cancelled {
                 backend: self.name.clone(),
                 message: format!("worker failed: {e}"),
             })?

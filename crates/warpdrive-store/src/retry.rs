@@ -84,6 +84,9 @@ pub(crate) fn failing_fast() -> bool {
 
 /// `object_store`'s retry settings under `policy`: jittered exponential backoff, no limit on
 /// the count, `policy.deadline` in all.
+/// How much longer than `retry.deadline` `object_store`'s own retry window is.
+const OUR_GIVE_UP_FIRST: Duration = Duration::from_secs(60);
+
 pub(crate) fn object_store_config(policy: &RetryPolicy) -> RetryConfig {
     RetryConfig {
         backoff: BackoffConfig {
@@ -94,8 +97,10 @@ pub(crate) fn object_store_config(policy: &RetryPolicy) -> RetryConfig {
         // Bounded by the deadline, not the count; a count is still given, as the most
         // attempts the deadline could hold at the shortest backoff (it shows in the client's
         // retry log lines).
-        max_retries: (policy.deadline.as_millis() / 100).max(1) as usize,
-        retry_timeout: policy.deadline,
+        // Past our deadline by a margin, so that the give-up is always this layer's, and the
+        // request's error says its class by type ([`crate::attempts::Final`]).
+        max_retries: ((policy.deadline + OUR_GIVE_UP_FIRST).as_millis() / 100).max(1) as usize,
+        retry_timeout: policy.deadline + OUR_GIVE_UP_FIRST,
     }
 }
 

@@ -24,10 +24,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use warpdrive_metrics::{BackendMetrics, ErrorKind, Request};
+use warpdrive_metrics::{BackendMetrics, Request};
 
 use crate::checksum::Known;
-use crate::{ListPage, ObjectInfo, Result, StoreError};
+use crate::{ListPage, ObjectInfo, Result};
 
 /// A body as it arrives. It may end early; the reader checks the length.
 pub type ByteStream = BoxStream<'static, Result<Bytes>>;
@@ -111,19 +111,6 @@ impl Drop for RequestTimer {
     }
 }
 
-/// The class of a failure, for `warpdrive_backend_errors_total{kind}`.
-pub(crate) fn error_kind(e: &StoreError) -> ErrorKind {
-    match e {
-        StoreError::NotFound { .. }
-        | StoreError::PreconditionFailed { .. }
-        | StoreError::InvalidKey { .. }
-        | StoreError::Denied { .. } => ErrorKind::Client,
-        StoreError::Timeout { .. } => ErrorKind::Timeout,
-        StoreError::Io { .. } => ErrorKind::Connection,
-        StoreError::Build { .. } | StoreError::Other { .. } => ErrorKind::Other,
-    }
-}
-
 /// Wraps a store and records every request into a backend's metrics: its count, first-byte
 /// and total latency (the total when the body has been read or dropped), the bytes read,
 /// and (for stores that do not count their own) its failures by class.
@@ -138,7 +125,7 @@ impl Instrumented {
         if let Err(e) = &r
             && !self.inner.counts_own_errors()
         {
-            self.metrics.error(error_kind(e));
+            self.metrics.error(e.metric_kind());
         }
         r
     }
@@ -175,7 +162,7 @@ impl Store for Instrumented {
                 let _ = &timer;
                 match &c {
                     Ok(b) => warpdrive_metrics::add(&metrics.read_bytes, b.len() as u64),
-                    Err(e) if !own => metrics.error(error_kind(e)),
+                    Err(e) if !own => metrics.error(e.metric_kind()),
                     Err(_) => {}
                 }
                 c
