@@ -25,7 +25,10 @@
 //! permits of one global budget of bytes in flight, shared by all handles, and gives each
 //! back as its block lands in the cache; when the budget is used up, prefetch waits for the
 //! next read rather than queueing, so any number of open files costs at most the budget.
-//! Prefetched bytes go to the cache, not to RAM.
+//! A prefetched block goes to the cache and also waits in memory for its reader, holding its
+//! share of the budget, while fewer than [`LANDED_MAX`] bytes of such blocks do (past that,
+//! its reader reads it back from the cache), so a streaming reader's next block costs no disk
+//! read.
 //!
 //! If the cache disk fails (read-only, I/O errors) reads go straight to the backend: the
 //! failure is logged once, counted, and the cache is retried after [`CACHE_RETRY_AFTER`].
@@ -216,6 +219,8 @@ pub struct BlockReader {
     pub stats: ReadMetrics,
     /// Checks of fully cached objects against their store's checksum.
     pub integrity: crate::integrity::Integrity,
+    /// Woken whenever a block leaves the in-flight table (written to the cache, or failed).
+    left_inflight: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for BlockReader {
@@ -251,6 +256,7 @@ impl BlockReader {
             failure_logged: AtomicBool::new(false),
             floor_warned: Mutex::new(None),
             integrity: crate::integrity::Integrity::new(stats.clone()),
+            left_inflight: tokio::sync::Notify::new(),
             stats,
         }
     }
@@ -868,6 +874,8 @@ impl BlockReader {
         {
             map.remove(&(obj.ino, b));
         }
+        drop(map);
+        self.left_inflight.notify_waiters();
     }
 
     /// Starts prefetching the window ahead of block `b1` into the cache, within the budget.
@@ -965,8 +973,13 @@ impl BlockReader {
         for f in runs.values() {
             f.fut.clone().await?;
         }
-        // The blocks are written after the readers are answered: wait for the writes.
+        // The blocks are written after the readers are answered: wait for the writes, woken
+        // each time a block leaves the in-flight table.
         loop {
+            let left = self.left_inflight.notified();
+            tokio::pin!(left);
+            // Registered before the check, so a block that leaves in between still wakes us.
+            left.as_mut().enable();
             let pending = {
                 let map = self.inflight.lock();
                 missing.iter().any(|b| map.contains_key(&(obj.ino, *b)))
@@ -974,7 +987,7 @@ impl BlockReader {
             if !pending {
                 return Ok(());
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            left.await;
         }
     }
 }

@@ -64,9 +64,13 @@ pub struct FsConfig {
 /// Asks the kernel to drop its cached pages of an inode.
 pub type Invalidator = Arc<dyn Fn(Ino) + Send + Sync>;
 
-/// Where the invalidator is kept, once the FUSE session exists.
+/// Where the invalidator is kept, once the FUSE session exists, with the queue of its
+/// worker: one thread makes the kernel forget inodes whose object changed, in order, however
+/// many change at once (a listing refresh that sees 10,000 new ETags queues 10,000 inodes,
+/// not 10,000 threads). The kernel may wait on the very request that found the change, so
+/// the call cannot be made on that request's thread.
 #[derive(Default)]
-struct InvalidatorSlot(RwLock<Option<Invalidator>>);
+struct InvalidatorSlot(RwLock<Option<(Invalidator, std::sync::mpsc::Sender<Ino>)>>);
 
 impl std::fmt::Debug for InvalidatorSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -266,7 +270,28 @@ impl Fs {
 
     /// Sets how the kernel is told to drop an inode's cached pages.
     pub fn set_invalidator(&self, f: Invalidator) {
-        *self.invalidator.0.write() = Some(f);
+        let (tx, rx) = std::sync::mpsc::channel::<Ino>();
+        let call = f.clone();
+        let started = std::thread::Builder::new()
+            .name("warpdrive-inval".into())
+            .spawn(move || {
+                // Ends when the filesystem (the sender) is dropped.
+                for ino in rx {
+                    call(ino);
+                }
+            });
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "could not start the invalidation thread; the kernel may keep an old version's pages until their TTL");
+            return;
+        }
+        *self.invalidator.0.write() = Some((f, tx));
+    }
+
+    /// Queues `ino` for the invalidation worker (nothing before the FUSE session exists).
+    fn queue_invalidation(&self, ino: Ino) {
+        if let Some((_, tx)) = &*self.invalidator.0.read() {
+            let _ = tx.send(ino);
+        }
     }
 
     /// Whether passthrough is configured (the adapter then asks the kernel for it).
@@ -288,11 +313,7 @@ impl Fs {
             st.opened_etag = None;
             st.kernel_stale = true;
         }
-        if let Some(inval) = self.invalidator.0.read().clone() {
-            let ino = node.ino;
-            // Off the request's thread: the kernel may wait on this very request.
-            std::thread::spawn(move || inval(ino));
-        }
+        self.queue_invalidation(node.ino);
     }
     /// Drops the cached blocks of the version of `node`'s object the cache holds.
     fn drop_cached(&self, node: &Node) {
@@ -701,7 +722,7 @@ impl Fs {
             // TTL) and pages: drop them before this open is answered, so that no read through
             // it sees the new bytes with the old size. The notification runs on a blocking
             // thread, since the kernel may need other requests answered to complete it.
-            let inval = self.invalidator.0.read().clone();
+            let inval = self.invalidator.0.read().as_ref().map(|(f, _)| f.clone());
             if let Some(inval) = inval {
                 let _ = tokio::task::spawn_blocking(move || inval(ino)).await;
             }
@@ -1092,6 +1113,43 @@ mod tests {
         }
         fs.releasedir(fh);
         names
+    }
+
+    /// Ten thousand changed objects are invalidated by one worker thread, each once, in the
+    /// order found (each change used to start an OS thread of its own).
+    #[tokio::test]
+    async fn invalidations_go_through_one_worker() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs = fs_over(dir.path());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let threads = Arc::new(Mutex::new(std::collections::HashSet::new()));
+        let (s, t) = (seen.clone(), threads.clone());
+        fs.set_invalidator(Arc::new(move |ino: Ino| {
+            s.lock().push(ino);
+            t.lock()
+                .insert(std::thread::current().name().unwrap_or("").to_string());
+        }));
+        for i in 0..10_000u64 {
+            fs.queue_invalidation(Ino(1000 + i));
+        }
+        let t0 = Instant::now();
+        while seen.lock().len() < 10_000 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "invalidations stalled"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let seen = seen.lock().clone();
+        assert!(
+            seen.iter()
+                .enumerate()
+                .all(|(i, ino)| ino.0 == 1000 + i as u64)
+        );
+        assert_eq!(
+            threads.lock().iter().cloned().collect::<Vec<_>>(),
+            vec!["warpdrive-inval".to_string()]
+        );
     }
 
     #[tokio::test]
