@@ -68,9 +68,25 @@ fn fetched_since(proxy: &DelayProxy, before: u64) -> u64 {
 }
 
 /// Waits until the cache has absorbed what was fetched (blocks are written after readers
-/// are answered).
-fn settle() {
-    std::thread::sleep(Duration::from_millis(500));
+/// are answered): no prefetch in flight, and the cache's size the same in two scrapes in a
+/// row.
+fn settle(m: &Mount) {
+    let t0 = std::time::Instant::now();
+    let mut last = f64::NAN;
+    loop {
+        let s = common::scrape(m).0;
+        let used = common::value(&s, "warpdrive_cache_used_bytes", &[]);
+        let in_flight = common::value(&s, "warpdrive_prefetch_in_flight_bytes", &[]);
+        if in_flight == 0.0 && used == last {
+            return;
+        }
+        last = used;
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the cache never settled ({in_flight} bytes of prefetch in flight)"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -87,7 +103,7 @@ fn warm_reads_fetch_nothing_within_a_run_and_after_a_remount() {
         cold >= total,
         "the cold read fetched {cold} of {total} bytes"
     );
-    settle();
+    settle(&m);
 
     // Within the run, with the kernel's page cache dropped: every block from the cache disk.
     drop_page_cache();
@@ -185,7 +201,7 @@ fn an_overwritten_object_is_revalidated_and_never_mixed() {
     );
     let path = m.path("s3/obj");
     assert_eq!(std::fs::read(&path).expect("v1"), v1);
-    settle();
+    settle(&m);
 
     // A reader that checks every whole-file read against both versions.
     let stop = Arc::new(AtomicBool::new(false));
@@ -245,7 +261,7 @@ fn an_overwritten_object_is_revalidated_and_never_mixed() {
     );
     // After the TTL, only the new bytes, from a fresh open and from the cache.
     assert_eq!(std::fs::read(&path).expect("v2"), v2);
-    settle();
+    settle(&m);
     drop_page_cache();
     let before = proxy.stats.data_reads().1;
     assert_eq!(std::fs::read(&path).expect("v2 again"), v2);
@@ -275,7 +291,7 @@ fn damaged_cache_blocks_are_detected_and_refetched() {
     let (_s3, proxy) = seeded("dmg", objects.clone());
     let mut m = Mount::start(&[via(&proxy, "dmg")], "fuse: { passthrough: off }\n");
     read_all(&m, &objects);
-    settle();
+    settle(&m);
     m.stop_with(libc::SIGTERM);
 
     // While stopped: a bit flipped in 5 blocks of big.bin, and a.bin's file cut in half.
@@ -313,7 +329,7 @@ fn damaged_cache_blocks_are_detected_and_refetched() {
         fetched_since(&proxy, before) > 0,
         "damaged blocks were refetched"
     );
-    settle();
+    settle(&m);
     m.stop_with(libc::SIGTERM);
     let after_stopped = m.open_cache().stats().corrupt_blocks;
     assert_eq!(
@@ -342,7 +358,7 @@ fn damaged_cache_blocks_are_detected_and_refetched() {
         (damaged * MIB) as u64,
         "exactly the damaged blocks are refetched"
     );
-    settle();
+    settle(&m);
     m.stop_with(libc::SIGTERM);
     assert_eq!(
         m.open_cache().stats().corrupt_blocks - after_stopped,
@@ -358,7 +374,7 @@ impl RunningBlocks for Mount {
     /// The cached blocks of a running daemon, from its index (read-only, so the daemon's
     /// lock is not needed): data file and offset of every block.
     fn open_cache_running_blocks(&self) -> Vec<warpdrive_cache::CachedBlock> {
-        settle();
+        settle(self);
         warpdrive_cache::read_index_blocks(&self.cache_dir()).expect("read the index")
     }
 }
@@ -434,7 +450,7 @@ fn passthrough_keeps_warm_reads_out_of_the_daemon() {
     let (_s3, proxy) = seeded("pass", vec![("f.bin".into(), data.clone())]);
     let mut m = Mount::start(&[via(&proxy, "pass")], "");
     assert_eq!(std::fs::read(m.path("s3/f.bin")).expect("cold"), data);
-    settle();
+    settle(&m);
     m.stop_with(libc::SIGTERM);
 
     // passthrough: auto — the first open checks every block once (the daemon reads the
@@ -620,7 +636,7 @@ fn a_disk_under_min_free_caches_nothing_and_says_so() {
             fetched >= total,
             "round {round} fetched {fetched} of {total} bytes"
         );
-        settle();
+        settle(&m);
         drop_page_cache();
     }
     let log = m.log();
