@@ -1,6 +1,6 @@
 //! WarpDrive's filesystem: a FUSE-free core and a thin FUSE adapter over it.
 //!
-//! Data flows one way: [`fuse::FuseAdapter`] → [`core::Fs`] → [`blocks`] (block cache and
+//! Data flows one way: the FUSE adapter (in the daemon, `warpdrive-mount`) → [`core::Fs`] → [`blocks`] (block cache and
 //! prefetch) → [`warpdrive_store::Backend`]. The core owns the namespace ([`inode`]),
 //! directory listings ([`listing`]), metadata freshness, open handles and versions; the
 //! adapter converts FUSE arguments and replies. Tests drive the core without a kernel.
@@ -9,7 +9,6 @@
 pub mod blocks;
 pub mod core;
 pub mod error;
-pub mod fuse;
 pub mod inode;
 pub mod integrity;
 pub mod listing;
@@ -19,7 +18,6 @@ pub use crate::core::{
     Attr, DirEntry, Fs, FsConfig, Invalidator, Listed, Opened, ReadStart, Warmed,
 };
 pub use crate::error::{FsError, FsResult};
-pub use crate::fuse::FuseAdapter;
 pub use crate::inode::{Ino, Kind};
 
 /// Longest file name we report in `statfs` (Linux's `NAME_MAX`).

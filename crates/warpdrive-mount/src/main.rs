@@ -2,6 +2,7 @@
 //! point, build the backends and the filesystem, mount, wait for a signal, unmount.
 
 mod daemon;
+mod fuse;
 mod http;
 mod mountpoint;
 mod serve;

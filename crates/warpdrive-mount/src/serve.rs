@@ -15,7 +15,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use warpdrive_cache::{Cache, CacheConfig, Limit, Limits};
 use warpdrive_config::{Config, Passthrough, SizeLimit};
 use warpdrive_fs::mountinfo::FS_NAME;
-use warpdrive_fs::{Fs, FsConfig, FuseAdapter};
+use warpdrive_fs::{Fs, FsConfig};
+
+use crate::fuse::FuseAdapter;
 use warpdrive_metrics::{CacheFigures, Metrics};
 use warpdrive_store::Backend;
 

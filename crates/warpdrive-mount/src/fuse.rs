@@ -1,5 +1,7 @@
 //! The FUSE adapter: converts arguments, runs the core operation on the tokio runtime,
-//! replies. No logic lives here.
+//! replies. No logic lives here. It is the daemon's alone: the filesystem core
+//! (`warpdrive-fs`) does not link `fuser`, so neither does anything else built on the core
+//! (`warpdrive-ctl`).
 //!
 //! fuser calls these methods from several session threads at once (`n_threads`). Each method
 //! spawns its operation on the daemon's runtime and returns at once, so a session thread never
@@ -25,9 +27,7 @@ use fuser::{
 };
 use tokio::runtime::Handle;
 
-use crate::core::{Attr, Fs, ReadStart};
-use crate::error::{FsError, FsResult};
-use crate::inode::{Ino, Kind};
+use warpdrive_fs::{Attr, Fs, FsError, FsResult, Ino, Kind, ReadStart};
 use warpdrive_metrics::Op;
 
 /// Largest read the kernel may send us and the readahead it may do: 1 MiB, so a sequential
@@ -394,7 +394,16 @@ impl fuser::Filesystem for FuseAdapter {
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         self.count(Op::Statfs);
         let s = self.fs.stats();
-        reply.statfs(0, 0, 0, s.inodes, 0, BLKSIZE, crate::NAME_MAX, BLKSIZE);
+        reply.statfs(
+            0,
+            0,
+            0,
+            s.inodes,
+            0,
+            BLKSIZE,
+            warpdrive_fs::NAME_MAX,
+            BLKSIZE,
+        );
     }
 
     fn getxattr(
