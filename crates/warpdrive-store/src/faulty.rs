@@ -275,7 +275,7 @@ mod tests {
         );
         assert!(matches!(
             read(&f, "k", 0..50, Some(&v1)).await,
-            Err(StoreError::Server { .. })
+            Err(StoreError::Throttled { .. })
         ));
         assert_eq!(
             read(&f, "k", 0..50, Some(&v1)).await.expect("short").len(),
