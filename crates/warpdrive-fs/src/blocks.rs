@@ -16,7 +16,8 @@
 //! run therefore costs one block of memory however long it is, and a reader waits for its
 //! block, not for the whole run.
 //!
-//! Each open handle has a [`Stream`]: sequential detection for prefetch. A read that starts
+//! Each open handle has a [`Stream`]: sequential detection for prefetch (the policy, as pure
+//! functions with table tests, is [`crate::window`]). A read that starts
 //! within the blocks the previous read ended in, or just after them, is sequential and
 //! doubles the handle's window (1 block up to [`MAX_WINDOW`]); any other read resets it. On a
 //! sequential read the blocks of the window ahead that are neither cached nor in flight are
@@ -49,6 +50,7 @@ use warpdrive_cache::{BlockIndex, Cache, CacheError, ObjectId};
 use warpdrive_store::{Backend, StoreError};
 
 use crate::inode::Ino;
+use crate::window::{self, Window};
 
 /// Furthest a sequential reader's prefetch runs ahead of it. With the default budget of
 /// 256 MiB, 4 handles streaming at once each get their full window; more share it.
@@ -129,12 +131,8 @@ struct Landed {
 /// Per-handle sequential detection and prefetch bookkeeping.
 #[derive(Debug, Default)]
 pub struct Stream {
-    /// The last block of the previous read.
-    last_block: Option<u64>,
-    /// Blocks to keep fetched ahead of a sequential reader.
-    window: u64,
-    /// Prefetch has been started for every block below this one.
-    prefetched_to: u64,
+    /// Sequential detection and how far prefetch has got ([`crate::window`]).
+    win: Window,
     /// Blocks this handle prefetched and has not read yet.
     prefetched: HashSet<u64>,
     /// Without a cache: the last run this handle fetched, `(first block, one fetch per
@@ -427,7 +425,7 @@ impl BlockReader {
         if !missing.is_empty() {
             let mut stretch_to = None;
             if cache.is_none() && sequential {
-                let w = stream.lock().window.max(1).min(self.run_blocks);
+                let w = stream.lock().win.blocks.max(1).min(self.run_blocks);
                 stretch_to = Some((b1 + w).min(self.last_block(obj)));
             }
             let runs = self.start_runs(obj, &missing, stretch_to, None);
@@ -588,21 +586,11 @@ impl BlockReader {
     ) -> (bool, Option<(u64, Vec<SharedFetch>)>) {
         let max_window = (MAX_WINDOW / self.block_size).max(1);
         let mut st = stream.lock();
-        let sequential = match st.last_block {
-            None => b0 == 0,
-            Some(last) => b0 >= last && b0 <= last + 1 + st.window,
-        };
-        if sequential {
-            st.window = (st.window * 2).clamp(1, max_window);
-        } else {
-            if st.window > 1 {
-                add(&self.stats.window_resets, 1);
-            }
-            st.window = 1;
-            st.prefetched_to = 0;
+        let a = st.win.advance(b0, b1, max_window);
+        if a.reset {
+            add(&self.stats.window_resets, 1);
         }
-        st.last_block = Some(b1);
-        (sequential, st.recent.clone())
+        (a.sequential, st.recent.clone())
     }
 
     /// Starts fetches for `blocks` (ascending), one per run of consecutive blocks, joining
@@ -886,16 +874,9 @@ impl BlockReader {
         };
         let last = self.last_block(obj);
         let run_blocks = self.run_blocks;
-        let (from, to, window) = {
-            let st = stream.lock();
-            let from = (b1 + 1).max(st.prefetched_to);
-            (from, (b1 + st.window).min(last), st.window)
-        };
-        // Wait until the window has moved on by a whole run (or reaches the end of the
-        // object): topping it up block by block would make every GET one block long.
-        if from > to || (to < last && to - from + 1 < run_blocks.min(window / 2).max(1)) {
+        let Some((from, to)) = stream.lock().win.prefetch_range(b1, last, run_blocks) else {
             return;
-        }
+        };
         let wanted: Vec<u64> = {
             let map = self.inflight.lock();
             let landed = self.landed.lock();
@@ -905,27 +886,18 @@ impl BlockReader {
                 .filter(|b| !cache.has_block(&obj.id, BlockIndex(*b)))
                 .collect()
         };
-        let run_blocks = run_blocks as usize;
         let mut done_to = to + 1;
         let mut started = Vec::new();
-        // Runs of consecutive wanted blocks, each at most `run_blocks` long.
-        let mut i = 0;
-        while i < wanted.len() {
-            let mut j = i + 1;
-            while j < wanted.len() && wanted[j] == wanted[j - 1] + 1 && j - i < run_blocks {
-                j += 1;
-            }
-            let n = (j - i) as u32;
-            let Ok(permit) = budget.clone().try_acquire_many_owned(n) else {
+        for run in window::runs(&wanted, run_blocks as usize) {
+            let Ok(permit) = budget.clone().try_acquire_many_owned(run.len() as u32) else {
                 // Budget used up: try again at the next read.
-                done_to = wanted[i];
+                done_to = wanted[run.start];
                 break;
             };
-            self.start_runs(obj, &wanted[i..j], None, Some((permit, &mut started)));
-            i = j;
+            self.start_runs(obj, &wanted[run], None, Some((permit, &mut started)));
         }
         let mut st = stream.lock();
-        st.prefetched_to = st.prefetched_to.max(done_to);
+        st.win.prefetched_to = st.win.prefetched_to.max(done_to);
         st.prefetched.extend(started);
     }
 

@@ -13,6 +13,7 @@ pub mod inode;
 pub mod integrity;
 pub mod listing;
 pub mod mountinfo;
+pub mod window;
 
 pub use crate::core::{
     Attr, DirEntry, Fs, FsConfig, Invalidator, Listed, Opened, ReadStart, Warmed,
