@@ -28,6 +28,7 @@
 
 mod evict;
 mod index;
+mod maintenance;
 mod offline;
 mod quota;
 mod verify;
@@ -47,6 +48,7 @@ use parking_lot::RwLock;
 pub use evict::{EvictOutcome, Evicted, Limit, Limits, disk_usage};
 pub use index::FORMAT_VERSION;
 use index::Op;
+pub use maintenance::{CounterPersistence, ReadTotals};
 pub use offline::{
     IndexObject, IndexSummary, check_index, read_index_blocks, read_index_objects,
     read_index_summary,

@@ -703,3 +703,30 @@ fn a_format_2_index_is_upgraded_keeping_its_blocks() {
     let c = Cache::open(cfg(d.path())).expect("reopen");
     assert!(!c.store_verified(&obj("v1")), "the reset was persisted");
 }
+
+/// The read counters a daemon hands to the cache reach the index, across a reopen, without
+/// counting anything twice.
+#[test]
+fn read_counters_persist_once_each() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let d = tempfile::tempdir().expect("tempdir");
+    let hits = Arc::new(AtomicU64::new(0));
+    {
+        let c = Arc::new(Cache::open(cfg(d.path())).expect("open"));
+        let h = hits.clone();
+        let p = c
+            .spawn_counter_persistence(std::time::Duration::from_secs(3600), move || ReadTotals {
+                hit_blocks: h.load(Ordering::Relaxed),
+                ..Default::default()
+            })
+            .expect("spawn");
+        hits.store(5, Ordering::Relaxed);
+        p.persist_now();
+        p.persist_now();
+        hits.store(7, Ordering::Relaxed);
+        p.persist_now();
+        c.flush().expect("flush");
+    }
+    let s = read_index_summary(&d.path().join("cache")).expect("summary");
+    assert_eq!(s.counters.get("hit_blocks"), Some(&7), "{:?}", s.counters);
+}

@@ -35,6 +35,8 @@ const READ_AHEAD_KB: u32 = 1024;
 /// How often the cache limits are re-checked in the background (other programs may fill the
 /// disk; admission handles the cache's own growth).
 const EVICT_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the read path's hit and miss counts are added to the index's lifetime counters.
+const PERSIST_INTERVAL: Duration = Duration::from_secs(2);
 
 fn limit(l: SizeLimit) -> Limit {
     match l {
@@ -70,56 +72,10 @@ fn open_cache(config: &Config) -> Result<Arc<Cache>> {
         ms = started.elapsed().as_millis() as u64,
         "block cache opened"
     );
-    let weak = Arc::downgrade(&cache);
-    std::thread::Builder::new()
-        .name("cache-evict".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(EVICT_INTERVAL);
-                let Some(c) = weak.upgrade() else { return };
-                if let Err(e) = c.enforce_limits() {
-                    tracing::warn!(error = %e, "cache eviction pass failed");
-                }
-            }
-        })
+    cache
+        .spawn_eviction(EVICT_INTERVAL)
         .context("starting the cache eviction thread")?;
     Ok(cache)
-}
-
-/// How often the read path's hit and miss counts are added to the index's lifetime counters.
-const PERSIST_INTERVAL: Duration = Duration::from_secs(2);
-
-/// Adds the hits and misses counted since the last call to the cache's persisted lifetime
-/// counters (`warpdrive-ctl stats` shows them, across restarts).
-struct PersistCounters {
-    read: warpdrive_metrics::ReadMetrics,
-    last: [u64; 4],
-}
-
-impl PersistCounters {
-    fn now(&self) -> [u64; 4] {
-        let r = &self.read;
-        [
-            r.hit_blocks.get(),
-            r.hit_bytes.get(),
-            r.miss_blocks.get(),
-            r.miss_bytes.get(),
-        ]
-    }
-
-    fn persist(&mut self, cache: &Cache) {
-        let now = self.now();
-        let names = ["hit_blocks", "hit_bytes", "miss_blocks", "miss_bytes"];
-        let deltas: Vec<(&'static str, u64)> = names
-            .into_iter()
-            .zip(now.iter().zip(&self.last))
-            .map(|(n, (a, b))| (n, a.saturating_sub(*b)))
-            .collect();
-        match cache.add_counters(&deltas) {
-            Ok(()) => self.last = now,
-            Err(e) => tracing::warn!(error = %e, "could not persist the cache counters"),
-        }
-    }
 }
 
 /// The git commit this binary was built from (`unknown` outside a checkout).
@@ -256,23 +212,15 @@ pub(crate) fn run(config: Config) -> Result<()> {
             mp.display()
         )
     })?;
-    let persist = Arc::new(parking_lot::Mutex::new(PersistCounters {
-        read: metrics.read.clone(),
-        last: [0; 4],
-    }));
-    {
-        let (persist, weak) = (persist.clone(), Arc::downgrade(&cache));
-        std::thread::Builder::new()
-            .name("cache-counters".into())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(PERSIST_INTERVAL);
-                    let Some(c) = weak.upgrade() else { return };
-                    persist.lock().persist(&c);
-                }
-            })
-            .context("starting the counter thread")?;
-    }
+    let read = metrics.read.clone();
+    let persist = cache
+        .spawn_counter_persistence(PERSIST_INTERVAL, move || warpdrive_cache::ReadTotals {
+            hit_blocks: read.hit_blocks.get(),
+            hit_bytes: read.hit_bytes.get(),
+            miss_blocks: read.miss_blocks.get(),
+            miss_bytes: read.miss_bytes.get(),
+        })
+        .context("starting the counter thread")?;
     let notifier = session.notifier();
     fs.set_invalidator(Arc::new(move |ino| {
         if let Err(e) = notifier.inval_inode(fuser::INodeNo(ino.0), 0, 0) {
@@ -323,7 +271,7 @@ pub(crate) fn run(config: Config) -> Result<()> {
     }
     rt.shutdown_timeout(Duration::from_secs(2));
     drop(fs);
-    persist.lock().persist(&cache);
+    persist.persist_now();
     if let Err(e) = cache.flush() {
         tracing::warn!(error = %e, "could not commit the last cache index changes");
     }
