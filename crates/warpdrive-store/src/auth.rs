@@ -103,24 +103,66 @@ enum Source {
     },
 }
 
+/// Why a credential could not be had. `Clone`: the last failure is kept, and handed to every
+/// caller that asks within the retry pause.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// The identity settings cannot work (a missing setting, an unreadable or empty token
+    /// file, a credentials file of another kind): the config or the environment must change.
+    #[error("{0}")]
+    Config(String),
+    /// The identity endpoint or token service answered with a failure status.
+    #[error("{who} answered {status}{}", code.as_deref().map(|c| format!(" {c}")).unwrap_or_default())]
+    Refused {
+        who: String,
+        status: u16,
+        /// The service's error code, when it gives one (AWS STS).
+        code: Option<String>,
+    },
+    /// The identity endpoint could not be reached, or did not answer within the fetch timeout.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The answer could not be read as a credential.
+    #[error("{0}")]
+    BadAnswer(String),
+    /// No valid credential: the last one expired and refreshing it fails.
+    #[error("{backend}: no valid token: {cause}")]
+    NoToken {
+        backend: String,
+        cause: Box<AuthError>,
+    },
+}
+
+fn refused(who: &str, status: reqwest::StatusCode) -> AuthError {
+    AuthError::Refused {
+        who: who.to_string(),
+        status: status.as_u16(),
+        code: None,
+    }
+}
+
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 /// Reads a federated token file (again at every refresh: the platform rotates it).
-fn read_token_file(path: &std::path::Path) -> Result<String, String> {
+fn read_token_file(path: &std::path::Path) -> Result<String, AuthError> {
     let t = std::fs::read_to_string(path)
-        .map_err(|e| format!("federated token file {}: {e}", path.display()))?;
+        .map_err(|e| AuthError::Config(format!("federated token file {}: {e}", path.display())))?;
     let t = t.trim().to_string();
     if t.is_empty() {
-        return Err(format!("federated token file {} is empty", path.display()));
+        return Err(AuthError::Config(format!(
+            "federated token file {} is empty",
+            path.display()
+        )));
     }
     Ok(t)
 }
 
 /// Reads an application-default-credentials file of type `external_account` (GCP workload
 /// identity federation with a file credential source).
-fn external_account(path: &std::path::Path) -> Result<(Source, String), String> {
+fn external_account(path: &std::path::Path) -> Result<(Source, String), AuthError> {
     #[derive(Deserialize)]
     struct CredentialSource {
         file: Option<PathBuf>,
@@ -135,25 +177,25 @@ fn external_account(path: &std::path::Path) -> Result<(Source, String), String> 
         credential_source: CredentialSource,
     }
     let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("credentials file {}: {e}", path.display()))?;
+        .map_err(|e| AuthError::Config(format!("credentials file {}: {e}", path.display())))?;
     let x: External = serde_json::from_str(&text).map_err(|e| {
-        format!(
+        AuthError::Config(format!(
             "credentials file {}: not an external_account file ({e})",
             path.display()
-        )
+        ))
     })?;
     if x.kind != "external_account" {
-        return Err(format!(
+        return Err(AuthError::Config(format!(
             "credentials file {} is of type {}; workload identity needs external_account (use `environment` for other kinds)",
             path.display(),
             x.kind
-        ));
+        )));
     }
     let file = x.credential_source.file.ok_or_else(|| {
-        format!(
+        AuthError::Config(format!(
             "credentials file {}: only a `file` credential source is supported",
             path.display()
-        )
+        ))
     })?;
     Ok((
         Source::GcpExternal {
@@ -193,7 +235,7 @@ struct State {
     current: Option<(Secret, SystemTime, Duration)>,
     failing_since: Option<SystemTime>,
     expired_logged: bool,
-    last_error: Option<String>,
+    last_error: Option<AuthError>,
     /// When the last fetch failed: callers within [`RETRY_EVERY`] of it fail at once instead
     /// of each waiting for the endpoint in turn.
     failed_at: Option<std::time::Instant>,
@@ -242,13 +284,17 @@ async fn bearer_answer(
     r: reqwest::Response,
     who: &str,
     now: SystemTime,
-) -> Result<(Secret, SystemTime), String> {
+) -> Result<(Secret, SystemTime), AuthError> {
     let status = r.status();
     if !status.is_success() {
-        return Err(format!("{who} answered {status}"));
+        return Err(refused(who, status));
     }
-    let t: BearerToken = r.json().await.map_err(|e| e.without_url().to_string())?;
-    let secs = seconds(&t.expires_in).ok_or("the token has no expires_in")?;
+    let t: BearerToken = r
+        .json()
+        .await
+        .map_err(|e| AuthError::BadAnswer(e.without_url().to_string()))?;
+    let secs = seconds(&t.expires_in)
+        .ok_or_else(|| AuthError::BadAnswer("the token has no expires_in".into()))?;
     Ok((
         Secret::Bearer(t.access_token),
         now + Duration::from_secs(secs),
@@ -332,11 +378,13 @@ impl Credentials {
     pub fn workload_identity(
         cfg: &BackendConfig,
         metrics: BackendMetrics,
-    ) -> Result<Arc<Credentials>, String> {
+    ) -> Result<Arc<Credentials>, AuthError> {
         let id = &cfg.identity;
         let need = |v: Option<String>, what: &str, var: &str| {
             v.ok_or_else(|| {
-                format!("workload identity needs {what}: set it under auth: or export {var}")
+                AuthError::Config(format!(
+                    "workload identity needs {what}: set it under auth: or export {var}"
+                ))
             })
         };
         let file = |var: &str| {
@@ -453,14 +501,14 @@ impl Credentials {
             expires_in_seconds: st.current.as_ref().map(|(_, exp, _)| remaining(*exp)),
             refreshes: st.refreshes,
             failures: st.failures,
-            last_error: st.last_error.clone(),
+            last_error: st.last_error.as_ref().map(ToString::to_string),
         }
     }
 
     /// One request to the identity endpoint: the credential, when it expires.
-    async fn fetch(&self) -> Result<(Secret, SystemTime), String> {
+    async fn fetch(&self) -> Result<(Secret, SystemTime), AuthError> {
         let now = SystemTime::now();
-        let e = |e: reqwest::Error| e.without_url().to_string();
+        let e = |e: reqwest::Error| AuthError::Unreachable(e.without_url().to_string());
         match &self.source {
             Source::AzureImds { url, identity } => {
                 let mut q = vec![
@@ -489,7 +537,7 @@ impl Credentials {
                     .await
                     .map_err(e)?;
                 if !token.status().is_success() {
-                    return Err(format!("IMDSv2 session token: {}", token.status()));
+                    return Err(refused("IMDSv2 session token", token.status()));
                 }
                 let token = token.text().await.map_err(e)?;
                 let list = format!("{base}/latest/meta-data/iam/security-credentials/");
@@ -501,12 +549,14 @@ impl Credentials {
                     .await
                     .map_err(e)?;
                 if !role.status().is_success() {
-                    return Err(format!("IMDSv2 role name: {}", role.status()));
+                    return Err(refused("IMDSv2 role name", role.status()));
                 }
                 let role = role.text().await.map_err(e)?;
                 let role = role.lines().next().unwrap_or("").trim().to_string();
                 if role.is_empty() {
-                    return Err("the instance has no role attached".into());
+                    return Err(AuthError::Config(
+                        "the instance has no role attached".into(),
+                    ));
                 }
                 let c = self
                     .http
@@ -516,11 +566,16 @@ impl Credentials {
                     .await
                     .map_err(e)?;
                 if !c.status().is_success() {
-                    return Err(format!("IMDSv2 role credentials: {}", c.status()));
+                    return Err(refused("IMDSv2 role credentials", c.status()));
                 }
-                let c: AwsRoleCredentials = c.json().await.map_err(e)?;
+                let c: AwsRoleCredentials = c
+                    .json()
+                    .await
+                    .map_err(|e| AuthError::BadAnswer(e.without_url().to_string()))?;
                 let exp = humantime::parse_rfc3339_weak(c.expiration.trim_end_matches('Z'))
-                    .map_err(|_| format!("unreadable Expiration {:?}", c.expiration))?;
+                    .map_err(|_| {
+                        AuthError::BadAnswer(format!("unreadable Expiration {:?}", c.expiration))
+                    })?;
                 Ok((
                     Secret::Aws {
                         key_id: c.access_key_id,
@@ -578,16 +633,20 @@ impl Credentials {
                 let body = r.text().await.map_err(e)?;
                 if !status.is_success() {
                     let code = xml_field(&body, "Code").unwrap_or("");
-                    return Err(format!("STS answered {status} {code}"));
+                    return Err(AuthError::Refused {
+                        who: "STS".into(),
+                        status: status.as_u16(),
+                        code: (!code.is_empty()).then(|| code.to_string()),
+                    });
                 }
                 let field = |t: &str| {
                     xml_field(&body, t)
                         .map(str::to_string)
-                        .ok_or_else(|| format!("the STS answer has no {t}"))
+                        .ok_or_else(|| AuthError::BadAnswer(format!("the STS answer has no {t}")))
                 };
                 let exp = field("Expiration")?;
                 let exp = humantime::parse_rfc3339_weak(exp.trim_end_matches('Z'))
-                    .map_err(|_| format!("unreadable Expiration {exp:?}"))?;
+                    .map_err(|_| AuthError::BadAnswer(format!("unreadable Expiration {exp:?}")))?;
                 Ok((
                     Secret::Aws {
                         key_id: field("AccessKeyId")?,
@@ -646,7 +705,7 @@ impl Credentials {
 
     /// Fetches a new token (one fetch at a time; a caller that waited for another's fetch
     /// takes its result when `newer_than` is older than it).
-    async fn refresh(&self, newer_than: Option<SystemTime>) -> Result<Secret, String> {
+    async fn refresh(&self, newer_than: Option<SystemTime>) -> Result<Secret, AuthError> {
         let _one = self.fetching.lock().await;
         if let Some(t) = newer_than {
             let st = self.state.lock();
@@ -662,12 +721,19 @@ impl Credentials {
             if let Some(at) = st.failed_at
                 && at.elapsed() < RETRY_EVERY
             {
-                return Err(st.last_error.clone().unwrap_or_default());
+                return Err(st
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| AuthError::Unreachable("the last refresh failed".into())));
             }
         }
         let r = tokio::time::timeout(FETCH_TIMEOUT, self.fetch())
             .await
-            .unwrap_or_else(|_| Err(format!("no answer within {FETCH_TIMEOUT:?}")));
+            .unwrap_or_else(|_| {
+                Err(AuthError::Unreachable(format!(
+                    "no answer within {FETCH_TIMEOUT:?}"
+                )))
+            });
         let mut st = self.state.lock();
         match r {
             Ok((secret, exp)) => {
@@ -697,12 +763,13 @@ impl Credentials {
                 st.failed_at = Some(std::time::Instant::now());
                 self.metrics.auth_failed();
                 st.last_error = Some(msg.clone());
+                let shown = msg.to_string();
                 if st.failing_since.is_none() {
                     st.failing_since = Some(SystemTime::now());
                     let left = st.current.as_ref().map(|(_, exp, _)| remaining(*exp));
                     tracing::warn!(
                         backend = self.backend,
-                        error = msg,
+                        error = shown,
                         token_valid_s = left.unwrap_or(0),
                         "cannot refresh the token; the current one is used until it expires"
                     );
@@ -745,7 +812,7 @@ impl Credentials {
 
     /// The current credential: the cached token while valid (refreshed in the background
     /// before it expires), otherwise a fetch bounded by [`FETCH_TIMEOUT`].
-    pub async fn get(self: &Arc<Self>) -> Result<Secret, String> {
+    pub async fn get(self: &Arc<Self>) -> Result<Secret, AuthError> {
         self.start_refresher();
         let cached = {
             let st = self.state.lock();
@@ -764,17 +831,20 @@ impl Credentials {
                     st.expired_logged = true;
                     tracing::error!(
                         backend = self.backend,
-                        error = e,
+                        error = %e,
                         "the token has expired and cannot be refreshed; reads fail with EIO until the identity endpoint answers"
                     );
                 }
-                Err(format!("{}: no valid token: {e}", self.backend))
+                Err(AuthError::NoToken {
+                    backend: self.backend.clone(),
+                    cause: Box::new(e),
+                })
             }
         }
     }
 
     /// After the store rejected the current token: drop it and fetch a new one.
-    pub async fn force_refresh(self: &Arc<Self>) -> Result<(), String> {
+    pub async fn force_refresh(self: &Arc<Self>) -> Result<(), AuthError> {
         let joined = {
             let mut st = self.state.lock();
             let recent = st.forced_at.is_some_and(|t| t.elapsed() < RETRY_EVERY);
@@ -804,10 +874,10 @@ fn remaining(t: SystemTime) -> i64 {
     }
 }
 
-fn provider_error(e: String) -> object_store::Error {
+fn provider_error(e: AuthError) -> object_store::Error {
     object_store::Error::Generic {
         store: "credentials",
-        source: e.into(),
+        source: Box::new(e),
     }
 }
 
@@ -821,7 +891,9 @@ impl object_store::CredentialProvider for Provider {
     async fn get_credential(&self) -> object_store::Result<Arc<AzureCredential>> {
         match self.0.get().await.map_err(provider_error)? {
             Secret::Bearer(t) => Ok(Arc::new(AzureCredential::BearerToken(t))),
-            Secret::Aws { .. } => Err(provider_error("an AWS credential for Azure".into())),
+            Secret::Aws { .. } => Err(provider_error(AuthError::Config(
+                "an AWS credential for Azure".into(),
+            ))),
         }
     }
 }
@@ -843,7 +915,9 @@ impl object_store::CredentialProvider for AwsProvider {
                 secret_key,
                 token,
             })),
-            Secret::Bearer(_) => Err(provider_error("a bearer token for S3".into())),
+            Secret::Bearer(_) => Err(provider_error(AuthError::Config(
+                "a bearer token for S3".into(),
+            ))),
         }
     }
 }
@@ -857,7 +931,9 @@ impl object_store::CredentialProvider for GcpProvider {
     async fn get_credential(&self) -> object_store::Result<Arc<GcpCredential>> {
         match self.0.get().await.map_err(provider_error)? {
             Secret::Bearer(bearer) => Ok(Arc::new(GcpCredential { bearer })),
-            Secret::Aws { .. } => Err(provider_error("an AWS credential for GCS".into())),
+            Secret::Aws { .. } => Err(provider_error(AuthError::Config(
+                "an AWS credential for GCS".into(),
+            ))),
         }
     }
 }

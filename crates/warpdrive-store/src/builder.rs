@@ -110,7 +110,7 @@ pub(crate) fn build(
             Credentials::workload_identity(cfg, metrics.clone()).map_err(|m| {
                 StoreError::Build {
                     backend: cfg.name.clone(),
-                    message: m,
+                    message: m.to_string(),
                 }
             })?,
         ),
