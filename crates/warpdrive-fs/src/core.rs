@@ -183,6 +183,9 @@ pub struct Fs {
     /// When each backend last logged that stale metadata is being served (the log says so
     /// once per [`STALE_WARN_EVERY`] per backend, however many answers are served).
     stale_warned: Mutex<HashMap<BackendId, Instant>>,
+    /// Inodes whose handles read by passthrough: the cache file (object id) they share, and
+    /// how many handles hold it (pins taken for passthrough and not yet let go).
+    backed: Mutex<HashMap<Ino, (u64, u32)>>,
     /// Backends whose last revalidation could not reach the store, and when: for
     /// [`STALE_RECHECK`] after that, known metadata is served without asking again, so an
     /// outage costs one short wait per backend, not one per `open`.
@@ -222,6 +225,7 @@ impl Fs {
             passthrough_ready: AtomicBool::new(false),
             stale_warned: Mutex::new(HashMap::new()),
             failing: Mutex::new(HashMap::new()),
+            backed: Mutex::new(HashMap::new()),
             cfg,
             backends,
             inodes: InodeTable::new(),
@@ -699,7 +703,7 @@ impl Fs {
             );
             self.version_changed(&node);
         }
-        let (pinned, passthrough) = self.passthrough_file(&obj).await;
+        let (pinned, passthrough) = self.passthrough_offer(&obj).await;
         // Bytes the kernel may hold from a read before the object failed its store checksum
         // are dropped like an old version's.
         let damaged = self.reader.integrity.take_dropped(ino);
@@ -808,9 +812,8 @@ impl Fs {
         let Some(h) = self.files.read().get(&fh).cloned() else {
             return;
         };
-        if let (Some(oid), Some(cache)) = (h.pinned.lock().take(), self.reader.cache()) {
-            cache.unpin(&h.obj.id, oid);
-        }
+        let pinned = h.pinned.lock().take();
+        self.let_go(&h.obj, pinned);
     }
 
     pub fn release(&self, fh: u64) {
@@ -818,9 +821,8 @@ impl Fs {
             return;
         };
         self.reader.close(h.obj.ino, &h.stream);
-        if let (Some(oid), Some(cache)) = (h.pinned.lock().take(), self.reader.cache()) {
-            cache.unpin(&h.obj.id, oid);
-        }
+        let pinned = h.pinned.lock().take();
+        self.let_go(&h.obj, pinned);
         if let Ok(node) = self.node(h.obj.ino) {
             let mut st = node.state.lock();
             st.handles = st.handles.saturating_sub(1);

@@ -25,6 +25,10 @@ pub enum FsError {
     /// No such extended attribute (the mount keeps none).
     #[error("no such attribute")]
     NoAttribute,
+    /// The file is read by passthrough through another handle, and this open cannot share
+    /// its backing file now (doc/SEMANTICS.md, "Passthrough").
+    #[error("open by passthrough elsewhere, and this open cannot share its cache file now")]
+    Busy,
     /// A device control (`ioctl`): the mount's files are not devices.
     #[error("not a terminal or device")]
     NotATerminal,
@@ -44,6 +48,7 @@ impl FsError {
             FsError::BadHandle => libc::EBADF,
             FsError::Stale => libc::ESTALE,
             FsError::NoAttribute => libc::ENODATA,
+            FsError::Busy => libc::EBUSY,
             FsError::NotATerminal => libc::ENOTTY,
             FsError::Store(e) => store_errno(e),
         }
@@ -193,6 +198,7 @@ mod tests {
             (FsError::BadHandle, libc::EBADF),
             (FsError::Stale, libc::ESTALE),
             (FsError::NoAttribute, libc::ENODATA),
+            (FsError::Busy, libc::EBUSY),
             (FsError::NotATerminal, libc::ENOTTY),
         ];
         for (e, errno) in fs {

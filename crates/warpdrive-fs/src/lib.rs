@@ -6,6 +6,7 @@
 //! adapter converts FUSE arguments and replies. Tests drive the core without a kernel.
 //! [`integrity`] checks fully cached objects against the checksums their stores keep.
 
+pub mod backing;
 pub mod blocks;
 pub mod core;
 pub mod error;

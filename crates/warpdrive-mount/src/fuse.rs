@@ -12,7 +12,6 @@
 //!
 //! Every mutating operation answers `EROFS` (the mount is also read-only in the kernel).
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +26,7 @@ use fuser::{
 };
 use tokio::runtime::Handle;
 
+use warpdrive_fs::backing::{Backings, Plan};
 use warpdrive_fs::{Attr, Fs, FsError, FsResult, Ino, Kind, ReadStart};
 use warpdrive_metrics::Op;
 
@@ -43,31 +43,15 @@ const READDIR_BATCH: usize = 1024;
 /// The reported block size for `stat`; large so tools read in big chunks.
 const BLKSIZE: u32 = 1 << 20;
 
-/// Open handles per inode: the kernel refuses to mix passthrough and normal opens of one
-/// inode, and wants every passthrough open of an inode to use the same backing file.
-#[derive(Debug, Default)]
-struct Modes {
-    inodes: HashMap<u64, InodeMode>,
-    /// Handle → (inode, opened with passthrough).
-    handles: HashMap<u64, (u64, bool)>,
-}
-
-#[derive(Debug, Default)]
-struct InodeMode {
-    normal: u32,
-    /// The backing file (cache object id, kernel backing id) and how many handles use it.
-    passthrough: Option<(u64, BackingId, u32)>,
-}
-
 /// The `fuser::Filesystem` over [`Fs`].
 #[derive(Debug)]
 pub struct FuseAdapter {
     fs: Arc<Fs>,
     rt: Handle,
     ttl: Duration,
-    /// How each inode is open, for the kernel's rule that an inode's opens are all
-    /// passthrough (sharing one backing file) or all not.
-    modes: Arc<Mutex<Modes>>,
+    /// How each inode is open, under the kernel's passthrough rules: the core's table
+    /// ([`warpdrive_fs::backing`]) decides, the adapter carries out its plans.
+    modes: Arc<Mutex<Backings<BackingId>>>,
 }
 
 impl FuseAdapter {
@@ -218,39 +202,44 @@ impl fuser::Filesystem for FuseAdapter {
                 Ok(o) => {
                     warpdrive_metrics::shift(&fs.metrics().fuse.open_handles, 1);
                     let fh = FileHandle(o.fh);
+                    let ino = Ino(ino.0);
                     let mut modes = modes.lock();
-                    let Modes { inodes, handles } = &mut *modes;
-                    let mode = inodes.entry(ino.0).or_default();
-                    if let Some((oid, file)) = &o.passthrough
-                        && mode.normal == 0
-                    {
-                        match &mut mode.passthrough {
-                            Some((id, backing, n)) if id == oid => {
-                                *n += 1;
-                                reply.opened_passthrough(fh, FopenFlags::empty(), backing);
-                                handles.insert(o.fh, (ino.0, true));
-                                return;
-                            }
-                            Some(_) => {}
-                            None => match reply.open_backing(file) {
+                    let offer = o.passthrough.as_ref().map(|(oid, _)| *oid);
+                    match modes.plan(ino, o.fh, offer) {
+                        Plan::Reuse(backing) => {
+                            reply.opened_passthrough(fh, FopenFlags::empty(), backing);
+                            return;
+                        }
+                        Plan::OpenBacking => {
+                            // Planned only for an open offered passthrough.
+                            let Some((oid, file)) = o.passthrough.as_ref() else {
+                                unreachable!("a backing is planned only for an offer")
+                            };
+                            match reply.open_backing(file) {
                                 Ok(backing) => {
                                     reply.opened_passthrough(fh, FopenFlags::empty(), &backing);
-                                    mode.passthrough = Some((*oid, backing, 1));
-                                    handles.insert(o.fh, (ino.0, true));
+                                    modes.opened(ino, o.fh, *oid, backing);
                                     return;
                                 }
                                 Err(e) => {
                                     tracing::warn!(error = %e, "passthrough refused by the kernel; serving cached files from the daemon");
                                     fs.set_passthrough_ready(false);
+                                    modes.backing_failed(ino, o.fh);
                                 }
-                            },
+                            }
+                        }
+                        Plan::Daemon => {}
+                        Plan::Busy => {
+                            drop(modes);
+                            fs.release(o.fh);
+                            warpdrive_metrics::shift(&fs.metrics().fuse.open_handles, -1);
+                            reply.error(failed(&fs, Op::Open, &FsError::Busy));
+                            return;
                         }
                     }
                     if o.passthrough.is_some() {
                         fs.passthrough_declined(o.fh);
                     }
-                    mode.normal += 1;
-                    handles.insert(o.fh, (ino.0, false));
                     let flags = if o.keep_cache {
                         FopenFlags::FOPEN_KEEP_CACHE
                     } else {
@@ -316,28 +305,8 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.count(Op::Release);
-        {
-            let mut modes = self.modes.lock();
-            let Modes { inodes, handles } = &mut *modes;
-            if let Some((ino, pt)) = handles.remove(&fh.0)
-                && let Some(mode) = inodes.get_mut(&ino)
-            {
-                if pt {
-                    if let Some((_, _, n)) = &mut mode.passthrough {
-                        *n -= 1;
-                        if *n == 0 {
-                            // Closes the kernel's backing id.
-                            mode.passthrough = None;
-                        }
-                    }
-                } else {
-                    mode.normal = mode.normal.saturating_sub(1);
-                }
-                if mode.normal == 0 && mode.passthrough.is_none() {
-                    inodes.remove(&ino);
-                }
-            }
-        }
+        // Dropping a backing the inode no longer needs closes the kernel's id.
+        drop(self.modes.lock().release(fh.0));
         self.fs.release(fh.0);
         warpdrive_metrics::shift(&self.fs.metrics().fuse.open_handles, -1);
         reply.ok();

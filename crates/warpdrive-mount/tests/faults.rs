@@ -624,3 +624,97 @@ fn verify_reports_objects_checked_against_their_store_and_against_themselves() {
         );
     }
 }
+
+/// Flips a byte of every cache data file, behind the daemon's back; returns how many.
+fn damage_cache_files(m: &Mount, at: u64) -> usize {
+    use std::os::unix::fs::FileExt;
+    let files: Vec<_> = std::fs::read_dir(m.cache_dir().join("data"))
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .collect();
+    for p in &files {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(p)
+            .expect("data file");
+        let mut b = [0u8];
+        f.read_exact_at(&mut b, at).expect("read");
+        b[0] ^= 0xFF;
+        f.write_all_at(&b, at).expect("write");
+    }
+    files.len()
+}
+
+/// While a handle reads a cached file by passthrough, the kernel accepts only opens of the
+/// same inode that share its backing file. A new open that could not (here: `verify` dropped
+/// a damaged block, so the file was no longer fully cached) was answered as a page-cached
+/// open, which the kernel fails with `EIO`. Now the version's cache file is repaired in place
+/// and the open shares it (the first handle's reads are repaired too); when the repair
+/// cannot be done (the store is gone), the open fails with `EBUSY` at once, as documented
+/// (doc/SEMANTICS.md, "Passthrough"), never `EIO`.
+#[test]
+fn an_open_beside_a_live_passthrough_handle_shares_its_repaired_cache_file() {
+    use std::os::unix::fs::FileExt;
+    let data = random_bytes(4 * MIB + 9, 43);
+    let s3 = moto_with_obj("ptmix", &data);
+    let backend = emulator_backend(Kind::Moto, &s3.endpoint(), "s3", "ptmix", "");
+    let m = Mount::start(&[backend], "retry: { unreachable: 2s }\n");
+    let path = m.path("s3/obj");
+    assert_eq!(sha256(&std::fs::read(&path).expect("cold")), sha256(&data));
+    let opens = |m: &Mount| value(&scrape(m), "warpdrive_cache_passthrough_opens_total", &[]);
+    // Fully cached and checked: this handle reads by passthrough, and stays open.
+    let t0 = Instant::now();
+    let h1 = loop {
+        let before = opens(&m);
+        let h = std::fs::File::open(&path).expect("open");
+        if opens(&m) > before {
+            break h;
+        }
+        drop(h);
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "never opened by passthrough"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let at = 2 * MIB as u64 + 5;
+    assert_eq!(damage_cache_files(&m, at), 1);
+    let v: serde_json::Value =
+        serde_json::from_str(&common::ctl_any(&m, &["verify", "--json"]).1).expect("verify json");
+    assert_eq!(v["damaged_blocks"], 1, "{v}");
+    // A second open while h1 holds its backing: repaired, shared, the store's bytes.
+    let before = opens(&m);
+    let got = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("an open beside a passthrough handle: {e}\n{}", m.log()));
+    assert!(got == data, "wrong bytes beside a passthrough handle");
+    assert_eq!(
+        opens(&m),
+        before + 1.0,
+        "the second open shared the backing"
+    );
+    let mut b = [0u8; 16];
+    h1.read_exact_at(&mut b, at).expect("h1 reads on");
+    assert_eq!(
+        b,
+        data[at as usize..at as usize + 16],
+        "h1 reads the repaired file"
+    );
+
+    // Damaged and dropped again, with the store gone: the open cannot share, and says so.
+    assert_eq!(damage_cache_files(&m, at), 1);
+    let v: serde_json::Value =
+        serde_json::from_str(&common::ctl_any(&m, &["verify", "--json"]).1).expect("verify json");
+    assert_eq!(v["damaged_blocks"], 1, "{v}");
+    drop(s3);
+    let t0 = Instant::now();
+    let e = std::fs::File::open(&path).expect_err("no open can share the damaged file now");
+    assert_eq!(e.raw_os_error(), Some(libc::EBUSY), "{e}\n{}", m.log());
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        t0.elapsed()
+    );
+    drop(h1);
+}

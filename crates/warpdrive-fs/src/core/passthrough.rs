@@ -21,6 +21,62 @@ use crate::integrity::Outcome;
 const CHECK_ROUNDS: usize = 3;
 
 impl Fs {
+    /// The passthrough offer for an open of `obj` (see [`Fs::passthrough_file`]). While
+    /// other handles of the inode read by passthrough, the kernel accepts only opens that
+    /// share their backing file: if this open would not (the file lost a block, or failed a
+    /// check, since), the version's cache file is repaired in place first, so that it can;
+    /// if that fails, no offer is made and the adapter answers `EBUSY`.
+    pub(super) async fn passthrough_offer(
+        &self,
+        obj: &Object,
+    ) -> (Option<u64>, Option<(u64, std::fs::File)>) {
+        let (mut pinned, mut file) = self.passthrough_file(obj).await;
+        let live = self.backed.lock().get(&obj.ino).map(|(oid, _)| *oid);
+        if let Some(live) = live
+            && pinned != Some(live)
+        {
+            self.let_go(obj, pinned.take());
+            file = None;
+            tracing::info!(
+                backend = obj.id.backend,
+                key = obj.id.key,
+                "repairing the cache file in place so that this open can share it with the handles reading it by passthrough"
+            );
+            if self.reader.fill(obj).await.is_ok() {
+                (pinned, file) = self.passthrough_file(obj).await;
+            }
+            if pinned != Some(live) {
+                self.let_go(obj, pinned.take());
+                file = None;
+            }
+        }
+        if let Some(oid) = pinned {
+            let mut backed = self.backed.lock();
+            let e = backed.entry(obj.ino).or_insert((oid, 0));
+            if e.0 == oid {
+                e.1 += 1;
+            }
+        }
+        (pinned, file)
+    }
+
+    /// A handle's pin is let go (passthrough declined, or the handle closed).
+    pub(super) fn let_go(&self, obj: &Object, pinned: Option<u64>) {
+        let Some(oid) = pinned else { return };
+        if let Some(cache) = self.reader.cache() {
+            cache.unpin(&obj.id, oid);
+        }
+        let mut backed = self.backed.lock();
+        if let Some(e) = backed.get_mut(&obj.ino)
+            && e.0 == oid
+        {
+            e.1 = e.1.saturating_sub(1);
+            if e.1 == 0 {
+                backed.remove(&obj.ino);
+            }
+        }
+    }
+
     /// The cache file to hand the kernel for `obj`, pinned, if passthrough is on and every
     /// block is cached. Unless this version was checked and its data file is unchanged since
     /// (a write, a punched hole, anything that moves its change time), every block is checked
