@@ -408,28 +408,9 @@ fn regression_damage_to_a_cache_file_after_its_first_check_was_served_by_passthr
     let pt_before = opens(&m);
     assert!(pt_before >= 1.0, "passthrough was not used");
     // Flip 64 bytes across the object's data file, behind the daemon's back.
-    let files: Vec<_> = std::fs::read_dir(m.cache_dir().join("data"))
-        .expect("ls")
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .collect();
-    assert_eq!(files.len(), 1, "{files:?}");
-    {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&files[0])
-            .expect("open data file");
-        let len = data.len() as u64;
-        for i in 0..64u64 {
-            let at = i * (len / 64) + 7;
-            let mut b = [0u8];
-            f.read_exact_at(&mut b, at).expect("read");
-            b[0] ^= 0x5A;
-            f.write_all_at(&b, at).expect("write");
-        }
-    }
+    let len = data.len() as u64;
+    let at: Vec<u64> = (0..64u64).map(|i| i * (len / 64) + 7).collect();
+    assert_eq!(damage_cache_files(&m, &at), 1);
     common::drop_page_cache();
     let got = std::fs::read(&path).expect("after damage");
     eprintln!(
@@ -625,8 +606,9 @@ fn verify_reports_objects_checked_against_their_store_and_against_themselves() {
     }
 }
 
-/// Flips a byte of every cache data file, behind the daemon's back; returns how many.
-fn damage_cache_files(m: &Mount, at: u64) -> usize {
+/// Flips the bytes at offsets `at` of every cache data file, behind the daemon's back;
+/// returns how many files.
+fn damage_cache_files(m: &Mount, at: &[u64]) -> usize {
     use std::os::unix::fs::FileExt;
     let files: Vec<_> = std::fs::read_dir(m.cache_dir().join("data"))
         .expect("ls")
@@ -639,10 +621,12 @@ fn damage_cache_files(m: &Mount, at: u64) -> usize {
             .write(true)
             .open(p)
             .expect("data file");
-        let mut b = [0u8];
-        f.read_exact_at(&mut b, at).expect("read");
-        b[0] ^= 0xFF;
-        f.write_all_at(&b, at).expect("write");
+        for &at in at {
+            let mut b = [0u8];
+            f.read_exact_at(&mut b, at).expect("read");
+            b[0] ^= 0x5A;
+            f.write_all_at(&b, at).expect("write");
+        }
     }
     files.len()
 }
@@ -680,7 +664,7 @@ fn an_open_beside_a_live_passthrough_handle_shares_its_repaired_cache_file() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let at = 2 * MIB as u64 + 5;
-    assert_eq!(damage_cache_files(&m, at), 1);
+    assert_eq!(damage_cache_files(&m, &[at]), 1);
     let v: serde_json::Value =
         serde_json::from_str(&common::ctl_any(&m, &["verify", "--json"]).1).expect("verify json");
     assert_eq!(v["damaged_blocks"], 1, "{v}");
@@ -703,7 +687,7 @@ fn an_open_beside_a_live_passthrough_handle_shares_its_repaired_cache_file() {
     );
 
     // Damaged and dropped again, with the store gone: the open cannot share, and says so.
-    assert_eq!(damage_cache_files(&m, at), 1);
+    assert_eq!(damage_cache_files(&m, &[at]), 1);
     let v: serde_json::Value =
         serde_json::from_str(&common::ctl_any(&m, &["verify", "--json"]).1).expect("verify json");
     assert_eq!(v["damaged_blocks"], 1, "{v}");
