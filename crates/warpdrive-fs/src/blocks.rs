@@ -38,7 +38,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -209,8 +208,8 @@ pub struct BlockReader {
     /// Blocks in one prefetch GET: a run, or the whole budget if that is smaller.
     run_blocks: u64,
     /// Reads bypass the cache until then, after a disk failure.
-    cache_off_until: Mutex<Option<Instant>>,
-    failure_logged: AtomicBool,
+    /// Rests the cache after a disk failure ([`crate::breaker`]).
+    breaker: crate::breaker::Breaker,
     /// When the cache last said it was not caching for want of free disk space.
     floor_warned: Mutex<Option<Instant>>,
     /// The read path's counters (the daemon's metrics), one atomic add each.
@@ -250,8 +249,7 @@ impl BlockReader {
             budget: (permits > 0).then(|| Arc::new(Semaphore::new(permits))),
             budget_blocks: permits,
             run_blocks: (PREFETCH_RUN / block_size).clamp(1, permits.max(1) as u64),
-            cache_off_until: Mutex::new(None),
-            failure_logged: AtomicBool::new(false),
+            breaker: crate::breaker::Breaker::new(CACHE_RETRY_AFTER),
             floor_warned: Mutex::new(None),
             integrity: crate::integrity::Integrity::new(stats.clone()),
             left_inflight: tokio::sync::Notify::new(),
@@ -274,15 +272,7 @@ impl BlockReader {
     /// The cache, unless there is none or it is resting after a disk failure.
     pub fn cache(&self) -> Option<&Arc<Cache>> {
         let c = self.cache.as_ref()?;
-        let mut off = self.cache_off_until.lock();
-        match *off {
-            Some(t) if Instant::now() < t => None,
-            Some(_) => {
-                *off = None;
-                Some(c)
-            }
-            None => Some(c),
-        }
+        self.breaker.closed_at(Instant::now()).then_some(c)
     }
 
     fn cache_for(&self, obj: &Object) -> Option<&Arc<Cache>> {
@@ -299,12 +289,11 @@ impl BlockReader {
             }
             e if e.is_disk_failure() => {
                 add(&self.stats.cache_disk_failures, 1);
-                if !self.failure_logged.swap(true, Ordering::Relaxed) {
+                if self.breaker.trip(Instant::now()) {
                     tracing::error!(error = %e, "the cache disk failed; reading straight from the backends (retrying the cache every {}s)", CACHE_RETRY_AFTER.as_secs());
                 } else {
                     tracing::debug!(error = %e, "cache disk failure");
                 }
-                *self.cache_off_until.lock() = Some(Instant::now() + CACHE_RETRY_AFTER);
             }
             e => tracing::warn!(error = %e, "cache refused a block"),
         }

@@ -8,6 +8,7 @@
 
 pub mod backing;
 pub mod blocks;
+pub mod breaker;
 pub mod core;
 pub mod error;
 pub mod inode;
