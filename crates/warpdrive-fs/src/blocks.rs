@@ -36,7 +36,7 @@
 //! Without a cache a sequential reader's GETs reach ahead across its window (up to a run) and
 //! the last one is kept in the handle, so it still makes few large requests.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,6 +49,7 @@ use warpdrive_cache::{BlockIndex, Cache, CacheError, ObjectId};
 use warpdrive_store::{Backend, StoreError};
 
 use crate::inode::Ino;
+use crate::landed::Landed;
 use crate::window::{self, Window};
 
 /// Furthest a sequential reader's prefetch runs ahead of it. With the default budget of
@@ -116,15 +117,6 @@ struct Run {
     senders: std::vec::IntoIter<tokio::sync::oneshot::Sender<FetchResult>>,
     /// The prefetch budget still held: one permit per block not yet done.
     permit: Option<OwnedSemaphorePermit>,
-}
-
-/// A prefetched block that has arrived, kept in memory with its share of the prefetch budget
-/// until its reader has read it to the end, moved on, or closed the file: serving it from
-/// here spares reading it back from the cache disk and checking it again.
-struct Landed {
-    etag: Arc<ObjectId>,
-    block: Bytes,
-    _permit: OwnedSemaphorePermit,
 }
 
 /// Per-handle sequential detection and prefetch bookkeeping.
@@ -198,10 +190,9 @@ pub struct BlockReader {
     cache: Option<Arc<Cache>>,
     block_size: u64,
     inflight: Mutex<HashMap<(Ino, u64), Inflight>>,
-    /// Prefetched blocks that arrived and wait for their reader.
-    landed: Mutex<BTreeMap<(Ino, u64), Landed>>,
-    /// At most this many blocks wait in memory ([`LANDED_MAX`] bytes, or the budget).
-    landed_max: usize,
+    /// Prefetched blocks that arrived and wait for their reader, at most [`LANDED_MAX`]
+    /// bytes of them (or the budget) ([`crate::landed`]).
+    landed: Landed<OwnedSemaphorePermit>,
     /// Prefetch budget in blocks; `None` turns prefetch off.
     budget: Option<Arc<Semaphore>>,
     budget_blocks: usize,
@@ -244,8 +235,7 @@ impl BlockReader {
             cache,
             block_size,
             inflight: Mutex::new(HashMap::new()),
-            landed: Mutex::new(BTreeMap::new()),
-            landed_max: ((LANDED_MAX / block_size) as usize).clamp(1, permits.max(1)),
+            landed: Landed::new(((LANDED_MAX / block_size) as usize).clamp(1, permits.max(1))),
             budget: (permits > 0).then(|| Arc::new(Semaphore::new(permits))),
             budget_blocks: permits,
             run_blocks: (PREFETCH_RUN / block_size).clamp(1, permits.max(1) as u64),
@@ -372,7 +362,8 @@ impl BlockReader {
         let (sequential, recent) = self.advance(stream, b0, b1);
         // What a reader has passed (also blocks it took from the fetch before they landed),
         // or everything once it stops reading sequentially, leaves memory.
-        self.drop_landed(obj.ino, 0..if sequential { b0 } else { u64::MAX });
+        self.landed
+            .drop_range(obj.ino, 0..if sequential { b0 } else { u64::MAX });
 
         let mut parts: Vec<(u64, Option<Part>)> = Vec::with_capacity((b1 - b0 + 1) as usize);
         let mut missing = Vec::new();
@@ -486,7 +477,7 @@ impl BlockReader {
         from: u64,
         to: u64,
     ) -> Option<Bytes> {
-        if let Some(bytes) = self.take_landed(obj, b, from, to) {
+        if let Some(bytes) = self.landed.take(obj.ino, b, &obj.id.etag, from, to) {
             return Some(bytes);
         }
         match cache?.read_range(&obj.id, BlockIndex(b), from..to) {
@@ -495,37 +486,6 @@ impl BlockReader {
                 self.cache_error(&e);
                 None
             }
-        }
-    }
-
-    /// Bytes `from..to` of block `b` if it landed from a prefetch; the block stays for the
-    /// next read unless this one reaches its end.
-    fn take_landed(&self, obj: &Object, b: u64, from: u64, to: u64) -> Option<Bytes> {
-        let mut landed = self.landed.lock();
-        let l = landed.get(&(obj.ino, b))?;
-        if l.etag.etag != obj.id.etag || to as usize > l.block.len() {
-            return None;
-        }
-        let bytes = l.block.slice(from as usize..to as usize);
-        if to as usize == l.block.len() {
-            landed.remove(&(obj.ino, b));
-        }
-        Some(bytes)
-    }
-
-    /// Lets go of the landed blocks `blocks` of `ino` (each is visited once: what is found
-    /// goes).
-    fn drop_landed(&self, ino: Ino, blocks: std::ops::Range<u64>) {
-        let mut landed = self.landed.lock();
-        if landed.is_empty() {
-            return;
-        }
-        let gone: Vec<(Ino, u64)> = landed
-            .range((ino, blocks.start)..(ino, blocks.end))
-            .map(|(k, _)| *k)
-            .collect();
-        for k in gone {
-            landed.remove(&k);
         }
     }
 
@@ -780,17 +740,8 @@ impl BlockReader {
         if run.permit.is_some()
             && let Some(permit) = self.take_permit(o, run, b)
         {
-            let mut landed = self.landed.lock();
-            if landed.len() < self.landed_max {
-                landed.insert(
-                    (o.ino, b),
-                    Landed {
-                        etag: o.id.clone(),
-                        block: block.clone(),
-                        _permit: permit,
-                    },
-                );
-            }
+            self.landed
+                .hold(o.ino, b, o.id.clone(), block.clone(), permit);
         }
         if let Some(tx) = run.senders.next() {
             let _ = tx.send(Ok(block.clone()));
@@ -868,10 +819,9 @@ impl BlockReader {
         };
         let wanted: Vec<u64> = {
             let map = self.inflight.lock();
-            let landed = self.landed.lock();
             (from..=to)
                 .filter(|b| !map.contains_key(&(obj.ino, *b)))
-                .filter(|b| !landed.contains_key(&(obj.ino, *b)))
+                .filter(|b| !self.landed.contains(obj.ino, *b))
                 .filter(|b| !cache.has_block(&obj.id, BlockIndex(*b)))
                 .collect()
         };
@@ -897,7 +847,7 @@ impl BlockReader {
             &self.stats.prefetch_wasted,
             stream.lock().prefetched.len() as u64,
         );
-        self.drop_landed(ino, 0..u64::MAX);
+        self.landed.drop_range(ino, 0..u64::MAX);
     }
 
     /// Fetches every block of `obj` that is not cached, into the cache (used to repair an

@@ -13,6 +13,7 @@ pub mod core;
 pub mod error;
 pub mod inode;
 pub mod integrity;
+pub mod landed;
 pub mod listing;
 pub mod mountinfo;
 pub mod window;
