@@ -38,6 +38,11 @@ struct Setup {
 
 /// An fs over `faulty(mem)`, with a block cache when `cached`.
 fn setup(cached: bool) -> Setup {
+    setup_with(cached, 8 << 20)
+}
+
+/// As [`setup`], with a prefetch budget of `prefetch` bytes (0: no prefetch).
+fn setup_with(cached: bool, prefetch: u64) -> Setup {
     let mem = Arc::new(MemoryStore::new("mem"));
     let faulty = Arc::new(FaultyStore::new("mem", mem.clone() as Arc<dyn Store>));
     let backend = Arc::new(Backend::with_store(
@@ -62,7 +67,7 @@ fn setup(cached: bool) -> Setup {
             uid: 0,
             gid: 0,
             block_size: 1 << 20,
-            prefetch_budget: 8 << 20,
+            prefetch_budget: prefetch,
             passthrough: false,
         },
         vec![backend],
@@ -249,4 +254,79 @@ async fn a_denied_listing_is_eacces_and_a_failing_one_eio() {
         assert_eq!(e.errno(), errno, "HTTP {status}: {e}");
         s.fs.releasedir(fh);
     }
+}
+
+/// Opens `mem/<name>`; returns the handle.
+async fn open(fs: &Arc<Fs>, name: &str) -> u64 {
+    let root = fs.lookup(Ino::ROOT, "mem").await.expect("root");
+    let attr = fs.lookup(root.ino, name).await.expect("lookup");
+    fs.open(attr.ino, false).await.expect("open").fh
+}
+
+/// Two handles reading the same cold block at once cause one GET: the second joins the
+/// first's fetch (held back 200 ms by a stall so that the reads overlap).
+#[tokio::test]
+async fn concurrent_readers_of_a_block_share_one_get() {
+    let s = setup_with(true, 0);
+    let obj = data(4 * MIB, 5);
+    s.mem.put("obj", obj.clone());
+    let (h1, h2) = (open(&s.fs, "obj").await, open(&s.fs, "obj").await);
+    s.faulty
+        .script(Op::Get, [Fault::Stall(Duration::from_millis(200))]);
+    let (a, b) = tokio::join!(s.fs.read(h1, 0, 128 << 10), s.fs.read(h2, 4096, 128 << 10));
+    assert!(a.expect("h1")[..] == obj[..128 << 10]);
+    assert!(b.expect("h2")[..] == obj[4096..4096 + (128 << 10)]);
+    assert_eq!(s.mem.counts.get().2, 1, "one GET for both readers");
+    s.fs.release(h1);
+    s.fs.release(h2);
+}
+
+/// A read over missing blocks around a cached one asks for each run of missing blocks in one
+/// GET, and not for the cached block.
+#[tokio::test]
+async fn missing_blocks_are_fetched_in_runs_around_cached_ones() {
+    let s = setup_with(true, 0);
+    let obj = data(6 * MIB, 6);
+    s.mem.put("obj", obj.clone());
+    let h = open(&s.fs, "obj").await;
+    // Block 2, alone.
+    assert!(
+        s.fs.read(h, 2 * MIB as u64, MIB as u32)
+            .await
+            .expect("block 2")[..]
+            == obj[2 * MIB..3 * MIB]
+    );
+    let id = ObjectId {
+        backend: "mem".into(),
+        key: "obj".into(),
+        etag: s.mem.current("obj").expect("obj").etag,
+    };
+    let cache = s.fs.reader().cache().expect("cache").clone();
+    let t0 = std::time::Instant::now();
+    while !cache.has_block(&id, warpdrive_cache::BlockIndex(2)) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "block 2 never cached"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let bytes_before = s
+        .mem
+        .counts
+        .get_bytes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    // Everything: blocks 0-1 and 3-5 are missing, two runs.
+    let all = s.fs.read(h, 0, 6 * MIB as u32).await.expect("whole");
+    assert!(all[..] == obj[..]);
+    assert_eq!(s.mem.counts.get().2, 3, "block 2's GET, then one per run");
+    assert_eq!(
+        s.mem
+            .counts
+            .get_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+            - bytes_before,
+        5 * MIB as u64,
+        "the cached block was not fetched again"
+    );
+    s.fs.release(h);
 }
