@@ -346,21 +346,5 @@ pub struct QuotaSet {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BackendAuth {
     pub name: String,
-    pub auth: AuthStatus,
-}
-
-/// A backend's identity and its token, as `status` shows it (the API's copy of the store
-/// layer's state, so that clients need not link the stores).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuthStatus {
-    /// The `auth` mode.
-    pub mode: String,
-    /// Which identity (a client id, never a secret), or what the mode uses.
-    pub identity: String,
-    /// Seconds the current token remains valid (`None`: no token yet, or none used).
-    pub expires_in_seconds: Option<i64>,
-    pub refreshes: u64,
-    pub failures: u64,
-    /// The last refresh failure, while failing.
-    pub last_error: Option<String>,
+    pub auth: warpdrive_config::AuthState,
 }

@@ -80,6 +80,9 @@ impl Cache {
 
     /// Records that this version's cached bytes, whole, matched its store's checksum.
     pub fn mark_store_verified(&self, id: &ObjectId) -> Result<()> {
+        if self.store_verified(id) {
+            return Ok(());
+        }
         let mut objects = self.objects.write();
         let Some(e) = objects.get_mut(&id.backend, &id.key) else {
             return Ok(());
@@ -96,6 +99,11 @@ impl Cache {
 
     /// Records the store's checksum of this version (`None`: it keeps none), if cached.
     pub fn set_store_checksum(&self, id: &ObjectId, checksum: Option<&str>) -> Result<()> {
+        // Every check records what the store said; almost always it is recorded already,
+        // and the reads of the hot path need not wait for a write lock to learn that.
+        if self.store_checksum(id).as_deref() == checksum {
+            return Ok(());
+        }
         let mut objects = self.objects.write();
         let Some(e) = objects.get_mut(&id.backend, &id.key) else {
             return Ok(());

@@ -206,6 +206,22 @@ pub struct FuseConfig {
     pub passthrough: Passthrough,
 }
 
+/// A backend's identity and its token, as `status` shows it: filled in by the store layer,
+/// carried by the control API (one type for both, so that API clients need not link the
+/// stores).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct AuthState {
+    pub mode: String,
+    /// Which identity (a client id, never a secret), or what the mode uses.
+    pub identity: String,
+    /// Seconds the current token remains valid (`None`: no token yet, or none used).
+    pub expires_in_seconds: Option<i64>,
+    pub refreshes: u64,
+    pub failures: u64,
+    /// The last refresh failure, while failing.
+    pub last_error: Option<String>,
+}
+
 /// How a backend authenticates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -169,17 +169,7 @@ async fn status(State(c): State<Arc<Control>>) -> Answer<DaemonStatus> {
             .iter()
             .map(|b| api::BackendAuth {
                 name: b.name().to_string(),
-                auth: {
-                    let a = b.auth_state();
-                    api::AuthStatus {
-                        mode: a.mode,
-                        identity: a.identity,
-                        expires_in_seconds: a.expires_in_seconds,
-                        refreshes: a.refreshes,
-                        failures: a.failures,
-                        last_error: a.last_error,
-                    }
-                },
+                auth: b.auth_state(),
             })
             .collect(),
         jobs_running: c.jobs.running(),

@@ -148,8 +148,9 @@ impl<B> Backings<B> {
         freed
     }
 
-    /// Inodes with an open (for tests and figures).
-    pub fn open_inodes(&self) -> usize {
+    /// Inodes with an open.
+    #[cfg(test)]
+    fn open_inodes(&self) -> usize {
         self.inodes.len()
     }
 }

@@ -102,12 +102,9 @@ impl<P> Landed<P> {
     }
 
     /// Blocks held.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.blocks.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -81,6 +81,25 @@ fn setup_with(cached: bool, prefetch: u64) -> Setup {
     }
 }
 
+/// Waits until `held(cache, current version of name)` (blocks are written to the cache just
+/// after their readers have them).
+async fn wait_cached(s: &Setup, name: &str, what: &str, held: impl Fn(&Cache, &ObjectId) -> bool) {
+    let id = ObjectId {
+        backend: "mem".into(),
+        key: name.into(),
+        etag: s.mem.current(name).expect("object").etag,
+    };
+    let cache = s.fs.reader().cache().expect("cache").clone();
+    let t0 = std::time::Instant::now();
+    while !held(&cache, &id) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{what} never cached"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Opens `mem/<name>` and reads it whole, in 128 KiB reads.
 async fn read_file(fs: &Arc<Fs>, name: &str) -> Result<Vec<u8>, FsError> {
     let root = fs.lookup(Ino::ROOT, "mem").await?;
@@ -108,17 +127,7 @@ async fn the_core_reads_the_memory_store_and_counts_its_requests() {
     assert!(gets >= 1);
     // Fully cached once the last blocks are written (just after the readers had them): the
     // second read sends no GET (the TTL of 0 still revalidates metadata with a HEAD).
-    let id = ObjectId {
-        backend: "mem".into(),
-        key: "obj".into(),
-        etag: s.mem.current("obj").expect("obj").etag,
-    };
-    let cache = s.fs.reader().cache().expect("cache").clone();
-    let t0 = std::time::Instant::now();
-    while !cache.is_complete(&id) {
-        assert!(t0.elapsed() < Duration::from_secs(10), "never fully cached");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_cached(&s, "obj", "fully", |c, id| c.is_complete(id)).await;
     assert!(read_file(&s.fs, "obj").await.expect("warm") == obj);
     assert_eq!(s.mem.counts.get().2, gets, "a warm read fetched again");
 }
@@ -296,20 +305,10 @@ async fn missing_blocks_are_fetched_in_runs_around_cached_ones() {
             .expect("block 2")[..]
             == obj[2 * MIB..3 * MIB]
     );
-    let id = ObjectId {
-        backend: "mem".into(),
-        key: "obj".into(),
-        etag: s.mem.current("obj").expect("obj").etag,
-    };
-    let cache = s.fs.reader().cache().expect("cache").clone();
-    let t0 = std::time::Instant::now();
-    while !cache.has_block(&id, warpdrive_cache::BlockIndex(2)) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "block 2 never cached"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_cached(&s, "obj", "block 2", |c, id| {
+        c.has_block(id, warpdrive_cache::BlockIndex(2))
+    })
+    .await;
     let bytes_before = s
         .mem
         .counts

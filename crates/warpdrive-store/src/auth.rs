@@ -216,19 +216,7 @@ fn xml_field<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
     Some(xml[start..end].trim())
 }
 
-/// A backend's identity and its token, as `status` shows it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct AuthState {
-    pub mode: String,
-    /// Which identity (a client id, never a secret), or what the mode uses.
-    pub identity: String,
-    /// Seconds the current token remains valid (`None`: no token yet, or none used).
-    pub expires_in_seconds: Option<i64>,
-    pub refreshes: u64,
-    pub failures: u64,
-    /// The last refresh failure, while failing.
-    pub last_error: Option<String>,
-}
+pub use warpdrive_config::AuthState;
 
 #[derive(Debug, Default)]
 struct State {
