@@ -9,7 +9,8 @@
 //! 3. otherwise the block is missing: consecutive missing blocks become one ranged GET with
 //!    `If-Match: <etag>`.
 //!
-//! A fetch runs as its own task and streams its GET: as soon as each block of the run has
+//! The table of fetches in flight and the splitting of missing blocks into runs are
+//! [`crate::flight`]. A fetch runs as its own task ([`fetch`]) and streams its GET: as soon as each block of the run has
 //! arrived, the readers waiting on that block get it; the task then writes the block to the
 //! cache (data file first, then the index) and only then takes it out of the in-flight
 //! table, so a later reader finds a block either in flight or in the cache, never neither. A
@@ -42,12 +43,12 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::future::{BoxFuture, Shared};
-use futures::{FutureExt, StreamExt};
 use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use warpdrive_cache::{BlockIndex, Cache, CacheError, ObjectId};
 use warpdrive_store::{Backend, StoreError};
 
+use crate::flight::{Flight, Flights};
 use crate::inode::Ino;
 use crate::landed::Landed;
 use crate::window::{self, Window};
@@ -63,8 +64,6 @@ pub const PREFETCH_RUN: u64 = 16 << 20;
 /// Memory for prefetched blocks waiting for their readers, across all files: enough for a
 /// few sequential readers' next reads, and a bound on the daemon's RSS whatever the budget.
 pub const LANDED_MAX: u64 = 64 << 20;
-/// Cache writes one GET may have going while its download goes on.
-const WRITES_BEHIND: usize = 4;
 /// After a cache disk failure, how long reads bypass the cache before trying it again.
 pub const CACHE_RETRY_AFTER: Duration = Duration::from_secs(30);
 
@@ -75,6 +74,8 @@ type FetchResult = Result<Bytes, Arc<StoreError>>;
 type SharedFetch = Shared<BoxFuture<'static, FetchResult>>;
 
 use warpdrive_metrics::{ReadMetrics, add};
+
+mod fetch;
 
 /// One version of one object, as a handle reads it.
 #[derive(Debug, Clone)]
@@ -95,28 +96,6 @@ impl Object {
     fn if_match(&self) -> Option<&str> {
         Some(self.id.etag.as_str()).filter(|e| !e.is_empty())
     }
-}
-
-/// One block of a fetch in flight: resolves to that block's bytes as soon as they have
-/// arrived, while the rest of its run is still streaming.
-#[derive(Clone)]
-struct Inflight {
-    etag: Arc<ObjectId>,
-    /// The first block of the run (the GET) this block belongs to.
-    first: u64,
-    fut: SharedFetch,
-}
-
-/// The state of one GET's task.
-struct Run {
-    first: u64,
-    /// The next block to arrive.
-    next: u64,
-    last: u64,
-    /// One per block not yet handed out, in order.
-    senders: std::vec::IntoIter<tokio::sync::oneshot::Sender<FetchResult>>,
-    /// The prefetch budget still held: one permit per block not yet done.
-    permit: Option<OwnedSemaphorePermit>,
 }
 
 /// Per-handle sequential detection and prefetch bookkeeping.
@@ -189,7 +168,8 @@ fn concat(mut pieces: Vec<Bytes>, total: usize) -> Bytes {
 pub struct BlockReader {
     cache: Option<Arc<Cache>>,
     block_size: u64,
-    inflight: Mutex<HashMap<(Ino, u64), Inflight>>,
+    /// Fetches in flight, joined by concurrent readers ([`crate::flight`]).
+    flights: Flights<SharedFetch>,
     /// Prefetched blocks that arrived and wait for their reader, at most [`LANDED_MAX`]
     /// bytes of them (or the budget) ([`crate::landed`]).
     landed: Landed<OwnedSemaphorePermit>,
@@ -207,8 +187,6 @@ pub struct BlockReader {
     pub stats: ReadMetrics,
     /// Checks of fully cached objects against their store's checksum.
     pub integrity: crate::integrity::Integrity,
-    /// Woken whenever a block leaves the in-flight table (written to the cache, or failed).
-    left_inflight: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for BlockReader {
@@ -234,7 +212,7 @@ impl BlockReader {
         BlockReader {
             cache,
             block_size,
-            inflight: Mutex::new(HashMap::new()),
+            flights: Flights::default(),
             landed: Landed::new(((LANDED_MAX / block_size) as usize).clamp(1, permits.max(1))),
             budget: (permits > 0).then(|| Arc::new(Semaphore::new(permits))),
             budget_blocks: permits,
@@ -242,7 +220,6 @@ impl BlockReader {
             breaker: crate::breaker::Breaker::new(CACHE_RETRY_AFTER),
             floor_warned: Mutex::new(None),
             integrity: crate::integrity::Integrity::new(stats.clone()),
-            left_inflight: tokio::sync::Notify::new(),
             stats,
         }
     }
@@ -318,14 +295,6 @@ impl BlockReader {
         obj.size.saturating_sub(1) / self.block_size
     }
 
-    /// A fetch of block `b` of this version in flight, to join.
-    fn joinable(&self, obj: &Object, b: u64) -> Option<Inflight> {
-        let map = self.inflight.lock();
-        map.get(&(obj.ino, b))
-            .filter(|f| f.etag.etag == obj.id.etag)
-            .cloned()
-    }
-
     /// Reads `len` bytes at `offset` (fewer at the end of the object) through `stream`.
     pub async fn read(
         self: &Arc<Self>,
@@ -379,7 +348,7 @@ impl BlockReader {
                 && let Some(f) = run.get((b - first) as usize)
             {
                 part = Some(Part::Wait(f.clone()));
-            } else if let Some(f) = self.joinable(obj, b) {
+            } else if let Some(f) = self.flights.join(obj.ino, b, &obj.id) {
                 part = Some(Part::Wait(f.fut));
             } else if let Some(bytes) = self.at_hand(obj, cache.as_deref(), b, from, to) {
                 add(&self.stats.hit_blocks, 1);
@@ -551,259 +520,19 @@ impl BlockReader {
         blocks: &[u64],
         stretch_to: Option<u64>,
         mut permits: Option<(OwnedSemaphorePermit, &mut Vec<u64>)>,
-    ) -> HashMap<u64, Inflight> {
-        let mut out = HashMap::new();
-        let mut map = self.inflight.lock();
-        let mut run: Option<(u64, u64)> = None;
-        let mut runs = Vec::new();
-        for &b in blocks {
-            if let Some(f) = map
-                .get(&(obj.ino, b))
-                .filter(|f| f.etag.etag == obj.id.etag)
-            {
-                out.insert(b, f.clone());
-                if let Some(r) = run.take() {
-                    runs.push(r);
+    ) -> HashMap<u64, Flight<SharedFetch>> {
+        self.flights
+            .start(obj.ino, &obj.id, blocks, stretch_to, |run| {
+                let (first, last) = (*run.start(), *run.end());
+                let permit = permits.as_mut().map(|(p, _)| {
+                    p.split((last - first + 1) as usize)
+                        .expect("the caller holds a permit per block")
+                });
+                if let Some((_, started)) = permits.as_mut() {
+                    started.extend(run);
                 }
-                continue;
-            }
-            run = match run {
-                Some((first, last)) if last + 1 == b => Some((first, b)),
-                Some(r) => {
-                    runs.push(r);
-                    Some((b, b))
-                }
-                None => Some((b, b)),
-            };
-        }
-        if let Some((first, mut last)) = run {
-            // Stretching stops at a block already in flight.
-            while stretch_to.is_some_and(|s| last < s) && !map.contains_key(&(obj.ino, last + 1)) {
-                last += 1;
-            }
-            runs.push((first, last));
-        }
-        for (first, last) in runs {
-            let permit = permits.as_mut().map(|(p, _)| {
-                p.split((last - first + 1) as usize)
-                    .expect("the caller holds a permit per block")
-            });
-            if let Some((_, started)) = permits.as_mut() {
-                started.extend(first..=last);
-            }
-            let fetches = self.spawn_fetch(obj, first, last, permit);
-            for (b, f) in (first..=last).zip(fetches) {
-                map.insert((obj.ino, b), f.clone());
-                out.insert(b, f);
-            }
-        }
-        out
-    }
-
-    /// Starts the task fetching blocks `first..=last` of `obj` with one GET; returns one
-    /// fetch per block, each resolving as soon as its block has arrived.
-    fn spawn_fetch(
-        self: &Arc<Self>,
-        obj: &Object,
-        first: u64,
-        last: u64,
-        permit: Option<OwnedSemaphorePermit>,
-    ) -> Vec<Inflight> {
-        let range = first * self.block_size..((last + 1) * self.block_size).min(obj.size);
-        if permit.is_some() {
-            warpdrive_metrics::shift(
-                &self.stats.prefetch_in_flight_bytes,
-                (range.end - range.start) as i64,
-            );
-        }
-        let mut senders = Vec::new();
-        let mut fetches = Vec::new();
-        for _ in first..=last {
-            let (tx, rx) = tokio::sync::oneshot::channel::<FetchResult>();
-            senders.push(tx);
-            let fut = async move {
-                rx.await.unwrap_or_else(|_| {
-                    Err(Arc::new(StoreError::Cancelled {
-                        backend: String::new(),
-                        message: "the fetch task stopped".into(),
-                    }))
-                })
-            }
-            .boxed()
-            .shared();
-            fetches.push(Inflight {
-                etag: obj.id.clone(),
-                first,
-                fut,
-            });
-        }
-        let this = self.clone();
-        let o = obj.clone();
-        tokio::spawn(async move {
-            let mut run = Run {
-                first,
-                next: first,
-                last,
-                senders: senders.into_iter(),
-                permit,
-            };
-            if let Err(e) = this.stream_run(&o, range, &mut run).await {
-                this.abandon(&o, &mut run, e);
-            }
-        });
-        fetches
-    }
-
-    /// Streams one GET, handing out and caching each block as soon as it is complete.
-    async fn stream_run(
-        self: &Arc<Self>,
-        o: &Object,
-        range: std::ops::Range<u64>,
-        run: &mut Run,
-    ) -> Result<(), Arc<StoreError>> {
-        let asked = range.end - range.start;
-        let mut body = o
-            .backend
-            .get_range_stream(&o.id.key, range, o.if_match())
-            .await
-            .map_err(Arc::new)?;
-        let mut got = 0u64;
-        let mut buf = BytesMut::new();
-        // Cache writes of this run still going: the download goes on while a few are
-        // written (a direct write waits for the disk), and stops for the oldest beyond that.
-        let mut writing = std::collections::VecDeque::new();
-        while let Some(chunk) = body.next().await {
-            let mut chunk = chunk.map_err(Arc::new)?;
-            got += chunk.len() as u64;
-            while !chunk.is_empty() {
-                if run.next > run.last {
-                    return Err(Arc::new(StoreError::Other {
-                        backend: o.backend.name().to_string(),
-                        message: format!(
-                            "a ranged GET of {} returned more bytes than asked ({asked})",
-                            o.id.key
-                        ),
-                    }));
-                }
-                let want = self.block_len(o, run.next) as usize;
-                let block = if buf.is_empty() && chunk.len() >= want {
-                    chunk.split_to(want)
-                } else {
-                    // One allocation per block, not a doubling series of them.
-                    buf.reserve(want - buf.len());
-                    let take = (want - buf.len()).min(chunk.len());
-                    buf.extend_from_slice(&chunk.split_to(take));
-                    if buf.len() < want {
-                        continue;
-                    }
-                    buf.split().freeze()
-                };
-                if let Some(w) = self.land(o, run, block) {
-                    writing.push_back(w);
-                }
-                if writing.len() > WRITES_BEHIND
-                    && let Some(w) = writing.pop_front()
-                {
-                    let _ = w.await;
-                }
-            }
-        }
-        for w in writing {
-            let _ = w.await;
-        }
-        if run.next <= run.last {
-            return Err(Arc::new(StoreError::ShortRead {
-                backend: o.backend.name().to_string(),
-                key: o.id.key.clone(),
-                asked,
-                got,
-            }));
-        }
-        Ok(())
-    }
-
-    /// Block `run.next` has arrived: keeps it in memory if it was prefetched, wakes its
-    /// readers, and starts writing it to the cache; the write takes it out of the in-flight
-    /// table once done (returned, to wait for).
-    fn land(
-        self: &Arc<Self>,
-        o: &Object,
-        run: &mut Run,
-        block: Bytes,
-    ) -> Option<tokio::task::JoinHandle<()>> {
-        let b = run.next;
-        run.next += 1;
-        // A prefetched block waits in memory for its reader, holding its share of the
-        // budget, while fewer than `landed_max` do (past that, its reader reads it from the
-        // cache). It goes in before the reader can have it (so the reader's later reads find
-        // it, or let it go once past it) and before it leaves the in-flight table.
-        if run.permit.is_some()
-            && let Some(permit) = self.take_permit(o, run, b)
-        {
-            self.landed
-                .hold(o.ino, b, o.id.clone(), block.clone(), permit);
-        }
-        if let Some(tx) = run.senders.next() {
-            let _ = tx.send(Ok(block.clone()));
-        }
-        debug_assert_eq!(block.len() as u64, self.block_len(o, b));
-        let Some(cache) = self.cache_for(o).cloned() else {
-            self.fetched(o, run.first, b);
-            return None;
-        };
-        // The block leaves the in-flight table once it is written (or failed to be).
-        let (this, o, first) = (self.clone(), o.clone(), run.first);
-        Some(tokio::task::spawn_blocking(move || {
-            if let Err(e) = cache.write_block(&o.id, o.size, BlockIndex(b), &block) {
-                this.cache_error(&e);
-            }
-            this.fetched(&o, first, b);
-            if cache.is_complete(&o.id) {
-                this.integrity.completed(&cache, &o);
-            }
-        }))
-    }
-
-    /// The GET failed: every block not yet handed out gets the error and leaves the table.
-    fn abandon(&self, o: &Object, run: &mut Run, e: Arc<StoreError>) {
-        for tx in run.senders.by_ref() {
-            let _ = tx.send(Err(e.clone()));
-        }
-        while run.next <= run.last {
-            let b = run.next;
-            run.next += 1;
-            self.fetched(o, run.first, b);
-            // Its permit of the prefetch budget goes back.
-            drop(self.take_permit(o, run, b));
-        }
-    }
-
-    /// A prefetched block is no longer in flight: its permit of the budget, if any.
-    fn take_permit(&self, o: &Object, run: &mut Run, b: u64) -> Option<OwnedSemaphorePermit> {
-        let p = run.permit.as_mut()?;
-        warpdrive_metrics::shift(
-            &self.stats.prefetch_in_flight_bytes,
-            -(self.block_len(o, b) as i64),
-        );
-        if p.num_permits() > 1 {
-            p.split(1)
-        } else {
-            run.permit.take()
-        }
-    }
-
-    /// Removes the in-flight entry of block `b` of the run starting at `first` (and only
-    /// that run's).
-    fn fetched(&self, obj: &Object, first: u64, b: u64) {
-        let mut map = self.inflight.lock();
-        if map
-            .get(&(obj.ino, b))
-            .is_some_and(|f| f.first == first && f.etag.etag == obj.id.etag)
-        {
-            map.remove(&(obj.ino, b));
-        }
-        drop(map);
-        self.left_inflight.notify_waiters();
+                self.spawn_fetch(obj, first, last, permit)
+            })
     }
 
     /// Starts prefetching the window ahead of block `b1` into the cache, within the budget.
@@ -817,14 +546,11 @@ impl BlockReader {
         let Some((from, to)) = stream.lock().win.prefetch_range(b1, last, run_blocks) else {
             return;
         };
-        let wanted: Vec<u64> = {
-            let map = self.inflight.lock();
-            (from..=to)
-                .filter(|b| !map.contains_key(&(obj.ino, *b)))
-                .filter(|b| !self.landed.contains(obj.ino, *b))
-                .filter(|b| !cache.has_block(&obj.id, BlockIndex(*b)))
-                .collect()
-        };
+        let wanted: Vec<u64> = (from..=to)
+            .filter(|b| !self.flights.busy(obj.ino, *b))
+            .filter(|b| !self.landed.contains(obj.ino, *b))
+            .filter(|b| !cache.has_block(&obj.id, BlockIndex(*b)))
+            .collect();
         let mut done_to = to + 1;
         let mut started = Vec::new();
         for run in window::runs(&wanted, run_blocks as usize) {
@@ -884,21 +610,8 @@ impl BlockReader {
         for f in runs.values() {
             f.fut.clone().await?;
         }
-        // The blocks are written after the readers are answered: wait for the writes, woken
-        // each time a block leaves the in-flight table.
-        loop {
-            let left = self.left_inflight.notified();
-            tokio::pin!(left);
-            // Registered before the check, so a block that leaves in between still wakes us.
-            left.as_mut().enable();
-            let pending = {
-                let map = self.inflight.lock();
-                missing.iter().any(|b| map.contains_key(&(obj.ino, *b)))
-            };
-            if !pending {
-                return Ok(());
-            }
-            left.await;
-        }
+        // The blocks are written after the readers are answered: wait for the writes.
+        self.flights.settled(obj.ino, missing).await;
+        Ok(())
     }
 }

@@ -11,6 +11,7 @@ pub mod blocks;
 pub mod breaker;
 pub mod core;
 pub mod error;
+pub mod flight;
 pub mod inode;
 pub mod integrity;
 pub mod landed;
