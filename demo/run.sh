@@ -40,7 +40,7 @@ esac
 
 bold() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 CTL=("$BIN/warpdrive-ctl" --config "$STATE/config.yaml")
-REPORT=("$BIN/warpdrive-testkit" report --state "$STATE" --mount-point "$MNT" --scale "$SCALE")
+REPORT=("$BIN/warpdrive-report" --state "$STATE" --mount-point "$MNT" --scale "$SCALE")
 
 unmount() {
     if grep -qs " $MNT fuse" /proc/mounts; then umount "$MNT" 2>/dev/null || umount -l "$MNT" || true; fi

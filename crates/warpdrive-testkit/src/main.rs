@@ -2,8 +2,6 @@
 //! experiments, writes a WarpDrive config pointing at them, and keeps them running until it is
 //! stopped (Ctrl-C or SIGTERM).
 
-mod report;
-
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -27,9 +25,6 @@ enum Cmd {
     /// Central, odd ones to West US 3, as in the seed), write a WarpDrive config to
     /// `--config-out`, and wait until stopped (Ctrl-C or SIGTERM).
     Demo(DemoArgs),
-    /// The demo's tables, checklist, results.json and report.html, from the figures the demo
-    /// measured (see demo/run.sh).
-    Report(report::ReportArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,7 +59,6 @@ fn main() -> Result<()> {
     let args = Args::parse();
     match args.cmd {
         Cmd::Demo(a) => demo(a),
-        Cmd::Report(a) => report::run(&a),
     }
 }
 
