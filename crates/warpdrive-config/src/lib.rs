@@ -339,6 +339,10 @@ pub const DEFAULT_RETRY_DEADLINE: Duration = Duration::from_secs(120);
 /// Default [`Config::stale_if_error`]: a day, so a store's outage does not stop a job that
 /// reads what it has cached.
 pub const DEFAULT_STALE_IF_ERROR: Duration = Duration::from_secs(24 * 3600);
+/// Default [`Config::negative_ttl`]: short, because a new object should appear soon after
+/// it is written, and long enough that a loop probing missing names does not reach the store
+/// at the loop's pace.
+pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(10);
 /// Default [`RetryPolicy::unreachable`]: a few connect timeouts in a row.
 pub const DEFAULT_UNREACHABLE: Duration = Duration::from_secs(10);
 /// The longest pause between two attempts of one request (jittered exponential backoff
@@ -427,6 +431,12 @@ pub struct Config {
     /// failing); zero turns it off. See doc/SEMANTICS.md, "Stale if error".
     #[serde(serialize_with = "ser_duration")]
     pub stale_if_error: Duration,
+    /// How long a name the store said does not exist is answered `ENOENT` without asking
+    /// again: a loader probing optional files, or a typo retried in a loop, costs one request
+    /// per name per interval. Never longer than `metadata_ttl`; zero turns it off. See
+    /// doc/SEMANTICS.md, "Lookups".
+    #[serde(serialize_with = "ser_duration")]
+    pub negative_ttl: Duration,
     pub fuse: FuseConfig,
     pub retry: RetryPolicy,
     pub backends: Vec<BackendConfig>,
@@ -641,6 +651,21 @@ impl Config {
             })?,
         };
 
+        let negative_ttl = match raw.negative_ttl.as_deref() {
+            None => DEFAULT_NEGATIVE_TTL,
+            Some(s) => parse_duration(s).map_err(|m| {
+                invalid(
+                    "negative_ttl",
+                    format!("{m}; or 0s to ask the store again for every missing name"),
+                )
+            })?,
+        };
+        // A name is never known absent for longer than a name is known present.
+        let negative_ttl = match metadata_ttl {
+            MetadataTtl::For(ttl) => negative_ttl.min(ttl),
+            MetadataTtl::Indefinite => negative_ttl,
+        };
+
         let raw_fuse = raw.fuse.unwrap_or_default();
         let threads = raw_fuse.threads.unwrap_or(DEFAULT_FUSE_THREADS);
         if !(1..=64).contains(&threads) {
@@ -730,6 +755,7 @@ impl Config {
             control,
             metadata_ttl,
             stale_if_error,
+            negative_ttl,
             fuse,
             retry,
             backends,

@@ -18,6 +18,7 @@ pub(crate) struct RawConfig {
     pub control: Option<RawControl>,
     pub metadata_ttl: Option<String>,
     pub stale_if_error: Option<String>,
+    pub negative_ttl: Option<String>,
     pub fuse: Option<RawFuse>,
     pub retry: Option<RawRetry>,
     pub backends: Option<Vec<RawBackend>>,

@@ -80,6 +80,25 @@ fn indefinite_ttl_and_percent_size() {
     let c = parse(&text).expect("parses");
     assert_eq!(c.metadata_ttl, MetadataTtl::Indefinite);
     assert_eq!(c.cache.max_size, SizeLimit::PercentOfDisk(80.0));
+    assert_eq!(c.negative_ttl, DEFAULT_NEGATIVE_TTL);
+}
+
+#[test]
+fn a_name_is_never_known_absent_longer_than_present() {
+    let c = parse(GOOD).expect("parses");
+    assert_eq!(c.negative_ttl, DEFAULT_NEGATIVE_TTL);
+    let short = GOOD.replace("metadata_ttl: 60s", "metadata_ttl: 2s");
+    assert_eq!(
+        parse(&short).expect("parses").negative_ttl,
+        Duration::from_secs(2)
+    );
+    let long = GOOD.replace("metadata_ttl: 60s", "metadata_ttl: 60s\nnegative_ttl: 5m");
+    assert_eq!(
+        parse(&long).expect("parses").negative_ttl,
+        Duration::from_secs(60)
+    );
+    let off = GOOD.replace("metadata_ttl: 60s", "metadata_ttl: 60s\nnegative_ttl: 0s");
+    assert_eq!(parse(&off).expect("parses").negative_ttl, Duration::ZERO);
 }
 
 /// Each malformed case: (what is changed, the replacement, words the message must contain).
@@ -155,6 +174,11 @@ fn malformed_configs_name_the_field() {
             "metadata_ttl: 60s",
             "metadata_ttl: soon",
             &["metadata_ttl", "not a duration"],
+        ),
+        (
+            "metadata_ttl: 60s",
+            "metadata_ttl: 60s\nnegative_ttl: briefly",
+            &["negative_ttl", "not a duration", "0s"],
         ),
         (
             "listen: 127.0.0.1:9090",

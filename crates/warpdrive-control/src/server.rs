@@ -78,6 +78,7 @@ impl Control {
             warpdrive_fs::FsConfig {
                 metadata_ttl: config.metadata_ttl,
                 stale_if_error: config.stale_if_error,
+                negative_ttl: config.negative_ttl,
                 uid: 0,
                 gid: 0,
                 block_size: config.cache.block_size,

@@ -39,11 +39,13 @@ use crate::blocks::{Begun, BlockReader, Object, Pending, Stream};
 use crate::error::{FsError, FsResult};
 use crate::inode::{BackendId, Ino, InodeTable, Kind, Node, NodePath};
 use crate::listing::{Entry, Listing, Status};
+use crate::negative::{NEGATIVE_MAX, Negatives};
 
 mod dirs;
 mod meta;
 mod passthrough;
 mod warm;
+pub use dirs::LOOKUP_LISTING_MAX;
 pub use warm::{Listed, Warmed};
 
 /// Settings of the core, built once from the config.
@@ -52,6 +54,8 @@ pub struct FsConfig {
     pub metadata_ttl: MetadataTtl,
     /// How long past the TTL known metadata is served while the store cannot be asked.
     pub stale_if_error: Duration,
+    /// How long a name the store said does not exist is answered `ENOENT` without asking.
+    pub negative_ttl: Duration,
     /// Owner reported for every file: the daemon's user, so the mount's owner can read it.
     pub uid: u32,
     pub gid: u32,
@@ -192,6 +196,8 @@ pub struct Fs {
     /// [`STALE_RECHECK`] after that, known metadata is served without asking again, so an
     /// outage costs one short wait per backend, not one per `open`.
     failing: Mutex<HashMap<BackendId, Instant>>,
+    /// Names the store said do not exist, answered `ENOENT` for `negative_ttl`.
+    negatives: Negatives,
 }
 
 /// How often a backend's "serving stale metadata" warning is repeated during an outage.
@@ -228,6 +234,7 @@ impl Fs {
             stale_warned: Mutex::new(HashMap::new()),
             failing: Mutex::new(HashMap::new()),
             backed: Mutex::new(HashMap::new()),
+            negatives: Negatives::new(cfg.negative_ttl, NEGATIVE_MAX),
             cfg,
             backends,
             inodes: InodeTable::new(),

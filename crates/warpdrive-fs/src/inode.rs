@@ -53,6 +53,9 @@ pub struct NodeState {
     pub info: Option<(ObjectInfo, Instant)>,
     /// Directories: the latest listing (complete or still streaming).
     pub listing: Option<Arc<Listing>>,
+    /// Directories: when the store last said this prefix exists (a lookup's one-key list, or
+    /// a listing of its parent that showed it), so lookups within the TTL need no request.
+    pub seen: Option<Instant>,
     /// Files: the ETag of the version last opened, whose pages the kernel may still cache.
     pub opened_etag: Option<String>,
     /// Files: the object changed and the kernel may still hold the old version's size and

@@ -17,6 +17,7 @@ pub mod integrity;
 pub mod landed;
 pub mod listing;
 pub mod mountinfo;
+pub mod negative;
 pub mod window;
 
 pub use crate::core::{

@@ -9,6 +9,15 @@
 //!
 //! A name that appears twice (an object `a` and a prefix `a/`) is shown once: the first seen
 //! wins, and a directory in the same page beats a file.
+//!
+//! Lookups use listings too ([`Listing::wait_for_name`]): a lookup in a directory that has not
+//! been listed starts its listing and waits for the name to appear, for the listing to end
+//! (then the name does not exist), or for one more page without it (then it asks the store
+//! itself), so the siblings of the first name looked up are answered from one listing. A
+//! listing a lookup started stops at a cap of entries ([`Listing::with_cap`]), so a huge
+//! directory costs bounded memory; it then ends [`Status::Truncated`] and answers only for
+//! the names it holds. `opendir` lifts the cap of a listing still running ([`Listing::uncap`])
+//! and never serves a truncated one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,6 +43,8 @@ pub struct Entry {
 pub enum Status {
     Running,
     Done,
+    /// Stopped at its cap of entries: it holds only the first names of the directory.
+    Truncated,
     /// The store's error, kept whole so that `readdir` answers its errno (a denied listing
     /// is `EACCES`, not `EIO`).
     Failed(StoreError),
@@ -42,6 +53,8 @@ pub enum Status {
 #[derive(Debug, Clone)]
 struct Progress {
     count: usize,
+    /// Pages appended so far.
+    pages: u64,
     status: Status,
 }
 
@@ -49,6 +62,20 @@ struct Progress {
 struct Entries {
     list: Vec<Entry>,
     by_name: HashMap<String, usize>,
+    /// Entries after which the listing stops (`usize::MAX`: none).
+    cap: usize,
+    /// It stopped at the cap.
+    truncated: bool,
+}
+
+/// What a listing says of one name ([`Listing::wait_for_name`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    Found(Entry),
+    /// The listing ended complete without it.
+    Absent,
+    /// Not known: the listing failed, stopped at its cap, or brought a page without it.
+    Unknown,
 }
 
 #[derive(Debug)]
@@ -60,18 +87,50 @@ pub struct Listing {
 
 impl Listing {
     pub fn new() -> Arc<Listing> {
+        Listing::with_cap(usize::MAX)
+    }
+
+    /// A listing that stops once it holds `cap` entries (see [`Listing::more_wanted`]).
+    pub fn with_cap(cap: usize) -> Arc<Listing> {
         let (progress, _) = watch::channel(Progress {
             count: 0,
+            pages: 0,
             status: Status::Running,
         });
         Arc::new(Listing {
             started: Instant::now(),
-            entries: Mutex::new(Entries::default()),
+            entries: Mutex::new(Entries {
+                cap,
+                ..Entries::default()
+            }),
             progress,
         })
     }
 
-    /// Appends entries; names already present are skipped.
+    /// Whether the filler should fetch another page: false once the cap is reached, and
+    /// then the listing is truncated for good (the filler finishes it with
+    /// [`Listing::finish_truncated`]).
+    pub fn more_wanted(&self) -> bool {
+        let mut e = self.entries.lock();
+        if e.list.len() >= e.cap {
+            e.truncated = true;
+        }
+        !e.truncated
+    }
+
+    /// Lifts the cap, so the listing runs to its end; false if it already stopped at it.
+    pub fn uncap(&self) -> bool {
+        let mut e = self.entries.lock();
+        e.cap = usize::MAX;
+        !e.truncated
+    }
+
+    /// Ends a listing that stopped at its cap.
+    pub fn finish_truncated(&self) {
+        self.progress.send_modify(|p| p.status = Status::Truncated);
+    }
+
+    /// Appends one page of entries; names already present are skipped.
     pub fn push(&self, new: impl IntoIterator<Item = Entry>) {
         let count = {
             let mut e = self.entries.lock();
@@ -86,7 +145,10 @@ impl Listing {
             }
             e.list.len()
         };
-        self.progress.send_modify(|p| p.count = count);
+        self.progress.send_modify(|p| {
+            p.count = count;
+            p.pages += 1;
+        });
     }
 
     /// Marks the listing complete, or failed with the store's error.
@@ -140,6 +202,33 @@ impl Listing {
         let e = self.entries.lock();
         e.by_name.get(name).map(|i| e.list[*i].clone())
     }
+
+    /// Waits until `name` is listed, or the listing ends, or `pages` more pages arrived
+    /// without it, and says what is known of it then.
+    pub async fn wait_for_name(&self, name: &str, pages: u64) -> Seen {
+        let mut rx = self.progress.subscribe();
+        let until = rx.borrow().pages.saturating_add(pages);
+        loop {
+            // Entries are appended before progress is announced, so what progress says has
+            // arrived is findable.
+            let (status, got) = {
+                let p = rx.borrow_and_update();
+                (p.status.clone(), p.pages)
+            };
+            if let Some(e) = self.find(name) {
+                return Seen::Found(e);
+            }
+            match status {
+                Status::Done => return Seen::Absent,
+                Status::Truncated | Status::Failed(_) => return Seen::Unknown,
+                Status::Running if got >= until => return Seen::Unknown,
+                Status::Running => {}
+            }
+            if rx.changed().await.is_err() {
+                return Seen::Unknown;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -174,5 +263,53 @@ mod tests {
         l.finish(Ok(()));
         assert_eq!(l.wait_for(5).await, Status::Done);
         assert_eq!(l.find("a"), Some(entry("a", 10)));
+    }
+
+    #[tokio::test]
+    async fn a_name_is_found_absent_or_unknown_after_one_page() {
+        let l = Listing::new();
+        let waiter = |name: &'static str| {
+            let l = l.clone();
+            tokio::spawn(async move { l.wait_for_name(name, 1).await })
+        };
+        let (b, z, a) = (waiter("b"), waiter("z"), waiter("a"));
+        tokio::task::yield_now().await;
+        assert!(!b.is_finished(), "nothing listed yet");
+        l.push([entry("a", 10), entry("b", 11)]);
+        assert_eq!(b.await.expect("b"), Seen::Found(entry("b", 11)));
+        assert_eq!(a.await.expect("a"), Seen::Found(entry("a", 10)));
+        // One page came without it and the listing goes on: ask the store.
+        assert_eq!(z.await.expect("z"), Seen::Unknown);
+        // Found at once when already listed; absent once the listing ends complete.
+        assert_eq!(l.wait_for_name("a", 1).await, Seen::Found(entry("a", 10)));
+        let y = waiter("y");
+        tokio::task::yield_now().await;
+        l.finish(Ok(()));
+        assert_eq!(y.await.expect("y"), Seen::Absent);
+        assert_eq!(l.wait_for_name("q", 0).await, Seen::Absent);
+    }
+
+    #[tokio::test]
+    async fn a_capped_listing_stops_and_answers_only_for_what_it_holds() {
+        let l = Listing::with_cap(2);
+        assert!(l.more_wanted());
+        l.push([entry("a", 1), entry("b", 2)]);
+        assert!(!l.more_wanted(), "cap reached");
+        l.finish_truncated();
+        assert_eq!(l.status(), Status::Truncated);
+        assert_eq!(l.wait_for_name("a", 1).await, Seen::Found(entry("a", 1)));
+        assert_eq!(l.wait_for_name("c", 1).await, Seen::Unknown);
+        assert!(!l.uncap(), "too late to lift the cap");
+        // A listing whose cap is lifted in time runs on.
+        let l = Listing::with_cap(1);
+        assert!(l.uncap());
+        l.push([entry("a", 1), entry("b", 2)]);
+        assert!(l.more_wanted());
+        let failed = Listing::new();
+        failed.finish(Err(StoreError::Other {
+            backend: "b".into(),
+            message: "x".into(),
+        }));
+        assert_eq!(failed.wait_for_name("a", 1).await, Seen::Unknown);
     }
 }

@@ -64,6 +64,7 @@ fn setup_with(cached: bool, prefetch: u64) -> Setup {
         FsConfig {
             metadata_ttl: MetadataTtl::For(Duration::ZERO),
             stale_if_error: Duration::ZERO,
+            negative_ttl: Duration::ZERO,
             uid: 0,
             gid: 0,
             block_size: 1 << 20,

@@ -36,6 +36,7 @@ async fn first_entries_arrive_before_the_listing_ends() {
         FsConfig {
             metadata_ttl: MetadataTtl::For(Duration::from_secs(600)),
             stale_if_error: Duration::ZERO,
+            negative_ttl: Duration::ZERO,
             uid: 0,
             gid: 0,
             block_size: 1 << 20,

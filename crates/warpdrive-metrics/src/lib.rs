@@ -152,6 +152,12 @@ struct BackendKindLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendAnswerLabels {
+    backend: String,
+    answer: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendReasonLabels {
     backend: String,
     reason: &'static str,
@@ -292,6 +298,10 @@ pub struct BackendMetrics {
     retry_wait_seconds: Family<BackendReasonLabels, Counter<f64, AtomicU64>>,
     /// Metadata answers served from what the mount knew while the store could not be asked.
     pub stale_served: Counter,
+    /// Lookups by where their answer came from ([`LookupAnswer`]).
+    lookups: [Counter; 4],
+    /// Listing pages fetched because a lookup started the listing (not `ls`).
+    pub lookup_listing_pages: Counter,
     auth_refreshes: Counter,
     auth_failures: Counter,
     /// Created at the first token, so backends without tokens show no expiry.
@@ -314,6 +324,38 @@ impl Request {
             Request::Get => "get",
             Request::Head => "head",
             Request::List => "list",
+        }
+    }
+}
+
+/// Where a lookup's answer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupAnswer {
+    /// What the mount knew: a complete listing of the parent, or the child's metadata,
+    /// younger than `metadata_ttl`.
+    Known,
+    /// A listing of the parent in progress (started by this or an earlier lookup).
+    Listing,
+    /// The name is known not to exist (`negative_ttl`).
+    Negative,
+    /// The store was asked (a HEAD of the object and a one-key list of the prefix).
+    Store,
+}
+
+impl LookupAnswer {
+    const ALL: [LookupAnswer; 4] = [
+        LookupAnswer::Known,
+        LookupAnswer::Listing,
+        LookupAnswer::Negative,
+        LookupAnswer::Store,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            LookupAnswer::Known => "known",
+            LookupAnswer::Listing => "listing",
+            LookupAnswer::Negative => "negative",
+            LookupAnswer::Store => "store",
         }
     }
 }
@@ -369,10 +411,22 @@ impl BackendMetrics {
             give_ups: Family::default(),
             retry_wait_seconds: Family::default(),
             stale_served: Counter::default(),
+            lookups: Default::default(),
+            lookup_listing_pages: Counter::default(),
             auth_refreshes: Counter::default(),
             auth_failures: Counter::default(),
             auth_expiry: Family::default(),
         }
+    }
+
+    /// Counts one lookup answered from `answer`.
+    pub fn lookup(&self, answer: LookupAnswer) {
+        self.lookups[answer as usize].inc();
+    }
+
+    /// Lookups answered from `answer` so far.
+    pub fn lookups(&self, answer: LookupAnswer) -> u64 {
+        self.lookups[answer as usize].get()
     }
 
     /// A token was refreshed; it is valid for `expires_in` seconds.
@@ -487,6 +541,8 @@ pub struct Metrics {
     backend_give_ups: Family<BackendReasonLabels, Counter>,
     backend_retry_wait: Family<BackendReasonLabels, Counter<f64, AtomicU64>>,
     backend_stale_served: Family<BackendLabels, Counter>,
+    backend_lookups: Family<BackendAnswerLabels, Counter>,
+    backend_lookup_listing_pages: Family<BackendLabels, Counter>,
     pub auth_refreshes: Family<AuthLabels, Counter>,
     pub auth_refresh_failures: Family<AuthLabels, Counter>,
     pub auth_token_expiry: Family<AuthLabels, Gauge<f64, AtomicU64>>,
@@ -650,6 +706,8 @@ impl Metrics {
             backend_give_ups: Family::default(),
             backend_retry_wait: Family::default(),
             backend_stale_served: Family::default(),
+            backend_lookups: Family::default(),
+            backend_lookup_listing_pages: Family::default(),
             auth_refreshes: Family::default(),
             auth_refresh_failures: Family::default(),
             auth_token_expiry: Family::default(),
@@ -700,6 +758,16 @@ impl Metrics {
             "warpdrive_backend_stale_served",
             "Metadata answers served from what the mount knew while the store could not be asked (stale_if_error)",
             m.backend_stale_served.clone(),
+        );
+        r.register(
+            "warpdrive_backend_lookups",
+            "Lookups by where the answer came from: known (fresh metadata or a complete listing), listing (a listing in progress), negative (a name known absent), store (asked the store)",
+            m.backend_lookups.clone(),
+        );
+        r.register(
+            "warpdrive_backend_lookup_listing_pages",
+            "Listing pages fetched because a lookup in a directory not yet listed started its listing",
+            m.backend_lookup_listing_pages.clone(),
         );
         r.register(
             "warpdrive_auth_refreshes",
@@ -767,6 +835,15 @@ impl Metrics {
             give_ups: self.backend_give_ups.clone(),
             retry_wait_seconds: self.backend_retry_wait.clone(),
             stale_served: self.backend_stale_served.get_or_create(&l).clone(),
+            lookups: LookupAnswer::ALL.map(|a| {
+                self.backend_lookups
+                    .get_or_create(&BackendAnswerLabels {
+                        backend: name.to_string(),
+                        answer: a.name(),
+                    })
+                    .clone()
+            }),
+            lookup_listing_pages: self.backend_lookup_listing_pages.get_or_create(&l).clone(),
             auth_refreshes: self.auth_refreshes.get_or_create(&auth).clone(),
             auth_failures: self.auth_refresh_failures.get_or_create(&auth).clone(),
             auth_expiry: self.auth_token_expiry.clone(),

@@ -171,6 +171,7 @@ pub(crate) fn run(config: Config) -> Result<()> {
         FsConfig {
             metadata_ttl: config.metadata_ttl,
             stale_if_error: config.stale_if_error,
+            negative_ttl: config.negative_ttl,
             uid: nix::unistd::geteuid().as_raw(),
             gid: nix::unistd::getegid().as_raw(),
             block_size: config.cache.block_size,

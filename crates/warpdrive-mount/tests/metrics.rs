@@ -87,6 +87,16 @@ const FAMILIES: &[(&str, &str, &[&str])] = &[
         "counter",
         &["backend"],
     ),
+    (
+        "warpdrive_backend_lookups_total",
+        "counter",
+        &["backend", "answer"],
+    ),
+    (
+        "warpdrive_backend_lookup_listing_pages_total",
+        "counter",
+        &["backend"],
+    ),
     ("warpdrive_fuse_errors_total", "counter", &["op", "errno"]),
     (
         "warpdrive_backend_errors_total",

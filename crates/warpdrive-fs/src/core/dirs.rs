@@ -7,8 +7,14 @@
 //! recorded on its inode, so a listing also revalidates what it shows.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::*;
+
+/// Entries a listing started by a lookup holds at most (about 500 bytes each with its
+/// inode): a directory larger than that is listed this far, and names past it are looked
+/// up one by one. `ls` lists every entry.
+pub const LOOKUP_LISTING_MAX: usize = 100_000;
 
 impl Fs {
     /// Opens a directory: pins a listing snapshot (reusing a fresh one).
@@ -29,16 +35,35 @@ impl Fs {
         self.dirs.write().remove(&fh);
     }
 
-    /// The node's listing if fresh and not failed, else a new one that starts streaming now.
+    /// The node's listing for `opendir`: a fresh one that is not failed and runs to the
+    /// end (a lookup's listing still running has its cap lifted), else a new one that starts
+    /// streaming now.
     fn listing_for(self: &Arc<Self>, node: &Arc<Node>) -> Arc<Listing> {
+        self.listing(node, None)
+    }
+
+    /// The node's listing for a lookup: any fresh one that is not failed (complete,
+    /// running, or stopped at its cap), else a new one that stops after
+    /// [`LOOKUP_LISTING_MAX`] entries.
+    pub(super) fn listing_for_lookup(self: &Arc<Self>, node: &Arc<Node>) -> Arc<Listing> {
+        self.listing(node, Some(LOOKUP_LISTING_MAX))
+    }
+
+    fn listing(self: &Arc<Self>, node: &Arc<Node>, cap: Option<usize>) -> Arc<Listing> {
         let mut st = node.state.lock();
         if let Some(l) = &st.listing {
-            let failed = matches!(l.status(), Status::Failed(_));
-            if !failed && !self.cfg.metadata_ttl.expired(l.age()) {
+            let usable = match l.status() {
+                // Lookups do not retry a failed listing at once (a store may allow HEAD
+                // and not LIST); `opendir` does.
+                Status::Failed(_) => cap.is_some() && l.age() < STALE_RECHECK,
+                Status::Truncated => cap.is_some(),
+                Status::Running | Status::Done => cap.is_some() || l.uncap(),
+            };
+            if usable && !self.cfg.metadata_ttl.expired(l.age()) {
                 return l.clone();
             }
         }
-        let l = Listing::new();
+        let l = cap.map_or_else(Listing::new, Listing::with_cap);
         st.listing = Some(l.clone());
         drop(st);
         match node.path.backend {
@@ -54,18 +79,36 @@ impl Fs {
                 let fs = self.clone();
                 let key = node.path.key.clone();
                 let listing = l.clone();
-                tokio::spawn(async move { fs.fill_listing(bid, key, listing).await });
+                let for_lookup = cap.is_some();
+                tokio::spawn(async move { fs.fill_listing(bid, key, listing, for_lookup).await });
             }
         }
         l
     }
 
-    /// Streams every page of directory `key` into `listing`.
-    async fn fill_listing(self: Arc<Self>, bid: BackendId, key: String, listing: Arc<Listing>) {
+    /// Streams every page of directory `key` into `listing` (until its cap, if it has one).
+    /// `for_lookup`: a lookup started it (its pages are counted as such).
+    async fn fill_listing(
+        self: Arc<Self>,
+        bid: BackendId,
+        key: String,
+        listing: Arc<Listing>,
+        for_lookup: bool,
+    ) {
         let backend = self.backend(bid).clone();
         let mut token = None;
         let mut pages = 0u64;
         loop {
+            if !listing.more_wanted() {
+                tracing::debug!(
+                    backend = backend.name(),
+                    dir = key,
+                    entries = listing.len(),
+                    "a lookup's listing stopped at its cap; names past it are looked up one by one"
+                );
+                listing.finish_truncated();
+                return;
+            }
             let page = match backend.list_page(&key, token.take(), None).await {
                 Ok(p) => p,
                 Err(e) => {
@@ -75,13 +118,19 @@ impl Fs {
                 }
             };
             pages += 1;
+            if for_lookup {
+                warpdrive_metrics::add(&backend.metrics().lookup_listing_pages, 1);
+            }
+            let now = Instant::now();
             let dir_names: std::collections::HashSet<&str> =
                 page.dirs.iter().map(String::as_str).collect();
             let mut entries = Vec::with_capacity(page.dirs.len() + page.objects.len());
             for d in &page.dirs {
+                let node = self.dir_node(bid, join_key(&key, d));
+                node.state.lock().seen = Some(now);
                 entries.push(Entry {
                     name: d.clone(),
-                    ino: self.dir_node(bid, join_key(&key, d)).ino,
+                    ino: node.ino,
                     kind: Kind::Dir,
                 });
             }

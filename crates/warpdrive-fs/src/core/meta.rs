@@ -14,7 +14,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use warpdrive_metrics::LookupAnswer;
 use warpdrive_store::{ObjectInfo, StoreError};
+
+use crate::listing::Seen;
 
 use super::*;
 
@@ -124,8 +127,9 @@ impl Fs {
         )
     }
 
-    /// Looks `name` up in directory `parent`.
-    pub async fn lookup(&self, parent: Ino, name: &str) -> FsResult<Attr> {
+    /// Looks `name` up in directory `parent`: from what the mount knows while it is fresh,
+    /// else from the parent's listing (started here if there is none), else from the store.
+    pub async fn lookup(self: &Arc<Self>, parent: Ino, name: &str) -> FsResult<Attr> {
         if name.len() > warpdrive_store::keys::NAME_MAX {
             return Err(FsError::NameTooLong);
         }
@@ -147,20 +151,16 @@ impl Fs {
             return Ok(self.attr_of(&node, None));
         };
 
+        let count = |answer| self.backend(bid).metrics().lookup(answer);
         // A complete, fresh listing of the parent answers without a request.
         let listing = parent.state.lock().listing.clone();
         if let Some(l) = listing
             .clone()
             .filter(|l| l.is_complete() && !self.cfg.metadata_ttl.expired(l.age()))
         {
+            count(LookupAnswer::Known);
             let entry = l.find(name).ok_or(FsError::NotFound)?;
-            let node = self.current(self.node(entry.ino)?);
-            if node.kind == Kind::Dir {
-                return Ok(self.attr_of(&node, None));
-            }
-            // Usually fresh from the listing; re-fetched if it was dropped (object changed).
-            let info = self.file_info(&node).await?;
-            return Ok(self.attr_of(&node, Some(&info)));
+            return self.listed_attr(&entry).await;
         }
 
         let key = Self::child_key(&parent, name);
@@ -178,7 +178,42 @@ impl Fs {
                 .clone()
                 .filter(|(_, at)| !self.cfg.metadata_ttl.expired(at.elapsed()));
             if let Some((info, _)) = fresh {
+                count(LookupAnswer::Known);
                 return Ok(self.attr_of(node, Some(&info)));
+            }
+        }
+        // So does a directory the store showed within the TTL.
+        if let Some(node) = known.as_ref().filter(|n| n.kind == Kind::Dir)
+            && node
+                .state
+                .lock()
+                .seen
+                .is_some_and(|at| !self.cfg.metadata_ttl.expired(at.elapsed()))
+        {
+            count(LookupAnswer::Known);
+            return Ok(self.attr_of(node, None));
+        }
+        // A name the store said is absent, within `negative_ttl`.
+        if self.negatives.absent(parent.ino, name, Instant::now()) {
+            count(LookupAnswer::Negative);
+            return Err(FsError::NotFound);
+        }
+        // The parent's listing: one in progress (or stopped at its cap) answers for the names
+        // it has brought; else this lookup starts one. The lookup waits for at most one more
+        // page, then asks the store itself, so a huge directory costs no lookup more than a
+        // page's wait, and the siblings of the first names are answered by one LIST.
+        if !self.store_failing(bid) {
+            let l = self.listing_for_lookup(&parent);
+            match l.wait_for_name(name, 1).await {
+                Seen::Found(entry) => {
+                    count(LookupAnswer::Listing);
+                    return self.listed_attr(&entry).await;
+                }
+                Seen::Absent => {
+                    count(LookupAnswer::Listing);
+                    return Err(FsError::NotFound);
+                }
+                Seen::Unknown => {}
             }
         }
         // What to answer if the store cannot be asked: the entry of the parent's listing
@@ -191,10 +226,12 @@ impl Fs {
         if let Some(node) = &fallback
             && self.store_failing(bid)
         {
+            count(LookupAnswer::Known);
             self.served_stale(bid, &key, None);
             let info = node.state.lock().info.clone().map(|(i, _)| i);
             return Ok(self.attr_of(node, info.as_ref()));
         }
+        count(LookupAnswer::Store);
         let backend = self.backend(bid).clone();
         let ask = async { tokio::join!(backend.head(&key), backend.dir_exists(&key)) };
         let (head, dir) = if fallback.is_some() {
@@ -221,17 +258,32 @@ impl Fs {
         match (head, dir) {
             (_, Ok(true)) => {
                 let node = self.dir_node(bid, key);
+                node.state.lock().seen = Some(Instant::now());
                 Ok(self.attr_of(&node, None))
             }
             (Ok(info), _) => {
                 let node = self.file_node(bid, key, info.clone());
                 Ok(self.attr_of(&node, Some(&info)))
             }
-            (Err(StoreError::NotFound { .. }), Ok(false)) => Err(FsError::NotFound),
+            (Err(StoreError::NotFound { .. }), Ok(false)) => {
+                self.negatives.remember(parent.ino, name, Instant::now());
+                Err(FsError::NotFound)
+            }
             // The object is absent but the prefix check failed: report the failure, not ENOENT.
             (Err(StoreError::NotFound { .. }), Err(e)) => Err(e.into()),
             (Err(e), _) => Err(e.into()),
         }
+    }
+
+    /// The attributes of a listed entry (a file's are re-fetched if they were dropped since,
+    /// as when the object changed).
+    async fn listed_attr(&self, entry: &Entry) -> FsResult<Attr> {
+        let node = self.current(self.node(entry.ino)?);
+        if node.kind == Kind::Dir {
+            return Ok(self.attr_of(&node, None));
+        }
+        let info = self.file_info(&node).await?;
+        Ok(self.attr_of(&node, Some(&info)))
     }
 
     /// The attributes of `ino`, re-fetched if older than the TTL.

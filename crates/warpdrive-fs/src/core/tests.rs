@@ -16,6 +16,7 @@ fn fs_over(dir: &Path) -> Arc<Fs> {
         FsConfig {
             metadata_ttl: MetadataTtl::For(Duration::from_secs(60)),
             stale_if_error: Duration::ZERO,
+            negative_ttl: Duration::ZERO,
             uid: 0,
             gid: 0,
             block_size: 1 << 20,
@@ -162,6 +163,7 @@ fn cached_fs(dir: &Path, cache_dir: &Path, block_size: u64) -> (Arc<Fs>, Arc<Cac
             // Every open asks the store, so overwrites are seen at once.
             metadata_ttl: MetadataTtl::For(Duration::ZERO),
             stale_if_error: Duration::ZERO,
+            negative_ttl: Duration::ZERO,
             uid: 0,
             gid: 0,
             block_size,

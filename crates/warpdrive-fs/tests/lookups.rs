@@ -1,0 +1,307 @@
+//! Lookups by path over the in-memory store, without a kernel: what each costs the store.
+//! A loader opens files by path in directories it never lists; the mount answers from what
+//! it knows, from one listing per directory per TTL, and from names known absent.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use warpdrive_config::{BackendConfig, MetadataTtl};
+use warpdrive_fs::core::LOOKUP_LISTING_MAX;
+use warpdrive_fs::{Fs, FsConfig, FsError, Ino, Kind};
+use warpdrive_metrics::{BackendMetrics, LookupAnswer};
+use warpdrive_store::memory::MemoryStore;
+use warpdrive_store::{Backend, Store};
+
+fn config() -> BackendConfig {
+    warpdrive_testkit::local_backend("mem", std::path::Path::new("/nonexistent"))
+}
+
+struct Setup {
+    mem: Arc<MemoryStore>,
+    metrics: BackendMetrics,
+    fs: Arc<Fs>,
+}
+
+fn setup(mem: MemoryStore, ttl: MetadataTtl, negative_ttl: Duration) -> Setup {
+    let mem = Arc::new(mem);
+    let metrics = BackendMetrics::detached("mem");
+    let backend = Arc::new(Backend::with_store(
+        &config(),
+        mem.clone() as Arc<dyn Store>,
+        metrics.clone(),
+    ));
+    let fs = Fs::new(
+        FsConfig {
+            metadata_ttl: ttl,
+            stale_if_error: Duration::ZERO,
+            negative_ttl,
+            uid: 0,
+            gid: 0,
+            block_size: 1 << 20,
+            prefetch_budget: 0,
+            passthrough: false,
+        },
+        vec![backend],
+        None,
+    );
+    Setup { mem, metrics, fs }
+}
+
+/// (list, head, get) requests since `before`.
+fn since(s: &Setup, before: (u64, u64, u64)) -> (u64, u64, u64) {
+    let now = s.mem.counts.get();
+    (now.0 - before.0, now.1 - before.1, now.2 - before.2)
+}
+
+/// Looks a path up component by component from the root, as the kernel does.
+async fn lookup_path(fs: &Arc<Fs>, path: &str) -> Result<(Ino, Kind), FsError> {
+    let mut ino = Ino::ROOT;
+    let mut kind = Kind::Dir;
+    for c in path.split('/') {
+        let a = fs.lookup(ino, c).await?;
+        (ino, kind) = (a.ino, a.kind);
+    }
+    Ok((ino, kind))
+}
+
+/// A deterministic shuffle (xorshift), so every run looks names up in the same order.
+fn shuffled<T>(mut v: Vec<T>, seed: u64) -> Vec<T> {
+    let mut x = seed.max(1);
+    for i in (1..v.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    v
+}
+
+/// Looks every path up from `tasks` concurrent tasks; every one must resolve to a file.
+async fn lookup_all(fs: &Arc<Fs>, paths: &[String], tasks: usize) {
+    let paths = Arc::new(paths.to_vec());
+    let mut joins = Vec::new();
+    for t in 0..tasks {
+        let (fs, paths) = (fs.clone(), paths.clone());
+        joins.push(tokio::spawn(async move {
+            for p in paths.iter().skip(t).step_by(tasks) {
+                let (_, kind) = lookup_path(&fs, p)
+                    .await
+                    .unwrap_or_else(|e| panic!("{p}: {e}"));
+                assert_eq!(kind, Kind::File, "{p}");
+            }
+        }));
+    }
+    for j in joins {
+        j.await.expect("lookup task");
+    }
+}
+
+/// 1,000 files in 10 class directories, looked up by path in shuffled order from 16 tasks:
+/// cold, one listing of the backend root and one of each class directory (a page each), no
+/// HEAD; warm within the TTL, nothing at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lookups_in_unlisted_directories_cost_one_listing_each() {
+    let mem = MemoryStore::new("mem");
+    let mut paths = Vec::new();
+    for c in 0..10 {
+        for i in 0..100 {
+            let key = format!("train/class{c:02}/img{i:04}.jpg");
+            mem.put(&key, vec![c as u8; 100]);
+            paths.push(format!("mem/{key}"));
+        }
+    }
+    let s = setup(
+        mem,
+        MetadataTtl::For(Duration::from_secs(600)),
+        Duration::from_secs(10),
+    );
+    let paths = shuffled(paths, 7);
+    let before = s.mem.counts.get();
+    lookup_all(&s.fs, &paths, 16).await;
+    let (list, head, get) = since(&s, before);
+    println!(
+        "figures: 1,000 cold lookups in 10 unlisted directories: {list} LIST, {head} HEAD, {get} GET; answered known {}, listing {}, store {}; listing pages for lookups {}",
+        s.metrics.lookups(LookupAnswer::Known),
+        s.metrics.lookups(LookupAnswer::Listing),
+        s.metrics.lookups(LookupAnswer::Store),
+        s.metrics.lookup_listing_pages.get()
+    );
+    // mem/ (1 listing), mem/train (1), and 10 class directories.
+    assert_eq!(
+        head, 0,
+        "no HEAD: every name came from its directory's listing"
+    );
+    assert_eq!(list, 12, "one listing per directory");
+    assert_eq!(s.metrics.lookups(LookupAnswer::Store), 0);
+    assert_eq!(s.metrics.lookup_listing_pages.get(), 12);
+
+    let before = s.mem.counts.get();
+    lookup_all(&s.fs, &shuffled(paths.clone(), 11), 16).await;
+    assert_eq!(
+        since(&s, before),
+        (0, 0, 0),
+        "a warm pass within the TTL asks nothing"
+    );
+}
+
+/// With `metadata_ttl: indefinite`, opening and reading every file a second time costs no
+/// request at all (the reads come from the cache).
+#[tokio::test]
+async fn an_indefinite_ttl_warm_epoch_sends_nothing() {
+    let mem = MemoryStore::new("mem");
+    let mut paths = Vec::new();
+    for i in 0..50 {
+        let key = format!("d/f{i:03}");
+        mem.put(&key, vec![i as u8; 3000]);
+        paths.push(format!("mem/{key}"));
+    }
+    let s = setup(mem, MetadataTtl::Indefinite, Duration::from_secs(10));
+    let read_all = |fs: Arc<Fs>, paths: Vec<String>| async move {
+        for p in &paths {
+            let (ino, _) = lookup_path(&fs, p).await.expect("lookup");
+            let o = fs.open(ino, false).await.expect("open");
+            let got = fs.read(o.fh, 0, 1 << 20).await.expect("read");
+            assert_eq!(got.len(), 3000, "{p}");
+            fs.release(o.fh);
+        }
+    };
+    read_all(s.fs.clone(), paths.clone()).await;
+    let before = s.mem.counts.get();
+    read_all(s.fs.clone(), shuffled(paths, 3)).await;
+    // No cache here, so the bytes are fetched again; metadata costs nothing.
+    let (list, head, _) = since(&s, before);
+    assert_eq!((list, head), (0, 0), "no metadata request in a warm epoch");
+}
+
+/// An object added or deleted on the store shows within the TTL, both for a name looked up
+/// before (positive) and one that did not exist (negative).
+#[tokio::test]
+async fn changes_on_the_store_show_within_the_ttl() {
+    let ttl = Duration::from_millis(800);
+    let mem = MemoryStore::new("mem");
+    mem.put("d/old", "x");
+    mem.put("d/keep", "x");
+    let s = setup(mem, MetadataTtl::For(ttl), Duration::from_secs(10));
+    lookup_path(&s.fs, "mem/d/old").await.expect("old exists");
+    assert!(matches!(
+        lookup_path(&s.fs, "mem/d/new").await,
+        Err(FsError::NotFound)
+    ));
+    s.mem.put("d/new", "y");
+    assert!(s.mem.delete("d/old"));
+    let t0 = Instant::now();
+    let (mut new_seen, mut old_gone) = (None, None);
+    while new_seen.is_none() || old_gone.is_none() {
+        assert!(
+            t0.elapsed() < ttl * 5,
+            "changes not seen after {:?} (TTL {ttl:?})",
+            t0.elapsed()
+        );
+        if new_seen.is_none() && lookup_path(&s.fs, "mem/d/new").await.is_ok() {
+            new_seen = Some(t0.elapsed());
+        }
+        if old_gone.is_none()
+            && matches!(
+                lookup_path(&s.fs, "mem/d/old").await,
+                Err(FsError::NotFound)
+            )
+        {
+            old_gone = Some(t0.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "figures: TTL {ttl:?}: a new object appeared after {new_seen:?}, a deleted one went after {old_gone:?}"
+    );
+    // Negative TTL (10 s) is capped by the directory's listing: a fresh listing is newer.
+    assert!(new_seen.expect("seen") <= ttl + Duration::from_millis(500));
+    assert!(old_gone.expect("gone") <= ttl + Duration::from_millis(500));
+}
+
+/// A name that is both an object `a` and a prefix `a/` is the directory, whether the lookup
+/// is answered by a listing or by the store.
+#[tokio::test]
+async fn a_prefix_wins_over_an_object_of_the_same_name() {
+    for listed in [true, false] {
+        let mem = MemoryStore::new("mem");
+        mem.put("d/a", "object");
+        mem.put("d/a/inner", "x");
+        let s = setup(
+            mem,
+            MetadataTtl::For(Duration::from_secs(60)),
+            Duration::ZERO,
+        );
+        let root = s.fs.lookup(Ino::ROOT, "mem").await.expect("mem");
+        let d = s.fs.lookup(root.ino, "d").await.expect("d");
+        if listed {
+            // Let the listing of d finish first.
+            let fh = s.fs.opendir(d.ino).expect("opendir");
+            let _ = s.fs.readdir(fh, 0, 100).await.expect("readdir");
+            s.fs.releasedir(fh);
+        }
+        let a = s.fs.lookup(d.ino, "a").await.expect("a");
+        assert_eq!(a.kind, Kind::Dir, "listed first: {listed}");
+    }
+}
+
+/// 200,000 objects in one directory, looked up by path without listing: the listing a lookup
+/// starts stops at its cap, names past it are asked one by one, and a missing name is asked
+/// once per negative TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_directory_costs_bounded_memory_and_requests() {
+    let mem = MemoryStore::new("mem").with_page_size(1000);
+    const N: usize = 200_000;
+    for i in 0..N {
+        mem.put(&format!("flat/{i:07}"), "");
+    }
+    let s = setup(
+        mem,
+        MetadataTtl::For(Duration::from_secs(600)),
+        Duration::from_secs(60),
+    );
+    let flat = lookup_path(&s.fs, "mem/flat").await.expect("flat").0;
+    // 2,000 names spread over the whole directory.
+    let names: Vec<String> = shuffled((0..N).step_by(100).map(|i| format!("{i:07}")).collect(), 5);
+    let pages_before = s.metrics.lookup_listing_pages.get();
+    let before = s.mem.counts.get();
+    let t0 = Instant::now();
+    for n in &names {
+        let a = s.fs.lookup(flat, n).await.expect("lookup");
+        assert_eq!(a.kind, Kind::File);
+    }
+    let took = t0.elapsed();
+    let (list, head, _) = since(&s, before);
+    let pages = s.metrics.lookup_listing_pages.get() - pages_before;
+    let inodes = s.fs.stats().inodes;
+    println!(
+        "figures: 2,000 lookups in a directory of 200,000: {list} LIST ({pages} listing pages, cap {LOOKUP_LISTING_MAX} entries), {head} HEAD, {inodes} inodes, {took:?}; answered listing {}, store {}",
+        s.metrics.lookups(LookupAnswer::Listing),
+        s.metrics.lookups(LookupAnswer::Store),
+    );
+    assert!(
+        pages as usize <= LOOKUP_LISTING_MAX / 1000,
+        "the listing stopped at its cap"
+    );
+    assert!(
+        (inodes as usize) < LOOKUP_LISTING_MAX + names.len() + 10,
+        "memory bounded: {inodes} inodes"
+    );
+    // Every name is one request at most: from the listing, or a HEAD plus a one-key list.
+    assert!(head <= names.len() as u64);
+    assert!(list <= pages + head);
+
+    // A missing name: asked once, then known absent for the negative TTL.
+    let before = s.mem.counts.get();
+    for _ in 0..5 {
+        assert!(matches!(
+            s.fs.lookup(flat, "9999999x").await,
+            Err(FsError::NotFound)
+        ));
+    }
+    assert_eq!(
+        since(&s, before),
+        (1, 1, 0),
+        "one HEAD and one prefix check, once"
+    );
+    assert_eq!(s.metrics.lookups(LookupAnswer::Negative), 4);
+}
