@@ -31,6 +31,9 @@ pub enum Preset {
     /// The seed's scale: 200 shards × 592 images of 640×480 (about 100 MB a shard; the
     /// seed's COCO shards: about 95 MB).
     Coco,
+    /// ImageNet-like loose files: 10 × 1,000 images of 520×390 (about 110 KB each, near
+    /// ImageNet's mean); with `--layout files`, 10,000 files in 10 class directories.
+    Imagenet,
 }
 
 /// What to generate.
@@ -58,6 +61,13 @@ impl Preset {
                 samples_per_shard: 592,
                 width: 640,
                 height: 480,
+                seed: 42,
+            },
+            Preset::Imagenet => Spec {
+                shards: 10,
+                samples_per_shard: 1000,
+                width: 520,
+                height: 390,
                 seed: 42,
             },
         }

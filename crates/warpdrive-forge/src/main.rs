@@ -3,6 +3,7 @@
 //! log line; `gen` writes shards of generated JPEGs whose pictures depend on their class;
 //! `pack` turns a labelled folder of JPEGs into shards.
 
+mod files;
 mod generate;
 mod model;
 mod pack;
@@ -50,6 +51,11 @@ step the trainer takes its batch from the workers in turn. So the same --seed an
 --num-workers give the same shards, batches and losses, whatever the timing: a cold and a warm
 run are the same computation.
 
+Loose files (--files LIST, or --image-folder DIR) are read the same way with one file per
+position: worker k opens the files at positions k, k+W... of a seeded shuffle by their paths
+and reads each whole, as a PyTorch DataLoader over an ImageFolder does. A file's class is its
+directory (the sorted directory names are classes 0, 1, ...).
+
 Every --log-every steps it prints, over the steps since the previous line:
   step=150 images_per_sec=577.3 data_ms=55.18 compute_ms=0.25 loss=2.2941
 images_per_sec is throughput, data_ms the mean wait for a batch, compute_ms the mean forward
@@ -70,6 +76,15 @@ struct TrainArgs {
     /// More directories of shards (repeat the flag).
     #[arg(long, value_name = "DIR")]
     train_root: Vec<PathBuf>,
+    /// Train on loose files instead: the paths in LIST (one per line, relative to LIST's
+    /// directory, as `gen --layout files` writes in files.txt), each opened by its path;
+    /// a file's class is its directory. Nothing is listed.
+    #[arg(long, value_name = "LIST", conflicts_with_all = ["train_root_a", "train_root_b", "train_root", "image_folder"])]
+    files: Option<PathBuf>,
+    /// Train on loose files found as PyTorch's ImageFolder finds them: the subdirectories of
+    /// DIR are the classes (sorted), their files the samples.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["train_root_a", "train_root_b", "train_root"])]
+    image_folder: Option<PathBuf>,
     /// Training steps.
     #[arg(long, default_value_t = 300)]
     steps: u64,
@@ -134,12 +149,13 @@ struct PackArgs {
 
 #[derive(Debug, clap::Args)]
 struct GenArgs {
-    /// Directory to write the shards to (created if missing).
+    /// Directory to write the shards (or the file tree) to (created if missing).
     #[arg(long)]
     out: PathBuf,
-    /// A preset scale: `quick` (16 shards × 64 images of 160×120, a few seconds) or `coco`
+    /// A preset scale: `quick` (16 shards × 64 images of 160×120, a few seconds), `coco`
     /// (the seed's scale: 200 shards × 592 images of 640×480, about 100 MB a shard, 20 GB,
-    /// some 40 minutes on two cores).
+    /// some 40 minutes on two cores) or `imagenet` (10 × 1,000 images of 520×390, about
+    /// 110 KB each: with `--layout files`, ImageNet-like loose files).
     /// Explicit flags override it.
     #[arg(long, value_enum)]
     preset: Option<generate::Preset>,
@@ -158,6 +174,21 @@ struct GenArgs {
     /// Write shards again even if they exist.
     #[arg(long)]
     force: bool,
+    /// `shards` (WebDataset tars) or `files` (an ImageNet-style tree `train/n<class>/<index>.jpg`
+    /// of individual JPEGs, and `files.txt` listing them for `train --files`).
+    #[arg(long, value_enum, default_value_t = Layout::Shards)]
+    layout: Layout,
+    /// With `--layout files`: how many files (default: the preset's shards × images per
+    /// shard).
+    #[arg(long)]
+    files: Option<u64>,
+}
+
+/// How `gen` lays the samples out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Layout {
+    Shards,
+    Files,
 }
 
 fn main() -> ExitCode {
@@ -173,7 +204,19 @@ fn main() -> ExitCode {
                 height: a.image_size.map_or(base.height, |s| s.1),
                 seed: a.seed,
             };
-            generate::write_shards(&a.out, &spec, a.force, &mut std::io::stderr())
+            match a.layout {
+                Layout::Shards => {
+                    generate::write_shards(&a.out, &spec, a.force, &mut std::io::stderr())
+                }
+                Layout::Files => files::write_files(
+                    &a.out,
+                    &spec,
+                    a.files
+                        .unwrap_or(u64::from(spec.shards) * u64::from(spec.samples_per_shard)),
+                    a.force,
+                    &mut std::io::stderr(),
+                ),
+            }
         }
         Cmd::Pack(a) => pack::pack(
             &pack::PackConfig {
@@ -205,15 +248,21 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         .chain(a.train_root_b)
         .chain(a.train_root)
         .collect();
-    if roots.is_empty() {
+    let data = if let Some(list) = &a.files {
+        train::Data::Files(files::from_list(list, a.classes)?)
+    } else if let Some(dir) = &a.image_folder {
+        train::Data::Files(files::from_folder(dir, a.classes)?)
+    } else if roots.is_empty() {
         clap::Error::raw(
             clap::error::ErrorKind::MissingRequiredArgument,
-            "name at least one directory of shards: --train-root-a DIR (and --train-root-b, --train-root)\n",
+            "name what to train on: directories of shards (--train-root-a DIR, --train-root-b, --train-root), a file list (--files LIST) or an image folder (--image-folder DIR)\n",
         )
         .exit();
-    }
+    } else {
+        train::Data::Shards(roots)
+    };
     let cfg = train::TrainConfig {
-        roots,
+        data,
         steps: a.steps,
         batch_size: a.batch_size,
         workers: a.num_workers,
@@ -225,12 +274,17 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     };
     let s = train::train(&cfg, &mut std::io::stdout().lock())?;
     eprintln!(
-        "trained {} steps on {} images in {:.0} ms ({:.1} images/s; {} shards opened, {:.1} MB read; skipped: {})",
+        "trained {} steps on {} images in {:.0} ms ({:.1} images/s; {} {} opened, {:.1} MB read; skipped: {})",
         s.steps,
         s.images,
         s.wall_ms,
         s.images_per_sec,
         s.shards_opened,
+        if a.files.is_some() || a.image_folder.is_some() {
+            "files"
+        } else {
+            "shards"
+        },
         s.bytes_read as f64 / 1e6,
         if s.skipped.total() == 0 {
             "nothing".to_string()

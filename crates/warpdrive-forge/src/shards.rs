@@ -40,6 +40,8 @@ pub struct Sample {
 #[derive(Debug, Default)]
 pub struct Problems {
     pub unreadable_shards: AtomicU64,
+    /// Loose files that could not be opened or read.
+    pub unreadable_files: AtomicU64,
     pub corrupt_shards: AtomicU64,
     pub unlabeled_samples: AtomicU64,
     pub bad_labels: AtomicU64,
@@ -52,6 +54,7 @@ pub struct Problems {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ProblemCounts {
     pub unreadable_shards: u64,
+    pub unreadable_files: u64,
     pub corrupt_shards: u64,
     pub unlabeled_samples: u64,
     pub bad_labels: u64,
@@ -61,6 +64,7 @@ pub struct ProblemCounts {
 impl ProblemCounts {
     pub fn total(&self) -> u64 {
         self.unreadable_shards
+            + self.unreadable_files
             + self.corrupt_shards
             + self.unlabeled_samples
             + self.bad_labels
@@ -69,7 +73,13 @@ impl ProblemCounts {
 }
 
 impl Problems {
-    fn count(&self, counter: &AtomicU64, kind: &'static str, shard: &Path, detail: &str) {
+    pub(crate) fn count(
+        &self,
+        counter: &AtomicU64,
+        kind: &'static str,
+        shard: &Path,
+        detail: &str,
+    ) {
         counter.fetch_add(1, Ordering::Relaxed);
         let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
         if warned.insert((kind, shard.to_path_buf())) {
@@ -84,6 +94,7 @@ impl Problems {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         ProblemCounts {
             unreadable_shards: g(&self.unreadable_shards),
+            unreadable_files: g(&self.unreadable_files),
             corrupt_shards: g(&self.corrupt_shards),
             unlabeled_samples: g(&self.unlabeled_samples),
             bad_labels: g(&self.bad_labels),

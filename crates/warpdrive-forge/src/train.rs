@@ -18,6 +18,11 @@
 //! *what*: a cold and a warm run of one command read the same byte ranges of the same shards
 //! (the summary's `shard_reads`), which is what lets a warm run through a cache fetch nothing.
 //!
+//! Over loose files (`--files LIST` or `--image-folder ROOT`, see [`crate::files`]) the same
+//! holds with one file per position: the order is a seeded shuffle of the files, and lane `k`
+//! opens and reads whole the files at positions `k, k + W, ...` by their paths, as a PyTorch
+//! `DataLoader` over an `ImageFolder` does.
+//!
 //! A lane whose every shard yields nothing (all corrupt or unreadable) reports it, and the run
 //! stops with an error rather than train on nothing.
 //!
@@ -38,13 +43,23 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::Serialize;
 
+use crate::files::{FileSet, read_file};
 use crate::model::{Features, Linear, features};
 use crate::shards::{ProblemCounts, Problems, discover, read_shard};
+
+/// What a run reads.
+#[derive(Debug, Clone)]
+pub enum Data {
+    /// Directories of WebDataset shards.
+    Shards(Vec<PathBuf>),
+    /// Loose files, one sample each.
+    Files(FileSet),
+}
 
 /// What to train.
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
-    pub roots: Vec<PathBuf>,
+    pub data: Data,
     pub steps: u64,
     pub batch_size: usize,
     pub workers: usize,
@@ -83,7 +98,9 @@ pub struct Summary {
     pub batch_size: usize,
     pub num_workers: usize,
     pub seed: u64,
+    /// The shard directories, or the root of the loose files.
     pub roots: Vec<PathBuf>,
+    /// Shards, or loose files, to choose from.
     pub shards_available: usize,
     pub wall_ms: f64,
     pub images_per_sec: f64,
@@ -95,6 +112,7 @@ pub struct Summary {
     /// Bytes read from shard files by the workers: exactly the extents that hold the samples
     /// trained on (and the tar headers around them), the same in every run of one command.
     pub bytes_read: u64,
+    /// Shards (or loose files) opened.
     pub shards_opened: u64,
     /// Every shard read: its file name and the bytes read from its start, sorted; a cold and
     /// a warm run of one command list the same reads.
@@ -174,14 +192,22 @@ struct Io {
     reads: std::sync::Mutex<Vec<(usize, u64)>>,
 }
 
+/// What the lanes read: shards, or loose files with their classes.
+struct Source {
+    paths: Vec<PathBuf>,
+    /// Loose files: each one's class (`None`: the paths are shards).
+    classes: Option<Vec<u32>>,
+}
+
 fn lane(
     k: usize,
     cfg: &TrainConfig,
-    shards: &[PathBuf],
+    src: &Source,
     problems: &Problems,
     io: &Io,
     tx: SyncSender<Item>,
 ) {
+    let shards = &src.paths;
     let mut order = Order {
         seed: cfg.seed,
         shards: shards.len(),
@@ -197,7 +223,7 @@ fn lane(
         io.shards_opened.fetch_add(1, Ordering::Relaxed);
         let mut produced = false;
         let mut open = true;
-        let bytes = read_shard(&shards[shard], cfg.classes, problems, |s| {
+        let mut emit = |s: crate::shards::Sample| {
             produced = true;
             let item = Item::Sample {
                 shard,
@@ -209,7 +235,13 @@ fn lane(
             left -= 1;
             // Stop reading with the last sample this lane delivers: not a byte further.
             open && left > 0
-        });
+        };
+        let bytes = match &src.classes {
+            None => read_shard(&shards[shard], cfg.classes, problems, &mut emit),
+            Some(classes) => read_file(&shards[shard], classes[shard], problems, |s| {
+                emit(s);
+            }),
+        };
         io.bytes_read.fetch_add(bytes, Ordering::Relaxed);
         io.reads
             .lock()
@@ -248,21 +280,48 @@ pub fn train(cfg: &TrainConfig, out: &mut impl Write) -> Result<Summary> {
     if cfg.classes < 2 {
         bail!("--classes must be at least 2");
     }
-    let shards = discover(&cfg.roots)?;
-    let names: Vec<Vec<u8>> = shards
-        .iter()
-        .map(|p| {
-            p.file_name()
-                .map_or_else(Vec::new, |n| n.as_encoded_bytes().to_vec())
-        })
-        .collect();
+    let (src, names, roots) = match &cfg.data {
+        Data::Shards(roots) => {
+            let shards = discover(roots)?;
+            let names: Vec<Vec<u8>> = shards
+                .iter()
+                .map(|p| {
+                    p.file_name()
+                        .map_or_else(Vec::new, |n| n.as_encoded_bytes().to_vec())
+                })
+                .collect();
+            let src = Source {
+                paths: shards,
+                classes: None,
+            };
+            (src, names, roots.clone())
+        }
+        Data::Files(set) => {
+            if set.files.is_empty() {
+                bail!("no files to train on");
+            }
+            let src = Source {
+                paths: set.files.iter().map(|(p, _)| set.root.join(p)).collect(),
+                classes: Some(set.files.iter().map(|(_, c)| *c).collect()),
+            };
+            // The digest names a file by its path relative to the root, so a copy of the
+            // tree elsewhere trains on the same batches.
+            let names = set
+                .files
+                .iter()
+                .map(|(p, _)| p.as_bytes().to_vec())
+                .collect();
+            (src, names, vec![set.root.clone()])
+        }
+    };
     let problems = Arc::new(Problems::default());
     let io = Arc::new(Io::default());
     let start = Instant::now();
     let mut lanes: Vec<Receiver<Item>> = Vec::with_capacity(cfg.workers);
     let mut handles = Vec::with_capacity(cfg.workers);
-    let shard_count = shards.len();
-    let shared = Arc::new((cfg.clone(), shards));
+    let shard_count = src.paths.len();
+    let files_mode = src.classes.is_some();
+    let shared = Arc::new((cfg.clone(), src));
     for k in 0..cfg.workers {
         let (tx, rx) = sync_channel(cfg.queue_depth.max(1));
         lanes.push(rx);
@@ -348,21 +407,26 @@ pub fn train(cfg: &TrainConfig, out: &mut impl Write) -> Result<Summary> {
     }
     result?;
     let images = cfg.steps * cfg.batch_size as u64;
-    let mut shard_reads: Vec<ShardRead> =
-        std::mem::take(&mut *io.reads.lock().unwrap_or_else(|p| p.into_inner()))
+    // Loose files are read whole, so their reads say nothing `bytes_read` does not.
+    let reads = std::mem::take(&mut *io.reads.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut shard_reads: Vec<ShardRead> = if files_mode {
+        Vec::new()
+    } else {
+        reads
             .into_iter()
             .map(|(i, bytes)| ShardRead {
                 shard: String::from_utf8_lossy(&names[i]).into_owned(),
                 bytes,
             })
-            .collect();
+            .collect()
+    };
     shard_reads.sort();
     Ok(Summary {
         steps: cfg.steps,
         batch_size: cfg.batch_size,
         num_workers: cfg.workers,
         seed: cfg.seed,
-        roots: cfg.roots.clone(),
+        roots,
         shards_available: shard_count,
         wall_ms: wall.as_secs_f64() * 1e3,
         images_per_sec: images as f64 / wall.as_secs_f64().max(1e-9),
@@ -388,7 +452,7 @@ mod tests {
 
     fn config(roots: Vec<PathBuf>, steps: u64, workers: usize) -> TrainConfig {
         TrainConfig {
-            roots,
+            data: Data::Shards(roots),
             steps,
             batch_size: 32,
             workers,
@@ -581,5 +645,49 @@ mod tests {
         )
         .expect_err("missing root");
         assert!(e.to_string().contains("training root"), "{e:#}");
+    }
+
+    /// Loose files train like shards: the loss falls, and the same tree (or a copy of it
+    /// elsewhere) under CPU load gives the same batches and losses.
+    #[test]
+    fn loose_files_train_deterministically_wherever_the_tree_is() {
+        let spec = Spec {
+            shards: 1,
+            samples_per_shard: 1,
+            width: 64,
+            height: 48,
+            seed: 9,
+        };
+        let d = tempfile::tempdir().expect("tempdir");
+        crate::files::write_files(d.path(), &spec, 600, false, &mut Vec::new()).expect("gen");
+        let set =
+            crate::files::from_list(&d.path().join(crate::files::LIST_NAME), 10).expect("list");
+        let cfg = |set: FileSet| TrainConfig {
+            data: Data::Files(set),
+            ..config(Vec::new(), 60, 4)
+        };
+        let a = train(&cfg(set.clone()), &mut Vec::new()).expect("train");
+        assert_eq!(a.images, 60 * 32);
+        assert_eq!(a.shards_available, 600);
+        assert!(a.losses[59] < a.losses[0], "loss falls: {:?}", &a.log);
+        // A copy of the tree elsewhere, trained under load.
+        let e = tempfile::tempdir().expect("tempdir");
+        for (p, _) in &set.files {
+            let to = e.path().join(p);
+            std::fs::create_dir_all(to.parent().expect("dir")).expect("mkdir");
+            std::fs::copy(d.path().join(p), &to).expect("copy");
+        }
+        let copy = FileSet {
+            root: e.path().to_path_buf(),
+            ..set.clone()
+        };
+        let b = under_cpu_load(|| train(&cfg(copy), &mut Vec::new())).expect("train");
+        assert_eq!(a.batch_digest, b.batch_digest);
+        assert_eq!(a.losses, b.losses);
+        assert_eq!(a.bytes_read, b.bytes_read);
+        // An unreadable file is counted and skipped, not fatal.
+        std::fs::remove_file(d.path().join(&set.files[0].0)).expect("rm");
+        let c = train(&cfg(set), &mut Vec::new()).expect("train");
+        assert!(c.skipped.unreadable_files >= 1, "{:?}", c.skipped);
     }
 }

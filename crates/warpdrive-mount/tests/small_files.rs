@@ -70,7 +70,11 @@ fn files_opened_by_path_cost_one_listing_per_directory_and_one_get_each() {
     // The daemon probes each backend with a one-key listing at start, in the background.
     let t0 = std::time::Instant::now();
     while requests(&m).0 < 1.0 {
-        assert!(t0.elapsed().as_secs() < 30, "no start-up probe\n{}", m.log());
+        assert!(
+            t0.elapsed().as_secs() < 30,
+            "no start-up probe\n{}",
+            m.log()
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 

@@ -198,13 +198,24 @@ impl Fs {
             count(LookupAnswer::Negative);
             return Err(FsError::NotFound);
         }
+        // What to answer if the store cannot be asked: the entry of the parent's listing
+        // (however old), else the node known for the path.
+        let fallback = listing
+            .and_then(|l| l.find(name).and_then(|e| self.node(e.ino).ok()))
+            .map(|n| self.current(n))
+            .or(known)
+            .filter(|n| self.stale_allowed() && self.stale_age_ok(n));
         // The parent's listing: one in progress (or stopped at its cap) answers for the names
         // it has brought; else this lookup starts one. The lookup waits for at most one more
         // page, then asks the store itself, so a huge directory costs no lookup more than a
-        // page's wait, and the siblings of the first names are answered by one LIST.
+        // page's wait, and the siblings of the first names are answered by one LIST. A name
+        // with a stale answer to fall back on does not wait (the listing is not fail-fast,
+        // and an outage must cost a cached file a fraction of a second): it is revalidated
+        // by a fail-fast HEAD below while the listing refreshes its siblings.
         if !self.store_failing(bid) {
             let l = self.listing_for_lookup(&parent);
-            match l.wait_for_name(name, 1).await {
+            let pages = if fallback.is_some() { 0 } else { 1 };
+            match l.wait_for_name(name, pages).await {
                 Seen::Found(entry) => {
                     count(LookupAnswer::Listing);
                     return self.listed_attr(&entry).await;
@@ -216,13 +227,6 @@ impl Fs {
                 Seen::Unknown => {}
             }
         }
-        // What to answer if the store cannot be asked: the entry of the parent's listing
-        // (however old), else the node known for the path.
-        let fallback = listing
-            .and_then(|l| l.find(name).and_then(|e| self.node(e.ino).ok()))
-            .map(|n| self.current(n))
-            .or(known)
-            .filter(|n| self.stale_allowed() && self.stale_age_ok(n));
         if let Some(node) = &fallback
             && self.store_failing(bid)
         {
