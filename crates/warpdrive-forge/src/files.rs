@@ -228,7 +228,7 @@ pub fn write_files(
                         let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
                         st.0 += 1;
                         st.1 += len;
-                        if st.0 % 1000 == 0 || st.0 == files {
+                        if st.0.is_multiple_of(1000) || st.0 == files {
                             let (done, bytes) = (st.0, st.1);
                             let _ = writeln!(
                                 st.2,
