@@ -31,7 +31,13 @@ pub const DEFAULT_METADATA_TTL: Duration = Duration::from_secs(60);
 
 /// Default number of FUSE worker threads. Reads never block these threads on the network
 /// (backend I/O runs on the tokio runtime), so a few are enough to keep the kernel queue busy.
+/// Measured with 16 readers of small files on two cores: 2 and 4 threads equal within noise,
+/// 8 and 16 up to 60 % slower warm (doc/BENCHMARKS.md, "Small files").
 pub const DEFAULT_FUSE_THREADS: usize = 4;
+
+/// Default [`FuseConfig::passthrough_min_size`]: one default block. Warm opens of 110 KB files
+/// ran 1.26× faster keep-cache than by passthrough (doc/BENCHMARKS.md, "Small files").
+pub const DEFAULT_PASSTHROUGH_MIN_SIZE: u64 = 1 << 20;
 
 /// Default metrics listener: loopback only, so nothing is exposed unless asked for.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9090";
@@ -204,6 +210,11 @@ pub struct FuseConfig {
     /// Let other users see the mount. Off by default: a mount is private to its owner.
     pub allow_other: bool,
     pub passthrough: Passthrough,
+    /// Files smaller than this are opened with the kernel's page cache kept (served by the
+    /// daemon) even when passthrough is on: for small files the passthrough open costs more
+    /// than it saves (doc/BENCHMARKS.md, "Small files"). 0: passthrough for every size.
+    #[serde(serialize_with = "ser_size")]
+    pub passthrough_min_size: u64,
 }
 
 /// A backend's identity and its token, as `status` shows it: filled in by the store layer,
@@ -674,10 +685,20 @@ impl Config {
                 format!("{threads} is out of range; use 1 to 64"),
             ));
         }
+        let passthrough_min_size = match raw_fuse.passthrough_min_size.as_deref() {
+            None => DEFAULT_PASSTHROUGH_MIN_SIZE,
+            Some(s) => units::parse_size(s).map_err(|m| {
+                invalid(
+                    "fuse.passthrough_min_size",
+                    format!("{m}; or 0 for passthrough at every size"),
+                )
+            })?,
+        };
         let fuse = FuseConfig {
             threads,
             allow_other: raw_fuse.allow_other.unwrap_or(false),
             passthrough: raw_fuse.passthrough.unwrap_or(Passthrough::Auto),
+            passthrough_min_size,
         };
 
         let raw_retry = raw.retry.unwrap_or_default();

@@ -64,6 +64,7 @@ pub(crate) struct RawFuse {
     pub threads: Option<usize>,
     pub allow_other: Option<bool>,
     pub passthrough: Option<crate::Passthrough>,
+    pub passthrough_min_size: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

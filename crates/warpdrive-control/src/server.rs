@@ -84,6 +84,7 @@ impl Control {
                 block_size: config.cache.block_size,
                 prefetch_budget: config.cache.prefetch_budget,
                 passthrough: false,
+                passthrough_min_size: 0,
             },
             build_backends(config)?,
             Some(cache.clone()),

@@ -64,10 +64,10 @@ pub const PREFETCH_RUN: u64 = 16 << 20;
 /// Memory for prefetched blocks waiting for their readers, across all files: enough for a
 /// few sequential readers' next reads, and a bound on the daemon's RSS whatever the budget.
 pub const LANDED_MAX: u64 = 64 << 20;
-/// Objects up to this size (or one block, if larger) are fetched whole by their first miss,
-/// in one GET: a loader reading a folder of small files costs one request per file, not
-/// one per block its reads happen to touch first.
-pub const SMALL_WHOLE: u64 = 4 << 20;
+/// Objects of up to this many blocks (4 MiB at the default block size) are fetched whole by
+/// their first miss, in one GET: a loader reading a folder of small files costs one request
+/// per file, not one per block its reads happen to touch first.
+pub const SMALL_WHOLE_BLOCKS: u64 = 4;
 /// After a cache disk failure, how long reads bypass the cache before trying it again.
 pub const CACHE_RETRY_AFTER: Duration = Duration::from_secs(30);
 
@@ -375,8 +375,8 @@ impl BlockReader {
         // Missing blocks: one fetch per run of consecutive blocks. Without a cache, a
         // sequential reader's last run reaches ahead across its window (at most one prefetch
         // run), and the handle keeps it for its next reads. A small object (up to
-        // [`SMALL_WHOLE`]) being cached is fetched whole by its first miss: one GET per small
-        // file, its blocks cached together.
+        // [`SMALL_WHOLE_BLOCKS`]) being cached is fetched whole by its first miss: one GET per
+        // small file, its blocks cached together.
         if !missing.is_empty() {
             let mut stretch_to = None;
             if cache.is_none() && sequential {
@@ -384,7 +384,7 @@ impl BlockReader {
                 stretch_to = Some((b1 + w).min(self.last_block(obj)));
             }
             if let Some(c) = cache.as_deref()
-                && obj.size <= SMALL_WHOLE.max(self.block_size)
+                && obj.size <= SMALL_WHOLE_BLOCKS * self.block_size
             {
                 // The read's own missing blocks, and every other block not cached (one in
                 // flight is joined, not fetched again).

@@ -65,6 +65,8 @@ pub struct FsConfig {
     pub prefetch_budget: u64,
     /// Hand fully cached files to the kernel (FUSE passthrough) when it supports it.
     pub passthrough: bool,
+    /// Files smaller than this are not handed over: they open faster keep-cache.
+    pub passthrough_min_size: u64,
 }
 
 /// Asks the kernel to drop its cached pages of an inode.

@@ -58,6 +58,7 @@ fn setup_with(mem: MemoryStore, ttl: MetadataTtl, negative_ttl: Duration, cached
             block_size: 1 << 20,
             prefetch_budget: 0,
             passthrough: false,
+            passthrough_min_size: 0,
         },
         vec![backend],
         cache,
@@ -329,7 +330,7 @@ async fn a_huge_directory_costs_bounded_memory_and_requests() {
     assert_eq!(s.metrics.lookups(LookupAnswer::Negative), 4);
 }
 
-/// A small file (up to 4 MiB) is fetched whole by its first read, in one GET, and its blocks
+/// A small file (up to 4 blocks, 4 MiB here) is fetched whole by its first read, in one GET, and its blocks
 /// cached together; a larger one is not fetched past what its reads and prefetch ask.
 #[tokio::test]
 async fn a_small_cold_file_is_one_get() {

@@ -70,6 +70,7 @@ fn setup_with(cached: bool, prefetch: u64) -> Setup {
             block_size: 1 << 20,
             prefetch_budget: prefetch,
             passthrough: false,
+            passthrough_min_size: 0,
         },
         vec![backend],
         cache,

@@ -42,6 +42,7 @@ async fn first_entries_arrive_before_the_listing_ends() {
             block_size: 1 << 20,
             prefetch_budget: 0,
             passthrough: false,
+            passthrough_min_size: 0,
         },
         vec![Arc::new(Backend::build(&cfg).expect("backend"))],
         None,

@@ -1,5 +1,5 @@
-//! `make bench`, section `small-files`: a loose-file dataset read the way a PyTorch loader
-//! reads an ImageFolder: 10,000 files of about 110 KB in 100 class directories on Azurite
+//! `make bench`, sections `small-files-*` (`cargo bench --bench small_files -- main` runs
+//! one): a loose-file dataset read the way a PyTorch loader reads an ImageFolder: 10,000 files of about 110 KB in 100 class directories on Azurite
 //! behind a proxy adding 5 ms to every answer, 16 reader threads, shuffled order, every file
 //! opened by its path (no directory listed by the reader). In one run:
 //!
@@ -8,9 +8,9 @@
 //! * warm files/s (page cache warm) ÷ the same tree on local disk, page cache warm (target
 //!   ≥ 0.5), with the floor beside it: opens and closes alone through the mount;
 //! * warm files/s ÷ rclone's VFS cache (`--vfs-cache-mode full`) over the same emulator and
-//!   proxy (target ≥ 10), when `rclone` is installed and the emulator's well-known port
-//!   (10000, the only one rclone's emulator mode reaches) is free;
-//! * passthrough on vs off for the warm pass (which to use for small files);
+//!   proxy (target ≥ 10), when `rclone` is installed (`make deps` installs it);
+//! * warm opens and reads of files of 64 KiB to 16 MiB, by passthrough vs keep-cache
+//!   (`small-files-passthrough`: where `fuse.passthrough_min_size` belongs);
 //! * `fuse.threads` 2, 4, 8 and 16: cold and warm files/s (`small-files-threads`).
 //!
 //! `SMALL_FILES=N` reads N files instead of 10,000 (for a quick look). Prints tables; asserts
@@ -22,9 +22,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Mount, runtime, scrape, selected, value};
+use common::{Mount, cpu_ns, runtime, scrape, selected, value};
 use futures::StreamExt;
 use warpdrive_store::Backend;
 use warpdrive_testkit::{DelayProxy, Emulator, Kind, emulator_backend, random_bytes, upload_many};
@@ -32,8 +33,6 @@ use warpdrive_testkit::{DelayProxy, Emulator, Kind, emulator_backend, random_byt
 const DIRS: usize = 100;
 const THREADS: usize = 16;
 const DELAY: Duration = Duration::from_millis(5);
-/// rclone's emulator mode reaches Azurite only here.
-const AZURITE_WELL_KNOWN_PORT: u16 = 10000;
 
 /// One file of the dataset: its key and size.
 #[derive(Debug, Clone)]
@@ -136,48 +135,121 @@ fn mount_passes(cfg: &warpdrive_config::BackendConfig, extra: &str, files: &[Fil
     let m = Mount::start(std::slice::from_ref(cfg), extra);
     settle(&m);
     let root = m.path("imgs");
+    let n = files.len() as f64;
+    let em = EMULATOR_PID.load(Ordering::Relaxed);
+    let cpu0 = [cpu_ns(m.pid()), cpu_ns(em)];
     let r0 = requests(&m);
     let cold = read_pass(&root, files);
     let r1 = requests(&m);
+    let cpu1 = [cpu_ns(m.pid()), cpu_ns(em)];
+    let ops0 = fuse_ops(&m);
     let warm = read_pass(&root, &shuffled(files.to_vec(), 99));
     let r2 = requests(&m);
-    let n = files.len() as f64;
+    let ops: Vec<String> = fuse_ops(&m)
+        .into_iter()
+        .zip(ops0)
+        .filter(|((_, a), (_, b))| a > b)
+        .map(|((op, a), (_, b))| format!("{op} {:.2}", (a - b) / n))
+        .collect();
+    eprintln!(
+        "{extra:?}: cold {cold:.0} files/s (CPU per file: daemon {:.2} ms, emulator {:.2} ms), warm {warm:.0} files/s (FUSE operations per file: {})",
+        (cpu1[0] - cpu0[0]) as f64 / 1e6 / n,
+        (cpu1[1] - cpu0[1]) as f64 / 1e6 / n,
+        ops.join(", ")
+    );
     [cold, warm, (r1 - r0) / n, (r2 - r1) / n]
 }
 
-/// `rclone mount` of the container at `mp` with its full VFS cache, through the proxy on the
-/// emulator's well-known port.
-fn rclone_mount(mp: &Path, dir: &Path) -> Option<Child> {
-    let conf = dir.join("rclone.conf");
-    std::fs::write(&conf, "[az]\ntype = azureblob\nuse_emulator = true\n").ok()?;
-    let child = Command::new("rclone")
-        .args(["mount", "az:imgs"])
-        .arg(mp)
-        .arg("--config")
-        .arg(&conf)
-        .args(["--vfs-cache-mode", "full", "--cache-dir"])
-        .arg(dir.join("cache"))
-        .args(["--dir-cache-time", "10m", "--attr-timeout", "1s"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+/// The emulator's pid, for CPU accounting.
+static EMULATOR_PID: AtomicI32 = AtomicI32::new(0);
+
+/// FUSE operations so far, by name.
+fn fuse_ops(m: &Mount) -> Vec<(String, f64)> {
+    let (s, _) = scrape(m);
+    let mut ops: Vec<(String, f64)> = s
+        .samples
+        .iter()
+        .filter(|x| x.metric == "warpdrive_fuse_operations_total")
+        .filter_map(|x| {
+            let v = match x.value {
+                prometheus_parse::Value::Counter(v) => v,
+                _ => return None,
+            };
+            Some((x.labels.get("op")?.to_string(), v))
+        })
+        .collect();
+    ops.sort_by(|a, b| a.0.cmp(&b.0));
+    ops
+}
+
+/// `rclone mount` of the container with its full VFS cache, through `endpoint` (emulator
+/// credentials); unmounted when dropped, also if a pass panics.
+struct Rclone {
+    mp: PathBuf,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Rclone {
+    fn mount(endpoint: &str) -> Option<Rclone> {
+        let dir = tempfile::tempdir().ok()?;
+        let mp = dir.path().join("mnt");
+        std::fs::create_dir_all(&mp).ok()?;
+        let conf = dir.path().join("rclone.conf");
+        // `endpoint` must be given: without it this rclone builds a cloud URL even in
+        // emulator mode.
+        std::fs::write(
+            &conf,
+            format!("[az]\ntype = azureblob\nuse_emulator = true\nendpoint = {endpoint}\n"),
+        )
         .ok()?;
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(30) {
-        if std::fs::read_to_string("/proc/mounts")
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.split(' ').nth(1) == Some(&*mp.to_string_lossy()))
-        {
-            return Some(child);
+        let child = Command::new("rclone")
+            .args(["mount", "az:imgs"])
+            .arg(&mp)
+            .arg("--config")
+            .arg(&conf)
+            .args(["--vfs-cache-mode", "full", "--cache-dir"])
+            .arg(dir.path().join("cache"))
+            .args(["--dir-cache-time", "10m"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let r = Rclone {
+            mp,
+            child,
+            _dir: dir,
+        };
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(30) {
+            if std::fs::read_to_string("/proc/mounts")
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.split(' ').nth(1) == Some(&*r.mp.to_string_lossy()))
+            {
+                return Some(r);
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        None
     }
-    None
+}
+
+impl Drop for Rclone {
+    fn drop(&mut self) {
+        let _ = Command::new("fusermount3").arg("-u").arg(&self.mp).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn main() {
-    if !selected("small-files") {
+    let sections = [
+        "small-files-main",
+        "small-files-passthrough",
+        "small-files-threads",
+    ];
+    if !sections.iter().any(|s| selected(s)) {
         return;
     }
     let n: usize = std::env::var("SMALL_FILES")
@@ -190,6 +262,7 @@ fn main() {
     );
     let em = Emulator::start(Kind::Azurite).expect("azurite");
     em.create_bucket("imgs").expect("container");
+    EMULATOR_PID.store(em.pid(), Ordering::Relaxed);
     let direct_cfg = em.backend("imgs", "imgs", "");
     let files: Vec<File> = (0..n)
         .map(|i| File {
@@ -217,33 +290,104 @@ fn main() {
         "uploaded {n} files (mean {mean:.0} KB) in {:?}",
         t0.elapsed()
     );
-    // Every client reaches the emulator through the same proxy. rclone's emulator mode
-    // knows only the well-known port, so the proxy listens there when it is free.
-    let proxy = DelayProxy::start_on(AZURITE_WELL_KNOWN_PORT, em.port, DELAY)
-        .or_else(|_| DelayProxy::start(em.port, DELAY))
-        .expect("proxy");
-    let cfg = emulator_backend(
-        Kind::Azurite,
-        &em.endpoint_via(proxy.port),
-        "imgs",
-        "imgs",
-        "",
-    );
+    // Every client reaches the emulator through the same proxy.
+    let proxy = DelayProxy::start(em.port, DELAY).expect("proxy");
+    let endpoint = em.endpoint_via(proxy.port);
+    let cfg = emulator_backend(Kind::Azurite, &endpoint, "imgs", "imgs", "");
     let files = shuffled(files, 42);
 
-    let direct = Backend::build(&cfg).expect("backend");
-    let direct_fps = rt.block_on(direct_pass(&direct, &files));
+    if selected("small-files-main") {
+        main_table(&rt, &cfg, &endpoint, &files);
+    }
 
-    let [cold, warm, req_cold, req_warm] = mount_passes(&cfg, "metadata_ttl: 10m\n", &files);
-    // Passthrough off: every warm open is a keep-cache open.
-    let [_, warm_keep, _, _] = mount_passes(
-        &cfg,
-        "metadata_ttl: 10m\nfuse: { passthrough: off }\n",
-        &files,
+    if selected("small-files-passthrough") {
+        passthrough_by_size(&rt, &direct_cfg, &cfg);
+    }
+
+    if selected("small-files-threads") {
+        println!("\n| fuse.threads | cold files/s | warm files/s |");
+        println!("|---:|---:|---:|");
+        for t in [2, 4, 8, 16] {
+            let [c, w, _, _] = mount_passes(
+                &cfg,
+                &format!("metadata_ttl: 10m\nfuse: {{ threads: {t} }}\n"),
+                &files,
+            );
+            println!("| {t} | {c:.0} | {w:.0} |");
+        }
+    }
+}
+
+/// Warm files/s and MB/s of files of several sizes, opened by passthrough
+/// (`passthrough_min_size: 0`) and keep-cache (`passthrough: off`): 200 files each, page cache
+/// warm, through the delaying proxy (which a warm pass does not reach).
+fn passthrough_by_size(
+    rt: &tokio::runtime::Runtime,
+    upload: &warpdrive_config::BackendConfig,
+    cfg: &warpdrive_config::BackendConfig,
+) {
+    println!(
+        "\n| file size, warm | passthrough files/s | keep-cache files/s | keep-cache ÷ passthrough |"
+    );
+    println!("|---:|---:|---:|---:|");
+    for size in [64usize << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20] {
+        let count = (200usize).min((512 << 20) / size);
+        let files: Vec<File> = (0..count)
+            .map(|i| File {
+                key: format!("sizes/{size}/f{i:04}"),
+                size,
+            })
+            .collect();
+        for chunk in files.chunks(50) {
+            let objects = chunk
+                .iter()
+                .enumerate()
+                .map(|(j, f)| (f.key.clone(), random_bytes(f.size, j as u64)))
+                .collect();
+            rt.block_on(upload_many(upload, objects, 8))
+                .expect("upload");
+        }
+        let pt = mount_passes(
+            cfg,
+            "metadata_ttl: 10m\nfuse: { passthrough_min_size: 0 }\n",
+            &files,
+        )[1];
+        let kc = mount_passes(
+            cfg,
+            "metadata_ttl: 10m\nfuse: { passthrough: off }\n",
+            &files,
+        )[1];
+        println!(
+            "| {} KiB | {pt:.0} | {kc:.0} | {:.2} |",
+            size >> 10,
+            kc / pt
+        );
+    }
+}
+
+/// The main table: cold and warm through the mount against direct GETs, local disk and
+/// rclone.
+fn main_table(
+    rt: &tokio::runtime::Runtime,
+    cfg: &warpdrive_config::BackendConfig,
+    endpoint: &str,
+    files: &[File],
+) {
+    let files = files.to_vec();
+    let direct = Backend::build(cfg).expect("backend");
+    let me = std::process::id() as i32;
+    let em = EMULATOR_PID.load(Ordering::Relaxed);
+    let cpu0 = [cpu_ns(me), cpu_ns(em)];
+    let direct_fps = rt.block_on(direct_pass(&direct, &files));
+    eprintln!(
+        "direct: {direct_fps:.0} files/s (CPU per file: client {:.2} ms, emulator {:.2} ms)",
+        (cpu_ns(me) - cpu0[0]) as f64 / 1e6 / files.len() as f64,
+        (cpu_ns(em) - cpu0[1]) as f64 / 1e6 / files.len() as f64
     );
 
+    let [cold, warm, req_cold, req_warm] = mount_passes(cfg, "metadata_ttl: 10m\n", &files);
     // The floor: opens and closes alone through a warm mount.
-    let m = Mount::start(std::slice::from_ref(&cfg), "metadata_ttl: 10m\n");
+    let m = Mount::start(std::slice::from_ref(cfg), "metadata_ttl: 10m\n");
     settle(&m);
     read_pass(&m.path("imgs"), &files);
     let opens = open_pass(&m.path("imgs"), &files);
@@ -260,27 +404,17 @@ fn main() {
     let local_fps = read_pass(local.path(), &shuffled(files.clone(), 7));
 
     // rclone, if it can be run here.
-    let mut rclone = None;
-    if proxy.port == AZURITE_WELL_KNOWN_PORT {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mp: PathBuf = dir.path().join("mnt");
-        std::fs::create_dir_all(&mp).expect("mount point");
-        match rclone_mount(&mp, dir.path()) {
-            Some(mut child) => {
-                let cold = read_pass(&mp, &files);
-                let warm = read_pass(&mp, &shuffled(files.clone(), 99));
-                let _ = Command::new("fusermount3").arg("-u").arg(&mp).status();
-                let _ = child.kill();
-                let _ = child.wait();
-                rclone = Some((cold, warm));
-            }
-            None => eprintln!("rclone could not mount (is it installed?); its row is left out"),
+    let rclone = match Rclone::mount(endpoint) {
+        Some(r) => {
+            let cold = read_pass(&r.mp, &files);
+            let warm = read_pass(&r.mp, &shuffled(files.clone(), 99));
+            Some((cold, warm))
         }
-    } else {
-        eprintln!(
-            "port {AZURITE_WELL_KNOWN_PORT} is taken: rclone's emulator mode cannot be pointed at the proxy; its row is left out"
-        );
-    }
+        None => {
+            eprintln!("rclone could not mount (run `make deps`); its row is left out");
+            None
+        }
+    };
 
     println!("| small files | files/s | ratio | target |");
     println!("|---|---:|---:|---:|");
@@ -300,28 +434,11 @@ fn main() {
         "| floor: open + close alone through the mount, warm | {opens:.0} | {:.2} of local | |",
         opens / local_fps
     );
-    println!(
-        "| mount, warm, passthrough off (keep-cache opens) | {warm_keep:.0} | {:.2} of passthrough | |",
-        warm_keep / warm
-    );
     if let Some((rc, rw)) = rclone {
         println!("| rclone --vfs-cache-mode full, cold | {rc:.0} | | |");
         println!(
             "| mount, warm ÷ rclone, warm | {rw:.0} | {:.1} | ≥ 10 |",
             warm / rw
         );
-    }
-
-    if selected("small-files-threads") {
-        println!("\n| fuse.threads | cold files/s | warm files/s |");
-        println!("|---:|---:|---:|");
-        for t in [2, 4, 8, 16] {
-            let [c, w, _, _] = mount_passes(
-                &cfg,
-                &format!("metadata_ttl: 10m\nfuse: {{ threads: {t} }}\n"),
-                &files,
-            );
-            println!("| {t} | {c:.0} | {w:.0} |");
-        }
     }
 }

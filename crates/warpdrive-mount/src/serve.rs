@@ -177,6 +177,7 @@ pub(crate) fn run(config: Config) -> Result<()> {
             block_size: config.cache.block_size,
             prefetch_budget: config.cache.prefetch_budget,
             passthrough: config.fuse.passthrough == Passthrough::Auto,
+            passthrough_min_size: config.fuse.passthrough_min_size,
         },
         backends,
         Some(cache.clone()),

@@ -120,6 +120,21 @@ impl Store for CloudStore {
         Ok(page)
     }
 
+    async fn any_below(&self, dir: &str) -> Result<bool> {
+        let prefix = (!dir.is_empty()).then(|| format!("{dir}/"));
+        let opts = PaginatedListOptions {
+            delimiter: None,
+            max_keys: Some(1),
+            ..Default::default()
+        };
+        let r = self
+            .lister
+            .list_paginated(prefix.as_deref(), opts)
+            .await
+            .map_err(|e| self.failed(dir, e))?;
+        Ok(!r.result.objects.is_empty() || !r.result.common_prefixes.is_empty())
+    }
+
     async fn head(&self, key: &str) -> Result<ObjectInfo> {
         let m = self
             .store

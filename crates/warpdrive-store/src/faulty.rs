@@ -207,6 +207,11 @@ impl Store for FaultyStore {
         self.inner.list_page(dir, token, max_keys).await
     }
 
+    async fn any_below(&self, dir: &str) -> Result<bool> {
+        self.before(Op::List).await?;
+        self.inner.any_below(dir).await
+    }
+
     async fn head(&self, key: &str) -> Result<ObjectInfo> {
         self.before(Op::Head).await?;
         self.inner.head(key).await

@@ -480,8 +480,10 @@ impl Backend {
 
     /// Whether anything exists below the directory key `dir`.
     pub async fn dir_exists(&self, dir: &str) -> Result<bool> {
-        let page = self.list_page(dir, None, Some(1)).await?;
-        Ok(page.marker || !page.dirs.is_empty() || !page.objects.is_empty() || page.next.is_some())
+        let dir = dir.trim_end_matches('/');
+        let full = self.full_key(dir)?;
+        let full = full.trim_end_matches('/');
+        self.authed(|| self.store.any_below(full)).await
     }
 
     /// An object's metadata.
@@ -572,7 +574,7 @@ impl Backend {
 
     /// Checks reachability with one list call bounded by `timeout`.
     pub async fn probe(&self, timeout: Duration) -> Result<()> {
-        match tokio::time::timeout(timeout, self.list_page("", None, Some(1))).await {
+        match tokio::time::timeout(timeout, self.dir_exists("")).await {
             Ok(r) => r.map(|_| ()),
             Err(_) => Err(StoreError::Timeout {
                 backend: self.config.name.clone(),

@@ -94,20 +94,14 @@ pub struct DelayProxy {
 impl DelayProxy {
     /// Proxies a free loopback port to 127.0.0.1:`upstream`, delaying each response by `delay`.
     pub fn start(upstream: u16, delay: Duration) -> Result<DelayProxy> {
-        DelayProxy::start_on(0, upstream, delay)
-    }
-
-    /// As [`DelayProxy::start`], listening on loopback port `port` (0: any free one), for a
-    /// client that only reaches an emulator on its well-known port.
-    pub fn start_on(port: u16, upstream: u16, delay: Duration) -> Result<DelayProxy> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .context("proxy runtime")?;
         let listener = rt
-            .block_on(TcpListener::bind(("127.0.0.1", port)))
-            .with_context(|| format!("binding proxy to 127.0.0.1:{port}"))?;
+            .block_on(TcpListener::bind("127.0.0.1:0"))
+            .context("binding proxy")?;
         let port = listener.local_addr()?.port();
         let target: SocketAddr = ([127, 0, 0, 1], upstream).into();
         let stats = Arc::new(ProxyStats::default());

@@ -1,7 +1,8 @@
 //! Which opens the kernel serves by FUSE passthrough, straight from the cache file.
 //!
 //! An open is offered passthrough when passthrough is on and the kernel accepted it, the
-//! object version is fully cached, and its cache file is shown sound: unless this version was
+//! object is at least `fuse.passthrough_min_size` (smaller files open faster with the
+//! kernel's page cache kept), its version is fully cached, and its cache file is shown sound: unless this version was
 //! checked and its data file is unchanged since (a write, a punched hole, anything that moves
 //! its change time), every block is checked against its CRC32C and the whole against the
 //! store's checksum ([`crate::integrity`]), and damage is refetched first, for at most
@@ -92,7 +93,10 @@ impl Fs {
         let Some(cache) = self.reader.cache().cloned() else {
             return (None, None);
         };
-        if obj.id.etag.is_empty() || !cache.is_complete(&obj.id) {
+        if obj.id.etag.is_empty()
+            || obj.size < self.cfg.passthrough_min_size
+            || !cache.is_complete(&obj.id)
+        {
             return (None, None);
         }
         if !self.reader.integrity.is_verified(&cache, &obj.id) {
