@@ -16,12 +16,11 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use crate::generate::{Spec, sample};
+use crate::generate::{Spec, on_every_core, sample};
 use crate::shards::{MAX_IMAGE, Problems, Sample};
 
 /// The file list `gen --layout files` writes beside the tree.
@@ -198,52 +197,33 @@ pub fn write_files(
         let d = dir.join(class_dir(*c));
         std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
     }
-    let next = AtomicU64::new(0);
     let paths = Mutex::new(vec![String::new(); files as usize]);
     let state = Mutex::new((0u64, 0u64, &mut *log));
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    std::thread::scope(|scope| -> Result<()> {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| -> Result<()> {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= files {
-                            return Ok(());
-                        }
-                        let (class, jpeg) = sample(spec, i)?;
-                        let rel = format!("{}/{i:08}.jpg", class_dir(class));
-                        let path = dir.join(&rel);
-                        let len = if !force && path.exists() {
-                            std::fs::metadata(&path)?.len()
-                        } else {
-                            let tmp = path.with_extension("jpg.tmp");
-                            std::fs::write(&tmp, &jpeg)
-                                .with_context(|| format!("writing {}", tmp.display()))?;
-                            std::fs::rename(&tmp, &path)
-                                .with_context(|| format!("renaming into {}", path.display()))?;
-                            jpeg.len() as u64
-                        };
-                        paths.lock().unwrap_or_else(|p| p.into_inner())[i as usize] = rel;
-                        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-                        st.0 += 1;
-                        st.1 += len;
-                        if st.0.is_multiple_of(1000) || st.0 == files {
-                            let (done, bytes) = (st.0, st.1);
-                            let _ = writeln!(
-                                st.2,
-                                "file {done}/{files}  {:.1} MB so far, {:.0} s",
-                                bytes as f64 / 1e6,
-                                start.elapsed().as_secs_f64()
-                            );
-                        }
-                    }
-                })
-            })
-            .collect();
-        for w in workers {
-            w.join()
-                .map_err(|_| anyhow::anyhow!("a generator thread panicked"))??;
+    on_every_core(files, |i| {
+        let (class, jpeg) = sample(spec, i)?;
+        let rel = format!("{}/{i:08}.jpg", class_dir(class));
+        let path = dir.join(&rel);
+        let len = if !force && path.exists() {
+            std::fs::metadata(&path)?.len()
+        } else {
+            let tmp = path.with_extension("jpg.tmp");
+            std::fs::write(&tmp, &jpeg).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, &path)
+                .with_context(|| format!("renaming into {}", path.display()))?;
+            jpeg.len() as u64
+        };
+        paths.lock().unwrap_or_else(|p| p.into_inner())[i as usize] = rel;
+        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+        st.0 += 1;
+        st.1 += len;
+        if st.0.is_multiple_of(1000) || st.0 == files {
+            let (done, bytes) = (st.0, st.1);
+            let _ = writeln!(
+                st.2,
+                "file {done}/{files}  {:.1} MB so far, {:.0} s",
+                bytes as f64 / 1e6,
+                start.elapsed().as_secs_f64()
+            );
         }
         Ok(())
     })?;

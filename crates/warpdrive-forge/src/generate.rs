@@ -10,7 +10,7 @@
 use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -130,6 +130,37 @@ fn write_shard(dir: &Path, spec: &Spec, i: u32) -> Result<u64> {
     shard.finish()
 }
 
+/// Runs `work(i)` for every `i` in `0..count`, on one thread per core, each taking the next
+/// index; the first error stops the others at their next index and is returned.
+pub fn on_every_core(count: u64, work: impl Fn(u64) -> Result<()> + Sync) -> Result<()> {
+    let next = AtomicU64::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|scope| -> Result<()> {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= count || failed.load(Ordering::Relaxed) {
+                            return Ok(());
+                        }
+                        if let Err(e) = work(i) {
+                            failed.store(true, Ordering::Relaxed);
+                            return Err(e);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join()
+                .map_err(|_| anyhow::anyhow!("a generator thread panicked"))??;
+        }
+        Ok(())
+    })
+}
+
 /// Writes every shard of `spec` into `dir`, one thread per core, reporting progress on `log`.
 pub fn write_shards(
     dir: &Path,
@@ -142,46 +173,29 @@ pub fn write_shards(
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let start = Instant::now();
-    let next = AtomicU32::new(0);
     let state = Mutex::new((0u32, 0u32, 0u64, &mut *log));
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    std::thread::scope(|scope| -> Result<()> {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| -> Result<()> {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= spec.shards {
-                            return Ok(());
-                        }
-                        let path = dir.join(shard_name(i));
-                        if !force && path.exists() {
-                            let len = std::fs::metadata(&path)?.len();
-                            let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-                            st.1 += 1;
-                            st.2 += len;
-                            continue;
-                        }
-                        let len = write_shard(dir, spec, i)?;
-                        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-                        st.0 += 1;
-                        st.2 += len;
-                        let (done, bytes) = (st.0 + st.1, st.2);
-                        let _ = writeln!(
-                            st.3,
-                            "shard {done}/{}  {:.1} MB so far, {:.0} s",
-                            spec.shards,
-                            bytes as f64 / 1e6,
-                            start.elapsed().as_secs_f64()
-                        );
-                    }
-                })
-            })
-            .collect();
-        for w in workers {
-            w.join()
-                .map_err(|_| anyhow::anyhow!("a generator thread panicked"))??;
+    on_every_core(u64::from(spec.shards), |i| {
+        let i = i as u32;
+        let path = dir.join(shard_name(i));
+        if !force && path.exists() {
+            let len = std::fs::metadata(&path)?.len();
+            let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+            st.1 += 1;
+            st.2 += len;
+            return Ok(());
         }
+        let len = write_shard(dir, spec, i)?;
+        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+        st.0 += 1;
+        st.2 += len;
+        let (done, bytes) = (st.0 + st.1, st.2);
+        let _ = writeln!(
+            st.3,
+            "shard {done}/{}  {:.1} MB so far, {:.0} s",
+            spec.shards,
+            bytes as f64 / 1e6,
+            start.elapsed().as_secs_f64()
+        );
         Ok(())
     })?;
     let (written, kept, bytes, log) = state.into_inner().unwrap_or_else(|p| p.into_inner());

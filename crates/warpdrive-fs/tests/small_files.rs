@@ -13,6 +13,7 @@ use warpdrive_fs::{Fs, FsConfig, FsError, Ino, Kind};
 use warpdrive_metrics::{BackendMetrics, LookupAnswer};
 use warpdrive_store::memory::MemoryStore;
 use warpdrive_store::{Backend, Store};
+use warpdrive_testkit::shuffled;
 
 fn config() -> BackendConfig {
     warpdrive_testkit::local_backend("mem", std::path::Path::new("/nonexistent"))
@@ -86,18 +87,6 @@ async fn lookup_path(fs: &Arc<Fs>, path: &str) -> Result<(Ino, Kind), FsError> {
         (ino, kind) = (a.ino, a.kind);
     }
     Ok((ino, kind))
-}
-
-/// A deterministic shuffle (xorshift), so every run looks names up in the same order.
-fn shuffled<T>(mut v: Vec<T>, seed: u64) -> Vec<T> {
-    let mut x = seed.max(1);
-    for i in (1..v.len()).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.swap(i, (x % (i as u64 + 1)) as usize);
-    }
-    v
 }
 
 /// Looks every path up from `tasks` concurrent tasks; every one must resolve to a file.

@@ -21,14 +21,15 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Mount, cpu_ns, runtime, scrape, selected, value};
 use futures::StreamExt;
 use warpdrive_store::Backend;
-use warpdrive_testkit::{DelayProxy, Emulator, Kind, emulator_backend, random_bytes, upload_many};
+use warpdrive_testkit::{
+    DelayProxy, Emulator, Kind, emulator_backend, random_bytes, shuffled, upload_many,
+};
 
 const DIRS: usize = 100;
 const THREADS: usize = 16;
@@ -47,52 +48,35 @@ fn size_of(i: usize) -> usize {
     40_000 + (h % 140_001) as usize
 }
 
-/// A deterministic shuffle (xorshift).
-fn shuffled<T>(mut v: Vec<T>, seed: u64) -> Vec<T> {
-    let mut x = seed.max(1);
-    for i in (1..v.len()).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.swap(i, (x % (i as u64 + 1)) as usize);
-    }
-    v
-}
-
-/// Reads every file under `root` by its path from `THREADS` threads; files per second.
-fn read_pass(root: &Path, files: &[File]) -> f64 {
-    let files = Arc::new(files.to_vec());
+/// Does `each` to every file under `root` from `THREADS` threads; files per second.
+fn pass(root: &Path, files: &[File], each: impl Fn(&Path, &File) + Sync) -> f64 {
     let start = Instant::now();
     std::thread::scope(|s| {
         for t in 0..THREADS {
-            let files = files.clone();
+            let each = &each;
             s.spawn(move || {
                 for f in files.iter().skip(t).step_by(THREADS) {
-                    let got = std::fs::read(root.join(&f.key))
-                        .unwrap_or_else(|e| panic!("{}: {e}", f.key));
-                    assert_eq!(got.len(), f.size, "{}", f.key);
+                    each(&root.join(&f.key), f);
                 }
             });
         }
     });
     files.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Reads every file whole by its path; files per second.
+fn read_pass(root: &Path, files: &[File]) -> f64 {
+    pass(root, files, |path, f| {
+        let got = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", f.key));
+        assert_eq!(got.len(), f.size, "{}", f.key);
+    })
 }
 
 /// Opens and closes every file (no read): the per-file cost of the FUSE round trips alone.
 fn open_pass(root: &Path, files: &[File]) -> f64 {
-    let files = Arc::new(files.to_vec());
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        for t in 0..THREADS {
-            let files = files.clone();
-            s.spawn(move || {
-                for f in files.iter().skip(t).step_by(THREADS) {
-                    drop(std::fs::File::open(root.join(&f.key)).expect("open"));
-                }
-            });
-        }
-    });
-    files.len() as f64 / start.elapsed().as_secs_f64()
+    pass(root, files, |path, _| {
+        drop(std::fs::File::open(path).expect("open"))
+    })
 }
 
 /// Direct whole-object GETs of every file, `THREADS` at a time; files per second.

@@ -7,22 +7,10 @@ mod common;
 use std::sync::Arc;
 
 use common::{Mount, drop_page_cache, runtime, scrape, sha256, value};
-use warpdrive_testkit::{Emulator, Kind, random_bytes, upload_many};
+use warpdrive_testkit::{Emulator, Kind, random_bytes, shuffled, upload_many};
 
 const CLASSES: usize = 10;
 const PER_CLASS: usize = 100;
-
-/// A deterministic shuffle (xorshift), so every run opens files in the same order.
-fn shuffled<T>(mut v: Vec<T>, seed: u64) -> Vec<T> {
-    let mut x = seed.max(1);
-    for i in (1..v.len()).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.swap(i, (x % (i as u64 + 1)) as usize);
-    }
-    v
-}
 
 /// Opens and reads every file from `threads` threads, checking each file's bytes.
 fn read_by_path(m: &Mount, files: &[(String, String)], threads: usize) {
@@ -111,5 +99,86 @@ fn files_opened_by_path_cost_one_listing_per_directory_and_one_get_each() {
         (warm.0 - before.0, warm.1 - before.1, warm.2 - before.2),
         (0.0, 0.0, 0.0),
         "a warm epoch within the TTL asks the store nothing"
+    );
+}
+
+/// Runs `warpdrive-forge train` on the file list `list` and returns its summary.
+fn forge_train(list: &std::path::Path, summary: &std::path::Path) -> serde_json::Value {
+    let forge = std::path::Path::new(common::BIN)
+        .parent()
+        .expect("bin dir")
+        .join("warpdrive-forge");
+    let out = std::process::Command::new(&forge)
+        .arg("train")
+        .arg("--files")
+        .arg(list)
+        .args(["--steps", "30", "--batch-size", "16", "--num-workers", "4"])
+        .arg("--summary")
+        .arg(summary)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", forge.display()));
+    assert!(
+        out.status.success(),
+        "forge train: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("step=30 images_per_sec="), "{stdout}");
+    serde_json::from_slice(&std::fs::read(summary).expect("summary")).expect("summary JSON")
+}
+
+/// forge in file mode trains on the same batches with the same losses cold through the
+/// mount, warm through it (fetching nothing), and on a local copy of the tree.
+#[test]
+fn forge_on_loose_files_is_the_same_computation_cold_warm_and_local() {
+    let rt = runtime();
+    let local = tempfile::tempdir().expect("tempdir");
+    let forge = std::path::Path::new(common::BIN)
+        .parent()
+        .expect("bin dir")
+        .join("warpdrive-forge");
+    let made = std::process::Command::new(&forge)
+        .args(["gen", "--layout", "files", "--files", "400", "--out"])
+        .arg(local.path())
+        .output()
+        .expect("forge gen");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let list = local.path().join("files.txt");
+    let mut objects = vec![("files.txt".to_string(), std::fs::read(&list).expect("list"))];
+    for rel in std::fs::read_to_string(&list).expect("list").lines() {
+        objects.push((
+            rel.to_string(),
+            std::fs::read(local.path().join(rel)).expect("file"),
+        ));
+    }
+    let az = Emulator::start(Kind::Azurite).expect("azurite");
+    az.create_bucket("imgs").expect("container");
+    let b = az.backend("imgs", "imgs", "");
+    rt.block_on(upload_many(&b, objects, 16)).expect("upload");
+    let m = Mount::start(std::slice::from_ref(&b), "metadata_ttl: 10m\n");
+    let runs = tempfile::tempdir().expect("tempdir");
+    let cold = forge_train(&m.path("imgs/files.txt"), &runs.path().join("cold.json"));
+    let before = requests(&m);
+    drop_page_cache();
+    let warm = forge_train(&m.path("imgs/files.txt"), &runs.path().join("warm.json"));
+    let after = requests(&m);
+    let copy = forge_train(&list, &runs.path().join("local.json"));
+    for (name, run) in [("warm", &warm), ("local", &copy)] {
+        assert_eq!(run["batch_digest"], cold["batch_digest"], "{name}");
+        assert_eq!(run["losses"], cold["losses"], "{name}");
+        assert_eq!(run["bytes_read"], cold["bytes_read"], "{name}");
+    }
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1, after.2 - before.2),
+        (0.0, 0.0, 0.0),
+        "the warm run asked the store nothing"
+    );
+    println!(
+        "figures: forge on 400 loose files: batch digest {} cold, warm and local; final loss {}",
+        cold["batch_digest"], cold["final_loss"]
     );
 }

@@ -48,7 +48,7 @@ pub const BUDGET_REFILL_PER_SEC: f64 = 10.0;
 /// First-byte latencies remembered per request kind, for the p99.
 const FIRST_BYTE_SAMPLES: usize = 128;
 /// Samples needed before the p99 is trusted; until then [`FIRST_BYTE_DEFAULT`] applies.
-const FIRST_BYTE_MIN_SAMPLES: usize = 8;
+const FIRST_BYTE_MIN_SAMPLES: usize = 4;
 /// The first-byte timeout before there is a p99 to go by.
 const FIRST_BYTE_DEFAULT: Duration = Duration::from_secs(10);
 /// The timeout is this many times the recent p99 of its request kind...
@@ -179,7 +179,10 @@ impl FirstByte {
             self.samples[self.next] = d;
         }
         self.next = (self.next + 1) % FIRST_BYTE_SAMPLES;
-        if self.samples.len() >= FIRST_BYTE_MIN_SAMPLES && self.next.is_multiple_of(8) {
+        // Recomputed at every sample while there are few (a mount that answers lookups from
+        // listings sends few requests), then every eighth.
+        let n = self.samples.len();
+        if n >= FIRST_BYTE_MIN_SAMPLES && (n < 32 || self.next.is_multiple_of(8)) {
             let mut sorted = self.samples.clone();
             sorted.sort_unstable();
             self.p99 = Some(sorted[(sorted.len() * 99).div_ceil(100) - 1]);

@@ -625,6 +625,19 @@ pub fn shard_files(dir: &std::path::Path) -> Result<Vec<(u32, PathBuf)>> {
     Ok(out)
 }
 
+/// `v` in a deterministic shuffled order (xorshift from `seed`): a loader's shuffled epoch
+/// that every run repeats.
+pub fn shuffled<T>(mut v: Vec<T>, seed: u64) -> Vec<T> {
+    let mut x = seed.max(1);
+    for i in (1..v.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    v
+}
+
 /// Deterministic pseudo-random bytes (for test objects whose content must be reproducible).
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     use rand::{RngCore, SeedableRng};
