@@ -3,21 +3,19 @@
 //! from what it knows, from one listing per directory per TTL, and from names known absent,
 //! and fetches each small file with one GET.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use warpdrive_cache::{BlockIndex, Cache, CacheConfig, ObjectId};
-use warpdrive_config::{BackendConfig, MetadataTtl};
+use warpdrive_cache::{BlockIndex, ObjectId};
+use warpdrive_config::MetadataTtl;
 use warpdrive_fs::core::LOOKUP_LISTING_MAX;
 use warpdrive_fs::{Fs, FsConfig, FsError, Ino, Kind};
 use warpdrive_metrics::{BackendMetrics, LookupAnswer};
 use warpdrive_store::memory::MemoryStore;
 use warpdrive_store::{Backend, Store};
 use warpdrive_testkit::shuffled;
-
-fn config() -> BackendConfig {
-    warpdrive_testkit::local_backend("mem", std::path::Path::new("/nonexistent"))
-}
 
 struct Setup {
     mem: Arc<MemoryStore>,
@@ -35,31 +33,18 @@ fn setup_with(mem: MemoryStore, ttl: MetadataTtl, negative_ttl: Duration, cached
     let mem = Arc::new(mem);
     let metrics = BackendMetrics::detached("mem");
     let backend = Arc::new(Backend::with_store(
-        &config(),
+        &support::mem_config(),
         mem.clone() as Arc<dyn Store>,
         metrics.clone(),
     ));
-    let dir = cached.then(|| tempfile::tempdir().expect("tempdir"));
-    let cache = dir.as_ref().map(|d| {
-        Arc::new(
-            Cache::open(CacheConfig {
-                dir: d.path().join("cache"),
-                block_size: 1 << 20,
-            })
-            .expect("cache"),
-        )
-    });
+    let (dir, cache) = match cached.then(support::temp_cache) {
+        Some((d, c)) => (Some(d), Some(c)),
+        None => (None, None),
+    };
     let fs = Fs::new(
         FsConfig {
-            metadata_ttl: ttl,
-            stale_if_error: Duration::ZERO,
             negative_ttl,
-            uid: 0,
-            gid: 0,
-            block_size: 1 << 20,
-            prefetch_budget: 0,
-            passthrough: false,
-            passthrough_min_size: 0,
+            ..support::fs_config(ttl, 0)
         },
         vec![backend],
         cache,

@@ -3,25 +3,20 @@
 //! bytes or fails with its documented errno; wrong bytes are never returned (checked against
 //! every version the in-memory store ever held).
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use warpdrive_cache::ObjectId;
-use warpdrive_cache::{Cache, CacheConfig};
-use warpdrive_config::{BackendConfig, MetadataTtl};
-use warpdrive_fs::{Fs, FsConfig, FsError, Ino};
+use warpdrive_cache::{Cache, ObjectId};
+use warpdrive_config::MetadataTtl;
+use warpdrive_fs::{Fs, FsError, Ino};
 use warpdrive_metrics::BackendMetrics;
 use warpdrive_store::faulty::{Fault, FaultyStore, Op};
 use warpdrive_store::memory::MemoryStore;
 use warpdrive_store::{Backend, Store};
 
 const MIB: usize = 1 << 20;
-
-/// The backend's name and (empty) prefix; its kind is not used: requests go to the store
-/// given to `Backend::with_store`.
-fn config() -> BackendConfig {
-    warpdrive_testkit::local_backend("mem", std::path::Path::new("/nonexistent"))
-}
 
 fn data(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -46,32 +41,16 @@ fn setup_with(cached: bool, prefetch: u64) -> Setup {
     let mem = Arc::new(MemoryStore::new("mem"));
     let faulty = Arc::new(FaultyStore::new("mem", mem.clone() as Arc<dyn Store>));
     let backend = Arc::new(Backend::with_store(
-        &config(),
+        &support::mem_config(),
         faulty.clone(),
         BackendMetrics::detached("mem"),
     ));
-    let dir = cached.then(|| tempfile::tempdir().expect("tempdir"));
-    let cache = dir.as_ref().map(|d| {
-        Arc::new(
-            Cache::open(CacheConfig {
-                dir: d.path().join("cache"),
-                block_size: 1 << 20,
-            })
-            .expect("cache"),
-        )
-    });
+    let (dir, cache) = match cached.then(support::temp_cache) {
+        Some((d, c)) => (Some(d), Some(c)),
+        None => (None, None),
+    };
     let fs = Fs::new(
-        FsConfig {
-            metadata_ttl: MetadataTtl::For(Duration::ZERO),
-            stale_if_error: Duration::ZERO,
-            negative_ttl: Duration::ZERO,
-            uid: 0,
-            gid: 0,
-            block_size: 1 << 20,
-            prefetch_budget: prefetch,
-            passthrough: false,
-            passthrough_min_size: 0,
-        },
+        support::fs_config(MetadataTtl::For(Duration::ZERO), prefetch),
         vec![backend],
         cache,
     );

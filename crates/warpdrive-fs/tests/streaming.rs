@@ -1,12 +1,14 @@
 //! A large listing streams into `readdir`: the first entries are handed out while later pages
 //! are still being fetched. Driven through the core, against moto behind a delaying proxy.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use warpdrive_config::MetadataTtl;
 use warpdrive_fs::listing::Status;
-use warpdrive_fs::{Fs, FsConfig, Ino};
+use warpdrive_fs::{Fs, Ino};
 use warpdrive_store::Backend;
 use warpdrive_testkit::{DelayProxy, Emulator, Kind, emulator_backend};
 
@@ -33,17 +35,7 @@ async fn first_entries_arrive_before_the_listing_ends() {
         "",
     );
     let fs = Fs::new(
-        FsConfig {
-            metadata_ttl: MetadataTtl::For(Duration::from_secs(600)),
-            stale_if_error: Duration::ZERO,
-            negative_ttl: Duration::ZERO,
-            uid: 0,
-            gid: 0,
-            block_size: 1 << 20,
-            prefetch_budget: 0,
-            passthrough: false,
-            passthrough_min_size: 0,
-        },
+        support::fs_config(MetadataTtl::For(Duration::from_secs(600)), 0),
         vec![Arc::new(Backend::build(&cfg).expect("backend"))],
         None,
     );

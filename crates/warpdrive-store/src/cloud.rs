@@ -69,6 +69,21 @@ impl CloudStore {
     }
 }
 
+impl CloudStore {
+    /// One list request under `prefix` (for directory `dir`, which errors name).
+    async fn list(
+        &self,
+        dir: &str,
+        prefix: Option<&str>,
+        opts: PaginatedListOptions,
+    ) -> Result<object_store::list::PaginatedListResult> {
+        self.lister
+            .list_paginated(prefix, opts)
+            .await
+            .map_err(|e| self.failed(dir, e))
+    }
+}
+
 #[async_trait]
 impl Store for CloudStore {
     async fn list_page(
@@ -84,11 +99,7 @@ impl Store for CloudStore {
             page_token: token,
             ..Default::default()
         };
-        let r = self
-            .lister
-            .list_paginated(prefix.as_deref(), opts)
-            .await
-            .map_err(|e| self.failed(dir, e))?;
+        let r = self.list(dir, prefix.as_deref(), opts).await?;
         let strip = prefix.as_deref().unwrap_or("");
         let mut page = ListPage {
             next: r.page_token.filter(|t| !t.is_empty()),
@@ -127,11 +138,7 @@ impl Store for CloudStore {
             max_keys: Some(1),
             ..Default::default()
         };
-        let r = self
-            .lister
-            .list_paginated(prefix.as_deref(), opts)
-            .await
-            .map_err(|e| self.failed(dir, e))?;
+        let r = self.list(dir, prefix.as_deref(), opts).await?;
         Ok(!r.result.objects.is_empty() || !r.result.common_prefixes.is_empty())
     }
 
