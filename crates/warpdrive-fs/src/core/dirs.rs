@@ -51,7 +51,13 @@ impl Fs {
 
     fn listing(self: &Arc<Self>, node: &Arc<Node>, cap: Option<usize>) -> Arc<Listing> {
         let mut st = node.state.lock();
-        if let Some(l) = &st.listing {
+        // An expired listing is replaced, never uncapped: lifting its cap would list a huge
+        // directory to its end for nobody.
+        if let Some(l) = st
+            .listing
+            .as_ref()
+            .filter(|l| !self.cfg.metadata_ttl.expired(l.age()))
+        {
             let usable = match l.status() {
                 // Lookups do not retry a failed listing at once (a store may allow HEAD
                 // and not LIST); `opendir` does.
@@ -59,7 +65,7 @@ impl Fs {
                 Status::Truncated => cap.is_some(),
                 Status::Running | Status::Done => cap.is_some() || l.uncap(),
             };
-            if usable && !self.cfg.metadata_ttl.expired(l.age()) {
+            if usable {
                 return l.clone();
             }
         }
