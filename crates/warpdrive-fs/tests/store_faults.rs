@@ -310,3 +310,36 @@ async fn missing_blocks_are_fetched_in_runs_around_cached_ones() {
     );
     s.fs.release(h);
 }
+
+/// An inode's attributes stay its own version's across an overwrite, even when they were
+/// being revalidated as the path moved to a new inode. A `getattr` whose HEAD (held back by a
+/// stall) returns the new version after a lookup has already retired the inode (its handle
+/// is open) used to answer the old inode with the new version's size: the kernel then cut
+/// the old handle's reads short or let them run into the new version's length.
+#[tokio::test]
+async fn a_getattr_racing_an_overwrite_keeps_its_inodes_version() {
+    let s = setup(false);
+    let (v1, v2) = (data(3 * MIB + 5, 7), data(2 * MIB + 1, 8));
+    s.mem.put("obj", v1.clone());
+    let root = s.fs.lookup(Ino::ROOT, "mem").await.expect("root");
+    let old = s.fs.lookup(root.ino, "obj").await.expect("lookup v1");
+    let fh = s.fs.open(old.ino, false).await.expect("open v1").fh;
+    s.mem.put("obj", v2.clone());
+
+    s.faulty
+        .script(Op::Head, [Fault::Stall(Duration::from_millis(300))]);
+    let fs = s.fs.clone();
+    let getattr = tokio::spawn(async move { fs.getattr(old.ino).await });
+    // The stalled HEAD is in flight; the lookup's own requests are not held back.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let new = s.fs.lookup(root.ino, "obj").await.expect("lookup v2");
+    assert_ne!(new.ino, old.ino, "the new version gets a new inode");
+    assert_eq!(new.size, v2.len() as u64);
+    let attr = getattr.await.expect("join").expect("getattr");
+    assert_eq!(attr.size, v1.len() as u64, "the old inode keeps v1's size");
+    assert_eq!(
+        s.fs.getattr(old.ino).await.expect("getattr again").size,
+        v1.len() as u64
+    );
+    s.fs.release(fh);
+}

@@ -83,15 +83,23 @@ impl Fs {
     /// handles, and its page cache holds only old bytes) and the path gets a new node for the
     /// new version, so the kernel's pages, attributes and passthrough backing of the two
     /// versions never mix. With no handle open the node simply moves to the new version.
-    fn record_info(&self, node: &Node, info: &ObjectInfo) {
+    ///
+    /// Returns the metadata `node` stands for now: `info`, or its old version's if it is
+    /// retired (here, or by a request that overtook this one).
+    fn record_info(&self, node: &Node, info: &ObjectInfo) -> ObjectInfo {
         let mut st = node.state.lock();
         if st.retired {
-            return;
+            if let Some((old, _)) = &st.info {
+                return old.clone();
+            }
+            return info.clone();
         }
         let old = st.info.replace((info.clone(), Instant::now()));
-        let Some((old, at)) = old else { return };
+        let Some((old, at)) = old else {
+            return info.clone();
+        };
         if old.etag == info.etag && old.size == info.size {
-            return;
+            return info.clone();
         }
         tracing::debug!(
             key = node.path.key,
@@ -103,7 +111,7 @@ impl Fs {
             "object changed"
         );
         if st.handles > 0 {
-            st.info = Some((old, at));
+            st.info = Some((old.clone(), at));
             st.retired = true;
             drop(st);
             let fresh = self.inodes.replace(node.path.clone(), Kind::File);
@@ -111,10 +119,11 @@ impl Fs {
             // The old version's blocks go; its handles read what the kernel or a pinned
             // passthrough file still has, and `ESTALE` for the rest (`If-Match` fails).
             self.drop_cached(node);
-            return;
+            return old;
         }
         drop(st);
         self.version_changed(node);
+        info.clone()
     }
 
     pub(super) fn dir_node(&self, backend: BackendId, key: String) -> Arc<Node> {
@@ -282,12 +291,19 @@ impl Fs {
     /// The attributes of a listed entry (a file's are re-fetched if they were dropped since,
     /// as when the object changed).
     async fn listed_attr(&self, entry: &Entry) -> FsResult<Attr> {
-        let node = self.current(self.node(entry.ino)?);
+        let mut node = self.current(self.node(entry.ino)?);
         if node.kind == Kind::Dir {
             return Ok(self.attr_of(&node, None));
         }
-        let info = self.file_info(&node).await?;
-        Ok(self.attr_of(&node, Some(&info)))
+        loop {
+            let info = self.file_info(&node).await?;
+            // Retired while its metadata was being fetched: the path has a newer node.
+            let next = self.current(node.clone());
+            if Arc::ptr_eq(&next, &node) {
+                return Ok(self.attr_of(&node, Some(&info)));
+            }
+            node = next;
+        }
     }
 
     /// The attributes of `ino`, re-fetched if older than the TTL.
@@ -404,7 +420,8 @@ impl Fs {
             }
         };
         self.failing.lock().remove(&bid);
-        self.record_info(node, &info);
-        Ok(info)
+        // What this node stands for: the store's answer, or its old version's if the node
+        // was retired while the HEAD was out.
+        Ok(self.record_info(node, &info))
     }
 }
