@@ -81,16 +81,6 @@ impl MetadataTtl {
             MetadataTtl::Indefinite => false,
         }
     }
-
-    /// The TTL to give the kernel for entries and attributes. The kernel's own cache is
-    /// bounded to a second for finite TTLs so that the daemon stays the one place that decides
-    /// freshness; an indefinite TTL lets the kernel keep entries for a day.
-    pub fn kernel_ttl(&self) -> Duration {
-        match self {
-            MetadataTtl::For(ttl) => (*ttl).min(Duration::from_secs(1)),
-            MetadataTtl::Indefinite => Duration::from_secs(86_400),
-        }
-    }
 }
 
 impl Serialize for MetadataTtl {

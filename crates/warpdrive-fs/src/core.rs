@@ -111,6 +111,9 @@ pub struct Attr {
     pub perm: u16,
     pub uid: u32,
     pub gid: u32,
+    /// How long the kernel may cache this (entry and attributes): what is left of the
+    /// metadata's `metadata_ttl`, so the kernel's cache never outlives the daemon's trust.
+    pub kernel_ttl: Duration,
 }
 
 /// A directory entry handed to `readdir`, with the offset of the entry after it.

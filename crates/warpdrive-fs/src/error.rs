@@ -32,6 +32,10 @@ pub enum FsError {
     /// A device control (`ioctl`): the mount's files are not devices.
     #[error("not a terminal or device")]
     NotATerminal,
+    /// An operation the mount does not implement, and tells the kernel so (it then stops
+    /// sending it): `flush`, which has nothing to do on a read-only mount.
+    #[error("not implemented")]
+    NotImplemented,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -50,6 +54,7 @@ impl FsError {
             FsError::NoAttribute => libc::ENODATA,
             FsError::Busy => libc::EBUSY,
             FsError::NotATerminal => libc::ENOTTY,
+            FsError::NotImplemented => libc::ENOSYS,
             FsError::Store(e) => store_errno(e),
         }
     }
@@ -200,6 +205,7 @@ mod tests {
             (FsError::NoAttribute, libc::ENODATA),
             (FsError::Busy, libc::EBUSY),
             (FsError::NotATerminal, libc::ENOTTY),
+            (FsError::NotImplemented, libc::ENOSYS),
         ];
         for (e, errno) in fs {
             assert_eq!(e.errno(), errno, "{e:?}");

@@ -136,9 +136,10 @@ fn mount_passes(cfg: &warpdrive_config::BackendConfig, extra: &str, files: &[Fil
         .map(|((op, a), (_, b))| format!("{op} {:.2}", (a - b) / n))
         .collect();
     eprintln!(
-        "{extra:?}: cold {cold:.0} files/s (CPU per file: daemon {:.2} ms, emulator {:.2} ms), warm {warm:.0} files/s (FUSE operations per file: {})",
+        "{extra:?}: cold {cold:.0} files/s (CPU per file: daemon {:.2} ms, emulator {:.2} ms; emulator busy {:.0}% of a core), warm {warm:.0} files/s (FUSE operations per file: {})",
         (cpu1[0] - cpu0[0]) as f64 / 1e6 / n,
         (cpu1[1] - cpu0[1]) as f64 / 1e6 / n,
+        (cpu1[1] - cpu0[1]) as f64 / 1e9 / (n / cold) * 100.0,
         ops.join(", ")
     );
     [cold, warm, (r1 - r0) / n, (r2 - r1) / n]
@@ -363,10 +364,12 @@ fn main_table(
     let em = EMULATOR_PID.load(Ordering::Relaxed);
     let cpu0 = [cpu_ns(me), cpu_ns(em)];
     let direct_fps = rt.block_on(direct_pass(&direct, &files));
+    let n = files.len() as f64;
     eprintln!(
-        "direct: {direct_fps:.0} files/s (CPU per file: client {:.2} ms, emulator {:.2} ms)",
-        (cpu_ns(me) - cpu0[0]) as f64 / 1e6 / files.len() as f64,
-        (cpu_ns(em) - cpu0[1]) as f64 / 1e6 / files.len() as f64
+        "direct: {direct_fps:.0} files/s (CPU per file: client {:.2} ms, emulator {:.2} ms; emulator busy {:.0}% of a core)",
+        (cpu_ns(me) - cpu0[0]) as f64 / 1e6 / n,
+        (cpu_ns(em) - cpu0[1]) as f64 / 1e6 / n,
+        (cpu_ns(em) - cpu0[1]) as f64 / 1e9 / (n / direct_fps) * 100.0
     );
 
     let [cold, warm, req_cold, req_warm] = mount_passes(cfg, "metadata_ttl: 10m\n", &files);

@@ -13,8 +13,10 @@
 //! Every mutating operation answers `EROFS` (the mount is also read-only in the kernel).
 
 use std::ffi::OsStr;
+use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::task::{Context, Waker};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 
@@ -48,7 +50,6 @@ const BLKSIZE: u32 = 1 << 20;
 pub struct FuseAdapter {
     fs: Arc<Fs>,
     rt: Handle,
-    ttl: Duration,
     /// How each inode is open, under the kernel's passthrough rules: the core's table
     /// ([`warpdrive_fs::backing`]) decides, the adapter carries out its plans.
     modes: Arc<Mutex<Backings<BackingId>>>,
@@ -68,14 +69,29 @@ impl FuseAdapter {
         Errno::from_i32(errno)
     }
 
-    /// `ttl` is how long the kernel may cache entries and attributes.
-    pub fn new(fs: Arc<Fs>, rt: Handle, ttl: Duration) -> FuseAdapter {
+    /// The kernel caches each entry and attributes for what is left of their metadata's
+    /// `metadata_ttl` (`Attr::kernel_ttl`).
+    pub fn new(fs: Arc<Fs>, rt: Handle) -> FuseAdapter {
         FuseAdapter {
             fs,
             rt,
-            ttl,
             modes: Arc::default(),
         }
+    }
+}
+
+/// Runs `task` on this FUSE session thread as far as it gets without waiting, and hands it
+/// to the runtime only if it must wait (a request to the store, a blocking job). A lookup,
+/// `getattr` or `open` the daemon can answer from what it holds then costs no hop to a
+/// runtime thread, which was most of its cost (warm opens and closes of small files: 55,000
+/// → 70,000 a second, doc/BENCHMARKS.md "Small files"). A future polled once here and then by
+/// the runtime is polled as the `Future` contract allows: each poll registers its own waker.
+fn run_here_or_spawn(rt: &Handle, task: impl Future<Output = ()> + Send + 'static) {
+    let _guard = rt.enter();
+    let mut task = Box::pin(task);
+    let mut cx = Context::from_waker(Waker::noop());
+    if task.as_mut().poll(&mut cx).is_pending() {
+        rt.spawn(task);
     }
 }
 
@@ -171,10 +187,10 @@ impl fuser::Filesystem for FuseAdapter {
             reply.error(Errno::from_i32(FsError::NotFound.errno()));
             return;
         };
-        let (fs, ttl) = (self.fs.clone(), self.ttl);
-        self.rt.spawn(async move {
+        let fs = self.fs.clone();
+        run_here_or_spawn(&self.rt, async move {
             match fs.lookup(Ino(parent.0), &name).await {
-                Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
+                Ok(a) => reply.entry(&a.kernel_ttl, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(failed(&fs, Op::Lookup, &e)),
             }
         });
@@ -182,10 +198,10 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         self.count(Op::Getattr);
-        let (fs, ttl) = (self.fs.clone(), self.ttl);
-        self.rt.spawn(async move {
+        let fs = self.fs.clone();
+        run_here_or_spawn(&self.rt, async move {
             match fs.getattr(Ino(ino.0)).await {
-                Ok(a) => reply.attr(&ttl, &file_attr(&a)),
+                Ok(a) => reply.attr(&a.kernel_ttl, &file_attr(&a)),
                 Err(e) => reply.error(failed(&fs, Op::Getattr, &e)),
             }
         });
@@ -197,7 +213,7 @@ impl fuser::Filesystem for FuseAdapter {
             || flags.0 & (libc::O_TRUNC | libc::O_APPEND | libc::O_CREAT) != 0;
         let fs = self.fs.clone();
         let modes = self.modes.clone();
-        self.rt.spawn(async move {
+        run_here_or_spawn(&self.rt, async move {
             match fs.open(Ino(ino.0), write).await {
                 Ok(o) => {
                     warpdrive_metrics::shift(&fs.metrics().fuse.open_handles, 1);
@@ -247,9 +263,7 @@ impl fuser::Filesystem for FuseAdapter {
                     };
                     reply.opened(fh, flags)
                 }
-                Err(e) => {
-                    reply.error(failed(&fs, Op::Open, &e))
-                }
+                Err(e) => reply.error(failed(&fs, Op::Open, &e)),
             }
         });
     }
@@ -291,7 +305,10 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.count(Op::Flush);
-        reply.ok();
+        // Nothing to do at close on a read-only mount (pins and backings go at `release`).
+        // ENOSYS tells the kernel so: it stops sending FLUSH for good, which saves every
+        // `close` a round trip to the daemon.
+        reply.error(errno(&FsError::NotImplemented));
     }
 
     fn release(

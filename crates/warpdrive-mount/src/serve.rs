@@ -184,11 +184,7 @@ pub(crate) fn run(config: Config) -> Result<()> {
         metrics.clone(),
     );
     serve_control(&rt, control, &config, &fs, &cache);
-    let adapter = FuseAdapter::new(
-        fs.clone(),
-        rt.handle().clone(),
-        config.metadata_ttl.kernel_ttl(),
-    );
+    let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());
 
     let mut fcfg = fuser::Config::default();
     fcfg.mount_options = vec![

@@ -89,10 +89,19 @@ fn files_opened_by_path_cost_one_listing_per_directory_and_one_get_each() {
     assert!(get <= n * 1.05, "{get} GET for {n} files");
     assert_eq!(answers("store"), 0.0);
 
-    // Warm, within the TTL: the kernel asks again (its entry TTL is short) and the daemon
-    // answers from what it knows; the bytes come from the cache.
+    // Warm, within the TTL: the bytes come from the cache, and the kernel still holds every
+    // name (its entry TTL is what is left of the daemon's 10 minutes), so it sends no
+    // `lookup`, and no `flush` either (answered `ENOSYS` once, in the cold epoch).
     drop_page_cache();
+    let fuse = |op| {
+        value(
+            &scrape(&m).0,
+            "warpdrive_fuse_operations_total",
+            &[("op", op)],
+        )
+    };
     let before = requests(&m);
+    let ops = [fuse("lookup"), fuse("flush"), fuse("open")];
     read_by_path(&m, &shuffled(files, 7), 16);
     let warm = requests(&m);
     assert_eq!(
@@ -100,6 +109,17 @@ fn files_opened_by_path_cost_one_listing_per_directory_and_one_get_each() {
         (0.0, 0.0, 0.0),
         "a warm epoch within the TTL asks the store nothing"
     );
+    let ops = [
+        fuse("lookup") - ops[0],
+        fuse("flush") - ops[1],
+        fuse("open") - ops[2],
+    ];
+    println!(
+        "figures: warm, FUSE requests: {} lookup, {} flush, {} open for {n} files",
+        ops[0], ops[1], ops[2]
+    );
+    assert_eq!(ops[..2], [0.0, 0.0], "warm: no lookup, no flush");
+    assert_eq!(ops[2], n, "one open per file");
 }
 
 /// Runs `warpdrive-forge train` on the file list `list` and returns its summary.

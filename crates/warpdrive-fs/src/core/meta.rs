@@ -21,7 +21,26 @@ use crate::listing::Seen;
 
 use super::*;
 
+/// The longest the kernel is let keep an entry or attributes: for what never changes while
+/// mounted (the root, the backends' directories, everything under `metadata_ttl: indefinite`).
+pub const KERNEL_TTL_MAX: Duration = Duration::from_secs(86_400);
+
+/// The kernel's TTL for a name or attributes whose freshness the daemon does not track.
+const KERNEL_TTL_UNTRACKED: Duration = Duration::from_secs(1);
+
 impl Fs {
+    /// How long the kernel may keep an answer built from metadata fetched at `fetched`: what
+    /// is left of its `metadata_ttl`, so the kernel never holds it longer than the daemon
+    /// would trust it (an answer served stale gets 0: the kernel asks again each time).
+    fn kernel_ttl(&self, fetched: Option<Instant>) -> Duration {
+        match (self.cfg.metadata_ttl, fetched) {
+            (MetadataTtl::Indefinite, _) => KERNEL_TTL_MAX,
+            (MetadataTtl::For(ttl), Some(at)) => ttl.saturating_sub(at.elapsed()),
+            (MetadataTtl::For(ttl), None) => ttl.min(KERNEL_TTL_UNTRACKED),
+        }
+        .min(KERNEL_TTL_MAX)
+    }
+
     fn attr_of(&self, node: &Node, info: Option<&ObjectInfo>) -> Attr {
         match node.kind {
             Kind::Dir => Attr {
@@ -32,6 +51,12 @@ impl Fs {
                 perm: 0o555,
                 uid: self.cfg.uid,
                 gid: self.cfg.gid,
+                // The root and the backends' directories exist as long as the mount does.
+                kernel_ttl: if node.path.key.is_empty() {
+                    KERNEL_TTL_MAX
+                } else {
+                    self.kernel_ttl(node.state.lock().seen)
+                },
             },
             Kind::File => {
                 let (size, mtime) = info.map(|i| (i.size, i.mtime)).unwrap_or((0, self.started));
@@ -43,6 +68,7 @@ impl Fs {
                     perm: 0o444,
                     uid: self.cfg.uid,
                     gid: self.cfg.gid,
+                    kernel_ttl: self.kernel_ttl(node.state.lock().info.as_ref().map(|(_, at)| *at)),
                 }
             }
         }

@@ -441,3 +441,30 @@ proptest! {
         })?;
     }
 }
+
+/// The kernel may keep an answer for what is left of the TTL of the metadata behind it, and
+/// the root and the backends' directories for the longest allowed.
+#[tokio::test]
+async fn the_kernel_keeps_an_answer_for_what_is_left_of_its_ttl() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("a"), b"abc").expect("write");
+    let fs = fs_over(dir.path());
+    let ttl = Duration::from_secs(60);
+    let root = fs.lookup(Ino::ROOT, "data").await.expect("backend");
+    assert_eq!(root.kernel_ttl, meta::KERNEL_TTL_MAX);
+    assert_eq!(
+        fs.getattr(Ino::ROOT).await.expect("root").kernel_ttl,
+        meta::KERNEL_TTL_MAX
+    );
+    let a = fs.lookup(root.ino, "a").await.expect("lookup");
+    assert!(
+        a.kernel_ttl <= ttl && a.kernel_ttl > ttl - Duration::from_secs(5),
+        "{a:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = fs.getattr(a.ino).await.expect("getattr");
+    assert!(
+        again.kernel_ttl <= ttl - Duration::from_millis(300),
+        "an answer from the same metadata gets what is left of its TTL: {again:?}"
+    );
+}
