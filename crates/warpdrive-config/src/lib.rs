@@ -419,6 +419,43 @@ impl IdentityConfig {
     }
 }
 
+/// Default size of a shared-tier chunk: large enough that a chunk's request overhead is
+/// small beside its transfer, small enough that a node holds few in memory while filling.
+pub const DEFAULT_CHUNK_SIZE: u64 = 8 << 20;
+/// Largest shared-tier chunk (a fill holds one whole chunk in memory).
+pub const MAX_CHUNK_SIZE: u64 = 256 << 20;
+/// Default lease on a chunk being filled: a fetch of one chunk from the origin plus margin.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// Whether this node writes to the shared tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SharedMode {
+    /// Reads chunks, fills the ones it fetched from the origin, takes leases.
+    ReadWrite,
+    /// Reads chunks only: never writes a chunk or a lease (a node with a read-only
+    /// identity, or one that should not pay the tier's write requests).
+    ReadOnly,
+}
+
+/// `shared_cache:`: a second cache tier in an object store near the cluster, shared by every
+/// node (doc/ARCHITECTURE.md, "The fleet tier").
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SharedCacheConfig {
+    /// The tier's store, resolved as a backend named `shared_cache` is.
+    pub store: BackendConfig,
+    /// Bytes per chunk: a multiple of `cache.block_size`, so a chunk fills whole blocks.
+    #[serde(serialize_with = "ser_size")]
+    pub chunk_size: u64,
+    /// How long a node's claim to fill a chunk holds others back; past it they fetch from
+    /// the origin themselves (its holder is presumed dead).
+    #[serde(serialize_with = "ser_duration")]
+    pub lease_ttl: Duration,
+    pub mode: SharedMode,
+    /// The backends whose objects go through the tier (default: every cloud backend).
+    pub backends: Vec<String>,
+}
+
 /// The resolved configuration every layer is built from.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
@@ -441,6 +478,8 @@ pub struct Config {
     pub fuse: FuseConfig,
     pub retry: RetryPolicy,
     pub backends: Vec<BackendConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_cache: Option<SharedCacheConfig>,
 }
 
 impl Config {
@@ -748,6 +787,10 @@ impl Config {
             }
             backends.push(b);
         }
+        let shared_cache = match raw.shared_cache {
+            None => None,
+            Some(rs) => Some(shared_cache(rs, &backends, block_size, retry, &invalid)?),
+        };
 
         Ok(Config {
             mount_point,
@@ -770,7 +813,136 @@ impl Config {
             fuse,
             retry,
             backends,
+            shared_cache,
         })
+    }
+}
+
+/// Resolves `shared_cache:` against the backends it serves.
+fn shared_cache(
+    mut rs: raw::RawSharedCache,
+    backends: &[BackendConfig],
+    block_size: u64,
+    retry: RetryPolicy,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<SharedCacheConfig, ConfigError> {
+    let mut store = rs.store().map_err(|(field, m)| invalid(&field, m))?;
+    store.retry = retry;
+    let chunk_size = match rs.chunk_size.as_deref() {
+        None => DEFAULT_CHUNK_SIZE.max(block_size),
+        Some(s) => units::parse_size(s).map_err(|m| invalid("shared_cache.chunk_size", m))?,
+    };
+    if chunk_size < block_size || chunk_size % block_size != 0 || chunk_size > MAX_CHUNK_SIZE {
+        return Err(invalid(
+            "shared_cache.chunk_size",
+            format!(
+                "{} is not a whole number of cache blocks ({}) up to {}; use e.g. {}",
+                units::format_size(chunk_size),
+                units::format_size(block_size),
+                units::format_size(MAX_CHUNK_SIZE),
+                units::format_size(DEFAULT_CHUNK_SIZE.max(block_size))
+            ),
+        ));
+    }
+    let lease_ttl = match rs.lease_ttl.as_deref() {
+        None => DEFAULT_LEASE_TTL,
+        Some(s) => {
+            let d = parse_duration(s).map_err(|m| invalid("shared_cache.lease_ttl", m))?;
+            if d < Duration::from_secs(1) || d > Duration::from_secs(600) {
+                return Err(invalid(
+                    "shared_cache.lease_ttl",
+                    format!(
+                        "`{s}` is outside 1s to 10m; it should cover one chunk's fetch from the origin, e.g. 30s"
+                    ),
+                ));
+            }
+            d
+        }
+    };
+    let cloud = |b: &&BackendConfig| !matches!(b.kind, BackendKind::Local { .. });
+    let served: Vec<String> = match rs.backends.take() {
+        None => backends
+            .iter()
+            .filter(cloud)
+            .map(|b| b.name.clone())
+            .collect(),
+        Some(names) => {
+            let mut out = Vec::new();
+            for n in names {
+                let Some(b) = backends.iter().find(|b| b.name == n) else {
+                    return Err(invalid(
+                        "shared_cache.backends",
+                        format!(
+                            "`{n}` is not a backend; name some of: {}",
+                            backends
+                                .iter()
+                                .map(|b| b.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                };
+                if !cloud(&b) {
+                    return Err(invalid(
+                        "shared_cache.backends",
+                        format!(
+                            "`{n}` is a local backend, already on this machine's disk; the shared tier is for cloud backends"
+                        ),
+                    ));
+                }
+                if !out.contains(&n) {
+                    out.push(n);
+                }
+            }
+            out
+        }
+    };
+    if served.is_empty() {
+        return Err(invalid(
+            "shared_cache.backends",
+            "no cloud backend would use the shared tier; list some in `backends`, or remove `shared_cache`".into(),
+        ));
+    }
+    // Chunks written where a backend lists would show up under the mount point.
+    if let Some(b) = backends.iter().find(|b| overlaps(&store, b)) {
+        return Err(invalid(
+            "shared_cache",
+            format!(
+                "its chunks would be stored inside backend `{}` ({}{}); give the tier its own bucket or container, or a prefix outside the backend's",
+                b.name,
+                b.kind.describe(),
+                if b.prefix.is_empty() {
+                    String::new()
+                } else {
+                    format!("/{}", b.prefix)
+                }
+            ),
+        ));
+    }
+    Ok(SharedCacheConfig {
+        store,
+        chunk_size,
+        lease_ttl,
+        mode: rs.mode.unwrap_or(SharedMode::ReadWrite),
+        backends: served,
+    })
+}
+
+/// Whether `a`'s keys and `b`'s could meet: the same bucket (or directory tree) with one
+/// prefix inside the other.
+fn overlaps(a: &BackendConfig, b: &BackendConfig) -> bool {
+    let nested = |x: &str, y: &str| x.starts_with(y) || y.starts_with(x);
+    match (&a.kind, &b.kind) {
+        (BackendKind::Local { path: p }, BackendKind::Local { path: q }) => {
+            p.starts_with(q) || q.starts_with(p)
+        }
+        (BackendKind::Local { .. }, _) | (_, BackendKind::Local { .. }) => false,
+        _ => {
+            a.kind.type_name() == b.kind.type_name()
+                && a.kind.describe() == b.kind.describe()
+                && a.kind.endpoint() == b.kind.endpoint()
+                && nested(&a.prefix, &b.prefix)
+        }
     }
 }
 

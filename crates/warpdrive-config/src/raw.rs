@@ -13,6 +13,7 @@ use crate::{AuthMode, BackendConfig, BackendKind, IdentityConfig, validate_name}
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
     pub mount_point: Option<PathBuf>,
+    pub shared_cache: Option<RawSharedCache>,
     pub cache: Option<RawCache>,
     pub metrics: Option<RawMetrics>,
     pub control: Option<RawControl>,
@@ -78,6 +79,39 @@ pub(crate) struct RawBackend {
     /// A mode (`managed_identity`) or a map with `mode` and the identity's details.
     pub auth: Option<serde_yaml_ng::Value>,
     pub ca_file: Option<PathBuf>,
+}
+
+/// `shared_cache:`: one store, written as a backend is (without `name`), and the tier's own
+/// settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSharedCache {
+    pub azure: Option<RawAzure>,
+    pub s3: Option<RawS3>,
+    pub gcs: Option<RawGcs>,
+    pub local: Option<RawLocal>,
+    pub auth: Option<serde_yaml_ng::Value>,
+    pub ca_file: Option<PathBuf>,
+    pub chunk_size: Option<String>,
+    pub lease_ttl: Option<String>,
+    pub mode: Option<crate::SharedMode>,
+    pub backends: Option<Vec<String>>,
+}
+
+impl RawSharedCache {
+    /// Its store, as a backend named `shared_cache` (fields named `shared_cache.*`).
+    pub(crate) fn store(&mut self) -> Result<BackendConfig, FieldError> {
+        RawBackend {
+            name: Some("shared_cache".into()),
+            azure: self.azure.take(),
+            s3: self.s3.take(),
+            gcs: self.gcs.take(),
+            local: self.local.take(),
+            auth: self.auth.take(),
+            ca_file: self.ca_file.take(),
+        }
+        .resolve_as("shared_cache".into(), &|f| format!("shared_cache.{f}"))
+    }
 }
 
 /// The fields of `auth:` written as a map.
@@ -241,16 +275,24 @@ fn endpoint(value: Option<String>, field: String) -> Result<Option<String>, Fiel
 }
 
 impl RawBackend {
-    pub(crate) fn resolve(self, i: usize) -> Result<BackendConfig, FieldError> {
+    pub(crate) fn resolve(mut self, i: usize) -> Result<BackendConfig, FieldError> {
         let at = |f: &str| format!("backends[{i}].{f}");
         let name = required(
-            self.name,
+            self.name.take(),
             at("name"),
             "give each backend a `name`, which becomes its directory under the mount point",
         )?;
         validate_name(&name).map_err(|m| (at("name"), m))?;
-        let at = |f: &str| format!("backends[{i}] ({name}).{f}");
+        let label = format!("backends[{i}] ({name})");
+        self.resolve_as(name, &|f| format!("{label}.{f}"))
+    }
 
+    /// Resolves a store named `name`; `at(field)` names a field in messages.
+    fn resolve_as(
+        self,
+        name: String,
+        at: &dyn Fn(&str) -> String,
+    ) -> Result<BackendConfig, FieldError> {
         let kinds = [
             self.azure.is_some(),
             self.s3.is_some(),
@@ -262,7 +304,7 @@ impl RawBackend {
         .count();
         if kinds != 1 {
             return Err((
-                format!("backends[{i}] ({name})"),
+                at("").trim_end_matches('.').to_string(),
                 format!(
                     "has {kinds} store kinds; give exactly one of `azure:`, `s3:`, `gcs:` or `local:`"
                 ),

@@ -390,3 +390,95 @@ fn regression_a_cache_dir_inside_the_mount_point_was_accepted() {
     parse(&GOOD.replace("dir: /mnt/nvme/warpdrive-cache", "dir: /wdcache"))
         .expect("a sibling is fine");
 }
+
+const SHARED: &str = "shared_cache:\n  s3: { bucket: fleet-cache, region: us-east-1, prefix: warpdrive }\n  auth: environment\n";
+
+#[test]
+fn a_shared_cache_serves_every_cloud_backend_by_default() {
+    let c = parse(&format!("{GOOD}{SHARED}")).expect("parses");
+    let s = c.shared_cache.expect("shared_cache");
+    assert_eq!(s.store.name, "shared_cache");
+    assert_eq!(s.store.prefix, "warpdrive/");
+    assert_eq!(s.chunk_size, DEFAULT_CHUNK_SIZE);
+    assert_eq!(s.lease_ttl, DEFAULT_LEASE_TTL);
+    assert_eq!(s.mode, SharedMode::ReadWrite);
+    assert_eq!(
+        s.backends,
+        ["datasets-cac", "datasets-wus3", "s3-archive", "gcs-eval"],
+        "every backend but the local one"
+    );
+    let c = parse(&format!(
+        "{GOOD}{SHARED}  chunk_size: 16MiB\n  lease_ttl: 1m\n  mode: read_only\n  backends: [s3-archive]\n"
+    ))
+    .expect("parses");
+    let s = c.shared_cache.clone().expect("shared_cache");
+    assert_eq!(
+        (s.chunk_size, s.lease_ttl),
+        (16 << 20, Duration::from_secs(60))
+    );
+    assert_eq!(
+        (s.mode, s.backends),
+        (SharedMode::ReadOnly, vec!["s3-archive".to_string()])
+    );
+    assert!(
+        c.to_yaml().contains("shared_cache"),
+        "--check-config shows it"
+    );
+    assert!(parse(GOOD).expect("parses").shared_cache.is_none());
+}
+
+#[test]
+fn a_malformed_shared_cache_names_the_field() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "  chunk_size: 3500KiB\n",
+            &["shared_cache.chunk_size", "whole number of cache blocks"],
+        ),
+        ("  chunk_size: 1GiB\n", &["shared_cache.chunk_size"]),
+        (
+            "  lease_ttl: 0s\n",
+            &["shared_cache.lease_ttl", "1s to 10m"],
+        ),
+        ("  mode: sometimes\n", &["unknown variant `sometimes`"]),
+        (
+            "  backends: [nope]\n",
+            &["shared_cache.backends", "`nope` is not a backend"],
+        ),
+        (
+            "  backends: [scratch]\n",
+            &["shared_cache.backends", "local backend"],
+        ),
+        ("  endpoint: x\n", &["unknown field `endpoint`"]),
+    ];
+    for (extra, words) in cases {
+        let msg = parse(&format!("{GOOD}{SHARED}{extra}"))
+            .expect_err(extra)
+            .to_string();
+        for w in *words {
+            assert!(msg.contains(w), "{extra:?}: {msg:?} lacks {w:?}");
+        }
+    }
+    // Two kinds of store, or none.
+    let msg = parse(&format!("{GOOD}shared_cache:\n  auth: environment\n"))
+        .expect_err("no store")
+        .to_string();
+    assert!(
+        msg.contains("shared_cache") && msg.contains("exactly one"),
+        "{msg}"
+    );
+    // Chunks inside a backend's tree would appear under the mount point.
+    let inside =
+        "shared_cache:\n  s3: { bucket: archive, region: us-east-1, prefix: imagenet/cache }\n";
+    let msg = parse(&format!("{GOOD}{inside}"))
+        .expect_err("overlap")
+        .to_string();
+    assert!(
+        msg.contains("s3-archive") && msg.contains("inside backend"),
+        "{msg}"
+    );
+    let beside = "shared_cache:\n  s3: { bucket: archive, region: us-east-1, prefix: chunks }\n";
+    assert!(
+        parse(&format!("{GOOD}{beside}")).is_ok(),
+        "a prefix beside the backend's is fine"
+    );
+}

@@ -191,7 +191,15 @@ pub struct BlockReader {
     pub stats: ReadMetrics,
     /// Checks of fully cached objects against their store's checksum.
     pub integrity: crate::integrity::Integrity,
+    /// The fleet tier, when `shared_cache:` is configured: misses go through it.
+    tier: std::sync::OnceLock<Arc<warpdrive_fleet::SharedTier>>,
+    /// Chunks being fetched for the tier's runs, joined by runs that need them too.
+    pub(crate) chunks: Mutex<HashMap<(ObjectId, u64), ChunkFetch>>,
 }
+
+/// A whole chunk being fetched (from the tier or the origin), shared by the runs awaiting it.
+pub(crate) type ChunkFetch =
+    futures::future::Shared<futures::future::BoxFuture<'static, Result<Bytes, Arc<StoreError>>>>;
 
 impl std::fmt::Debug for BlockReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -225,7 +233,18 @@ impl BlockReader {
             floor_warned: Mutex::new(None),
             integrity: crate::integrity::Integrity::new(stats.clone()),
             stats,
+            tier: std::sync::OnceLock::new(),
+            chunks: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Sends this reader's misses through the fleet tier (once, at start).
+    pub fn set_tier(&self, tier: Arc<warpdrive_fleet::SharedTier>) {
+        let _ = self.tier.set(tier);
+    }
+
+    pub fn tier(&self) -> Option<&Arc<warpdrive_fleet::SharedTier>> {
+        self.tier.get()
     }
 
     /// Bytes of the prefetch budget in use: prefetches in flight and prefetched blocks

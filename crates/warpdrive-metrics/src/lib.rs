@@ -526,6 +526,75 @@ pub struct CacheFigures {
 /// Reads the cache's figures at scrape time.
 pub type CacheSource = Box<dyn Fn() -> CacheFigures + Send + Sync>;
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SharedOpLabels {
+    op: &'static str,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// The shared tier's handles (`warpdrive_shared_*`; doc/METRICS.md). Events are per chunk,
+/// so a family lookup per event costs nothing that matters.
+#[derive(Debug, Clone, Default)]
+pub struct SharedMetrics {
+    requests: Family<SharedOpLabels, Counter>,
+    bytes: Family<DirectionLabels, Counter>,
+    invalid: Family<ReasonLabels, Counter>,
+    avoided: Family<BackendLabels, Counter>,
+}
+
+impl SharedMetrics {
+    /// Handles that record into families of their own, registered nowhere (tests).
+    pub fn detached() -> SharedMetrics {
+        SharedMetrics::default()
+    }
+
+    /// A request to the shared store: `op` (`get`, `put`, ...) and how it ended.
+    pub fn request(&self, op: &'static str, result: &'static str) {
+        add(
+            &self.requests.get_or_create(&SharedOpLabels { op, result }),
+            1,
+        );
+    }
+
+    pub fn requests(&self, op: &'static str, result: &'static str) -> u64 {
+        self.requests
+            .get_or_create(&SharedOpLabels { op, result })
+            .get()
+    }
+
+    /// Chunk bytes read from (`read`) or written to (`written`) the shared store.
+    pub fn bytes(&self, direction: &'static str, n: u64) {
+        add(&self.bytes.get_or_create(&DirectionLabels { direction }), n);
+    }
+
+    /// A chunk refused on reading, by why.
+    pub fn invalid(&self, reason: &'static str) {
+        add(&self.invalid.get_or_create(&ReasonLabels { reason }), 1);
+    }
+
+    pub fn invalids(&self, reason: &'static str) -> u64 {
+        self.invalid.get_or_create(&ReasonLabels { reason }).get()
+    }
+
+    /// Bytes of `backend`'s objects read from the tier instead of the origin.
+    pub fn avoided(&self, backend: &str, n: u64) {
+        let l = BackendLabels {
+            backend: backend.to_string(),
+        };
+        add(&self.avoided.get_or_create(&l), n);
+    }
+}
+
 /// The daemon's metrics and the registry that exposes them.
 #[derive(Debug)]
 pub struct Metrics {
@@ -543,6 +612,7 @@ pub struct Metrics {
     backend_stale_served: Family<BackendLabels, Counter>,
     backend_lookups: Family<BackendAnswerLabels, Counter>,
     backend_lookup_listing_pages: Family<BackendLabels, Counter>,
+    pub shared: SharedMetrics,
     pub auth_refreshes: Family<AuthLabels, Counter>,
     pub auth_refresh_failures: Family<AuthLabels, Counter>,
     pub auth_token_expiry: Family<AuthLabels, Gauge<f64, AtomicU64>>,
@@ -708,6 +778,7 @@ impl Metrics {
             backend_stale_served: Family::default(),
             backend_lookups: Family::default(),
             backend_lookup_listing_pages: Family::default(),
+            shared: SharedMetrics::default(),
             auth_refreshes: Family::default(),
             auth_refresh_failures: Family::default(),
             auth_token_expiry: Family::default(),
@@ -768,6 +839,26 @@ impl Metrics {
             "warpdrive_backend_lookup_listing_pages",
             "Listing pages fetched because a lookup in a directory not yet listed started its listing",
             m.backend_lookup_listing_pages.clone(),
+        );
+        r.register(
+            "warpdrive_shared_requests",
+            "Requests to the shared tier's store, by operation (get, put) and result (hit, absent, invalid, error, timeout, skipped while the tier is marked down; created, exists)",
+            m.shared.requests.clone(),
+        );
+        r.register(
+            "warpdrive_shared_bytes",
+            "Chunk bytes read from (read) and written to (written) the shared tier",
+            m.shared.bytes.clone(),
+        );
+        r.register(
+            "warpdrive_shared_invalid_chunks",
+            "Chunks refused on reading (then fetched from the origin), by reason: header, format, identity, length, data",
+            m.shared.invalid.clone(),
+        );
+        r.register(
+            "warpdrive_shared_origin_bytes_avoided",
+            "Bytes of a backend's objects read from the shared tier instead of the origin",
+            m.shared.avoided.clone(),
         );
         r.register(
             "warpdrive_auth_refreshes",

@@ -183,6 +183,25 @@ pub(crate) fn run(config: Config) -> Result<()> {
         Some(cache.clone()),
         metrics.clone(),
     );
+    if let Some(shared) = &config.shared_cache {
+        let tier =
+            warpdrive_fleet::SharedTier::new(shared, &config.backends, metrics.shared.clone())
+                .map_err(|e| crate::ConfigProblem {
+                    field: "shared_cache".into(),
+                    message: match e {
+                        warpdrive_store::StoreError::Build { message, .. } => message,
+                        other => other.to_string(),
+                    },
+                })?;
+        tracing::info!(
+            store = %format!("{}{}", shared.store.kind.describe(), if shared.store.prefix.is_empty() { String::new() } else { format!("/{}", shared.store.prefix) }),
+            chunk_size = shared.chunk_size,
+            mode = ?shared.mode,
+            backends = shared.backends.join(","),
+            "shared cache tier on"
+        );
+        fs.reader().set_tier(tier);
+    }
     serve_control(&rt, control, &config, &fs, &cache);
     let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());
 

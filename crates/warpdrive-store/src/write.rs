@@ -113,6 +113,56 @@ impl Backend {
         }
     }
 
+    /// Writes object `key` from `data` only if no object has that name yet (a create-only
+    /// write: `If-None-Match: *` on the clouds, a hard link on a local directory). `Ok(true)`
+    /// if this call created it, `Ok(false)` if an object was already there (another writer
+    /// won, which for the shared tier's chunks is success).
+    pub async fn put_new(&self, key: &str, data: Bytes) -> Result<bool> {
+        let full = self.full_key(key)?;
+        match &self.inner {
+            Inner::Local(l) => {
+                let path = l.path_of(&full);
+                let tmp = path.with_file_name(format!(
+                    ".{}.{}.warpdrive-part",
+                    path.file_name()
+                        .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                    std::process::id()
+                ));
+                let write = || -> std::io::Result<bool> {
+                    if let Some(dir) = path.parent() {
+                        std::fs::create_dir_all(dir)?;
+                    }
+                    std::fs::write(&tmp, &data)?;
+                    // A link to a name that exists fails: the first writer's file stays.
+                    let linked = std::fs::hard_link(&tmp, &path);
+                    let _ = std::fs::remove_file(&tmp);
+                    match linked {
+                        Ok(()) => Ok(true),
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                        Err(e) => Err(e),
+                    }
+                };
+                write().map_err(|e| self.write_error(key, e))
+            }
+            Inner::Other => Err(self.read_only(key)),
+            Inner::Cloud { store } => {
+                let path = self.store_path(key)?;
+                let opts = object_store::PutOptions {
+                    mode: object_store::PutMode::Create,
+                    ..Default::default()
+                };
+                match store.put_opts(&path, data.into(), opts).await {
+                    Ok(_) => Ok(true),
+                    Err(
+                        object_store::Error::AlreadyExists { .. }
+                        | object_store::Error::Precondition { .. },
+                    ) => Ok(false),
+                    Err(e) => Err(self.failed(key, e)),
+                }
+            }
+        }
+    }
+
     /// Deletes object `key`.
     pub async fn delete(&self, key: &str) -> Result<()> {
         let full = self.full_key(key)?;

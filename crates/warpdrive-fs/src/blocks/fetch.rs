@@ -12,6 +12,14 @@
 //! A GET that fails, comes up short or returns more than it asked is abandoned: every block
 //! not yet handed out gets the error, leaves the table and gives its permit back, so no
 //! reader waits for a block that will not come and no budget leaks.
+//!
+//! With the fleet tier ([`warpdrive_fleet`]), a run of an object the tier serves is fetched
+//! chunk by chunk: each chunk holding blocks of the run is asked of the tier first (a hit is
+//! verified before any of it is used), and on a miss fetched whole from the origin, streamed
+//! (each block handed out as it completes) and kept, then written to the tier in the
+//! background. Either way every block of the chunk is kept: the run's are landed as above,
+//! the others written to the local cache unless they are there or in flight already, so a
+//! chunk read once is local from then on.
 
 use std::sync::Arc;
 
@@ -87,7 +95,15 @@ impl BlockReader {
                 senders: senders.into_iter(),
                 permit,
             };
-            if let Err(e) = this.stream_run(&o, range, &mut run).await {
+            let tiered = this.tier.get().and_then(|t| {
+                let id = t.identity(o.backend.name(), &o.id.key, &o.id.etag, o.size)?;
+                Some((t.clone(), id))
+            });
+            let r = match tiered {
+                Some((tier, id)) => this.tier_run(&tier, &id, &o, &mut run).await,
+                None => this.stream_run(&o, range, &mut run).await,
+            };
+            if let Err(e) = r {
                 this.abandon(&o, &mut run, e);
             }
         });
@@ -160,6 +176,129 @@ impl BlockReader {
             }));
         }
         Ok(())
+    }
+
+    /// Fetches the run chunk by chunk through the fleet tier (module docs).
+    async fn tier_run(
+        self: &Arc<Self>,
+        tier: &Arc<warpdrive_fleet::SharedTier>,
+        id: &warpdrive_fleet::Identity,
+        o: &Object,
+        run: &mut Run,
+    ) -> Result<(), Arc<StoreError>> {
+        let per_chunk = (tier.chunk_size() / self.block_size).max(1);
+        let mut writing = std::collections::VecDeque::new();
+        for c in run.first / per_chunk..=run.last / per_chunk {
+            let data = self.chunk(tier, id, o, c).await?;
+            let mut at = 0u64;
+            for b in c * per_chunk.. {
+                if at >= data.len() as u64 {
+                    break;
+                }
+                let len = self.block_len(o, b);
+                let block = data.slice(at as usize..(at + len) as usize);
+                self.place(o, run, b, block, &mut writing).await;
+                at += len;
+            }
+        }
+        for w in writing {
+            let _ = w.await;
+        }
+        Ok(())
+    }
+
+    /// Chunk `c` of `o`, whole: from the tier, else from the origin (then written to the
+    /// tier in the background). One fetch per chunk at a time: runs that need a chunk being
+    /// fetched wait for it, so prefetch and reads overlapping one chunk fetch it once. The
+    /// fetch is a task of its own, finished for the others if the run that started it stops.
+    async fn chunk(
+        self: &Arc<Self>,
+        tier: &Arc<warpdrive_fleet::SharedTier>,
+        id: &warpdrive_fleet::Identity,
+        o: &Object,
+        c: u64,
+    ) -> Result<Bytes, Arc<StoreError>> {
+        let key = ((*o.id).clone(), c);
+        let fetch = {
+            let mut chunks = self.chunks.lock();
+            match chunks.get(&key) {
+                Some(f) => f.clone(),
+                None => {
+                    let (this, tier, id, o, k) = (
+                        self.clone(),
+                        tier.clone(),
+                        id.clone(),
+                        o.clone(),
+                        key.clone(),
+                    );
+                    let f = async move {
+                        let r = this.chunk_from(&tier, &id, &o, c).await;
+                        this.chunks.lock().remove(&k);
+                        r
+                    }
+                    .boxed()
+                    .shared();
+                    chunks.insert(key, f.clone());
+                    tokio::spawn(f.clone());
+                    f
+                }
+            }
+        };
+        fetch.await
+    }
+
+    async fn chunk_from(
+        &self,
+        tier: &Arc<warpdrive_fleet::SharedTier>,
+        id: &warpdrive_fleet::Identity,
+        o: &Object,
+        c: u64,
+    ) -> Result<Bytes, Arc<StoreError>> {
+        if let Some(data) = tier.read(o.backend.name(), id, c).await {
+            return Ok(data);
+        }
+        let data = o
+            .backend
+            .get_range(&o.id.key, id.range(c), o.if_match())
+            .await
+            .map_err(Arc::new)?;
+        tier.fill(id.clone(), c, data.clone());
+        Ok(data)
+    }
+
+    /// Block `b` of a chunk has arrived: landed if it is the run's, else written to the
+    /// local cache unless it is cached or being fetched already.
+    async fn place(
+        self: &Arc<Self>,
+        o: &Object,
+        run: &mut Run,
+        b: u64,
+        block: Bytes,
+        writing: &mut std::collections::VecDeque<tokio::task::JoinHandle<()>>,
+    ) {
+        if (run.first..=run.last).contains(&b) {
+            debug_assert_eq!(b, run.next, "a run's blocks arrive in order");
+            if let Some(w) = self.land(o, run, block) {
+                writing.push_back(w);
+            }
+        } else if let Some(cache) = self.cache_for(o).cloned()
+            && !cache.has_block(&o.id, BlockIndex(b))
+            && !self.flights.busy(o.ino, b)
+        {
+            let (this, o) = (self.clone(), o.clone());
+            writing.push_back(tokio::task::spawn_blocking(move || {
+                if let Err(e) = cache.write_block(&o.id, o.size, BlockIndex(b), &block) {
+                    this.cache_error(&e);
+                } else if cache.is_complete(&o.id) {
+                    this.integrity.completed(&cache, &o);
+                }
+            }));
+        }
+        if writing.len() > WRITES_BEHIND
+            && let Some(w) = writing.pop_front()
+        {
+            let _ = w.await;
+        }
     }
 
     /// Block `run.next` has arrived: keeps it in memory if it was prefetched, wakes its

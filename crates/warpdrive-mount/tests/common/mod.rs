@@ -96,6 +96,35 @@ pub fn config_yaml_with(
     y
 }
 
+/// A `shared_cache:` block over the cloud store `store` (emulator credentials), with the
+/// tier's own `fields` (`chunk_size: 2MiB`, `mode: read_only`...), one per line.
+pub fn shared_cache_yaml(store: &BackendConfig, fields: &[&str]) -> String {
+    let prefix = &store.prefix;
+    let mut y = String::from("shared_cache:\n");
+    match &store.kind {
+        BackendKind::Azure { account, container, endpoint } => y.push_str(&format!(
+            "  azure: {{ account: {account}, container: {container}, prefix: \"{prefix}\", endpoint: \"{}\" }}\n",
+            endpoint.as_deref().unwrap_or_default()
+        )),
+        BackendKind::S3 { bucket, endpoint, .. } => y.push_str(&format!(
+            "  s3: {{ bucket: {bucket}, region: us-east-1, prefix: \"{prefix}\", endpoint: \"{}\" }}\n",
+            endpoint.as_deref().unwrap_or_default()
+        )),
+        BackendKind::Gcs { bucket, endpoint } => y.push_str(&format!(
+            "  gcs: {{ bucket: {bucket}, prefix: \"{prefix}\", endpoint: \"{}\" }}\n",
+            endpoint.as_deref().unwrap_or_default()
+        )),
+        BackendKind::Local { path } => {
+            y.push_str(&format!("  local: {{ path: {} }}\n", path.display()))
+        }
+    }
+    y.push_str(&format!("  auth: {}\n", store.auth.as_str()));
+    for f in fields {
+        y.push_str(&format!("  {f}\n"));
+    }
+    y
+}
+
 /// A running daemon and its mount.
 pub struct Mount {
     pub dir: tempfile::TempDir,

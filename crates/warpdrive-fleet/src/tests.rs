@@ -1,0 +1,198 @@
+//! The tier over a local directory (the store kind a shared filesystem uses), and over a
+//! store that does not answer.
+
+use std::time::Duration;
+
+use warpdrive_config::{BackendConfig, DEFAULT_LEASE_TTL, SharedCacheConfig, SharedMode};
+use warpdrive_testkit::{Kind, emulator_backend, local_backend};
+
+use super::*;
+
+const CHUNK: u64 = 1 << 20;
+
+fn origin() -> BackendConfig {
+    // Never asked: only its identity matters here.
+    emulator_backend(Kind::Moto, "http://127.0.0.1:9", "data", "bucket", "ds/")
+}
+
+fn tier(store: BackendConfig, mode: SharedMode) -> (Arc<SharedTier>, SharedMetrics) {
+    let metrics = SharedMetrics::detached();
+    let cfg = SharedCacheConfig {
+        store,
+        chunk_size: CHUNK,
+        lease_ttl: DEFAULT_LEASE_TTL,
+        mode,
+        backends: vec!["data".into()],
+    };
+    let t = SharedTier::new(&cfg, &[origin()], metrics.clone()).expect("tier");
+    (t, metrics)
+}
+
+fn bytes(len: usize, seed: u8) -> Bytes {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed))
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// Waits for `n` fills to have ended one way or another.
+async fn fills_done(m: &SharedMetrics, n: u64) {
+    let t0 = Instant::now();
+    while ["created", "exists", "error", "timeout"]
+        .iter()
+        .map(|r| m.requests("put", r))
+        .sum::<u64>()
+        < n
+    {
+        assert!(t0.elapsed() < Duration::from_secs(10), "fills never ended");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_filled_chunk_is_read_back_and_a_second_fill_finds_it_there() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (t, m) = tier(
+        local_backend("shared_cache", dir.path()),
+        SharedMode::ReadWrite,
+    );
+    let id = t
+        .identity("data", "train/a.tar", "\"v1\"", 3 * CHUNK - 5)
+        .expect("served");
+    assert_eq!(
+        id.key, "ds/train/a.tar",
+        "the backend's prefix is part of the key"
+    );
+    assert!(
+        t.identity("other", "k", "\"v\"", 1).is_none(),
+        "not a served backend"
+    );
+    assert!(
+        t.identity("data", "k", "", 1).is_none(),
+        "no ETag, no identity"
+    );
+
+    assert_eq!(t.read("data", &id, 2).await, None);
+    assert_eq!(m.requests("get", "absent"), 1);
+    let last = bytes((CHUNK - 5) as usize, 1);
+    t.fill(id.clone(), 2, last.clone());
+    fills_done(&m, 1).await;
+    assert_eq!(m.requests("put", "created"), 1);
+    assert_eq!(t.read("data", &id, 2).await, Some(last.clone()));
+    assert_eq!(m.requests("get", "hit"), 1);
+
+    // Another node's fill of the same chunk finds it and leaves it as it is.
+    t.fill(id.clone(), 2, bytes((CHUNK - 5) as usize, 9));
+    fills_done(&m, 2).await;
+    assert_eq!(m.requests("put", "exists"), 1);
+    assert_eq!(t.read("data", &id, 2).await, Some(last));
+
+    // The object's key is nowhere in the store's names.
+    let mut names = Vec::new();
+    let mut stack = vec![dir.path().to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir") {
+            let p = e.expect("entry").path();
+            names.push(p.to_string_lossy().into_owned());
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.contains("train") && !n.contains("a.tar")),
+        "{names:?}"
+    );
+}
+
+/// Chunks damaged, cut short, or stored under another chunk's key are refused by reason,
+/// and read as misses: the caller goes to the origin.
+#[tokio::test]
+async fn damaged_and_swapped_chunks_are_misses_counted_by_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (t, m) = tier(
+        local_backend("shared_cache", dir.path()),
+        SharedMode::ReadWrite,
+    );
+    let id = t
+        .identity("data", "obj", "\"v1\"", 2 * CHUNK)
+        .expect("served");
+    t.fill(id.clone(), 0, bytes(CHUNK as usize, 1));
+    t.fill(id.clone(), 1, bytes(CHUNK as usize, 2));
+    fills_done(&m, 2).await;
+    let path = |i| dir.path().join(chunk::key(&id, i));
+    let good0 = std::fs::read(path(0)).expect("chunk 0");
+
+    let mut flipped = good0.clone();
+    flipped[chunk::HEADER_LEN + 4242] ^= 1;
+    std::fs::write(path(0), &flipped).expect("flip");
+    assert_eq!(t.read("data", &id, 0).await, None);
+    assert_eq!(m.invalids("data"), 1);
+
+    std::fs::write(path(0), &good0[..good0.len() - 100]).expect("truncate");
+    assert_eq!(t.read("data", &id, 0).await, None);
+    assert_eq!(m.invalids("length"), 1);
+
+    std::fs::copy(path(1), path(0)).expect("swap");
+    assert_eq!(t.read("data", &id, 0).await, None);
+    assert_eq!(m.invalids("identity"), 1);
+
+    // The same chunk asked for as another version of the object.
+    let v2 = t
+        .identity("data", "obj", "\"v2\"", 2 * CHUNK)
+        .expect("served");
+    std::fs::create_dir_all(path(1).parent().expect("dir")).expect("mkdir");
+    let other = dir.path().join(chunk::key(&v2, 1));
+    std::fs::create_dir_all(other.parent().expect("dir")).expect("mkdir");
+    std::fs::copy(path(1), &other).expect("copy");
+    assert_eq!(t.read("data", &v2, 1).await, None);
+    assert_eq!(m.invalids("identity"), 2);
+    assert_eq!(m.requests("get", "invalid"), 4, "every refusal is counted");
+    assert_eq!(m.requests("get", "hit"), 0);
+    std::fs::write(path(0), &good0).expect("restore");
+    assert!(t.read("data", &id, 0).await.is_some());
+}
+
+#[tokio::test]
+async fn a_read_only_node_never_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (t, m) = tier(
+        local_backend("shared_cache", dir.path()),
+        SharedMode::ReadOnly,
+    );
+    let id = t.identity("data", "obj", "\"v1\"", CHUNK).expect("served");
+    t.fill(id.clone(), 0, bytes(CHUNK as usize, 1));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+    assert_eq!(
+        m.requests("put", "created") + m.requests("put", "skipped"),
+        0
+    );
+}
+
+/// A tier that refuses connections costs each read at most its first failures, then is not
+/// asked at all until its breaker lets a probe through.
+#[tokio::test]
+async fn a_dead_tier_is_skipped_after_a_few_failures() {
+    // Nothing listens on port 9 of the loopback address.
+    let store = emulator_backend(Kind::Moto, "http://127.0.0.1:9", "shared_cache", "tier", "");
+    let (t, m) = tier(store, SharedMode::ReadWrite);
+    let id = t.identity("data", "obj", "\"v1\"", CHUNK).expect("served");
+    let t0 = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(t.read("data", &id, 0).await, None);
+    }
+    let failed = m.requests("get", "error") + m.requests("get", "timeout");
+    assert_eq!(failed, u64::from(BREAKER_FAILURES), "then skipped");
+    assert_eq!(m.requests("get", "skipped"), 20 - failed);
+    assert!(t0.elapsed() < FIRST_BYTE_DEADLINE * 4, "{:?}", t0.elapsed());
+    tokio::time::sleep(BREAKER_MIN_OPEN).await;
+    assert_eq!(t.read("data", &id, 0).await, None);
+    assert_eq!(
+        m.requests("get", "error") + m.requests("get", "timeout"),
+        failed + 1,
+        "one probe once the breaker's while is over"
+    );
+}

@@ -1,0 +1,202 @@
+//! The fleet tier through real mounts: several daemons on one machine, each with its own
+//! cache directory and mount point, an origin (moto) behind a proxy that counts the bytes
+//! fetched from it, and the shared tier in Azurite.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Mount, runtime, scrape, sha256, shared_cache_yaml, value};
+use warpdrive_store::Backend;
+use warpdrive_testkit::{DelayProxy, Emulator, Kind, emulator_backend, random_bytes, upload_many};
+
+const MIB: usize = 1 << 20;
+
+/// Sizes that give whole chunks, a partial last chunk, and an object smaller than a chunk.
+fn dataset() -> Vec<(String, Vec<u8>)> {
+    vec![
+        ("train/a.tar".into(), random_bytes(5 * MIB + 17, 1)),
+        ("train/b.tar".into(), random_bytes(4 * MIB, 2)),
+        ("train/c.json".into(), random_bytes(200_000, 3)),
+    ]
+}
+
+/// Chunks of 2 MiB in `dataset()`.
+const CHUNKS: f64 = 3.0 + 2.0 + 1.0;
+
+struct Fleet {
+    _origin: Emulator,
+    proxy: DelayProxy,
+    tier_emulator: Emulator,
+    origin: warpdrive_config::BackendConfig,
+    tier: warpdrive_config::BackendConfig,
+}
+
+fn fleet(objects: &[(String, Vec<u8>)]) -> Fleet {
+    let s3 = Emulator::start(Kind::Moto).expect("moto");
+    s3.create_bucket("origin").expect("bucket");
+    runtime()
+        .block_on(upload_many(
+            &s3.backend("direct", "origin", ""),
+            objects.to_vec(),
+            4,
+        ))
+        .expect("upload");
+    let proxy = DelayProxy::counting(s3.port).expect("proxy");
+    let origin = emulator_backend(
+        Kind::Moto,
+        &format!("http://127.0.0.1:{}", proxy.port),
+        "s3",
+        "origin",
+        "",
+    );
+    let az = Emulator::start(Kind::Azurite).expect("azurite");
+    az.create_bucket("tier").expect("container");
+    let tier = az.backend("shared_cache", "tier", "chunks/");
+    Fleet {
+        _origin: s3,
+        proxy,
+        tier_emulator: az,
+        origin,
+        tier,
+    }
+}
+
+impl Fleet {
+    /// A node: its own daemon, cache and mount point, using the tier with `fields`.
+    fn node(&self, fields: &[&str]) -> Mount {
+        let mut all = vec!["chunk_size: 2MiB"];
+        all.extend_from_slice(fields);
+        Mount::start(
+            std::slice::from_ref(&self.origin),
+            &format!("metadata_ttl: 1s\n{}", shared_cache_yaml(&self.tier, &all)),
+        )
+    }
+
+    /// Bytes fetched from the origin so far, by every node.
+    fn origin_bytes(&self) -> u64 {
+        self.proxy.stats.data_reads().1
+    }
+
+    /// Chunks in the tier's store.
+    fn chunks_stored(&self) -> usize {
+        let b = Backend::build(&self.tier).expect("tier backend");
+        runtime()
+            .block_on(b.list_files("", true))
+            .expect("list the tier")
+            .len()
+    }
+}
+
+fn read_all(m: &Mount, objects: &[(String, Vec<u8>)]) {
+    for (key, data) in objects {
+        let got = std::fs::read(m.path(&format!("s3/{key}")))
+            .unwrap_or_else(|e| panic!("read {key}: {e}\n{}", m.log()));
+        assert_eq!(sha256(&got), sha256(data), "{key} differs");
+    }
+}
+
+fn shared(m: &Mount, op: &str, result: &str) -> f64 {
+    value(
+        &scrape(m).0,
+        "warpdrive_shared_requests_total",
+        &[("op", op), ("result", result)],
+    )
+}
+
+/// Waits until `m` has written `n` chunks to the tier (fills go on in the background).
+fn filled(m: &Mount, n: f64) {
+    let t0 = Instant::now();
+    while shared(m, "put", "created") + shared(m, "put", "exists") < n {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{} of {n} chunks written\n{}",
+            shared(m, "put", "created"),
+            m.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Node 1 reads a dataset cold from the origin and fills the tier; nodes 2 (read-write) and
+/// 3 (read-only), with empty local caches, read every byte of it from the tier and nothing
+/// from the origin; the read-only node writes nothing. An object overwritten at the origin
+/// is read at its new version, never from the old version's chunks.
+#[test]
+fn later_nodes_read_the_dataset_from_the_tier_and_not_from_the_origin() {
+    let objects = dataset();
+    let total: u64 = objects.iter().map(|(_, d)| d.len() as u64).sum();
+    let f = fleet(&objects);
+
+    let n1 = f.node(&[]);
+    read_all(&n1, &objects);
+    let from_origin = f.origin_bytes();
+    assert!(
+        from_origin >= total && from_origin <= total + total / 20,
+        "node 1 fetched {from_origin} bytes of a {total}-byte dataset"
+    );
+    filled(&n1, CHUNKS);
+    assert_eq!(f.chunks_stored(), CHUNKS as usize);
+
+    let n2 = f.node(&[]);
+    let before = f.origin_bytes();
+    read_all(&n2, &objects);
+    let s = scrape(&n2).0;
+    let avoided = value(
+        &s,
+        "warpdrive_shared_origin_bytes_avoided_total",
+        &[("backend", "s3")],
+    );
+    println!(
+        "figures: dataset {total} bytes; node 1 fetched {from_origin} from the origin and wrote {CHUNKS} chunks; node 2 fetched {} from the origin, {avoided} from the tier",
+        f.origin_bytes() - before
+    );
+    assert_eq!(
+        f.origin_bytes() - before,
+        0,
+        "node 2 asked the origin for data"
+    );
+    assert_eq!(avoided, total as f64);
+    assert_eq!(shared(&n2, "get", "hit"), CHUNKS);
+    assert_eq!(shared(&n2, "put", "created"), 0.0, "nothing new to write");
+
+    // A read-only node reads from the tier; an object only at the origin it reads from
+    // there, and does not write to the tier.
+    let extra = ("train/d.bin".to_string(), random_bytes(3 * MIB, 4));
+    let direct = f._origin.backend("direct", "origin", "");
+    runtime()
+        .block_on(upload_many(&direct, vec![extra.clone()], 1))
+        .expect("upload d");
+    let n3 = f.node(&["mode: read_only"]);
+    let before = f.origin_bytes();
+    read_all(&n3, &objects);
+    assert_eq!(
+        f.origin_bytes() - before,
+        0,
+        "node 3 asked the origin for data"
+    );
+    read_all(&n3, std::slice::from_ref(&extra));
+    assert_eq!(f.origin_bytes() - before, extra.1.len() as u64);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        f.chunks_stored(),
+        CHUNKS as usize,
+        "the read-only node wrote"
+    );
+    assert_eq!(
+        shared(&n3, "put", "created") + shared(&n3, "put", "skipped"),
+        0.0
+    );
+
+    // Overwritten at the origin: once the TTL has passed, node 2 reads the new version from
+    // the origin, never the old version's chunks.
+    let v2 = ("train/c.json".to_string(), random_bytes(150_000, 9));
+    runtime()
+        .block_on(upload_many(&direct, vec![v2.clone()], 1))
+        .expect("overwrite");
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = f.origin_bytes();
+    read_all(&n2, std::slice::from_ref(&v2));
+    assert_eq!(f.origin_bytes() - before, v2.1.len() as u64);
+    drop(f.tier_emulator);
+}
