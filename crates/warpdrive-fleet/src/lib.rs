@@ -8,11 +8,16 @@
 //!
 //! * a chunk that is present and passes every check ([`chunk::decode`]) is a hit: its data
 //!   is served and fills the local cache, and the origin is not asked;
-//! * anything else (absent, refused, a failed or slow request) is a miss, counted by why,
-//!   and the node fetches the chunk from the origin as it would without the tier; it then
-//!   writes the chunk to the tier in the background ([`SharedTier::fill`]) with a
-//!   create-only write, so of several nodes filling one chunk the first one's stays and the
-//!   others learn it exists (success too). A read-only node never writes.
+//! * an absent chunk (or a refused one, which a writing node deletes) is claimed: the node
+//!   takes the chunk's lease ([`lease`]) with a create-only write, fetches the chunk from the
+//!   origin as it would without the tier, writes it to the tier in the background
+//!   ([`SharedTier::fill`], create-only too: of two writers the first one's stays and the
+//!   second learns it exists, which is success) and gives the lease up. A node that finds
+//!   the lease held waits for the chunk to appear, up to the lease's expiry, then fetches
+//!   from the origin itself. So N nodes missing a chunk at once cost the origin one fetch;
+//!   a lease adds bounded latency, never an error. A read-only node takes no lease and writes
+//!   nothing, but waits on other nodes' leases;
+//! * a failed or slow request is a miss: the node reads the origin and still fills the tier.
 //!
 //! The tier is never needed for a read to succeed: a request that has not answered within
 //! [`FIRST_BYTE_DEADLINE`] (or finished within [`READ_DEADLINE`]) is a miss, and after
@@ -23,6 +28,7 @@
 //! finds the queue full is not written (counted as skipped).
 
 pub mod chunk;
+pub mod lease;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,6 +42,7 @@ use warpdrive_metrics::SharedMetrics;
 use warpdrive_store::{Backend, StoreError};
 
 pub use chunk::Identity;
+use lease::Lease;
 
 /// A tier GET that has not begun to answer by then is a miss (the origin is asked).
 pub const FIRST_BYTE_DEADLINE: Duration = Duration::from_secs(1);
@@ -133,8 +140,11 @@ impl Breaker {
 pub struct SharedTier {
     store: Backend,
     chunk_size: u64,
-    /// Whether this node writes chunks.
+    /// Whether this node writes chunks (and takes leases).
     writes: bool,
+    lease_ttl: Duration,
+    /// This node's name in its leases.
+    node: String,
     /// The backends that use the tier, by name.
     sources: HashMap<String, Source>,
     breaker: Mutex<Breaker>,
@@ -167,6 +177,8 @@ impl SharedTier {
             store,
             chunk_size: cfg.chunk_size,
             writes: cfg.mode == SharedMode::ReadWrite,
+            lease_ttl: cfg.lease_ttl,
+            node: lease::node_id(),
             sources,
             breaker: Mutex::new(Breaker::new()),
             fills: Arc::new(tokio::sync::Semaphore::new(FILLS_IN_FLIGHT)),
@@ -204,9 +216,138 @@ impl SharedTier {
     /// Chunk `index` of `id`, verified, or `None` (a miss, counted by why). `backend` is
     /// the name its avoided origin bytes are counted under.
     pub async fn read(&self, backend: &str, id: &Identity, index: u64) -> Option<Bytes> {
+        match self.look(backend, id, index, true).await {
+            Found::Hit(data) => Some(data),
+            _ => None,
+        }
+    }
+
+    /// Chunk `index` of `id` from the tier, or what to do instead: read it, and if it is
+    /// absent take its lease or wait for the node that holds it ([`lease`]). A miss tells the
+    /// caller to fetch from the origin, with the lease when this node took it (then it must
+    /// [`SharedTier::fill`] the chunk or [`SharedTier::release`] the claim).
+    pub async fn get(&self, backend: &str, id: &Identity, index: u64) -> Got {
+        match self.look(backend, id, index, true).await {
+            Found::Hit(data) => Got::Hit(data),
+            Found::Failed => Got::Miss(None),
+            Found::Refused => {
+                // A refused chunk would stand in the way of every create-only fill.
+                if self.writes {
+                    let _ = tokio::time::timeout(
+                        FIRST_BYTE_DEADLINE,
+                        self.store.delete(&chunk::key(id, index)),
+                    )
+                    .await;
+                }
+                self.absent(backend, id, index).await
+            }
+            Found::Absent => self.absent(backend, id, index).await,
+        }
+    }
+
+    /// The chunk is not in the tier: take its lease, or wait for whoever holds it.
+    async fn absent(&self, backend: &str, id: &Identity, index: u64) -> Got {
+        let lease_key = lease::key(&chunk::key(id, index));
+        if self.writes {
+            match self.take(&lease_key).await {
+                Some(true) => return Got::Miss(Some(Claim { lease: lease_key })),
+                Some(false) => {}
+                None => return Got::Miss(None),
+            }
+        }
+        let held = tokio::time::timeout(FIRST_BYTE_DEADLINE, async {
+            let mut body = self
+                .store
+                .get_range_stream(&lease_key, 0..4096, None)
+                .await?;
+            let mut text = Vec::new();
+            while let Some(c) = body.next().await {
+                text.extend_from_slice(&c?);
+            }
+            Ok::<_, StoreError>(text)
+        })
+        .await;
+        match held {
+            Ok(Ok(text)) => match Lease::parse(&String::from_utf8_lossy(&text)) {
+                Some(l) if l.remaining() > Duration::ZERO => {
+                    self.wait(backend, id, index, l.remaining()).await
+                }
+                _ => {
+                    // Its holder is gone: the lease holds no one back any more.
+                    self.metrics.request("lease", "stale");
+                    if !self.writes {
+                        return Got::Miss(None);
+                    }
+                    let _ = self.store.delete(&lease_key).await;
+                    match self.take(&lease_key).await {
+                        Some(true) => Got::Miss(Some(Claim { lease: lease_key })),
+                        _ => Got::Miss(None),
+                    }
+                }
+            },
+            // Released between the two requests: the chunk is likely there now.
+            Ok(Err(StoreError::NotFound { .. })) => match self.look(backend, id, index, true).await
+            {
+                Found::Hit(data) => Got::Hit(data),
+                _ => Got::Miss(None),
+            },
+            _ => Got::Miss(None),
+        }
+    }
+
+    /// Tries to create the lease at `key`: `Some(true)` taken, `Some(false)` held by another
+    /// node, `None` the tier did not answer.
+    async fn take(&self, key: &str) -> Option<bool> {
+        let mine = Lease::new(&self.node, self.lease_ttl);
+        let put = self.store.put_new(key, Bytes::from(mine.encode()));
+        match tokio::time::timeout(FIRST_BYTE_DEADLINE, put).await {
+            Ok(Ok(true)) => {
+                self.metrics.request("lease", "taken");
+                Some(true)
+            }
+            Ok(Ok(false)) => {
+                self.metrics.request("lease", "held");
+                Some(false)
+            }
+            _ => {
+                self.metrics.request("lease", "error");
+                None
+            }
+        }
+    }
+
+    /// Waits up to `limit` for another node to fill chunk `index` of `id`.
+    async fn wait(&self, backend: &str, id: &Identity, index: u64, limit: Duration) -> Got {
+        let t0 = Instant::now();
+        let mut pause = lease::POLL_FIRST;
+        loop {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 3 / 2).min(lease::POLL_MAX);
+            match self.look(backend, id, index, false).await {
+                Found::Hit(data) => {
+                    self.metrics.request("get", "hit");
+                    self.metrics.wait("filled", t0.elapsed());
+                    return Got::Hit(data);
+                }
+                Found::Absent if t0.elapsed() < limit => {}
+                Found::Absent => {
+                    self.metrics.wait("expired", t0.elapsed());
+                    return Got::Miss(None);
+                }
+                Found::Refused | Found::Failed => {
+                    self.metrics.wait("failed", t0.elapsed());
+                    return Got::Miss(None);
+                }
+            }
+        }
+    }
+
+    /// Reads chunk `index` of `id` once. `count`: whether an absent chunk and a hit are
+    /// counted as requests (a wait's polls count once, as the wait).
+    async fn look(&self, backend: &str, id: &Identity, index: u64, count: bool) -> Found {
         if !self.breaker.lock().allow(Instant::now()) {
             self.metrics.request("get", "skipped");
-            return None;
+            return Found::Failed;
         }
         let range = id.range(index);
         let len = range.end - range.start;
@@ -235,49 +376,68 @@ impl SharedTier {
             Err(None) => {
                 self.metrics.request("get", "timeout");
                 self.breaker.lock().failure(Instant::now());
-                return None;
+                return Found::Failed;
             }
             Err(Some(StoreError::NotFound { .. })) => {
-                self.metrics.request("get", "absent");
+                if count {
+                    self.metrics.request("get", "absent");
+                }
                 self.breaker.lock().success();
-                return None;
+                return Found::Absent;
             }
             Err(Some(e)) => {
                 self.metrics.request("get", "error");
                 tracing::debug!(error = %e, "shared tier read failed");
                 self.breaker.lock().failure(Instant::now());
-                return None;
+                return Found::Failed;
             }
         };
         self.breaker.lock().success();
         self.metrics.bytes("read", bytes.len() as u64);
         match chunk::decode(id, index, bytes) {
             Ok(data) => {
-                self.metrics.request("get", "hit");
+                if count {
+                    self.metrics.request("get", "hit");
+                }
                 self.metrics.avoided(backend, data.len() as u64);
-                Some(data)
+                Found::Hit(data)
             }
             Err(why) => {
                 self.metrics.request("get", "invalid");
                 self.metrics.invalid(why.label());
                 tracing::warn!(chunk = key, reason = %why, "a shared-tier chunk was refused; reading from the origin");
-                None
+                Found::Refused
             }
         }
     }
 
+    /// Gives up a lease this node took without filling its chunk (the origin fetch failed),
+    /// so that the others do not wait for it until it expires.
+    pub fn release(self: &Arc<Self>, claim: Claim) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(READ_DEADLINE, this.store.delete(&claim.lease)).await;
+        });
+    }
+
     /// Writes chunk `index` of `id` (its whole `data`) to the tier in the background, unless
-    /// this node is read-only or enough fills are going on already.
-    pub fn fill(self: &Arc<Self>, id: Identity, index: u64, data: Bytes) {
+    /// this node is read-only or enough fills are going on already; then gives up `claim`.
+    pub fn fill(self: &Arc<Self>, id: Identity, index: u64, data: Bytes, claim: Option<Claim>) {
         if !self.writes {
             return;
         }
         let Ok(queued) = self.queued.clone().try_acquire_owned() else {
             self.metrics.request("put", "skipped");
+            if let Some(c) = claim {
+                self.release(c);
+            }
             return;
         };
         if !self.breaker.lock().allow(Instant::now()) {
             self.metrics.request("put", "skipped");
+            if let Some(c) = claim {
+                self.release(c);
+            }
             return;
         }
         let this = self.clone();
@@ -309,8 +469,36 @@ impl SharedTier {
                     this.breaker.lock().failure(Instant::now());
                 }
             }
+            if let Some(c) = claim {
+                let _ = tokio::time::timeout(READ_DEADLINE, this.store.delete(&c.lease)).await;
+            }
         });
     }
+}
+
+/// What one look at the tier found.
+enum Found {
+    Hit(Bytes),
+    Absent,
+    /// Present but refused (counted by reason).
+    Refused,
+    /// The tier failed, was slow, or is marked down.
+    Failed,
+}
+
+/// What the tier had for a chunk ([`SharedTier::get`]).
+#[derive(Debug)]
+pub enum Got {
+    /// The chunk's data, verified.
+    Hit(Bytes),
+    /// Fetch it from the origin; with a claim this node holds its lease.
+    Miss(Option<Claim>),
+}
+
+/// A lease this node holds on a chunk it is to fill.
+#[derive(Debug)]
+pub struct Claim {
+    lease: String,
 }
 
 #[cfg(test)]

@@ -16,11 +16,19 @@ fn origin() -> BackendConfig {
 }
 
 fn tier(store: BackendConfig, mode: SharedMode) -> (Arc<SharedTier>, SharedMetrics) {
+    tier_with(store, mode, DEFAULT_LEASE_TTL)
+}
+
+fn tier_with(
+    store: BackendConfig,
+    mode: SharedMode,
+    lease_ttl: Duration,
+) -> (Arc<SharedTier>, SharedMetrics) {
     let metrics = SharedMetrics::detached();
     let cfg = SharedCacheConfig {
         store,
         chunk_size: CHUNK,
-        lease_ttl: DEFAULT_LEASE_TTL,
+        lease_ttl,
         mode,
         backends: vec!["data".into()],
     };
@@ -75,14 +83,14 @@ async fn a_filled_chunk_is_read_back_and_a_second_fill_finds_it_there() {
     assert_eq!(t.read("data", &id, 2).await, None);
     assert_eq!(m.requests("get", "absent"), 1);
     let last = bytes((CHUNK - 5) as usize, 1);
-    t.fill(id.clone(), 2, last.clone());
+    t.fill(id.clone(), 2, last.clone(), None);
     fills_done(&m, 1).await;
     assert_eq!(m.requests("put", "created"), 1);
     assert_eq!(t.read("data", &id, 2).await, Some(last.clone()));
     assert_eq!(m.requests("get", "hit"), 1);
 
     // Another node's fill of the same chunk finds it and leaves it as it is.
-    t.fill(id.clone(), 2, bytes((CHUNK - 5) as usize, 9));
+    t.fill(id.clone(), 2, bytes((CHUNK - 5) as usize, 9), None);
     fills_done(&m, 2).await;
     assert_eq!(m.requests("put", "exists"), 1);
     assert_eq!(t.read("data", &id, 2).await, Some(last));
@@ -119,8 +127,8 @@ async fn damaged_and_swapped_chunks_are_misses_counted_by_reason() {
     let id = t
         .identity("data", "obj", "\"v1\"", 2 * CHUNK)
         .expect("served");
-    t.fill(id.clone(), 0, bytes(CHUNK as usize, 1));
-    t.fill(id.clone(), 1, bytes(CHUNK as usize, 2));
+    t.fill(id.clone(), 0, bytes(CHUNK as usize, 1), None);
+    t.fill(id.clone(), 1, bytes(CHUNK as usize, 2), None);
     fills_done(&m, 2).await;
     let path = |i| dir.path().join(chunk::key(&id, i));
     let good0 = std::fs::read(path(0)).expect("chunk 0");
@@ -163,7 +171,7 @@ async fn a_read_only_node_never_writes() {
         SharedMode::ReadOnly,
     );
     let id = t.identity("data", "obj", "\"v1\"", CHUNK).expect("served");
-    t.fill(id.clone(), 0, bytes(CHUNK as usize, 1));
+    t.fill(id.clone(), 0, bytes(CHUNK as usize, 1), None);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
     assert_eq!(
@@ -195,4 +203,99 @@ async fn a_dead_tier_is_skipped_after_a_few_failures() {
         failed + 1,
         "one probe once the breaker's while is over"
     );
+}
+
+/// Two nodes miss one chunk at once: the first takes its lease and fetches it, the second
+/// waits and reads what the first wrote (one origin fetch between them); a read-only node
+/// waits too, and takes no lease.
+#[tokio::test]
+async fn a_node_that_finds_the_lease_held_waits_for_the_fill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (t1, m1) = tier(
+        local_backend("shared_cache", dir.path()),
+        SharedMode::ReadWrite,
+    );
+    let (t2, m2) = tier(
+        local_backend("shared_cache", dir.path()),
+        SharedMode::ReadWrite,
+    );
+    let (t3, m3) = tier(
+        local_backend("shared_cache", dir.path()),
+        SharedMode::ReadOnly,
+    );
+    let id = t1.identity("data", "obj", "\"v1\"", CHUNK).expect("served");
+    let Got::Miss(Some(claim)) = t1.get("data", &id, 0).await else {
+        panic!("the first node takes the lease");
+    };
+    let (w2, w3) = (
+        tokio::spawn({
+            let (t2, id) = (t2.clone(), id.clone());
+            async move { t2.get("data", &id, 0).await }
+        }),
+        tokio::spawn({
+            let (t3, id) = (t3.clone(), id.clone());
+            async move { t3.get("data", &id, 0).await }
+        }),
+    );
+    // The holder's origin fetch takes a while; then it fills and lets the lease go.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let data = bytes(CHUNK as usize, 5);
+    t1.fill(id.clone(), 0, data.clone(), Some(claim));
+    for (w, m) in [(w2, &m2), (w3, &m3)] {
+        match w.await.expect("join") {
+            Got::Hit(d) => assert_eq!(d, data),
+            other => panic!("expected the filled chunk, got {other:?}"),
+        }
+        assert_eq!(m.waits("filled"), 1);
+    }
+    assert_eq!(m1.requests("lease", "taken"), 1);
+    assert_eq!(m2.requests("lease", "held"), 1);
+    assert_eq!(
+        m3.requests("lease", "taken") + m3.requests("lease", "held"),
+        0
+    );
+    fills_done(&m1, 1).await;
+    let t0 = Instant::now();
+    while dir.path().join(lease::key(&chunk::key(&id, 0))).exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the lease was never given up"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The lease holder dies before filling: the others wait no longer than the lease, then
+/// fetch from the origin themselves; the stale lease is removed and taken over.
+#[tokio::test]
+async fn a_dead_holders_lease_costs_at_most_its_ttl() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ttl = Duration::from_millis(800);
+    let (t1, _) = tier_with(
+        local_backend("shared_cache", dir.path()),
+        SharedMode::ReadWrite,
+        ttl,
+    );
+    let (t2, m2) = tier_with(
+        local_backend("shared_cache", dir.path()),
+        SharedMode::ReadWrite,
+        ttl,
+    );
+    let id = t1.identity("data", "obj", "\"v1\"", CHUNK).expect("served");
+    let Got::Miss(Some(_abandoned)) = t1.get("data", &id, 0).await else {
+        panic!("the first node takes the lease");
+    };
+    let t0 = Instant::now();
+    assert!(matches!(t2.get("data", &id, 0).await, Got::Miss(None)));
+    let waited = t0.elapsed();
+    assert!(
+        waited >= ttl - Duration::from_millis(100) && waited < ttl + Duration::from_millis(700),
+        "{waited:?}"
+    );
+    assert_eq!(m2.waits("expired"), 1);
+    // The next miss finds the stale lease, removes it and takes the chunk over.
+    let t0 = Instant::now();
+    assert!(matches!(t2.get("data", &id, 0).await, Got::Miss(Some(_))));
+    assert!(t0.elapsed() < Duration::from_millis(500));
+    assert_eq!(m2.requests("lease", "stale"), 1);
 }

@@ -544,12 +544,30 @@ struct ReasonLabels {
 
 /// The shared tier's handles (`warpdrive_shared_*`; doc/METRICS.md). Events are per chunk,
 /// so a family lookup per event costs nothing that matters.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SharedMetrics {
     requests: Family<SharedOpLabels, Counter>,
     bytes: Family<DirectionLabels, Counter>,
     invalid: Family<ReasonLabels, Counter>,
     avoided: Family<BackendLabels, Counter>,
+    waits: HistogramFamily<OutcomeLabels>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+impl Default for SharedMetrics {
+    fn default() -> SharedMetrics {
+        SharedMetrics {
+            requests: Family::default(),
+            bytes: Family::default(),
+            invalid: Family::default(),
+            avoided: Family::default(),
+            waits: Family::new_with_constructor(request_latency),
+        }
+    }
 }
 
 impl SharedMetrics {
@@ -584,6 +602,18 @@ impl SharedMetrics {
 
     pub fn invalids(&self, reason: &'static str) -> u64 {
         self.invalid.get_or_create(&ReasonLabels { reason }).get()
+    }
+
+    /// A wait for a chunk another node holds the lease of, by how it ended (`filled`,
+    /// `expired`, `failed`).
+    pub fn wait(&self, outcome: &'static str, waited: std::time::Duration) {
+        self.waits
+            .get_or_create(&OutcomeLabels { outcome })
+            .observe_duration(waited);
+    }
+
+    pub fn waits(&self, outcome: &'static str) -> u64 {
+        self.waits.get_or_create(&OutcomeLabels { outcome }).count()
     }
 
     /// Bytes of `backend`'s objects read from the tier instead of the origin.
@@ -854,6 +884,11 @@ impl Metrics {
             "warpdrive_shared_invalid_chunks",
             "Chunks refused on reading (then fetched from the origin), by reason: header, format, identity, length, data",
             m.shared.invalid.clone(),
+        );
+        r.register(
+            "warpdrive_shared_lease_wait_seconds",
+            "Waits for a chunk another node was filling (it held the chunk's lease), by outcome: filled (then read from the tier), expired (the lease ran out: read from the origin), failed",
+            m.shared.waits.clone(),
         );
         r.register(
             "warpdrive_shared_origin_bytes_avoided",

@@ -200,3 +200,80 @@ fn later_nodes_read_the_dataset_from_the_tier_and_not_from_the_origin() {
     assert_eq!(f.origin_bytes() - before, v2.1.len() as u64);
     drop(f.tier_emulator);
 }
+
+/// Four nodes start the same cold read at the same moment (the origin 30 ms away, so their
+/// misses overlap): each chunk is fetched from the origin once, by the node that took its
+/// lease; the others wait for it and read it from the tier. Every byte is right.
+#[test]
+fn a_herd_of_four_nodes_fetches_each_chunk_from_the_origin_once() {
+    let objects = dataset();
+    let total: u64 = objects.iter().map(|(_, d)| d.len() as u64).sum();
+    let s3 = Emulator::start(Kind::Moto).expect("moto");
+    s3.create_bucket("origin").expect("bucket");
+    runtime()
+        .block_on(upload_many(
+            &s3.backend("direct", "origin", ""),
+            objects.clone(),
+            4,
+        ))
+        .expect("upload");
+    let proxy = DelayProxy::start(s3.port, Duration::from_millis(30)).expect("proxy");
+    let origin = emulator_backend(
+        Kind::Moto,
+        &format!("http://127.0.0.1:{}", proxy.port),
+        "s3",
+        "origin",
+        "",
+    );
+    let az = Emulator::start(Kind::Azurite).expect("azurite");
+    az.create_bucket("tier").expect("container");
+    let tier = az.backend("shared_cache", "tier", "");
+    let nodes: Vec<Mount> = (0..4)
+        .map(|_| {
+            Mount::start(
+                std::slice::from_ref(&origin),
+                &format!(
+                    "metadata_ttl: 10m\n{}",
+                    shared_cache_yaml(&tier, &["chunk_size: 2MiB"])
+                ),
+            )
+        })
+        .collect();
+    // Each node has looked the files up (metadata only), so the reads start together.
+    for n in &nodes {
+        for (key, data) in &objects {
+            let md = std::fs::metadata(n.path(&format!("s3/{key}"))).expect("stat");
+            assert_eq!(md.len(), data.len() as u64);
+        }
+    }
+    let before = proxy.stats.data_reads();
+    let go = std::sync::Barrier::new(nodes.len());
+    std::thread::scope(|s| {
+        for n in &nodes {
+            let (go, objects) = (&go, &objects);
+            s.spawn(move || {
+                go.wait();
+                read_all(n, objects);
+            });
+        }
+    });
+    let (gets, bytes) = proxy.stats.data_reads();
+    let (gets, bytes) = (gets - before.0, bytes - before.1);
+    let waits: f64 = nodes
+        .iter()
+        .map(|n| {
+            value(
+                &scrape(n).0,
+                "warpdrive_shared_lease_wait_seconds_count",
+                &[("outcome", "filled")],
+            )
+        })
+        .sum();
+    println!(
+        "figures: herd of 4: {gets} origin GETs for {CHUNKS} chunks, {bytes} origin bytes for a {total}-byte dataset ({:.3}), {waits} waits for another node's fill",
+        bytes as f64 / total as f64
+    );
+    assert_eq!(bytes, total, "each byte fetched from the origin once");
+    assert_eq!(gets as f64, CHUNKS, "one origin GET per chunk");
+    assert!(waits > 0.0, "no node waited for another's fill");
+}

@@ -254,16 +254,26 @@ impl BlockReader {
         o: &Object,
         c: u64,
     ) -> Result<Bytes, Arc<StoreError>> {
-        if let Some(data) = tier.read(o.backend.name(), id, c).await {
-            return Ok(data);
-        }
-        let data = o
+        let claim = match tier.get(o.backend.name(), id, c).await {
+            warpdrive_fleet::Got::Hit(data) => return Ok(data),
+            warpdrive_fleet::Got::Miss(claim) => claim,
+        };
+        match o
             .backend
             .get_range(&o.id.key, id.range(c), o.if_match())
             .await
-            .map_err(Arc::new)?;
-        tier.fill(id.clone(), c, data.clone());
-        Ok(data)
+        {
+            Ok(data) => {
+                tier.fill(id.clone(), c, data.clone(), claim);
+                Ok(data)
+            }
+            Err(e) => {
+                if let Some(claim) = claim {
+                    tier.release(claim);
+                }
+                Err(Arc::new(e))
+            }
+        }
     }
 
     /// Block `b` of a chunk has arrived: landed if it is the run's, else written to the
