@@ -79,6 +79,9 @@ enum Cmd {
     /// Per-team cache quotas over path prefixes: `set TEAM --path P... --max SIZE`, `list`,
     /// `rm TEAM`. Enforced by the daemon; kept across restarts.
     Quota(cmd::quota::QuotaArgs),
+    /// The shared tier (`shared_cache:`): `status` (chunks and bytes per backend, leases),
+    /// `warm PATH` (fill it from the origin once, for the whole fleet), `gc --older-than D`.
+    Fleet(cmd::fleet::FleetArgs),
     /// Serves the control API on TCP behind a bearer token, for automation (forwarding to
     /// the daemon when one runs, else working on the cache directly).
     Serve(cmd::serve::ServeArgs),
@@ -104,6 +107,7 @@ fn main() -> ExitCode {
         Cmd::Warm(a) => cmd::warm::run(&config, &a),
         Cmd::Serve(a) => cmd::serve::run(&config, &a),
         Cmd::Quota(a) => cmd::quota::run(&config, &a),
+        Cmd::Fleet(a) => cmd::fleet::run(&config, &a),
         Cmd::Copy(a) => cmd::copy::run(&config, &a, false),
         Cmd::Move(a) => cmd::copy::run(&config, &a, true),
     };

@@ -29,6 +29,7 @@
 
 pub mod chunk;
 pub mod lease;
+pub mod ops;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -194,6 +195,16 @@ impl SharedTier {
     /// The store the tier lives in (for status).
     pub fn store(&self) -> &Backend {
         &self.store
+    }
+
+    /// The tier's store as `kind://account/container/prefix`.
+    pub fn describe(&self) -> String {
+        let c = self.store.config();
+        if c.prefix.is_empty() {
+            c.kind.describe()
+        } else {
+            format!("{}/{}", c.kind.describe(), c.prefix)
+        }
     }
 
     /// The identity of version `etag` of `key` in backend `backend`, if that backend uses

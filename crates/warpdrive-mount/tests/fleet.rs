@@ -277,3 +277,158 @@ fn a_herd_of_four_nodes_fetches_each_chunk_from_the_origin_once() {
     assert_eq!(gets as f64, CHUNKS, "one origin GET per chunk");
     assert!(waits > 0.0, "no node waited for another's fill");
 }
+
+/// `warpdrive-ctl fleet`: `status` counts the tier's chunks per backend; `warm` fills the
+/// tier from the origin without any local cache (a node then reads the data from the tier,
+/// nothing from the origin), and a second `warm` finds everything there; `gc` deletes what
+/// is older than asked, `--dry-run` only counts.
+#[test]
+fn fleet_status_warm_and_gc() {
+    let objects = dataset();
+    let total: u64 = objects.iter().map(|(_, d)| d.len() as u64).sum();
+    let f = fleet(&objects);
+    let n1 = f.node(&[]);
+    let json = |args: &[&str]| -> serde_json::Value {
+        let (code, out, err) = common::ctl_any(&n1, args);
+        assert_eq!(code, Some(0), "warpdrive-ctl {args:?}: {out}\n{err}");
+        serde_json::from_str(&out).expect("json")
+    };
+    let s = json(&["fleet", "status", "--json"]);
+    assert_eq!(s["reachable"], true);
+    assert_eq!(s["backends"][0][0], "s3");
+    assert_eq!(s["backends"][0][1]["chunks"], 0);
+
+    let before = f.origin_bytes();
+    let w = json(&["fleet", "warm", "s3/train", "--json"]);
+    assert_eq!(w["objects"], 3);
+    assert_eq!(w["written"], CHUNKS as u64);
+    assert_eq!(w["failed"], 0);
+    assert_eq!(
+        f.origin_bytes() - before,
+        total,
+        "warm reads the origin once"
+    );
+    assert_eq!(
+        value(&scrape(&n1).0, "warpdrive_cache_objects", &[]),
+        0.0,
+        "warm fills no local cache"
+    );
+    let again = json(&["fleet", "warm", "s3/train", "--json"]);
+    assert_eq!(
+        (again["written"].as_u64(), again["present"].as_u64()),
+        (Some(0), Some(CHUNKS as u64))
+    );
+
+    let s = json(&["fleet", "status", "--json"]);
+    assert_eq!(s["backends"][0][1]["chunks"], CHUNKS as u64);
+    let stored = s["backends"][0][1]["bytes"].as_u64().expect("bytes");
+    assert!(
+        stored > total && stored < total + 1024,
+        "{stored} bytes for {total} of data"
+    );
+
+    // A node with an empty cache reads everything from the warmed tier.
+    let before = f.origin_bytes();
+    read_all(&n1, &objects);
+    assert_eq!(f.origin_bytes() - before, 0);
+
+    let g = json(&["fleet", "gc", "--older-than", "1h", "--json"]);
+    assert_eq!(
+        (g["deleted"].as_u64(), g["kept"].as_u64()),
+        (Some(0), Some(CHUNKS as u64))
+    );
+    let g = json(&["fleet", "gc", "--older-than", "0s", "--dry-run", "--json"]);
+    assert_eq!(g["deleted"], CHUNKS as u64);
+    assert_eq!(
+        f.chunks_stored(),
+        CHUNKS as usize,
+        "a dry run deletes nothing"
+    );
+    let g = json(&["fleet", "gc", "--older-than", "0s", "--json"]);
+    assert_eq!(g["deleted"], CHUNKS as u64);
+    assert_eq!(f.chunks_stored(), 0);
+    let text = common::ctl(&n1, &["fleet", "status"]);
+    assert!(text.contains("reachable") && text.contains("s3"), "{text}");
+}
+
+/// The tier's store stops mid-run: reads go on from the origin with no error (the tier is
+/// then skipped, not waited for); once it is back, the node uses it again.
+#[test]
+fn a_tier_that_stops_and_comes_back_costs_no_read_error() {
+    let objects = dataset();
+    let total: u64 = objects.iter().map(|(_, d)| d.len() as u64).sum();
+    let f = fleet(&objects);
+    // Objects read only once the tier is back.
+    let more: Vec<(String, Vec<u8>)> = (0..40)
+        .map(|i| {
+            (
+                format!("train/more-{i}.bin"),
+                random_bytes(100_000, 100 + i),
+            )
+        })
+        .collect();
+    runtime()
+        .block_on(upload_many(
+            &f._origin.backend("direct", "origin", ""),
+            more.clone(),
+            4,
+        ))
+        .expect("upload more");
+    let port = warpdrive_testkit::free_port().expect("port");
+    let az = Emulator::start_on(Kind::Azurite, port).expect("azurite");
+    az.create_bucket("tier").expect("container");
+    let tier = az.backend("shared_cache", "tier", "");
+    let node = Mount::start(
+        std::slice::from_ref(&f.origin),
+        &format!(
+            "metadata_ttl: 10m\n{}",
+            shared_cache_yaml(&tier, &["chunk_size: 2MiB"])
+        ),
+    );
+    drop(az);
+    let t0 = Instant::now();
+    let before = f.origin_bytes();
+    read_all(&node, &objects);
+    let down = t0.elapsed();
+    let failed = shared(&node, "get", "error") + shared(&node, "get", "timeout");
+    let skipped = shared(&node, "get", "skipped");
+    println!(
+        "figures: tier down: {total} bytes read in {down:?}, all from the origin; tier requests failed {failed}, skipped {skipped}"
+    );
+    assert_eq!(f.origin_bytes() - before, total);
+    assert!(
+        failed >= 1.0 && failed + skipped >= CHUNKS,
+        "{failed} failed, {skipped} skipped"
+    );
+
+    // Back (empty): new objects read after that are written to it again.
+    let az = Emulator::start_on(Kind::Azurite, port).expect("azurite again");
+    az.create_bucket("tier").expect("container");
+    let t0 = Instant::now();
+    let mut used = false;
+    for o in &more {
+        read_all(&node, std::slice::from_ref(o));
+        if shared(&node, "put", "created") > 0.0 {
+            used = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    println!("figures: tier back: used again after {:?}", t0.elapsed());
+    assert!(
+        used,
+        "the tier was not used again once back\n{}",
+        node.log()
+    );
+    let fuse_errors: f64 = scrape(&node)
+        .0
+        .samples
+        .iter()
+        .filter(|s| s.metric == "warpdrive_fuse_errors_total")
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) => v,
+            _ => 0.0,
+        })
+        .sum();
+    assert_eq!(fuse_errors, 0.0, "a read failed while the tier was down");
+}

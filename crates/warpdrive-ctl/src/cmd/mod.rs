@@ -2,6 +2,7 @@
 
 pub mod copy;
 pub mod evict;
+pub mod fleet;
 pub mod metrics;
 pub mod quota;
 pub mod serve;
