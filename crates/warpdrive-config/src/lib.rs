@@ -454,6 +454,9 @@ pub struct SharedCacheConfig {
     pub mode: SharedMode,
     /// The backends whose objects go through the tier (default: every cloud backend).
     pub backends: Vec<String>,
+    /// Whether nodes missing one chunk at once agree through a lease that one fetches it
+    /// (default). Off, each fetches it from the origin: only to measure what leases save.
+    pub leases: bool,
 }
 
 /// The resolved configuration every layer is built from.
@@ -925,6 +928,7 @@ fn shared_cache(
         lease_ttl,
         mode: rs.mode.unwrap_or(SharedMode::ReadWrite),
         backends: served,
+        leases: rs.leases.unwrap_or(true),
     })
 }
 

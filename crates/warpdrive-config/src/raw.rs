@@ -96,6 +96,7 @@ pub(crate) struct RawSharedCache {
     pub lease_ttl: Option<String>,
     pub mode: Option<crate::SharedMode>,
     pub backends: Option<Vec<String>>,
+    pub leases: Option<bool>,
 }
 
 impl RawSharedCache {

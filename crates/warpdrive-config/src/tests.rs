@@ -424,6 +424,9 @@ fn a_shared_cache_serves_every_cloud_backend_by_default() {
         c.to_yaml().contains("shared_cache"),
         "--check-config shows it"
     );
+    assert!(s.leases, "leases on by default");
+    let off = parse(&format!("{GOOD}{SHARED}  leases: false\n")).expect("parses");
+    assert!(!off.shared_cache.expect("shared_cache").leases);
     assert!(parse(GOOD).expect("parses").shared_cache.is_none());
 }
 

@@ -144,6 +144,8 @@ pub struct SharedTier {
     /// Whether this node writes chunks (and takes leases).
     writes: bool,
     lease_ttl: Duration,
+    /// Whether leases are taken and waited on (`shared_cache.leases`).
+    leases: bool,
     /// This node's name in its leases.
     node: String,
     /// The backends that use the tier, by name.
@@ -179,6 +181,7 @@ impl SharedTier {
             chunk_size: cfg.chunk_size,
             writes: cfg.mode == SharedMode::ReadWrite,
             lease_ttl: cfg.lease_ttl,
+            leases: cfg.leases,
             node: lease::node_id(),
             sources,
             breaker: Mutex::new(Breaker::new()),
@@ -258,6 +261,9 @@ impl SharedTier {
 
     /// The chunk is not in the tier: take its lease, or wait for whoever holds it.
     async fn absent(&self, backend: &str, id: &Identity, index: u64) -> Got {
+        if !self.leases {
+            return Got::Miss(None);
+        }
         let lease_key = lease::key(&chunk::key(id, index));
         if self.writes {
             match self.take(&lease_key).await {

@@ -31,6 +31,7 @@ fn tier_with(
         lease_ttl,
         mode,
         backends: vec!["data".into()],
+        leases: true,
     };
     let t = SharedTier::new(&cfg, &[origin()], metrics.clone()).expect("tier");
     (t, metrics)

@@ -29,7 +29,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use warpdrive_cache::BlockIndex;
 use warpdrive_store::StoreError;
 
-use super::{BlockReader, FetchResult, Object, SharedFetch};
+use super::{BlockReader, ChunkFetch, FetchResult, Object, SharedFetch};
 use crate::flight::Flight;
 
 /// Cache writes one GET may have going while its download goes on.
@@ -188,8 +188,12 @@ impl BlockReader {
     ) -> Result<(), Arc<StoreError>> {
         let per_chunk = (tier.chunk_size() / self.block_size).max(1);
         let mut writing = std::collections::VecDeque::new();
-        for c in run.first / per_chunk..=run.last / per_chunk {
-            let data = self.chunk(tier, id, o, c).await?;
+        // Every chunk of the run is asked for at once; they are used in order.
+        let chunks: Vec<(u64, ChunkFetch)> = (run.first / per_chunk..=run.last / per_chunk)
+            .map(|c| (c, self.chunk(tier, id, o, c)))
+            .collect();
+        for (c, fetch) in chunks {
+            let data = fetch.await?;
             let mut at = 0u64;
             for b in c * per_chunk.. {
                 if at >= data.len() as u64 {
@@ -207,19 +211,20 @@ impl BlockReader {
         Ok(())
     }
 
-    /// Chunk `c` of `o`, whole: from the tier, else from the origin (then written to the
-    /// tier in the background). One fetch per chunk at a time: runs that need a chunk being
-    /// fetched wait for it, so prefetch and reads overlapping one chunk fetch it once. The
-    /// fetch is a task of its own, finished for the others if the run that started it stops.
-    async fn chunk(
+    /// The fetch of chunk `c` of `o`, whole: from the tier, else from the origin (then
+    /// written to the tier in the background). One fetch per chunk at a time: runs that need
+    /// a chunk being fetched share its fetch, so prefetch and reads overlapping one chunk
+    /// fetch it once. The fetch is a task of its own, started here, and finished for the
+    /// others if the run that started it stops.
+    fn chunk(
         self: &Arc<Self>,
         tier: &Arc<warpdrive_fleet::SharedTier>,
         id: &warpdrive_fleet::Identity,
         o: &Object,
         c: u64,
-    ) -> Result<Bytes, Arc<StoreError>> {
+    ) -> ChunkFetch {
         let key = ((*o.id).clone(), c);
-        let fetch = {
+        {
             let mut chunks = self.chunks.lock();
             match chunks.get(&key) {
                 Some(f) => f.clone(),
@@ -243,8 +248,7 @@ impl BlockReader {
                     f
                 }
             }
-        };
-        fetch.await
+        }
     }
 
     async fn chunk_from(
