@@ -267,7 +267,7 @@ impl SharedTier {
         let lease_key = lease::key(&chunk::key(id, index));
         if self.writes {
             match self.take(&lease_key).await {
-                Some(true) => return Got::Miss(Some(Claim { lease: lease_key })),
+                Some(true) => return self.claimed(backend, id, index, lease_key).await,
                 Some(false) => {}
                 None => return Got::Miss(None),
             }
@@ -297,7 +297,7 @@ impl SharedTier {
                     }
                     let _ = self.store.delete(&lease_key).await;
                     match self.take(&lease_key).await {
-                        Some(true) => Got::Miss(Some(Claim { lease: lease_key })),
+                        Some(true) => self.claimed(backend, id, index, lease_key).await,
                         _ => Got::Miss(None),
                     }
                 }
@@ -309,6 +309,20 @@ impl SharedTier {
                 _ => Got::Miss(None),
             },
             _ => Got::Miss(None),
+        }
+    }
+
+    /// This node just took the lease at `lease_key`. The chunk was absent when it looked,
+    /// but another node may have filled it and let its lease go between that look and this
+    /// lease: it looks once more, and gives the lease back if the chunk is there.
+    async fn claimed(&self, backend: &str, id: &Identity, index: u64, lease_key: String) -> Got {
+        match self.look(backend, id, index, false).await {
+            Found::Hit(data) => {
+                self.metrics.request("get", "hit");
+                let _ = tokio::time::timeout(READ_DEADLINE, self.store.delete(&lease_key)).await;
+                Got::Hit(data)
+            }
+            _ => Got::Miss(Some(Claim { lease: lease_key })),
         }
     }
 
