@@ -361,6 +361,17 @@ fn fleet_status_warm_and_gc() {
     assert_eq!(f.chunks_stored(), 0);
     let text = common::ctl(&n1, &["fleet", "status"]);
     assert!(text.contains("reachable") && text.contains("s3"), "{text}");
+    // `status` shows the tier, probed, and `--check-config` its resolved block.
+    let text = common::ctl(&n1, &["status"]);
+    assert!(
+        text.contains("shared      azure://devstoreaccount1/tier/chunks")
+            && text.contains("reachable")
+            && text.contains("read_write"),
+        "{text}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&common::ctl(&n1, &["status", "--json"])).expect("json");
+    assert_eq!(status["shared_cache"]["reachable"], true);
 }
 
 /// The tier's store stops mid-run: reads go on from the origin with no error (the tier is

@@ -57,6 +57,9 @@ struct Status {
     /// Cache health: from the daemon, or read from the cache directory without one.
     cache: Option<CacheHealth>,
     backends: Vec<BackendStatus>,
+    /// The shared tier's store (`shared_cache:`), probed as a backend is. Reads never need
+    /// it, so an unreachable tier is shown but does not make the status degraded.
+    shared_cache: Option<BackendStatus>,
     config: Config,
 }
 
@@ -106,6 +109,10 @@ pub fn run(config: &Config, config_path: &Path, args: &StatusArgs) -> Result<u8>
     let backends = rt.block_on(futures::future::join_all(
         config.backends.iter().map(|b| probe(b, args.timeout)),
     ));
+    let shared_cache = config
+        .shared_cache
+        .as_ref()
+        .map(|s| rt.block_on(probe(&s.store, args.timeout)));
     let state = mount_state(&config.mount_point);
     let daemon: Option<DaemonStatus> = match api::daemon(config) {
         Some(c) => match c.get("/api/v1/status") {
@@ -129,6 +136,7 @@ pub fn run(config: &Config, config_path: &Path, args: &StatusArgs) -> Result<u8>
         daemon,
         cache,
         backends,
+        shared_cache,
         config: config.clone(),
     };
     if args.json {
@@ -197,6 +205,25 @@ fn print_text(s: &Status) {
             q.team,
             size(q.used_bytes as f64),
             size(q.max_bytes as f64)
+        );
+    }
+    if let (Some(t), Some(c)) = (&s.shared_cache, &s.config.shared_cache) {
+        let store = format!("{}/{}", t.store, t.prefix);
+        println!(
+            "shared      {} {}: {}, chunks of {}, leases of {}, for {}",
+            store.trim_end_matches('/'),
+            match (&t.error, t.latency_ms) {
+                (None, Some(l)) => format!("reachable ({l:.1} ms)"),
+                (Some(e), _) => format!("UNREACHABLE ({e}); reads go to the origins"),
+                _ => "unknown".into(),
+            },
+            match c.mode {
+                warpdrive_config::SharedMode::ReadWrite => "read_write",
+                warpdrive_config::SharedMode::ReadOnly => "read_only",
+            },
+            size(c.chunk_size as f64),
+            humantime::format_duration(c.lease_ttl),
+            c.backends.join(", ")
         );
     }
     println!();
