@@ -455,3 +455,76 @@ fn a_tier_that_stops_and_comes_back_costs_no_read_error() {
         .sum();
     assert_eq!(fuse_errors, 0.0, "a read failed while the tier was down");
 }
+
+/// Chunks damaged in the tier (a flipped byte, cut short, copied over another chunk, an
+/// unknown format) are all refused by reason, read from the origin instead, never returned
+/// as wrong bytes, and replaced: the next node reads every chunk from the tier again.
+#[test]
+fn damaged_and_swapped_chunks_in_the_tier_are_refused_and_replaced() {
+    let objects = dataset();
+    let f = fleet(&objects);
+    let n1 = f.node(&[]);
+    read_all(&n1, &objects);
+    filled(&n1, CHUNKS);
+    let tier = Backend::build(&f.tier).expect("tier backend");
+    let rt = runtime();
+    let mut chunks: Vec<(String, u64)> = rt
+        .block_on(tier.list_files("", true))
+        .expect("list")
+        .into_iter()
+        .map(|(k, i)| (k, i.size))
+        .collect();
+    chunks.sort();
+    assert_eq!(chunks.len(), CHUNKS as usize);
+    let read = |k: &str, size: u64| rt.block_on(tier.get_range(k, 0..size, None)).expect("get").to_vec();
+    let write = |k: &str, b: Vec<u8>| {
+        let n = b.len() as u64;
+        rt.block_on(tier.put_stream(
+            k,
+            n,
+            futures::stream::iter(vec![Ok(bytes::Bytes::from(b))]),
+        ))
+        .expect("put");
+    };
+    // 0: a data byte flipped; 1: cut short; 2: another chunk's bytes; 3: a future format.
+    let mut flipped = read(&chunks[0].0, chunks[0].1);
+    flipped[5000] ^= 0x10;
+    write(&chunks[0].0, flipped);
+    let cut = read(&chunks[1].0, chunks[1].1);
+    write(&chunks[1].0, cut[..cut.len() / 2].to_vec());
+    let other = read(&chunks[4].0, chunks[4].1);
+    write(&chunks[2].0, other);
+    let mut future = read(&chunks[3].0, chunks[3].1);
+    future[8] = 9;
+    write(&chunks[3].0, future);
+
+    let n2 = f.node(&[]);
+    let before = f.origin_bytes();
+    read_all(&n2, &objects);
+    let s = scrape(&n2).0;
+    let reason = |r| value(&s, "warpdrive_shared_invalid_chunks_total", &[("reason", r)]);
+    println!(
+        "figures: damaged chunks refused: data {}, length {}, identity {}, header {}, format {}; {} bytes read from the origin instead",
+        reason("data"),
+        reason("length"),
+        reason("identity"),
+        reason("header"),
+        reason("format"),
+        f.origin_bytes() - before
+    );
+    assert_eq!(shared(&n2, "get", "invalid"), 4.0, "every damaged chunk refused");
+    assert_eq!(reason("data"), 1.0);
+    assert_eq!(reason("length"), 1.0);
+    assert_eq!(reason("identity"), 1.0);
+    // A changed version byte fails the header's own checksum first.
+    assert_eq!(reason("header") + reason("format"), 1.0);
+    assert!(f.origin_bytes() > before, "the refused chunks came from the origin");
+
+    // Node 2 replaced them: node 3 reads everything from the tier.
+    filled(&n2, 4.0);
+    let n3 = f.node(&[]);
+    let before = f.origin_bytes();
+    read_all(&n3, &objects);
+    assert_eq!(f.origin_bytes() - before, 0, "the damaged chunks were not replaced");
+    assert_eq!(shared(&n3, "get", "invalid"), 0.0);
+}
