@@ -114,6 +114,11 @@ fn the_shipped_dashboard_and_rules_use_real_names() {
             backend: "b".into(),
         })
         .set(1.0);
+    m.shared.request("get", "hit");
+    m.shared.bytes("read", 1);
+    m.shared.invalid("data");
+    m.shared.avoided("b", 1);
+    m.shared.wait("filled", std::time::Duration::from_millis(3));
     let served = m.render();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
     let mut used = 0;

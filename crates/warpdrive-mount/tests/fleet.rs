@@ -159,6 +159,16 @@ fn later_nodes_read_the_dataset_from_the_tier_and_not_from_the_origin() {
     assert_eq!(avoided, total as f64);
     assert_eq!(shared(&n2, "get", "hit"), CHUNKS);
     assert_eq!(shared(&n2, "put", "created"), 0.0, "nothing new to write");
+    // The dashboard's shared-tier section.
+    let dash = common::ctl(&n2, &["metrics"]);
+    assert!(
+        dash.contains("Shared tier") && dash.contains("origin bytes avoided"),
+        "{dash}"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&common::ctl(&n2, &["metrics", "--json"])).expect("json");
+    assert_eq!(j["shared"]["hits"], CHUNKS);
+    assert_eq!(j["shared"]["origin_bytes_avoided"][0][1], total as f64);
 
     // A read-only node reads from the tier; an object only at the origin it reads from
     // there, and does not write to the tier.
@@ -476,15 +486,15 @@ fn damaged_and_swapped_chunks_in_the_tier_are_refused_and_replaced() {
         .collect();
     chunks.sort();
     assert_eq!(chunks.len(), CHUNKS as usize);
-    let read = |k: &str, size: u64| rt.block_on(tier.get_range(k, 0..size, None)).expect("get").to_vec();
+    let read = |k: &str, size: u64| {
+        rt.block_on(tier.get_range(k, 0..size, None))
+            .expect("get")
+            .to_vec()
+    };
     let write = |k: &str, b: Vec<u8>| {
         let n = b.len() as u64;
-        rt.block_on(tier.put_stream(
-            k,
-            n,
-            futures::stream::iter(vec![Ok(bytes::Bytes::from(b))]),
-        ))
-        .expect("put");
+        rt.block_on(tier.put_stream(k, n, futures::stream::iter(vec![Ok(bytes::Bytes::from(b))])))
+            .expect("put");
     };
     // 0: a data byte flipped; 1: cut short; 2: another chunk's bytes; 3: a future format.
     let mut flipped = read(&chunks[0].0, chunks[0].1);
@@ -502,7 +512,13 @@ fn damaged_and_swapped_chunks_in_the_tier_are_refused_and_replaced() {
     let before = f.origin_bytes();
     read_all(&n2, &objects);
     let s = scrape(&n2).0;
-    let reason = |r| value(&s, "warpdrive_shared_invalid_chunks_total", &[("reason", r)]);
+    let reason = |r| {
+        value(
+            &s,
+            "warpdrive_shared_invalid_chunks_total",
+            &[("reason", r)],
+        )
+    };
     println!(
         "figures: damaged chunks refused: data {}, length {}, identity {}, header {}, format {}; {} bytes read from the origin instead",
         reason("data"),
@@ -512,19 +528,30 @@ fn damaged_and_swapped_chunks_in_the_tier_are_refused_and_replaced() {
         reason("format"),
         f.origin_bytes() - before
     );
-    assert_eq!(shared(&n2, "get", "invalid"), 4.0, "every damaged chunk refused");
+    assert_eq!(
+        shared(&n2, "get", "invalid"),
+        4.0,
+        "every damaged chunk refused"
+    );
     assert_eq!(reason("data"), 1.0);
     assert_eq!(reason("length"), 1.0);
     assert_eq!(reason("identity"), 1.0);
     // A changed version byte fails the header's own checksum first.
     assert_eq!(reason("header") + reason("format"), 1.0);
-    assert!(f.origin_bytes() > before, "the refused chunks came from the origin");
+    assert!(
+        f.origin_bytes() > before,
+        "the refused chunks came from the origin"
+    );
 
     // Node 2 replaced them: node 3 reads everything from the tier.
     filled(&n2, 4.0);
     let n3 = f.node(&[]);
     let before = f.origin_bytes();
     read_all(&n3, &objects);
-    assert_eq!(f.origin_bytes() - before, 0, "the damaged chunks were not replaced");
+    assert_eq!(
+        f.origin_bytes() - before,
+        0,
+        "the damaged chunks were not replaced"
+    );
     assert_eq!(shared(&n3, "get", "invalid"), 0.0);
 }

@@ -128,7 +128,25 @@ struct Dashboard {
     cache: CacheView,
     readahead: Readahead,
     backends: Vec<BackendView>,
+    /// The shared tier, when the daemon has one (its series exist).
+    shared: Option<SharedView>,
     auth: Vec<AuthView>,
+}
+
+#[derive(Debug, Serialize)]
+struct SharedView {
+    hits: f64,
+    absent: f64,
+    invalid: f64,
+    failed: f64,
+    hit_rate: Option<f64>,
+    read_bytes: f64,
+    written_bytes: f64,
+    chunks_written: f64,
+    lease_waits: f64,
+    mean_lease_wait_seconds: Option<f64>,
+    /// Bytes read from the tier instead of the origin, per backend.
+    origin_bytes_avoided: Vec<(String, f64)>,
 }
 
 #[derive(Debug, Serialize)]
@@ -363,8 +381,65 @@ fn dashboard(s: &Snapshot, since: bool) -> Dashboard {
             window_resets: v("warpdrive_prefetch_window_resets_total"),
         },
         backends,
+        shared: shared_view(s),
         auth,
     }
+}
+
+fn shared_view(s: &Snapshot) -> Option<SharedView> {
+    let req = |op: &str, r: &str| {
+        s.value(
+            "warpdrive_shared_requests_total",
+            &[("op", op), ("result", r)],
+        )
+    };
+    let present = !s
+        .label_values("warpdrive_shared_requests_total", "op")
+        .is_empty();
+    if !present {
+        return None;
+    }
+    let hits = req("get", "hit");
+    let absent = req("get", "absent");
+    let invalid = req("get", "invalid");
+    let failed = req("get", "error") + req("get", "timeout") + req("get", "skipped");
+    let waits: f64 = ["filled", "expired", "failed"]
+        .iter()
+        .map(|o| {
+            s.value(
+                "warpdrive_shared_lease_wait_seconds_count",
+                &[("outcome", o)],
+            )
+        })
+        .sum();
+    let waited: f64 = ["filled", "expired", "failed"]
+        .iter()
+        .map(|o| s.value("warpdrive_shared_lease_wait_seconds_sum", &[("outcome", o)]))
+        .sum();
+    let avoided = s
+        .label_values("warpdrive_shared_origin_bytes_avoided_total", "backend")
+        .into_iter()
+        .map(|b| {
+            let n = s.value(
+                "warpdrive_shared_origin_bytes_avoided_total",
+                &[("backend", b.as_str())],
+            );
+            (b, n)
+        })
+        .collect();
+    Some(SharedView {
+        hits,
+        absent,
+        invalid,
+        failed,
+        hit_rate: ratio(hits, hits + absent + invalid + failed),
+        read_bytes: s.value("warpdrive_shared_bytes_total", &[("direction", "read")]),
+        written_bytes: s.value("warpdrive_shared_bytes_total", &[("direction", "written")]),
+        chunks_written: req("put", "created"),
+        lease_waits: waits,
+        mean_lease_wait_seconds: ratio(waited, waits),
+        origin_bytes_avoided: avoided,
+    })
 }
 
 fn secs(s: f64) -> String {
@@ -489,6 +564,24 @@ fn render(d: &Dashboard, rate: Option<(f64, Duration)>) -> String {
             count(b.list),
             b.mean_first_byte_seconds.map_or("-".into(), secs),
         ));
+    }
+    if let Some(t) = &d.shared {
+        o.push_str(&format!(
+            "\nShared tier\n  chunks: hits {} ({}), absent {}, refused {}, failed or skipped {}; read {}, written {} ({} chunks)\n  lease waits {} (mean {})\n",
+            count(t.hits),
+            pct(t.hit_rate),
+            count(t.absent),
+            count(t.invalid),
+            count(t.failed),
+            bytes(t.read_bytes),
+            bytes(t.written_bytes),
+            count(t.chunks_written),
+            count(t.lease_waits),
+            t.mean_lease_wait_seconds.map_or("-".into(), secs),
+        ));
+        for (b, n) in &t.origin_bytes_avoided {
+            o.push_str(&format!("  {b:<16} origin bytes avoided {}\n", bytes(*n)));
+        }
     }
     o.push_str("\nAuth\n");
     for a in &d.auth {
