@@ -22,6 +22,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/quotas"),
     ("PUT", "/api/v1/quotas/{team}"),
     ("DELETE", "/api/v1/quotas/{team}"),
+    ("GET", "/api/v1/fleet/status"),
+    ("POST", "/api/v1/fleet/warm"),
+    ("POST", "/api/v1/fleet/gc"),
 ];
 
 /// The body of every error answer.
@@ -254,6 +257,66 @@ pub struct WarmRequest {
     #[serde(default)]
     pub recursive: bool,
     /// Objects fetched at once (default 4).
+    pub parallel: Option<usize>,
+}
+
+/// Chunks and bytes of one backend (or of sources the config does not name) in the shared
+/// tier.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetHeld {
+    pub backend: String,
+    pub chunks: u64,
+    pub bytes: u64,
+}
+
+/// `GET /fleet/status`: what the shared tier holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FleetStatus {
+    /// The tier's store, as `kind://account/container/prefix`.
+    pub store: String,
+    /// `read_write` or `read_only`.
+    pub mode: String,
+    pub chunk_size: u64,
+    pub lease_ttl_seconds: u64,
+    /// Per configured backend that uses the tier.
+    pub backends: Vec<FleetHeld>,
+    /// Chunks of sources this config does not name (`backend` is empty).
+    pub other: FleetHeld,
+    /// Leases younger than `lease_ttl` (a node is filling that chunk) and older (stale).
+    pub leases_held: u64,
+    pub leases_expired: u64,
+}
+
+/// `POST /fleet/gc`: delete chunks written before `older_than`, and expired leases.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FleetGcRequest {
+    /// An age such as `7d` or `12h`.
+    pub older_than: String,
+    /// Only count what would go.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What `fleet gc` deleted (or would).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FleetGc {
+    pub deleted: u64,
+    pub deleted_bytes: u64,
+    pub kept: u64,
+    pub kept_bytes: u64,
+    /// Deletes that failed (left for the next run).
+    pub failed: u64,
+    pub dry_run: bool,
+}
+
+/// `POST /fleet/warm`: fill the shared tier with the chunks of the objects under a path, from
+/// their origin, as a job (`objects_*` of the job count chunks; `objects_skipped`, chunks
+/// already in the tier; `bytes_written`, chunk bytes written). No local cache is filled.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FleetWarmRequest {
+    /// A path under the mount point, `wd://BACKEND/PREFIX` or `BACKEND/PREFIX`.
+    pub path: String,
+    /// Chunks fetched and written at once (default 4).
     pub parallel: Option<usize>,
 }
 

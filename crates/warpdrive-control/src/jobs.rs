@@ -146,6 +146,66 @@ impl Jobs {
         );
     }
 
+    /// Starts a job filling the shared tier with the chunks under `prefix` of backend
+    /// `name` (`origin`), and returns its record. Its `objects_*` count chunks.
+    pub fn start_fleet_warm(
+        &self,
+        tier: Arc<warpdrive_fleet::SharedTier>,
+        name: String,
+        origin: Arc<warpdrive_store::Backend>,
+        prefix: String,
+        req: crate::api::FleetWarmRequest,
+    ) -> Job {
+        let cell = self.create("fleet-warm", vec![req.path.clone()]);
+        let job = cell.job.lock().clone();
+        tokio::spawn(async move {
+            let progress = warpdrive_fleet::ops::Warmed::default();
+            let parallel = req.parallel.unwrap_or(DEFAULT_WARM_PARALLEL).max(1);
+            cell.update(|j| j.state = JobState::Running);
+            let mirror = |p: &warpdrive_fleet::ops::Warmed| {
+                let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+                cell.update(|j| {
+                    j.objects_total = n(&p.chunks);
+                    j.objects_done = n(&p.written) + n(&p.present) + n(&p.failed);
+                    j.objects_skipped = n(&p.present);
+                    j.bytes_written = n(&p.written_bytes);
+                    j.bytes_fetched = n(&p.written_bytes);
+                });
+            };
+            let run = warpdrive_fleet::ops::warm(
+                &tier,
+                &name,
+                &origin,
+                &prefix,
+                parallel,
+                &progress,
+                &cell.cancel,
+            );
+            tokio::pin!(run);
+            let r = loop {
+                tokio::select! {
+                    r = &mut run => break r,
+                    () = tokio::time::sleep(std::time::Duration::from_millis(200)) => mirror(&progress),
+                }
+            };
+            mirror(&progress);
+            if let Some(e) = progress.first_error.lock().clone() {
+                let failed = progress.failed.load(Ordering::Relaxed);
+                cell.update(|j| {
+                    j.error_count = failed;
+                    j.errors
+                        .push(format!("{failed} chunks failed; the first: {e}"));
+                });
+            }
+            if let Err(e) = r {
+                cell.error(format!("{}: {e}", req.path));
+                cell.update(|j| j.state = JobState::Failed);
+            }
+            Jobs::finish(&cell);
+        });
+        job
+    }
+
     /// Starts a warm job on the current runtime and returns its record.
     pub fn start_warm(&self, config: Arc<Config>, fs: Arc<Fs>, req: WarmRequest) -> Job {
         let cell = self.create("warm", req.paths.clone());

@@ -89,6 +89,15 @@ impl Control {
             build_backends(config)?,
             Some(cache.clone()),
         );
+        if let Some(shared) = &config.shared_cache {
+            let tier = warpdrive_fleet::SharedTier::new(
+                shared,
+                &config.backends,
+                warpdrive_metrics::SharedMetrics::detached(),
+            )
+            .context("building the shared tier's client")?;
+            fs.reader().set_tier(tier);
+        }
         Ok(Control::new(
             Arc::new(config.clone()),
             fs,
@@ -143,6 +152,9 @@ pub fn router(c: Arc<Control>) -> Router {
         .route("/api/v1/copy", post(copy))
         .route("/api/v1/quotas", get(quota_list))
         .route("/api/v1/quotas/{team}", put(quota_set).delete(quota_rm))
+        .route("/api/v1/fleet/status", get(fleet_status))
+        .route("/api/v1/fleet/warm", post(fleet_warm))
+        .route("/api/v1/fleet/gc", post(fleet_gc))
         .fallback(|| async {
             Failure(
                 StatusCode::NOT_FOUND,
@@ -261,6 +273,67 @@ async fn copy(
     let job = c
         .jobs
         .start_copy(c.config.clone(), c.fs.backends().to_vec(), r);
+    Ok((StatusCode::ACCEPTED, Json(job)))
+}
+
+/// The shared tier, or 409 when the config has none.
+fn tier(c: &Control) -> Result<Arc<warpdrive_fleet::SharedTier>, Failure> {
+    c.fs.reader().tier().cloned().ok_or_else(|| {
+        Failure(
+            StatusCode::CONFLICT,
+            "no shared tier: the config has no `shared_cache:` block".into(),
+        )
+    })
+}
+
+fn tier_failed(e: warpdrive_store::StoreError) -> Failure {
+    Failure(StatusCode::BAD_GATEWAY, format!("the shared tier: {e}"))
+}
+
+async fn fleet_status(State(c): State<Arc<Control>>) -> Answer<api::FleetStatus> {
+    let t = tier(&c)?;
+    warpdrive_fleet::ops::status(&t)
+        .await
+        .map(Json)
+        .map_err(tier_failed)
+}
+
+async fn fleet_gc(
+    State(c): State<Arc<Control>>,
+    Json(r): Json<api::FleetGcRequest>,
+) -> Answer<api::FleetGc> {
+    let t = tier(&c)?;
+    let age = report::parse_age(&r.older_than).map_err(bad_request)?;
+    warpdrive_fleet::ops::gc(&t, age, r.dry_run)
+        .await
+        .map(Json)
+        .map_err(tier_failed)
+}
+
+async fn fleet_warm(
+    State(c): State<Arc<Control>>,
+    Json(r): Json<api::FleetWarmRequest>,
+) -> Result<(StatusCode, Json<Job>), Failure> {
+    let t = tier(&c)?;
+    let target = Target::resolve(&c.config, Some(&r.path)).map_err(bad_request)?;
+    let Some(name) = target.backend.clone() else {
+        return Err(bad_request(anyhow::anyhow!(
+            "{}: name a backend and a path in it (BACKEND/PREFIX)",
+            r.path
+        )));
+    };
+    let served = c
+        .config
+        .shared_cache
+        .as_ref()
+        .is_some_and(|s| s.backends.contains(&name));
+    let origin = c.fs.backends().iter().find(|b| b.name() == name).cloned();
+    let (true, Some(origin)) = (served, origin) else {
+        return Err(bad_request(anyhow::anyhow!(
+            "backend `{name}` does not use the shared tier (shared_cache.backends)"
+        )));
+    };
+    let job = c.jobs.start_fleet_warm(t, name, origin, target.prefix, r);
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 

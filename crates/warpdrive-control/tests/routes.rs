@@ -43,11 +43,14 @@ fn openapi_lists_exactly_the_served_routes() {
     let data = dir.path().join("data");
     std::fs::create_dir_all(data.join("d")).expect("data");
     std::fs::write(data.join("d/f.bin"), vec![7u8; 300_000]).expect("file");
+    // A shared tier in a directory, for a cloud backend no request reaches here.
+    std::fs::create_dir_all(dir.path().join("tier/wd1")).expect("tier");
     let yaml = format!(
-        "mount_point: {}\ncache: {{ dir: {} }}\nbackends:\n  - name: b\n    local: {{ path: {} }}\n",
+        "mount_point: {}\ncache: {{ dir: {} }}\nbackends:\n  - name: b\n    local: {{ path: {} }}\n  - name: s\n    s3: {{ bucket: x, region: us-east-1, endpoint: \"http://127.0.0.1:9\" }}\n    auth: anonymous\nshared_cache:\n  local: {{ path: {} }}\n",
         dir.path().join("mnt").display(),
         dir.path().join("cache").display(),
-        data.display()
+        data.display(),
+        dir.path().join("tier").display()
     );
     let cfg_path = dir.path().join("config.yaml");
     std::fs::write(&cfg_path, yaml).expect("config");
@@ -114,6 +117,19 @@ fn openapi_lists_exactly_the_served_routes() {
         ("GET", "/api/v1/quotas", "/api/v1/quotas", None),
         ("GET", "/api/v1/usage", "/api/v1/usage?by=team", None),
         ("DELETE", "/api/v1/quotas/{team}", "/api/v1/quotas/ml", None),
+        ("GET", "/api/v1/fleet/status", "/api/v1/fleet/status", None),
+        (
+            "POST",
+            "/api/v1/fleet/gc",
+            "/api/v1/fleet/gc",
+            Some(r#"{"older_than":"7d","dry_run":true}"#),
+        ),
+        (
+            "POST",
+            "/api/v1/fleet/warm",
+            "/api/v1/fleet/warm",
+            Some(r#"{"path":"s/d"}"#),
+        ),
     ];
     let exercised: BTreeSet<(String, String)> = requests
         .iter()

@@ -16,34 +16,11 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::Serialize;
+use warpdrive_api::api::{FleetGc as Gc, FleetHeld as Held, FleetStatus as Status};
 use warpdrive_store::{Backend, StoreError};
 
 use crate::chunk::{self, KEY_ROOT};
 use crate::{SharedTier, lease};
-
-/// Chunks (and bytes) of one backend in the tier.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct Held {
-    pub chunks: u64,
-    pub bytes: u64,
-}
-
-/// `fleet status`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Status {
-    /// The tier's store, as `kind://account/container/prefix`.
-    pub store: String,
-    pub mode: String,
-    pub chunk_size: u64,
-    pub lease_ttl_seconds: u64,
-    /// Per configured backend that uses the tier.
-    pub backends: Vec<(String, Held)>,
-    /// Chunks of sources this config does not name (other clusters' backends, old configs).
-    pub other: Held,
-    /// Leases in the tier: held (younger than `lease_ttl`) and expired.
-    pub leases_held: u64,
-    pub leases_expired: u64,
-}
 
 /// Every object under the tier's chunk root: (key below the tier's prefix, size, written).
 async fn list(tier: &SharedTier) -> Result<Vec<(String, u64, SystemTime)>, StoreError> {
@@ -83,12 +60,15 @@ pub async fn status(tier: &SharedTier) -> Result<Status, StoreError> {
         h.chunks += 1;
         h.bytes += size;
     }
-    let mut backends: Vec<(String, Held)> = tier
+    let mut backends: Vec<Held> = tier
         .sources
         .keys()
-        .map(|n| (n.clone(), per.remove(n).unwrap_or_default()))
+        .map(|n| Held {
+            backend: n.clone(),
+            ..per.remove(n).unwrap_or_default()
+        })
         .collect();
-    backends.sort_by(|a, b| a.0.cmp(&b.0));
+    backends.sort_by(|a, b| a.backend.cmp(&b.backend));
     Ok(Status {
         store: tier.describe(),
         mode: if tier.writes {
@@ -104,19 +84,6 @@ pub async fn status(tier: &SharedTier) -> Result<Status, StoreError> {
         leases_held: held,
         leases_expired: expired,
     })
-}
-
-/// `fleet gc`.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Gc {
-    /// Chunks (and expired leases) deleted, or that would be with `dry_run`.
-    pub deleted: u64,
-    pub deleted_bytes: u64,
-    pub kept: u64,
-    pub kept_bytes: u64,
-    /// Deletes that failed (left for the next run).
-    pub failed: u64,
-    pub dry_run: bool,
 }
 
 /// Deletes chunks not written for `older_than`, and expired leases.
@@ -192,6 +159,7 @@ pub async fn warm(
     prefix: &str,
     parallel: usize,
     progress: &Warmed,
+    cancel: &std::sync::atomic::AtomicBool,
 ) -> Result<(), StoreError> {
     let dir = prefix.trim_end_matches('/');
     let objects = match origin.list_files(dir, true).await {
@@ -226,6 +194,9 @@ pub async fn warm(
     progress.chunks.store(work.len() as u64, Ordering::Relaxed);
     futures::stream::iter(work)
         .map(|(key, id, c)| async move {
+            if cancel.load(Ordering::Relaxed) {
+                return;
+            }
             let ck = chunk::key(&id, c);
             if tier.store.head(&ck).await.is_ok() {
                 progress.present.fetch_add(1, Ordering::Relaxed);

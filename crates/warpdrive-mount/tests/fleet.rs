@@ -317,8 +317,8 @@ fn fleet_status_warm_and_gc() {
     };
     let s = json(&["fleet", "status", "--json"]);
     assert_eq!(s["reachable"], true);
-    assert_eq!(s["backends"][0][0], "s3");
-    assert_eq!(s["backends"][0][1]["chunks"], 0);
+    assert_eq!(s["backends"][0]["backend"], "s3");
+    assert_eq!(s["backends"][0]["chunks"], 0);
 
     let before = f.origin_bytes();
     let w = json(&["fleet", "warm", "s3/train", "--json"]);
@@ -342,8 +342,8 @@ fn fleet_status_warm_and_gc() {
     );
 
     let s = json(&["fleet", "status", "--json"]);
-    assert_eq!(s["backends"][0][1]["chunks"], CHUNKS as u64);
-    let stored = s["backends"][0][1]["bytes"].as_u64().expect("bytes");
+    assert_eq!(s["backends"][0]["chunks"], CHUNKS as u64);
+    let stored = s["backends"][0]["bytes"].as_u64().expect("bytes");
     assert!(
         stored > total && stored < total + 1024,
         "{stored} bytes for {total} of data"
@@ -371,6 +371,41 @@ fn fleet_status_warm_and_gc() {
     assert_eq!(f.chunks_stored(), 0);
     let text = common::ctl(&n1, &["fleet", "status"]);
     assert!(text.contains("reachable") && text.contains("s3"), "{text}");
+    // The control API's fleet routes: a warm job fills the emptied tier again.
+    let config = warpdrive_config::Config::load(&n1.config).expect("config");
+    let api = warpdrive_control::client::Client::daemon(&config).expect("the daemon's socket");
+    let st: serde_json::Value = api.get("/api/v1/fleet/status").expect("fleet status");
+    assert_eq!(st["backends"][0]["chunks"], 0);
+    let job: serde_json::Value = api
+        .post(
+            "/api/v1/fleet/warm",
+            &serde_json::json!({ "path": "s3/train" }),
+        )
+        .expect("fleet warm");
+    let t0 = Instant::now();
+    let job = loop {
+        let j: serde_json::Value = api
+            .get(&format!("/api/v1/jobs/{}", job["id"]))
+            .expect("job");
+        if j["state"] == "done" || j["state"] == "failed" {
+            break j;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "{j}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!(job["kind"], "fleet-warm");
+    assert_eq!(job["objects_total"], CHUNKS as u64, "{job}");
+    assert_eq!(job["objects_done"], CHUNKS as u64, "{job}");
+    assert_eq!(f.chunks_stored(), CHUNKS as usize);
+    let gc: serde_json::Value = api
+        .post(
+            "/api/v1/fleet/gc",
+            &serde_json::json!({ "older_than": "1h", "dry_run": true }),
+        )
+        .expect("fleet gc");
+    assert_eq!(gc["kept"], CHUNKS as u64);
+
     // `status` shows the tier, probed, and `--check-config` its resolved block.
     let text = common::ctl(&n1, &["status"]);
     assert!(

@@ -112,9 +112,10 @@ pub fn run(config: &Config, a: &FleetArgs) -> Result<u8> {
                 s.lease_ttl_seconds
             );
             println!("{:<24} {:>10} {:>12}", "backend", "chunks", "bytes");
-            for (name, h) in &s.backends {
+            for h in &s.backends {
                 println!(
-                    "{name:<24} {:>10} {:>12}",
+                    "{:<24} {:>10} {:>12}",
+                    h.backend,
                     count(h.chunks as f64),
                     size(h.bytes as f64)
                 );
@@ -184,6 +185,7 @@ pub fn run(config: &Config, a: &FleetArgs) -> Result<u8> {
                 &target.prefix,
                 *parallel,
                 &progress,
+                &std::sync::atomic::AtomicBool::new(false),
             ));
             done.store(true, Ordering::Relaxed);
             let _ = ticker.join();
