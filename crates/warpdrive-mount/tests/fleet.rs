@@ -590,3 +590,58 @@ fn damaged_and_swapped_chunks_in_the_tier_are_refused_and_replaced() {
     );
     assert_eq!(shared(&n3, "get", "invalid"), 0.0);
 }
+
+/// The node holding a chunk's lease is killed in the middle of its origin fetch: another
+/// node missing that chunk waits no longer than the lease, then fetches it itself and reads
+/// every byte right.
+#[test]
+fn a_killed_lease_holder_costs_the_others_at_most_the_lease() {
+    let objects = vec![("train/x.bin".to_string(), random_bytes(1_500_000, 5))];
+    let f = fleet(&objects);
+    let ttl = Duration::from_secs(3);
+    let node = |f: &Fleet| {
+        let m = f.node(&["lease_ttl: 3s"]);
+        std::fs::metadata(m.path("s3/train/x.bin")).expect("stat");
+        m
+    };
+    let (mut a, b) = (node(&f), node(&f));
+    // A's origin GET is held for 30 s: A takes the lease and then hangs in the fetch.
+    f.proxy.stall_next(1, Duration::from_secs(30));
+    let path = a.path("s3/train/x.bin");
+    let reader = std::thread::spawn(move || std::fs::read(path).map(|d| d.len()));
+    let tier = Backend::build(&f.tier).expect("tier");
+    let t0 = Instant::now();
+    let leased = loop {
+        let files = runtime().block_on(tier.list_files("", true)).expect("list");
+        if files.iter().any(|(k, _)| k.ends_with(".lease")) {
+            break Instant::now();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "node A never took the lease"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    a.stop_with(libc::SIGKILL);
+    let _ = reader.join();
+
+    let t1 = Instant::now();
+    read_all(&b, &objects);
+    let took = t1.elapsed();
+    let since_lease = leased.elapsed();
+    println!(
+        "figures: lease holder killed: the other node read the chunk {took:?} after starting ({since_lease:?} after the lease was taken; lease {ttl:?})"
+    );
+    assert!(
+        since_lease < ttl + Duration::from_secs(3),
+        "waited {since_lease:?} for a {ttl:?} lease"
+    );
+    assert_eq!(
+        value(
+            &scrape(&b).0,
+            "warpdrive_shared_lease_wait_seconds_count",
+            &[("outcome", "expired")]
+        ),
+        1.0
+    );
+}
