@@ -2,7 +2,8 @@
 //! cross-region link ([`WEST_US_3`]: 30 ms each way, 16 MB/s); the shared tier is a container
 //! of the same Azurite behind an in-region link four times faster (1 ms, 64 MB/s). Each node
 //! is its own daemon with an empty cache and its own mount, reading every file of a 128 MiB
-//! dataset (8 files of 16 MiB) from 4 threads. In one run:
+//! dataset (8 files of 16 MiB) from 4 threads; chunks of 8 MiB (`FLEET_CHUNK=4MiB` to compare).
+//! In one run:
 //!
 //! * four nodes one after another: origin bytes ÷ dataset (target ≤ 1.05); nodes 2–4 cold
 //!   throughput ÷ the in-region link (target ≥ 0.8); node 2's cold epoch ÷ node 1's;
@@ -31,6 +32,11 @@ const IN_REGION: Link = Link {
     bandwidth: Some(64_000_000),
 };
 
+/// The tier's chunk size: 8 MiB (the default), or `FLEET_CHUNK` (`4MiB`) to compare.
+fn chunk_size() -> String {
+    std::env::var("FLEET_CHUNK").unwrap_or_else(|_| "8MiB".into())
+}
+
 struct Setup {
     em: Emulator,
     origin: warpdrive_config::BackendConfig,
@@ -44,7 +50,8 @@ impl Setup {
     fn node(&self, container: Option<&str>, fields: &[&str]) -> Mount {
         let tier = match container {
             Some(c) => {
-                let mut all = vec!["chunk_size: 8MiB"];
+                let chunk = format!("chunk_size: {}", chunk_size());
+                let mut all = vec![chunk.as_str()];
                 all.extend_from_slice(fields);
                 let store = warpdrive_testkit::emulator_backend(
                     Kind::Azurite,
@@ -161,8 +168,9 @@ fn main() {
     };
     let dataset = (FILES * FILE_SIZE) as f64;
     println!(
-        "# Fleet: {FILES} files of {} MiB, {THREADS} readers per node; origin link {WEST_US_3}, tier link {IN_REGION}\n",
-        FILE_SIZE >> 20
+        "# Fleet: {FILES} files of {} MiB, {THREADS} readers per node, chunks of {}; origin link {WEST_US_3}, tier link {IN_REGION}\n",
+        FILE_SIZE >> 20,
+        chunk_size()
     );
 
     // Four nodes one after another.
