@@ -10,36 +10,49 @@
 //! short hash of the backend's location alone (so chunks can be counted per backend by
 //! listing one prefix) and the two-character level spreads keys over the store's partitions.
 //!
-//! **Chunk.** A 72-byte header, then the data. Numbers are little-endian.
+//! **Chunk.** A header, then the data. Numbers are little-endian. The data is checked in
+//! pieces of [`PIECE`] bytes (the last one shorter), each with its own CRC32C, so a reader can
+//! use each piece as soon as it has arrived and passed, without waiting for the whole chunk.
 //!
 //! | bytes | field |
 //! |---|---|
 //! | 0..8 | magic `WDCHUNK\0` |
 //! | 8..10 | format version (1) |
-//! | 10..12 | header length (72) |
+//! | 10..12 | header length `H` = 72 + 4 × pieces |
 //! | 12..44 | the identity's hash |
 //! | 44..52 | chunk index |
 //! | 52..60 | offset of the data in the object |
 //! | 60..64 | length of the data |
-//! | 64..68 | CRC32C of the data |
-//! | 68..72 | CRC32C of bytes 0..68 |
+//! | 64..68 | number of pieces |
+//! | 68..H-4 | CRC32C of each piece |
+//! | H-4..H | CRC32C of bytes 0..H-4 |
 //!
 //! **Reading** a chunk checks, in order: the header's own CRC32C (a damaged header), the
 //! magic and version, that the hash, index, offset and length are those of the chunk that was
-//! asked for (a chunk copied under another key, or written for another version), that the
-//! data is exactly that long (truncated or padded), and the data's CRC32C. The first check
-//! that fails is the reason the chunk is refused ([`Invalid`]); a refused chunk is a miss.
+//! asked for (a chunk copied under another key, or written for another version), then each
+//! piece's CRC32C as it arrives, and that the data is exactly that long (truncated or
+//! padded). The first check that fails is the reason the chunk is refused ([`Invalid`]); the
+//! pieces that passed before it are right and may be used.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
 /// The chunk format's version: in the key prefix, the hash's domain tag and the header.
 pub const FORMAT_VERSION: u16 = 1;
-/// Bytes of header before a chunk's data.
-pub const HEADER_LEN: usize = 72;
+/// Bytes of a chunk's data checked by one CRC32C: a reader uses each piece once it passed.
+pub const PIECE: u64 = 1 << 20;
+/// The header's length before the piece checksums (and its own checksum after them).
+const FIXED: usize = 68;
+/// The most pieces a chunk has (256 MiB, the largest chunk size, of 1 MiB pieces).
+const MAX_PIECES: usize = 256;
 const MAGIC: &[u8; 8] = b"WDCHUNK\0";
 /// The key prefix of this format's chunks (under the tier's own prefix).
 pub const KEY_ROOT: &str = "wd1";
+
+/// The header length of a chunk of `len` data bytes.
+pub fn header_len(len: u64) -> usize {
+    FIXED + 4 * len.div_ceil(PIECE) as usize + 4
+}
 
 /// One version of one object, as the shared tier names it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -151,16 +164,20 @@ impl Invalid {
 pub fn encode(id: &Identity, index: u64, data: &[u8]) -> Bytes {
     let range = id.range(index);
     debug_assert_eq!(data.len() as u64, range.end - range.start);
-    let mut b = BytesMut::with_capacity(HEADER_LEN + data.len());
+    let h = header_len(data.len() as u64);
+    let mut b = BytesMut::with_capacity(h + data.len());
     b.put_slice(MAGIC);
     b.put_u16_le(FORMAT_VERSION);
-    b.put_u16_le(HEADER_LEN as u16);
+    b.put_u16_le(h as u16);
     b.put_slice(&id.hash());
     b.put_u64_le(index);
     b.put_u64_le(range.start);
     b.put_u32_le(data.len() as u32);
-    b.put_u32_le(crc32c::crc32c(data));
-    let crc = crc32c::crc32c(&b[..HEADER_LEN - 4]);
+    b.put_u32_le(data.len().div_ceil(PIECE as usize) as u32);
+    for piece in data.chunks(PIECE as usize) {
+        b.put_u32_le(crc32c::crc32c(piece));
+    }
+    let crc = crc32c::crc32c(&b[..h - 4]);
     b.put_u32_le(crc);
     b.put_slice(data);
     b.freeze()
@@ -178,33 +195,89 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or_default())
 }
 
+/// A chunk's header, checked against the chunk that was asked for.
+#[derive(Debug, Clone)]
+pub struct Header {
+    /// Bytes before the data.
+    pub len: usize,
+    /// Data bytes.
+    pub data_len: u64,
+    /// One CRC32C per piece.
+    pub pieces: Vec<u32>,
+}
+
+impl Header {
+    /// The header at the start of `prefix`, checked against chunk `index` of `id`; `Ok(None)`
+    /// while `prefix` is too short to hold it.
+    pub fn read(id: &Identity, index: u64, prefix: &[u8]) -> Result<Option<Header>, Invalid> {
+        if prefix.len() < 12 {
+            return Ok(None);
+        }
+        // The length comes from bytes not yet checked: bounded before it is trusted.
+        let h = u16_at(prefix, 10) as usize;
+        if !(FIXED + 4..=FIXED + 4 * MAX_PIECES + 4).contains(&h) {
+            return Err(Invalid::Header);
+        }
+        if prefix.len() < h {
+            return Ok(None);
+        }
+        if u32_at(prefix, h - 4) != crc32c::crc32c(&prefix[..h - 4]) {
+            return Err(Invalid::Header);
+        }
+        if &prefix[..8] != MAGIC || u16_at(prefix, 8) != FORMAT_VERSION {
+            return Err(Invalid::Format);
+        }
+        let range = id.range(index);
+        let len = range.end - range.start;
+        let n = u32_at(prefix, 64) as usize;
+        if prefix[12..44] != id.hash()
+            || u64_at(prefix, 44) != index
+            || u64_at(prefix, 52) != range.start
+            || u64::from(u32_at(prefix, 60)) != len
+            || n as u64 != len.div_ceil(PIECE)
+            || h != header_len(len)
+        {
+            return Err(Invalid::Identity);
+        }
+        Ok(Some(Header {
+            len: h,
+            data_len: len,
+            pieces: (0..n).map(|i| u32_at(prefix, FIXED + 4 * i)).collect(),
+        }))
+    }
+
+    /// Bytes of piece `i`.
+    pub fn piece_len(&self, i: usize) -> u64 {
+        self.data_len.saturating_sub(i as u64 * PIECE).min(PIECE)
+    }
+
+    /// Whether `data` is piece `i`.
+    pub fn check(&self, i: usize, data: &[u8]) -> bool {
+        self.pieces.get(i) == Some(&crc32c::crc32c(data))
+    }
+}
+
 /// The data of chunk `index` of `id` from `bytes` read from the store, if they are exactly
 /// that chunk.
 pub fn decode(id: &Identity, index: u64, bytes: Bytes) -> Result<Bytes, Invalid> {
-    if bytes.len() < HEADER_LEN || u32_at(&bytes, 68) != crc32c::crc32c(&bytes[..68]) {
+    let Some(h) = Header::read(id, index, &bytes)? else {
         return Err(Invalid::Header);
+    };
+    let data = bytes.slice(h.len..);
+    for (i, piece) in data.chunks(PIECE as usize).enumerate() {
+        if i >= h.pieces.len() {
+            break;
+        }
+        let want = h.piece_len(i) as usize;
+        if piece.len() < want {
+            return Err(Invalid::Length);
+        }
+        if !h.check(i, piece) {
+            return Err(Invalid::Data);
+        }
     }
-    if &bytes[..8] != MAGIC
-        || u16_at(&bytes, 8) != FORMAT_VERSION
-        || u16_at(&bytes, 10) as usize != HEADER_LEN
-    {
-        return Err(Invalid::Format);
-    }
-    let range = id.range(index);
-    let len = range.end - range.start;
-    if bytes[12..44] != id.hash()
-        || u64_at(&bytes, 44) != index
-        || u64_at(&bytes, 52) != range.start
-        || u64::from(u32_at(&bytes, 60)) != len
-    {
-        return Err(Invalid::Identity);
-    }
-    let data = bytes.slice(HEADER_LEN..);
-    if data.len() as u64 != len {
+    if data.len() as u64 != h.data_len {
         return Err(Invalid::Length);
-    }
-    if crc32c::crc32c(&data) != u32_at(&bytes, 64) {
-        return Err(Invalid::Data);
     }
     Ok(data)
 }
@@ -240,7 +313,7 @@ mod tests {
             let r = v.range(i);
             let d = data((r.end - r.start) as usize, i as u8);
             let c = encode(&v, i, &d);
-            assert_eq!(c.len(), HEADER_LEN + d.len());
+            assert_eq!(c.len(), header_len(d.len() as u64) + d.len());
             assert_eq!(decode(&v, i, c).expect("valid")[..], d[..]);
         }
     }
@@ -304,12 +377,10 @@ mod tests {
             b[at] ^= 0x40;
             Bytes::from(b)
         };
-        assert_eq!(decode(&v, 1, flip(HEADER_LEN + 1000)), Err(Invalid::Data));
+        let h = header_len(1 << 20);
+        assert_eq!(decode(&v, 1, flip(h + 1000)), Err(Invalid::Data));
         assert_eq!(decode(&v, 1, flip(20)), Err(Invalid::Header));
-        assert_eq!(
-            decode(&v, 1, good.slice(..HEADER_LEN + 10)),
-            Err(Invalid::Length)
-        );
+        assert_eq!(decode(&v, 1, good.slice(..h + 10)), Err(Invalid::Length));
         assert_eq!(decode(&v, 1, good.slice(..40)), Err(Invalid::Header));
         assert_eq!(decode(&v, 1, Bytes::new()), Err(Invalid::Header));
         let mut padded = good.to_vec();
@@ -334,15 +405,15 @@ mod tests {
         // An unknown format version, with a consistent header checksum.
         let mut future = good.to_vec();
         future[8] = 2;
-        let crc = crc32c::crc32c(&future[..68]);
-        future[68..72].copy_from_slice(&crc.to_le_bytes());
+        let crc = crc32c::crc32c(&future[..h - 4]);
+        future[h - 4..h].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(decode(&v, 1, Bytes::from(future)), Err(Invalid::Format));
     }
 
     proptest! {
         /// Any single flipped byte, anywhere, is refused: no damaged chunk is ever read.
         #[test]
-        fn any_flipped_byte_is_refused(at in 0usize..(HEADER_LEN + 5000), bit in 0u8..8) {
+        fn any_flipped_byte_is_refused(at in 0usize..(header_len(5000) + 5000), bit in 0u8..8) {
             let v = id("k", "\"1\"", 5000);
             let d = data(5000, 3);
             let mut b = encode(&v, 0, &d).to_vec();

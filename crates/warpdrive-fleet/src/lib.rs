@@ -373,73 +373,100 @@ impl SharedTier {
         }
     }
 
-    /// Reads chunk `index` of `id` once. `count`: whether an absent chunk and a hit are
-    /// counted as requests (a wait's polls count once, as the wait).
-    async fn look(&self, backend: &str, id: &Identity, index: u64, count: bool) -> Found {
+    /// Asks the tier for chunk `index` of `id`: its body as it arrives, or why not.
+    async fn open(&self, id: &Identity, index: u64, count: bool) -> Opened {
         if !self.breaker.lock().allow(Instant::now()) {
             self.metrics.request("get", "skipped");
-            return Found::Failed;
+            return Opened::Failed;
         }
         let range = id.range(index);
-        let len = range.end - range.start;
+        let want = chunk::header_len(range.end - range.start) as u64 + (range.end - range.start);
         let key = chunk::key(id, index);
-        let want = chunk::HEADER_LEN as u64 + len;
-        let got = async {
-            let mut body = tokio::time::timeout(
-                FIRST_BYTE_DEADLINE,
-                self.store.get_range_stream(&key, 0..want, None),
-            )
-            .await
-            .map_err(|_| None)?
-            .map_err(Some)?;
-            let mut buf = bytes::BytesMut::with_capacity(want as usize);
-            while let Some(c) = body.next().await {
-                buf.extend_from_slice(&c.map_err(Some)?);
-            }
-            Ok::<_, Option<StoreError>>(buf.freeze())
-        };
-        let got = match tokio::time::timeout(READ_DEADLINE, got).await {
-            Ok(r) => r,
-            Err(_) => Err(None),
-        };
-        let bytes = match got {
-            Ok(b) => b,
-            Err(None) => {
-                self.metrics.request("get", "timeout");
-                self.breaker.lock().failure(Instant::now());
-                return Found::Failed;
-            }
-            Err(Some(StoreError::NotFound { .. })) => {
+        let body = tokio::time::timeout(
+            FIRST_BYTE_DEADLINE,
+            self.store.get_range_stream(&key, 0..want, None),
+        )
+        .await;
+        match body {
+            Ok(Ok(body)) => Opened::Body(body),
+            Ok(Err(StoreError::NotFound { .. })) => {
                 if count {
                     self.metrics.request("get", "absent");
                 }
                 self.breaker.lock().success();
-                return Found::Absent;
+                Opened::Absent
             }
-            Err(Some(e)) => {
+            Ok(Err(e)) => {
                 self.metrics.request("get", "error");
                 tracing::debug!(error = %e, "shared tier read failed");
                 self.breaker.lock().failure(Instant::now());
-                return Found::Failed;
+                Opened::Failed
             }
-        };
-        self.breaker.lock().success();
-        self.metrics.bytes("read", bytes.len() as u64);
-        match chunk::decode(id, index, bytes) {
-            Ok(data) => {
-                if count {
-                    self.metrics.request("get", "hit");
-                }
-                self.metrics.avoided(backend, data.len() as u64);
-                Found::Hit(data)
-            }
-            Err(why) => {
-                self.metrics.request("get", "invalid");
-                self.metrics.invalid(why.label());
-                tracing::warn!(chunk = key, reason = %why, "a shared-tier chunk was refused; reading from the origin");
-                Found::Refused
+            Err(_) => {
+                self.metrics.request("get", "timeout");
+                self.breaker.lock().failure(Instant::now());
+                Opened::Failed
             }
         }
+    }
+
+    /// Reads chunk `index` of `id` once, whole. `count`: whether an absent chunk and a hit
+    /// are counted as requests (a wait's polls count once, as the wait).
+    async fn look(&self, backend: &str, id: &Identity, index: u64, count: bool) -> Found {
+        let body = match self.open(id, index, count).await {
+            Opened::Body(b) => b,
+            Opened::Absent => return Found::Absent,
+            Opened::Failed => return Found::Failed,
+        };
+        let mut pieces = Pieces::new(self, backend, id, index, body, count);
+        pieces.streamed = false;
+        let mut data = bytes::BytesMut::new();
+        loop {
+            match pieces.next().await {
+                Some(Ok(p)) => data.extend_from_slice(&p),
+                None => {
+                    self.metrics.avoided(backend, data.len() as u64);
+                    return Found::Hit(data.freeze());
+                }
+                Some(Err(Refusal::Invalid)) => return Found::Refused,
+                Some(Err(Refusal::Failed)) => return Found::Failed,
+            }
+        }
+    }
+
+    /// Chunk `index` of `id` from the tier as it arrives (each piece checked before it is
+    /// handed out), a whole chunk another node filled while this one waited, or a miss (as
+    /// [`SharedTier::get`], whose protocol this follows).
+    pub async fn fetch<'a>(
+        &'a self,
+        backend: &'a str,
+        id: &'a Identity,
+        index: u64,
+    ) -> Fetched<'a> {
+        match self.open(id, index, true).await {
+            Opened::Body(body) => {
+                Fetched::Pieces(Pieces::new(self, backend, id, index, body, true))
+            }
+            Opened::Failed => Fetched::Miss(None),
+            Opened::Absent => match self.absent(backend, id, index).await {
+                Got::Hit(d) => Fetched::Whole(d),
+                Got::Miss(c) => Fetched::Miss(c),
+            },
+        }
+    }
+
+    /// Replaces a chunk that was refused (deleted, then written create-only with `data`),
+    /// in the background; nothing on a read-only node.
+    pub fn replace(self: &Arc<Self>, id: Identity, index: u64, data: Bytes) {
+        if !self.writes {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let key = chunk::key(&id, index);
+            let _ = tokio::time::timeout(READ_DEADLINE, this.store.delete(&key)).await;
+            this.fill(id, index, data, None);
+        });
     }
 
     /// Gives up a lease this node took without filling its chunk (the origin fetch failed),
@@ -505,6 +532,174 @@ impl SharedTier {
             }
         });
     }
+}
+
+/// A chunk's body as the store answers it.
+type Body = futures::stream::BoxStream<'static, Result<Bytes, StoreError>>;
+
+enum Opened {
+    Body(Body),
+    Absent,
+    Failed,
+}
+
+/// Why a chunk being read stopped short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// It failed a check (counted by reason): a writing node replaces it.
+    Invalid,
+    /// The tier failed or was too slow.
+    Failed,
+}
+
+/// A chunk read from the tier, piece by piece: each piece is handed out once it has arrived
+/// whole and passed its CRC32C ([`chunk::Header`]). The pieces handed out before a refusal are
+/// right; the caller fetches the rest from the origin.
+pub struct Pieces<'a> {
+    tier: &'a SharedTier,
+    backend: &'a str,
+    id: &'a Identity,
+    index: u64,
+    body: Body,
+    buf: bytes::BytesMut,
+    header: Option<chunk::Header>,
+    /// The next piece to hand out.
+    next: usize,
+    deadline: tokio::time::Instant,
+    count: bool,
+    /// Whether each piece counts as origin bytes avoided as it is handed out (a whole read
+    /// counts them once it is whole).
+    streamed: bool,
+    ended: bool,
+}
+
+impl std::fmt::Debug for Pieces<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pieces")
+            .field("index", &self.index)
+            .field("next", &self.next)
+            .finish()
+    }
+}
+
+impl<'a> Pieces<'a> {
+    fn new(
+        tier: &'a SharedTier,
+        backend: &'a str,
+        id: &'a Identity,
+        index: u64,
+        body: Body,
+        count: bool,
+    ) -> Pieces<'a> {
+        Pieces {
+            tier,
+            backend,
+            id,
+            index,
+            body,
+            buf: bytes::BytesMut::new(),
+            header: None,
+            next: 0,
+            deadline: tokio::time::Instant::now() + READ_DEADLINE,
+            count,
+            streamed: true,
+            ended: false,
+        }
+    }
+
+    fn refuse(&mut self, why: chunk::Invalid) -> Option<Result<Bytes, Refusal>> {
+        self.ended = true;
+        self.tier.metrics.request("get", "invalid");
+        self.tier.metrics.invalid(why.label());
+        tracing::warn!(
+            chunk = chunk::key(self.id, self.index),
+            reason = %why,
+            "a shared-tier chunk was refused; reading the rest from the origin"
+        );
+        Some(Err(Refusal::Invalid))
+    }
+
+    fn fail(&mut self, what: &'static str) -> Option<Result<Bytes, Refusal>> {
+        self.ended = true;
+        self.tier.metrics.request("get", what);
+        self.tier.breaker.lock().failure(Instant::now());
+        Some(Err(Refusal::Failed))
+    }
+
+    /// The next checked piece; `None` once the whole chunk has been handed out.
+    pub async fn next(&mut self) -> Option<Result<Bytes, Refusal>> {
+        if self.ended {
+            return None;
+        }
+        loop {
+            if self.header.is_none() {
+                match chunk::Header::read(self.id, self.index, &self.buf) {
+                    Ok(Some(h)) => {
+                        let _ = self.buf.split_to(h.len);
+                        self.header = Some(h);
+                    }
+                    Ok(None) => {}
+                    Err(why) => return self.refuse(why),
+                }
+            }
+            if let Some(h) = &self.header {
+                if self.next == h.pieces.len() {
+                    if !self.buf.is_empty() {
+                        return self.refuse(chunk::Invalid::Length);
+                    }
+                    self.ended = true;
+                    self.tier.breaker.lock().success();
+                    if self.count {
+                        self.tier.metrics.request("get", "hit");
+                    }
+                    return None;
+                }
+                let want = h.piece_len(self.next) as usize;
+                if self.buf.len() >= want {
+                    let piece = self.buf.split_to(want).freeze();
+                    if !h.check(self.next, &piece) {
+                        return self.refuse(chunk::Invalid::Data);
+                    }
+                    self.next += 1;
+                    if self.streamed {
+                        self.tier.metrics.avoided(self.backend, piece.len() as u64);
+                    }
+                    return Some(Ok(piece));
+                }
+            }
+            match tokio::time::timeout_at(self.deadline, self.body.next()).await {
+                Ok(Some(Ok(b))) => {
+                    self.tier.metrics.bytes("read", b.len() as u64);
+                    self.buf.extend_from_slice(&b);
+                }
+                Ok(Some(Err(e))) => {
+                    tracing::debug!(error = %e, "shared tier read failed");
+                    return self.fail("error");
+                }
+                Ok(None) => {
+                    // The body ended before the chunk did.
+                    let why = if self.header.is_none() {
+                        chunk::Invalid::Header
+                    } else {
+                        chunk::Invalid::Length
+                    };
+                    return self.refuse(why);
+                }
+                Err(_) => return self.fail("timeout"),
+            }
+        }
+    }
+}
+
+/// What [`SharedTier::fetch`] found.
+#[derive(Debug)]
+pub enum Fetched<'a> {
+    /// The chunk, piece by piece.
+    Pieces(Pieces<'a>),
+    /// The whole chunk (another node filled it while this one waited on its lease).
+    Whole(Bytes),
+    /// Not in the tier: fetch it from the origin; with a claim this node holds its lease.
+    Miss(Option<Claim>),
 }
 
 /// What one look at the tier found.

@@ -135,7 +135,7 @@ async fn damaged_and_swapped_chunks_are_misses_counted_by_reason() {
     let good0 = std::fs::read(path(0)).expect("chunk 0");
 
     let mut flipped = good0.clone();
-    flipped[chunk::HEADER_LEN + 4242] ^= 1;
+    flipped[chunk::header_len(CHUNK) + 4242] ^= 1;
     std::fs::write(path(0), &flipped).expect("flip");
     assert_eq!(t.read("data", &id, 0).await, None);
     assert_eq!(m.invalids("data"), 1);
@@ -299,4 +299,41 @@ async fn a_dead_holders_lease_costs_at_most_its_ttl() {
     assert!(matches!(t2.get("data", &id, 0).await, Got::Miss(Some(_))));
     assert!(t0.elapsed() < Duration::from_millis(500));
     assert_eq!(m2.requests("lease", "stale"), 1);
+}
+
+/// A chunk is handed out piece by piece, each checked: a damaged third piece leaves the two
+/// before it usable, and stops the chunk there.
+#[tokio::test]
+async fn pieces_before_a_damaged_one_are_handed_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let metrics = SharedMetrics::detached();
+    let cfg = SharedCacheConfig {
+        store: local_backend("shared_cache", dir.path()),
+        chunk_size: 4 * CHUNK,
+        lease_ttl: DEFAULT_LEASE_TTL,
+        mode: SharedMode::ReadWrite,
+        backends: vec!["data".into()],
+        leases: true,
+    };
+    let t = SharedTier::new(&cfg, &[origin()], metrics.clone()).expect("tier");
+    let id = t
+        .identity("data", "obj", "\"v1\"", 4 * CHUNK)
+        .expect("served");
+    let data = bytes(4 * CHUNK as usize, 3);
+    t.fill(id.clone(), 0, data.clone(), None);
+    fills_done(&metrics, 1).await;
+    let path = dir.path().join(chunk::key(&id, 0));
+    let mut raw = std::fs::read(&path).expect("chunk");
+    raw[chunk::header_len(4 * CHUNK) + 2 * CHUNK as usize + 10] ^= 1;
+    std::fs::write(&path, raw).expect("damage");
+    let Fetched::Pieces(mut pieces) = t.fetch("data", &id, 0).await else {
+        panic!("the chunk is there");
+    };
+    for i in 0..2 {
+        let p = pieces.next().await.expect("a piece").expect("a good piece");
+        assert_eq!(p, data.slice(i * CHUNK as usize..(i + 1) * CHUNK as usize));
+    }
+    assert_eq!(pieces.next().await, Some(Err(Refusal::Invalid)));
+    assert_eq!(pieces.next().await, None);
+    assert_eq!(metrics.invalids("data"), 1);
 }

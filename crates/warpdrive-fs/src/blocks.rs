@@ -194,13 +194,70 @@ pub struct BlockReader {
     /// The fleet tier, when `shared_cache:` is configured: misses go through it.
     tier: std::sync::OnceLock<Arc<warpdrive_fleet::SharedTier>>,
     /// Chunks being fetched for the tier's runs, joined by runs that need them too.
-    pub(crate) chunks: Mutex<HashMap<(ObjectId, u64), ChunkFetch>>,
+    pub(crate) chunks: Mutex<HashMap<(ObjectId, u64), Arc<ChunkFlight>>>,
 }
 
-/// A whole chunk being fetched (from the tier or the origin), shared by the runs awaiting it.
-pub(crate) type ChunkFetch =
-    futures::future::Shared<futures::future::BoxFuture<'static, Result<Bytes, Arc<StoreError>>>>;
+/// A chunk being fetched (from the tier or the origin) for the runs that need it: its bytes
+/// as they arrive (from the tier, each piece once it passed its checksum), and how it ended.
+#[derive(Debug)]
+pub(crate) struct ChunkFlight {
+    data: Mutex<Vec<u8>>,
+    /// Bytes in `data`, and the fetch's end (its error if it failed).
+    progress: tokio::sync::watch::Sender<ChunkProgress>,
+}
 
+/// Bytes of a chunk fetched so far, and how its fetch ended, once it has.
+type ChunkProgress = (usize, Option<Result<(), Arc<StoreError>>>);
+
+impl ChunkFlight {
+    fn new() -> ChunkFlight {
+        ChunkFlight {
+            data: Mutex::new(Vec::new()),
+            progress: tokio::sync::watch::Sender::new((0, None)),
+        }
+    }
+
+    fn push(&self, bytes: &[u8]) {
+        let n = {
+            let mut d = self.data.lock();
+            d.extend_from_slice(bytes);
+            d.len()
+        };
+        self.progress.send_modify(|p| p.0 = n);
+    }
+
+    fn len(&self) -> usize {
+        self.data.lock().len()
+    }
+
+    /// Everything fetched, as one buffer (for the tier's fill).
+    fn whole(&self) -> Bytes {
+        Bytes::copy_from_slice(&self.data.lock())
+    }
+
+    fn finish(&self, r: Result<(), Arc<StoreError>>) {
+        self.progress.send_modify(|p| p.1 = Some(r));
+    }
+
+    /// Bytes `range` of the chunk, once they have arrived; the fetch's error if it failed
+    /// before.
+    async fn read(&self, range: std::ops::Range<usize>) -> Result<Bytes, Arc<StoreError>> {
+        let mut rx = self.progress.subscribe();
+        let end = range.end;
+        let state = rx
+            .wait_for(|(n, done)| *n >= end || done.is_some())
+            .await
+            .map(|p| p.clone());
+        match state {
+            Ok((n, _)) if n >= end => Ok(Bytes::copy_from_slice(&self.data.lock()[range])),
+            Ok((_, Some(Err(e)))) => Err(e),
+            _ => Err(Arc::new(StoreError::Cancelled {
+                backend: String::new(),
+                message: "a chunk fetch ended short of the bytes a read needed".into(),
+            })),
+        }
+    }
+}
 impl std::fmt::Debug for BlockReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BlockReader")

@@ -29,7 +29,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use warpdrive_cache::BlockIndex;
 use warpdrive_store::StoreError;
 
-use super::{BlockReader, ChunkFetch, FetchResult, Object, SharedFetch};
+use super::{BlockReader, ChunkFlight, FetchResult, Object, SharedFetch};
 use crate::flight::Flight;
 
 /// Cache writes one GET may have going while its download goes on.
@@ -188,19 +188,20 @@ impl BlockReader {
     ) -> Result<(), Arc<StoreError>> {
         let per_chunk = (tier.chunk_size() / self.block_size).max(1);
         let mut writing = std::collections::VecDeque::new();
-        // Every chunk of the run is asked for at once; they are used in order.
-        let chunks: Vec<(u64, ChunkFetch)> = (run.first / per_chunk..=run.last / per_chunk)
+        // Every chunk of the run is asked for at once; their blocks are used in order, each
+        // as soon as its bytes have arrived (and, from the tier, passed their checksum).
+        let flights: Vec<(u64, Arc<ChunkFlight>)> = (run.first / per_chunk..=run.last / per_chunk)
             .map(|c| (c, self.chunk(tier, id, o, c)))
             .collect();
-        for (c, fetch) in chunks {
-            let data = fetch.await?;
+        for (c, flight) in flights {
+            let range = id.range(c);
             let mut at = 0u64;
             for b in c * per_chunk.. {
-                if at >= data.len() as u64 {
+                if range.start + at >= range.end {
                     break;
                 }
                 let len = self.block_len(o, b);
-                let block = data.slice(at as usize..(at + len) as usize);
+                let block = flight.read(at as usize..(at + len) as usize).await?;
                 self.place(o, run, b, block, &mut writing).await;
                 at += len;
             }
@@ -211,73 +212,128 @@ impl BlockReader {
         Ok(())
     }
 
-    /// The fetch of chunk `c` of `o`, whole: from the tier, else from the origin (then
-    /// written to the tier in the background). One fetch per chunk at a time: runs that need
-    /// a chunk being fetched share its fetch, so prefetch and reads overlapping one chunk
-    /// fetch it once. The fetch is a task of its own, started here, and finished for the
-    /// others if the run that started it stops.
+    /// The fetch of chunk `c` of `o`: from the tier, else from the origin (then written to
+    /// the tier in the background). One fetch per chunk at a time: runs that need a chunk
+    /// being fetched share it, so prefetch and reads overlapping one chunk fetch it once.
+    /// The fetch is a task of its own, started here, finished for the others if the run
+    /// that started it stops.
     fn chunk(
         self: &Arc<Self>,
         tier: &Arc<warpdrive_fleet::SharedTier>,
         id: &warpdrive_fleet::Identity,
         o: &Object,
         c: u64,
-    ) -> ChunkFetch {
+    ) -> Arc<ChunkFlight> {
         let key = ((*o.id).clone(), c);
-        {
-            let mut chunks = self.chunks.lock();
-            match chunks.get(&key) {
-                Some(f) => f.clone(),
-                None => {
-                    let (this, tier, id, o, k) = (
-                        self.clone(),
-                        tier.clone(),
-                        id.clone(),
-                        o.clone(),
-                        key.clone(),
-                    );
-                    let f = async move {
-                        let r = this.chunk_from(&tier, &id, &o, c).await;
-                        this.chunks.lock().remove(&k);
-                        r
-                    }
-                    .boxed()
-                    .shared();
-                    chunks.insert(key, f.clone());
-                    tokio::spawn(f.clone());
-                    f
-                }
-            }
+        let mut chunks = self.chunks.lock();
+        if let Some(f) = chunks.get(&key) {
+            return f.clone();
         }
+        let flight = Arc::new(ChunkFlight::new());
+        chunks.insert(key.clone(), flight.clone());
+        let (this, tier, id, o, f) = (
+            self.clone(),
+            tier.clone(),
+            id.clone(),
+            o.clone(),
+            flight.clone(),
+        );
+        tokio::spawn(async move {
+            let r = this.chunk_fill(&tier, &id, &o, c, &f).await;
+            this.chunks.lock().remove(&key);
+            f.finish(r);
+        });
+        flight
     }
 
-    async fn chunk_from(
+    /// Fills `flight` with chunk `c`: the tier's checked pieces as they come, and from the
+    /// origin what the tier does not have (all of it on a miss, the rest after a refused or
+    /// failed piece).
+    async fn chunk_fill(
         &self,
         tier: &Arc<warpdrive_fleet::SharedTier>,
         id: &warpdrive_fleet::Identity,
         o: &Object,
         c: u64,
-    ) -> Result<Bytes, Arc<StoreError>> {
-        let claim = match tier.get(o.backend.name(), id, c).await {
-            warpdrive_fleet::Got::Hit(data) => return Ok(data),
-            warpdrive_fleet::Got::Miss(claim) => claim,
+        flight: &ChunkFlight,
+    ) -> Result<(), Arc<StoreError>> {
+        use warpdrive_fleet::{Fetched, Refusal};
+        let range = id.range(c);
+        let claim = match tier.fetch(o.backend.name(), id, c).await {
+            Fetched::Whole(data) => {
+                flight.push(&data);
+                return Ok(());
+            }
+            Fetched::Pieces(mut pieces) => loop {
+                match pieces.next().await {
+                    Some(Ok(piece)) => flight.push(&piece),
+                    None => return Ok(()),
+                    Some(Err(why)) => {
+                        // The pieces handed out are right; the rest comes from the origin.
+                        let have = flight.len() as u64;
+                        drop(pieces);
+                        self.origin_into(o, range.start + have..range.end, flight)
+                            .await?;
+                        if why == Refusal::Invalid {
+                            tier.replace(id.clone(), c, flight.whole());
+                        }
+                        return Ok(());
+                    }
+                }
+            },
+            Fetched::Miss(claim) => claim,
         };
-        match o
-            .backend
-            .get_range(&o.id.key, id.range(c), o.if_match())
-            .await
-        {
-            Ok(data) => {
-                tier.fill(id.clone(), c, data.clone(), claim);
-                Ok(data)
+        match self.origin_into(o, range, flight).await {
+            Ok(()) => {
+                tier.fill(id.clone(), c, flight.whole(), claim);
+                Ok(())
             }
             Err(e) => {
                 if let Some(claim) = claim {
                     tier.release(claim);
                 }
-                Err(Arc::new(e))
+                Err(e)
             }
         }
+    }
+
+    /// Streams `range` of `o` from the origin into `flight`.
+    async fn origin_into(
+        &self,
+        o: &Object,
+        range: std::ops::Range<u64>,
+        flight: &ChunkFlight,
+    ) -> Result<(), Arc<StoreError>> {
+        let asked = range.end - range.start;
+        let mut body = o
+            .backend
+            .get_range_stream(&o.id.key, range, o.if_match())
+            .await
+            .map_err(Arc::new)?;
+        let mut got = 0u64;
+        while let Some(piece) = body.next().await {
+            let piece = piece.map_err(Arc::new)?;
+            got += piece.len() as u64;
+            if got > asked {
+                return Err(Arc::new(StoreError::Other {
+                    backend: o.backend.name().to_string(),
+                    message: format!(
+                        "a ranged GET of {} returned more bytes than asked ({asked})",
+                        o.id.key
+                    ),
+                }));
+            }
+            flight.push(&piece);
+        }
+        if got < asked {
+            return Err(Arc::new(StoreError::ShortRead {
+                backend: o.backend.name().to_string(),
+                key: o.id.key.clone(),
+                asked,
+                got,
+            }));
+        }
+        Ok(())
     }
 
     /// Block `b` of a chunk has arrived: landed if it is the run's, else written to the
