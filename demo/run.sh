@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The WarpDrive showcase, as in the seed (../shared/SEED.md), on local emulators: two Azure
 # "regions" (two Azurite instances, each behind a WAN simulator) mounted as one tree, and a
-# training workload (warpdrive-forge) run cold, warm, and warm again after a restart, with the
-# metrics of each run, governance commands while mounted, a capability checklist decided from
-# what was measured, demo/out/results.json and demo/out/report.html.
+# training workload (warpdrive-forge) run cold, warm, and warm again after a restart, then on a
+# second node that reads through the fleet's shared tier, with the metrics of each run,
+# governance commands while mounted, a capability checklist decided from what was measured,
+# demo/out/results.json and demo/out/report.html.
 #
 #   DEMO_SCALE=quick   quick (default: 40 shards of 256 images, ~450 MB, minutes on 2 cores),
 #                      seed (the seed's scale: 200 shards of 592 images, ~20 GB), tiny (CI)
@@ -18,11 +19,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${WD_BIN:-target/release}
 MNT=${WD_MOUNT:-/wd}
+MNT2=$MNT-node2
 SCALE=${DEMO_SCALE:-quick}
 OUT=${DEMO_OUT:-demo/out}
 DATA=${DEMO_DATA:-demo/data}/$SCALE
 STATE=${DEMO_STATE:-/tmp/warpdrive-demo}
 CACHE=$STATE/cache
+CACHE2=$STATE/cache-node2
 
 # Per scale: the dataset (forge gen flags and its size in MB), and the training parameters.
 case $SCALE in
@@ -42,15 +45,17 @@ bold() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 CTL=("$BIN/warpdrive-ctl" --config "$STATE/config.yaml")
 REPORT=("$BIN/warpdrive-report" --state "$STATE" --mount-point "$MNT" --scale "$SCALE")
 
-unmount() {
-    if grep -qs " $MNT fuse" /proc/mounts; then umount "$MNT" 2>/dev/null || umount -l "$MNT" || true; fi
+unmount() { # [MOUNT CONFIG]: node 1's by default
+    local mnt=${1:-$MNT} config=${2:-$STATE/config.yaml}
+    if grep -qs " $mnt fuse" /proc/mounts; then umount "$mnt" 2>/dev/null || umount -l "$mnt" || true; fi
     # The daemon exits once its mount is gone; wait for it so the next one gets the cache lock.
-    for _ in $(seq 100); do pgrep -f "warpdrive-mount --config $STATE/config.yaml" >/dev/null || return 0; sleep 0.1; done
-    pkill -f "warpdrive-mount --config $STATE/config.yaml" || true
+    for _ in $(seq 100); do pgrep -f "warpdrive-mount --config $config" >/dev/null || return 0; sleep 0.1; done
+    pkill -f "warpdrive-mount --config $config" || true
 }
 
 stop_all() {
     unmount
+    unmount "$MNT2" "$STATE/node2.yaml"
     if [ -f "$STATE/testkit.pid" ]; then
         kill "$(cat "$STATE/testkit.pid")" 2>/dev/null || true
         for _ in $(seq 100); do kill -0 "$(cat "$STATE/testkit.pid")" 2>/dev/null || break; sleep 0.1; done
@@ -67,14 +72,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-mount_wd() {
-    "$BIN/warpdrive-mount" --config "$STATE/config.yaml" --daemon --log-file "$STATE/warpdrive.log" || true
+mount_wd() { # [MOUNT CONFIG LOG]: node 1's by default
+    local mnt=${1:-$MNT} config=${2:-$STATE/config.yaml} log=${3:-$STATE/warpdrive.log}
+    "$BIN/warpdrive-mount" --config "$config" --daemon --log-file "$log" || true
     for _ in $(seq 60); do
-        grep -qs " $MNT fuse" /proc/mounts && return 0
+        grep -qs " $mnt fuse" /proc/mounts && return 0
         sleep 0.5
     done
     echo "the mount did not come up within 30 s; the last 20 lines of its log:" >&2
-    tail -20 "$STATE/warpdrive.log" >&2 || true
+    tail -20 "$log" >&2 || true
     exit 1
 }
 
@@ -83,19 +89,20 @@ drop_page_cache() {
     echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || echo "(could not drop the page cache: not root)"
 }
 
-run_phase() { # NAME: one training run, measured
-    local name=$1
+run_phase() { # NAME [MOUNT CONFIG]: one training run, measured (on node 1 by default)
+    local name=$1 mnt=${2:-$MNT} config=${3:-$STATE/config.yaml}
+    local ctl=("$BIN/warpdrive-ctl" --config "$config")
     drop_page_cache
-    "${CTL[@]}" metrics --snapshot "$STATE/$name.before.json" >/dev/null
-    "$BIN/warpdrive-forge" train --train-root-a "$MNT/datasets-cac/train" --train-root-b "$MNT/datasets-wus3/train" \
+    "${ctl[@]}" metrics --snapshot "$STATE/$name.before.json" >/dev/null
+    "$BIN/warpdrive-forge" train --train-root-a "$mnt/datasets-cac/train" --train-root-b "$mnt/datasets-wus3/train" \
         "${TRAIN[@]}" --summary "$STATE/$name.summary.json" 2>"$STATE/$name.forge.err" | tee "$STATE/$name.forge.log"
     sed 's/^/  /' "$STATE/$name.forge.err"
     # Prefetches the run started may still be landing: they belong to this run, not the next.
     for _ in $(seq 600); do
-        "${CTL[@]}" metrics --json | grep -q '"in_flight_bytes":0.0' && break
+        "${ctl[@]}" metrics --json | grep -q '"in_flight_bytes":0.0' && break
         sleep 0.1
     done
-    "${CTL[@]}" metrics --since "$STATE/$name.before.json" --json >"$STATE/$name.metrics.json"
+    "${ctl[@]}" metrics --since "$STATE/$name.before.json" --json >"$STATE/$name.metrics.json"
     "${REPORT[@]}" phase "$name"
 }
 
@@ -104,7 +111,7 @@ bold "Preparing: dataset, emulators, WAN simulator"
 mkdir -p "$STATE"
 stop_all
 rm -rf "$STATE"/*.json "$STATE"/*.log "$STATE"/*.err "$STATE/governance.txt"
-mkdir -p "$MNT" "$OUT" "$DATA"
+mkdir -p "$MNT" "$MNT2" "$OUT" "$DATA"
 avail_mb() { df -Pm "$1" | awk 'NR == 2 { print $4 }'; }
 # The emulators keep a copy of the dataset and the cache another, both under $STATE's disk,
 # and the cache leaves 1 GiB free (cache.min_free in the generated config).
@@ -131,7 +138,9 @@ fi
 WAN_ARGS=()
 [ "${DEMO_WAN:-on}" = off ] && WAN_ARGS=(--no-wan)
 "$BIN/warpdrive-testkit" demo --shards-dir "$DATA" --config-out "$STATE/config.yaml" --info-out "$STATE/info.json" \
-    --mount-point "$MNT" --cache-dir "$CACHE" "${WAN_ARGS[@]}" >"$STATE/testkit.out" 2>"$STATE/testkit.log" &
+    --mount-point "$MNT" --cache-dir "$CACHE" "${WAN_ARGS[@]}" \
+    --node2-config-out "$STATE/node2.yaml" --node2-mount-point "$MNT2" --node2-cache-dir "$CACHE2" \
+    >"$STATE/testkit.out" 2>"$STATE/testkit.log" &
 echo $! >"$STATE/testkit.pid"
 for _ in $(seq 1200); do
     grep -q '^ready' "$STATE/testkit.out" 2>/dev/null && break
@@ -139,11 +148,11 @@ for _ in $(seq 1200); do
     sleep 0.5
 done
 grep -q '^ready' "$STATE/testkit.out" || { echo "the emulators did not start:"; tail -20 "$STATE/testkit.log"; exit 1; }
-grep -E 'WAN|direct' "$STATE/testkit.log" | sed 's/^/  /'
+grep -E 'WAN|direct|shared tier' "$STATE/testkit.log" | sed 's/^/  /'
 
 bold "Phase 1: cross-region data fabric"
-echo "deleting the cache directory $CACHE: the first run starts truly cold"
-rm -rf "$CACHE"
+echo "deleting the cache directories: the first run starts truly cold (and the shared tier is new)"
+rm -rf "$CACHE" "$CACHE2"
 mount_wd
 echo "$MNT/"
 for b in "$MNT"/*/; do
@@ -199,6 +208,18 @@ echo "unmounting, mounting again: the cache on disk is reused"
 unmount
 mount_wd
 run_phase restart
+
+bold "Phase 6: beyond the seed: a fleet (a second node reads through the shared tier)"
+cat <<EOF
+A second node, with its own daemon, cache directory and mount point ($MNT2) and an empty
+cache, trains on the same shards. Node 1's cold run wrote every chunk it fetched to the shared
+tier (a container in the cluster's region, behind a link faster than the cross-region ones),
+so node 2 should fetch nothing across the WAN.
+EOF
+mount_wd "$MNT2" "$STATE/node2.yaml" "$STATE/warpdrive-node2.log"
+run_phase fleet "$MNT2" "$STATE/node2.yaml"
+"$BIN/warpdrive-ctl" --config "$STATE/node2.yaml" fleet status | sed 's/^/  /'
+unmount "$MNT2" "$STATE/node2.yaml"
 
 bold "Summary"
 "${REPORT[@]}" final --out "$OUT"

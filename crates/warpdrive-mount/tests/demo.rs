@@ -1,7 +1,8 @@
 //! The showcase end to end at tiny scale: demo/run.sh with the debug binaries, its own mount
 //! point, state and output directories. Checks what the issue asks of it: exit 0, the warm and
-//! restart runs fetched 0 bytes, results.json parses and agrees with the table the demo
-//! printed, report.html holds the four charts.
+//! restart runs fetched 0 bytes, the second node fetched 0 bytes across the WAN and read the
+//! data from the shared tier, results.json parses and agrees with the table the demo printed,
+//! report.html holds the four charts.
 
 mod common;
 
@@ -82,6 +83,7 @@ fn the_demo_runs_every_phase_and_its_results_match_what_it_printed() {
         "Phase 3: warm-cache training",
         "Phase 4: results",
         "Phase 5: beyond the seed: restart",
+        "Phase 6: beyond the seed: a fleet",
         "Data governance, while mounted",
     ] {
         assert!(stdout.contains(phase), "no `{phase}` in:\n{stdout}");
@@ -103,6 +105,19 @@ fn the_demo_runs_every_phase_and_its_results_match_what_it_printed() {
     );
     assert_eq!(fetched("warm"), 0.0, "the warm run fetched nothing");
     assert_eq!(fetched("restart"), 0.0, "nor did the run after the restart");
+    assert_eq!(
+        fetched("fleet"),
+        0.0,
+        "node 2 fetched nothing across the WAN"
+    );
+    let tier = phases["fleet"]["shared_tier_bytes"]
+        .as_f64()
+        .expect("tier bytes");
+    assert!(
+        tier >= 0.9 * fetched("cold"),
+        "node 2 read {tier} bytes from the shared tier; node 1 fetched {}",
+        fetched("cold")
+    );
     assert_eq!(results["same_batches_every_run"], Value::Bool(true));
     for c in results["checklist"].as_array().expect("checklist") {
         assert_eq!(c["shown"], Value::Bool(true), "{c}");
@@ -110,7 +125,10 @@ fn the_demo_runs_every_phase_and_its_results_match_what_it_printed() {
 
     // The final table agrees with results.json, cell by cell.
     let (header, rows) = last_table(&stdout);
-    assert_eq!(&header[1..4], ["Cold", "Warm", "After restart"]);
+    assert_eq!(
+        &header[1..5],
+        ["Cold", "Warm", "After restart", "Node 2 (fleet)"]
+    );
     for (i, p) in ["cold", "warm", "restart"].iter().enumerate() {
         let ph = &phases[*p];
         let n = |k: &str| ph[k].as_f64().unwrap_or_else(|| panic!("{p}.{k}"));
@@ -137,7 +155,7 @@ fn the_demo_runs_every_phase_and_its_results_match_what_it_printed() {
     let speedup = results["speedup"]["warm"]["throughput"]
         .as_f64()
         .expect("speedup");
-    let (printed, precision) = shown(&rows["Throughput (images)"][3]);
+    let (printed, precision) = shown(&rows["Throughput (images)"][4]);
     assert!(
         (printed - speedup).abs() <= precision + 1e-9,
         "the warm speedup column: {printed} vs {speedup}"

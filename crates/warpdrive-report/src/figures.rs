@@ -8,8 +8,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
-/// The training phases, in order.
-pub(crate) const PHASES: [&str; 3] = ["cold", "warm", "restart"];
+/// The training phases, in order (`fleet`: a second node, reading through the shared tier).
+pub(crate) const PHASES: [&str; 4] = ["cold", "warm", "restart", "fleet"];
 
 /// One training phase's figures.
 #[derive(Debug, Clone, Default)]
@@ -30,6 +30,8 @@ pub(crate) struct Phase {
     pub(crate) evictions: f64,
     /// Backend name → bytes fetched.
     pub(crate) fetched: BTreeMap<String, f64>,
+    /// Chunk bytes read from the shared tier.
+    pub(crate) shared_read: f64,
     pub(crate) latency_rows: Vec<(String, f64)>,
     pub(crate) auth_refreshes: f64,
     pub(crate) batch_digest: String,
@@ -74,6 +76,7 @@ impl Phase {
             "evictions": self.evictions,
             "backend_bytes": self.fetched,
             "backend_bytes_total": self.fetched_total(),
+            "shared_tier_bytes": self.shared_read,
             "read_latency": self.latency_rows,
             "auth_refreshes": self.auth_refreshes,
             "batch_digest": self.batch_digest,
@@ -145,6 +148,7 @@ pub(crate) fn load(state: &Path, name: &str) -> Result<Option<Phase>> {
         keep_cache_opens: f(&m, &["cache", "keep_cache_opens"]),
         evictions: f(&m, &["cache", "evicted_blocks"]),
         fetched,
+        shared_read: f(&m, &["shared", "read_bytes"]),
         latency_rows,
         auth_refreshes,
         batch_digest: s["batch_digest"].as_str().unwrap_or("").to_string(),

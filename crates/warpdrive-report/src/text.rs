@@ -81,6 +81,9 @@ pub(crate) fn rows(phases: &[&Phase]) -> Vec<(String, Vec<String>, Vec<String>)>
         None,
     );
     row("Backend data fetched", &|p| gb(p.fetched_total()), None);
+    if phases.iter().any(|p| p.shared_read > 0.0) {
+        row("Shared tier read", &|p| gb(p.shared_read), None);
+    }
     let backends: Vec<String> = first.fetched.keys().cloned().collect();
     for b in backends {
         let name = format!("  fetched from {b}");
@@ -133,6 +136,7 @@ pub(crate) fn label(name: &str) -> &str {
         "cold" => "Cold",
         "warm" => "Warm",
         "restart" => "After restart",
+        "fleet" => "Node 2 (fleet)",
         other => other,
     }
 }
@@ -241,7 +245,9 @@ pub(crate) fn checklist(
         "sig=",
     ];
     let no_secret = !secret_words.iter().any(|w| config.contains(w));
+    // Every backend, and the shared tier when there is one, by managed identity.
     let managed = config.matches("managed_identity").count();
+    let tier = usize::from(config.contains("shared_cache:"));
     // Tokens are first fetched when the daemon starts, before the first run's snapshot: the
     // dashboard saved after the warm run holds the daemon's totals.
     let auth = dashboard["auth"].as_array().cloned().unwrap_or_default();
@@ -256,9 +262,11 @@ pub(crate) fn checklist(
     let backends = config.matches("- name:").count();
     out.push((
         "Managed-Identity Auth".into(),
-        no_secret && managed > 0 && managed == backends && with_token == backends,
+        no_secret && managed > 0 && managed == backends + tier && with_token == backends,
         format!(
-            "{managed} of {backends} backends use managed identity and {with_token} hold a token from the instance-metadata endpoint ({} fetched since the daemon started); no key or secret in the config",
+            "{} of {backends} backends{} use managed identity and {with_token} hold a token from the instance-metadata endpoint ({} fetched since the daemon started); no key or secret in the config",
+            managed - tier,
+            if tier == 1 { " and the shared tier" } else { "" },
             thousands(refreshes)
         ),
     ));
@@ -295,6 +303,31 @@ pub(crate) fn checklist(
                 gb(r.fetched_total())
             )
         }),
+    ));
+    let fleet = phases.get("fleet");
+    let shared = match (cold, fleet) {
+        (Some(c), Some(n)) => {
+            n.images > 0.0
+                && n.fetched_total() == 0.0
+                && c.fetched_total() > 0.0
+                && n.shared_read >= 0.9 * c.fetched_total()
+        }
+        _ => false,
+    };
+    out.push((
+        "Fleet Shares One Fetch".into(),
+        shared,
+        match (cold, fleet) {
+            (Some(c), Some(n)) => format!(
+                "node 1's cold run fetched {} across the WAN ({:.1} images/sec); node 2, with an empty cache, fetched {} across the WAN and read {} from the shared tier ({:.1} images/sec)",
+                gb(c.fetched_total()),
+                c.images_per_sec,
+                gb(n.fetched_total()),
+                gb(n.shared_read),
+                n.images_per_sec
+            ),
+            _ => "the second node's run did not complete".into(),
+        },
     ));
     let digests: Vec<&str> = phases.values().map(|p| p.batch_digest.as_str()).collect();
     let same = digests.len() >= 2 && digests.iter().all(|d| *d == digests[0] && !d.is_empty());
