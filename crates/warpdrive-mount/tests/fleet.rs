@@ -33,6 +33,11 @@ struct Fleet {
 }
 
 fn fleet(objects: &[(String, Vec<u8>)]) -> Fleet {
+    fleet_with(objects, Duration::ZERO)
+}
+
+/// [`fleet`], with the origin's proxy adding `delay` to every answer.
+fn fleet_with(objects: &[(String, Vec<u8>)], delay: Duration) -> Fleet {
     let s3 = Emulator::start(Kind::Moto).expect("moto");
     s3.create_bucket("origin").expect("bucket");
     runtime()
@@ -42,7 +47,7 @@ fn fleet(objects: &[(String, Vec<u8>)]) -> Fleet {
             4,
         ))
         .expect("upload");
-    let proxy = DelayProxy::counting(s3.port).expect("proxy");
+    let proxy = DelayProxy::start(s3.port, delay).expect("proxy");
     let origin = emulator_backend(
         Kind::Moto,
         &format!("http://127.0.0.1:{}", proxy.port),
@@ -218,33 +223,15 @@ fn later_nodes_read_the_dataset_from_the_tier_and_not_from_the_origin() {
 fn a_herd_of_four_nodes_fetches_each_chunk_from_the_origin_once() {
     let objects = dataset();
     let total: u64 = objects.iter().map(|(_, d)| d.len() as u64).sum();
-    let s3 = Emulator::start(Kind::Moto).expect("moto");
-    s3.create_bucket("origin").expect("bucket");
-    runtime()
-        .block_on(upload_many(
-            &s3.backend("direct", "origin", ""),
-            objects.clone(),
-            4,
-        ))
-        .expect("upload");
-    let proxy = DelayProxy::start(s3.port, Duration::from_millis(30)).expect("proxy");
-    let origin = emulator_backend(
-        Kind::Moto,
-        &format!("http://127.0.0.1:{}", proxy.port),
-        "s3",
-        "origin",
-        "",
-    );
-    let az = Emulator::start(Kind::Azurite).expect("azurite");
-    az.create_bucket("tier").expect("container");
-    let tier = az.backend("shared_cache", "tier", "");
+    let f = fleet_with(&objects, Duration::from_millis(30));
+    let (proxy, origin, tier) = (&f.proxy, &f.origin, &f.tier);
     let nodes: Vec<Mount> = (0..4)
         .map(|_| {
             Mount::start(
-                std::slice::from_ref(&origin),
+                std::slice::from_ref(origin),
                 &format!(
                     "metadata_ttl: 10m\n{}",
-                    shared_cache_yaml(&tier, &["chunk_size: 2MiB"])
+                    shared_cache_yaml(tier, &["chunk_size: 2MiB"])
                 ),
             )
         })

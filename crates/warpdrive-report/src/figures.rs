@@ -148,7 +148,7 @@ pub(crate) fn load(state: &Path, name: &str) -> Result<Option<Phase>> {
         keep_cache_opens: f(&m, &["cache", "keep_cache_opens"]),
         evictions: f(&m, &["cache", "evicted_blocks"]),
         fetched,
-        shared_read: f(&m, &["shared", "read_bytes"]),
+        shared_read: f(&m, &["shared", "read_bytes"]).max(0.0),
         latency_rows,
         auth_refreshes,
         batch_digest: s["batch_digest"].as_str().unwrap_or("").to_string(),

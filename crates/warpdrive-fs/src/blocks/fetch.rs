@@ -47,6 +47,27 @@ struct Run {
     permit: Option<OwnedSemaphorePermit>,
 }
 
+/// A ranged GET of `o` that returned more than the `asked` bytes.
+fn too_long(o: &Object, asked: u64) -> Arc<StoreError> {
+    Arc::new(StoreError::Other {
+        backend: o.backend.name().to_string(),
+        message: format!(
+            "a ranged GET of {} returned more bytes than asked ({asked})",
+            o.id.key
+        ),
+    })
+}
+
+/// A ranged GET of `o` whose body ended after `got` of the `asked` bytes.
+fn short(o: &Object, asked: u64, got: u64) -> Arc<StoreError> {
+    Arc::new(StoreError::ShortRead {
+        backend: o.backend.name().to_string(),
+        key: o.id.key.clone(),
+        asked,
+        got,
+    })
+}
+
 impl BlockReader {
     /// Starts the task fetching blocks `first..=last` of `obj` with one GET; returns one
     /// fetch per block, each resolving as soon as its block has arrived.
@@ -133,13 +154,7 @@ impl BlockReader {
             got += chunk.len() as u64;
             while !chunk.is_empty() {
                 if run.next > run.last {
-                    return Err(Arc::new(StoreError::Other {
-                        backend: o.backend.name().to_string(),
-                        message: format!(
-                            "a ranged GET of {} returned more bytes than asked ({asked})",
-                            o.id.key
-                        ),
-                    }));
+                    return Err(too_long(o, asked));
                 }
                 let want = self.block_len(o, run.next) as usize;
                 let block = if buf.is_empty() && chunk.len() >= want {
@@ -168,12 +183,7 @@ impl BlockReader {
             let _ = w.await;
         }
         if run.next <= run.last {
-            return Err(Arc::new(StoreError::ShortRead {
-                backend: o.backend.name().to_string(),
-                key: o.id.key.clone(),
-                asked,
-                got,
-            }));
+            return Err(short(o, asked, got));
         }
         Ok(())
     }
@@ -315,23 +325,12 @@ impl BlockReader {
             let piece = piece.map_err(Arc::new)?;
             got += piece.len() as u64;
             if got > asked {
-                return Err(Arc::new(StoreError::Other {
-                    backend: o.backend.name().to_string(),
-                    message: format!(
-                        "a ranged GET of {} returned more bytes than asked ({asked})",
-                        o.id.key
-                    ),
-                }));
+                return Err(too_long(o, asked));
             }
             flight.push(&piece);
         }
         if got < asked {
-            return Err(Arc::new(StoreError::ShortRead {
-                backend: o.backend.name().to_string(),
-                key: o.id.key.clone(),
-                asked,
-                got,
-            }));
+            return Err(short(o, asked, got));
         }
         Ok(())
     }
