@@ -4,13 +4,17 @@
 //! The algorithm. An object version is cut into chunks of `chunk_size` bytes (a whole number
 //! of the local cache's blocks); chunk `i` of a version lives at a key derived from the
 //! version's identity ([`chunk`]), in a self-validating format. A node missing blocks of a
-//! version in its local cache asks the tier for the chunks that hold them ([`SharedTier::read`]):
+//! version in its local cache asks the tier for the chunks that hold them
+//! ([`SharedTier::fetch`]):
 //!
-//! * a chunk that is present and passes every check ([`chunk::decode`]) is a hit: its data
-//!   is served and fills the local cache, and the origin is not asked;
-//! * an absent chunk (or a refused one, which a writing node deletes) is claimed: the node
-//!   takes the chunk's lease ([`lease`]) with a create-only write, fetches the chunk from the
-//!   origin as it would without the tier, writes it to the tier in the background
+//! * a chunk that is present is streamed: its header is checked against the identity asked
+//!   for, then each 1 MiB piece is handed out once it has arrived and passed its own checksum
+//!   ([`Pieces`]); the data fills the local cache and the origin is not asked. A chunk
+//!   refused part way (counted by reason) keeps the pieces that passed, the rest comes from
+//!   the origin, and a writing node replaces the chunk ([`SharedTier::replace`]);
+//! * an absent chunk is claimed: the node takes the chunk's lease ([`lease`]) with a
+//!   create-only write, fetches the chunk from the origin as it would without the tier,
+//!   writes it to the tier in the background
 //!   ([`SharedTier::fill`], create-only too: of two writers the first one's stays and the
 //!   second learns it exists, which is success) and gives the lease up. A node that finds
 //!   the lease held waits for the chunk to appear, up to the lease's expiry, then fetches
