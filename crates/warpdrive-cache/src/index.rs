@@ -60,7 +60,7 @@ CREATE TABLE counters (
 const MAX_BATCH: usize = 4096;
 
 /// One change to the index.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) enum Op {
     PutObject {
         id: u64,
@@ -339,12 +339,7 @@ pub(crate) fn apply(
         _ => None,
     }));
     let tx = conn.transaction()?;
-    if ops
-        .iter()
-        .cloned()
-        .try_for_each(|op| apply_one(&tx, op))
-        .is_ok()
-    {
+    if ops.iter().try_for_each(|op| apply_one(&tx, op)).is_ok() {
         tx.commit()?;
         return Ok(Skipped::default());
     }
@@ -358,7 +353,7 @@ fn apply_each(conn: &mut Connection, batch: Vec<Op>) -> rusqlite::Result<Skipped
     let mut skipped = Skipped::default();
     for op in batch {
         let sp = tx.savepoint()?;
-        match apply_one(&sp, op) {
+        match apply_one(&sp, &op) {
             Ok(()) => sp.commit()?,
             Err(e) => {
                 // Dropping the savepoint rolls this change back.
@@ -372,7 +367,7 @@ fn apply_each(conn: &mut Connection, batch: Vec<Op>) -> rusqlite::Result<Skipped
 }
 
 /// One change, inside the batch's transaction.
-fn apply_one(tx: &Connection, op: Op) -> rusqlite::Result<()> {
+fn apply_one(tx: &Connection, op: &Op) -> rusqlite::Result<()> {
     {
         match op {
             Op::PutObject {
@@ -386,16 +381,16 @@ fn apply_one(tx: &Connection, op: Op) -> rusqlite::Result<()> {
                 // One version per (backend, key): a new version replaces the old row.
                 tx.prepare_cached("DELETE FROM objects WHERE backend = ?1 AND key = ?2")?
                     .execute(params![backend, key])?;
-                tx.prepare_cached("INSERT OR REPLACE INTO objects (id, backend, key, etag, size, last_access) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?.execute(params![id as i64, backend, key, etag, size as i64, last_access],
+                tx.prepare_cached("INSERT OR REPLACE INTO objects (id, backend, key, etag, size, last_access) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?.execute(params![*id as i64, backend, key, etag, *size as i64, last_access],
                 )?;
             }
             Op::SetChecksum { id, checksum } => {
                 tx.prepare_cached("UPDATE objects SET store_checksum = ?2 WHERE id = ?1")?
-                    .execute(params![id as i64, checksum])?;
+                    .execute(params![*id as i64, checksum])?;
             }
             Op::SetVerified { id, verified } => {
                 tx.prepare_cached("UPDATE objects SET store_verified = ?2 WHERE id = ?1")?
-                    .execute(params![id as i64, verified])?;
+                    .execute(params![*id as i64, verified])?;
             }
             Op::PutBlock {
                 object_id,
@@ -406,19 +401,19 @@ fn apply_one(tx: &Connection, op: Op) -> rusqlite::Result<()> {
                 tx.prepare_cached(
                     "INSERT OR REPLACE INTO blocks (object_id, block, crc32c) VALUES (?1, ?2, ?3)",
                 )?
-                .execute(params![object_id as i64, block as i64, blob])?;
+                .execute(params![*object_id as i64, *block as i64, blob])?;
             }
             Op::DropBlock { object_id, block } => {
                 tx.prepare_cached("DELETE FROM blocks WHERE object_id = ?1 AND block = ?2")?
-                    .execute(params![object_id as i64, block as i64])?;
+                    .execute(params![*object_id as i64, *block as i64])?;
             }
             Op::DropObject { id } => {
                 tx.prepare_cached("DELETE FROM objects WHERE id = ?1")?
-                    .execute(params![id as i64])?;
+                    .execute(params![*id as i64])?;
             }
             Op::Touch { id, last_access } => {
                 tx.prepare_cached("UPDATE objects SET last_access = ?2 WHERE id = ?1")?
-                    .execute(params![id as i64, last_access])?;
+                    .execute(params![*id as i64, last_access])?;
             }
             Op::AddCounter { name, delta } => {
                 tx.prepare_cached("INSERT INTO counters (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = value + ?2")?.execute(params![name, delta],

@@ -199,11 +199,6 @@ impl SharedTier {
         self.chunk_size
     }
 
-    /// The store the tier lives in (for status).
-    pub fn store(&self) -> &Backend {
-        &self.store
-    }
-
     /// The tier's store as `kind://account/container/prefix`.
     pub fn describe(&self) -> String {
         let c = self.store.config();
@@ -232,34 +227,33 @@ impl SharedTier {
     }
 
     /// Chunk `index` of `id`, verified, or `None` (a miss, counted by why). `backend` is
-    /// the name its avoided origin bytes are counted under.
-    pub async fn read(&self, backend: &str, id: &Identity, index: u64) -> Option<Bytes> {
+    /// the name its avoided origin bytes are counted under. (The read path streams chunks
+    /// with [`SharedTier::fetch`]; this whole read is for tests.)
+    #[cfg(test)]
+    pub(crate) async fn read(&self, backend: &str, id: &Identity, index: u64) -> Option<Bytes> {
         match self.look(backend, id, index, true).await {
             Found::Hit(data) => Some(data),
             _ => None,
         }
     }
 
-    /// Chunk `index` of `id` from the tier, or what to do instead: read it, and if it is
-    /// absent take its lease or wait for the node that holds it ([`lease`]). A miss tells the
-    /// caller to fetch from the origin, with the lease when this node took it (then it must
-    /// [`SharedTier::fill`] the chunk or [`SharedTier::release`] the claim).
-    pub async fn get(&self, backend: &str, id: &Identity, index: u64) -> Got {
-        match self.look(backend, id, index, true).await {
-            Found::Hit(data) => Got::Hit(data),
-            Found::Failed => Got::Miss(None),
-            Found::Refused => {
-                // A refused chunk would stand in the way of every create-only fill.
-                if self.writes {
-                    let _ = tokio::time::timeout(
-                        FIRST_BYTE_DEADLINE,
-                        self.store.delete(&chunk::key(id, index)),
-                    )
-                    .await;
+    /// [`SharedTier::fetch`] with the chunk's pieces gathered: the whole chunk, or a miss
+    /// (a chunk refused part way is a miss here). For tests.
+    #[cfg(test)]
+    pub(crate) async fn get(&self, backend: &str, id: &Identity, index: u64) -> Got {
+        match self.fetch(backend, id, index).await {
+            Fetched::Whole(data) => Got::Hit(data),
+            Fetched::Miss(claim) => Got::Miss(claim),
+            Fetched::Pieces(mut pieces) => {
+                let mut all = bytes::BytesMut::new();
+                loop {
+                    match pieces.next().await {
+                        Some(Ok(p)) => all.extend_from_slice(&p),
+                        None => return Got::Hit(all.freeze()),
+                        Some(Err(_)) => return Got::Miss(None),
+                    }
                 }
-                self.absent(backend, id, index).await
             }
-            Found::Absent => self.absent(backend, id, index).await,
         }
     }
 
@@ -439,8 +433,10 @@ impl SharedTier {
     }
 
     /// Chunk `index` of `id` from the tier as it arrives (each piece checked before it is
-    /// handed out), a whole chunk another node filled while this one waited, or a miss (as
-    /// [`SharedTier::get`], whose protocol this follows).
+    /// handed out), or what to do instead: if it is absent, this node takes its lease or
+    /// waits for the node that holds it ([`lease`]) and then has the whole chunk. A miss
+    /// tells the caller to fetch from the origin, with the lease when this node took it
+    /// (then it must [`SharedTier::fill`] the chunk or [`SharedTier::release`] the claim).
     pub async fn fetch<'a>(
         &'a self,
         backend: &'a str,
@@ -716,7 +712,7 @@ enum Found {
     Failed,
 }
 
-/// What the tier had for a chunk ([`SharedTier::get`]).
+/// What the tier had for a chunk once this node looked, waited or claimed it.
 #[derive(Debug)]
 pub enum Got {
     /// The chunk's data, verified.

@@ -16,18 +16,19 @@ fn origin() -> BackendConfig {
 }
 
 fn tier(store: BackendConfig, mode: SharedMode) -> (Arc<SharedTier>, SharedMetrics) {
-    tier_with(store, mode, DEFAULT_LEASE_TTL)
+    tier_with(store, mode, DEFAULT_LEASE_TTL, CHUNK)
 }
 
 fn tier_with(
     store: BackendConfig,
     mode: SharedMode,
     lease_ttl: Duration,
+    chunk_size: u64,
 ) -> (Arc<SharedTier>, SharedMetrics) {
     let metrics = SharedMetrics::detached();
     let cfg = SharedCacheConfig {
         store,
-        chunk_size: CHUNK,
+        chunk_size,
         lease_ttl,
         mode,
         backends: vec!["data".into()],
@@ -276,11 +277,13 @@ async fn a_dead_holders_lease_costs_at_most_its_ttl() {
         local_backend("shared_cache", dir.path()),
         SharedMode::ReadWrite,
         ttl,
+        CHUNK,
     );
     let (t2, m2) = tier_with(
         local_backend("shared_cache", dir.path()),
         SharedMode::ReadWrite,
         ttl,
+        CHUNK,
     );
     let id = t1.identity("data", "obj", "\"v1\"", CHUNK).expect("served");
     let Got::Miss(Some(_abandoned)) = t1.get("data", &id, 0).await else {
@@ -306,16 +309,12 @@ async fn a_dead_holders_lease_costs_at_most_its_ttl() {
 #[tokio::test]
 async fn pieces_before_a_damaged_one_are_handed_out() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let metrics = SharedMetrics::detached();
-    let cfg = SharedCacheConfig {
-        store: local_backend("shared_cache", dir.path()),
-        chunk_size: 4 * CHUNK,
-        lease_ttl: DEFAULT_LEASE_TTL,
-        mode: SharedMode::ReadWrite,
-        backends: vec!["data".into()],
-        leases: true,
-    };
-    let t = SharedTier::new(&cfg, &[origin()], metrics.clone()).expect("tier");
+    let (t, metrics) = tier_with(
+        local_backend("shared_cache", dir.path()),
+        SharedMode::ReadWrite,
+        DEFAULT_LEASE_TTL,
+        4 * CHUNK,
+    );
     let id = t
         .identity("data", "obj", "\"v1\"", 4 * CHUNK)
         .expect("served");

@@ -199,10 +199,12 @@ pub struct BlockReader {
 
 /// A chunk being fetched (from the tier or the origin) for the runs that need it: its bytes
 /// as they arrive (from the tier, each piece once it passed its checksum), and how it ended.
+/// The pieces are kept as they came, so a block that lies within one (a tier piece is a
+/// MiB, as a default block) is handed out without a copy.
 #[derive(Debug)]
 pub(crate) struct ChunkFlight {
-    data: Mutex<Vec<u8>>,
-    /// Bytes in `data`, and the fetch's end (its error if it failed).
+    pieces: Mutex<Vec<Bytes>>,
+    /// Bytes in `pieces`, and the fetch's end (its error if it failed).
     progress: tokio::sync::watch::Sender<ChunkProgress>,
 }
 
@@ -212,27 +214,55 @@ type ChunkProgress = (usize, Option<Result<(), Arc<StoreError>>>);
 impl ChunkFlight {
     fn new() -> ChunkFlight {
         ChunkFlight {
-            data: Mutex::new(Vec::new()),
+            pieces: Mutex::new(Vec::new()),
             progress: tokio::sync::watch::Sender::new((0, None)),
         }
     }
 
-    fn push(&self, bytes: &[u8]) {
-        let n = {
-            let mut d = self.data.lock();
-            d.extend_from_slice(bytes);
-            d.len()
-        };
-        self.progress.send_modify(|p| p.0 = n);
+    fn push(&self, piece: Bytes) {
+        let n = piece.len();
+        self.pieces.lock().push(piece);
+        self.progress.send_modify(|p| p.0 += n);
     }
 
     fn len(&self) -> usize {
-        self.data.lock().len()
+        self.progress.borrow().0
     }
 
     /// Everything fetched, as one buffer (for the tier's fill).
     fn whole(&self) -> Bytes {
-        Bytes::copy_from_slice(&self.data.lock())
+        let pieces = self.pieces.lock();
+        if let [one] = pieces.as_slice() {
+            return one.clone();
+        }
+        let mut all = BytesMut::with_capacity(pieces.iter().map(Bytes::len).sum());
+        for p in pieces.iter() {
+            all.extend_from_slice(p);
+        }
+        all.freeze()
+    }
+
+    /// Bytes `range` of what has arrived: a slice of one piece when it lies within one.
+    fn slice(&self, range: std::ops::Range<usize>) -> Bytes {
+        let pieces = self.pieces.lock();
+        let mut out = BytesMut::new();
+        let mut at = 0;
+        for p in pieces.iter() {
+            let (start, end) = (at, at + p.len());
+            at = end;
+            if end <= range.start {
+                continue;
+            }
+            if start >= range.end {
+                break;
+            }
+            let part = p.slice(range.start.max(start) - start..range.end.min(end) - start);
+            if out.is_empty() && part.len() == range.len() {
+                return part;
+            }
+            out.extend_from_slice(&part);
+        }
+        out.freeze()
     }
 
     fn finish(&self, r: Result<(), Arc<StoreError>>) {
@@ -249,7 +279,7 @@ impl ChunkFlight {
             .await
             .map(|p| p.clone());
         match state {
-            Ok((n, _)) if n >= end => Ok(Bytes::copy_from_slice(&self.data.lock()[range])),
+            Ok((n, _)) if n >= end => Ok(self.slice(range)),
             Ok((_, Some(Err(e)))) => Err(e),
             _ => Err(Arc::new(StoreError::Cancelled {
                 backend: String::new(),

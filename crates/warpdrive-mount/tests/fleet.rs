@@ -25,9 +25,9 @@ fn dataset() -> Vec<(String, Vec<u8>)> {
 const CHUNKS: f64 = 3.0 + 2.0 + 1.0;
 
 struct Fleet {
-    _origin: Emulator,
+    origin_emulator: Emulator,
     proxy: DelayProxy,
-    tier_emulator: Emulator,
+    _tier_emulator: Emulator,
     origin: warpdrive_config::BackendConfig,
     tier: warpdrive_config::BackendConfig,
 }
@@ -59,9 +59,9 @@ fn fleet_with(objects: &[(String, Vec<u8>)], delay: Duration) -> Fleet {
     az.create_bucket("tier").expect("container");
     let tier = az.backend("shared_cache", "tier", "chunks/");
     Fleet {
-        _origin: s3,
+        origin_emulator: s3,
         proxy,
-        tier_emulator: az,
+        _tier_emulator: az,
         origin,
         tier,
     }
@@ -178,7 +178,7 @@ fn later_nodes_read_the_dataset_from_the_tier_and_not_from_the_origin() {
     // A read-only node reads from the tier; an object only at the origin it reads from
     // there, and does not write to the tier.
     let extra = ("train/d.bin".to_string(), random_bytes(3 * MIB, 4));
-    let direct = f._origin.backend("direct", "origin", "");
+    let direct = f.origin_emulator.backend("direct", "origin", "");
     runtime()
         .block_on(upload_many(&direct, vec![extra.clone()], 1))
         .expect("upload d");
@@ -213,7 +213,6 @@ fn later_nodes_read_the_dataset_from_the_tier_and_not_from_the_origin() {
     let before = f.origin_bytes();
     read_all(&n2, std::slice::from_ref(&v2));
     assert_eq!(f.origin_bytes() - before, v2.1.len() as u64);
-    drop(f.tier_emulator);
 }
 
 /// Four nodes start the same cold read at the same moment (the origin 30 ms away, so their
@@ -424,7 +423,7 @@ fn a_tier_that_stops_and_comes_back_costs_no_read_error() {
         .collect();
     runtime()
         .block_on(upload_many(
-            &f._origin.backend("direct", "origin", ""),
+            &f.origin_emulator.backend("direct", "origin", ""),
             more.clone(),
             4,
         ))

@@ -14,6 +14,16 @@ pub const PART_SIZE: usize = 8 << 20;
 /// Parts in flight at once per upload.
 const PARTS_IN_FLIGHT: usize = 2;
 
+/// Where a file for `path` is written before it takes its name: beside it, hidden,
+/// `tag` between the name and the suffix.
+fn part_path(path: &std::path::Path, tag: &str) -> std::path::PathBuf {
+    path.with_file_name(format!(
+        ".{}{tag}.warpdrive-part",
+        path.file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    ))
+}
+
 impl Backend {
     fn read_only(&self, key: &str) -> StoreError {
         StoreError::Other {
@@ -40,11 +50,7 @@ impl Backend {
         match &self.inner {
             Inner::Local(l) => {
                 let path = l.path_of(&full);
-                let tmp = path.with_file_name(format!(
-                    ".{}.warpdrive-part",
-                    path.file_name()
-                        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
-                ));
+                let tmp = part_path(&path, "");
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).map_err(|e| self.write_error(key, e))?;
                 }
@@ -122,12 +128,8 @@ impl Backend {
         match &self.inner {
             Inner::Local(l) => {
                 let path = l.path_of(&full);
-                let tmp = path.with_file_name(format!(
-                    ".{}.{}.warpdrive-part",
-                    path.file_name()
-                        .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-                    std::process::id()
-                ));
+                // Writers in other processes may race for the name: each stages its own file.
+                let tmp = part_path(&path, &format!(".{}", std::process::id()));
                 let write = || -> std::io::Result<bool> {
                     if let Some(dir) = path.parent() {
                         std::fs::create_dir_all(dir)?;

@@ -271,12 +271,12 @@ impl BlockReader {
         let range = id.range(c);
         let claim = match tier.fetch(o.backend.name(), id, c).await {
             Fetched::Whole(data) => {
-                flight.push(&data);
+                flight.push(data);
                 return Ok(());
             }
             Fetched::Pieces(mut pieces) => loop {
                 match pieces.next().await {
-                    Some(Ok(piece)) => flight.push(&piece),
+                    Some(Ok(piece)) => flight.push(piece),
                     None => return Ok(()),
                     Some(Err(why)) => {
                         // The pieces handed out are right; the rest comes from the origin.
@@ -327,7 +327,7 @@ impl BlockReader {
             if got > asked {
                 return Err(too_long(o, asked));
             }
-            flight.push(&piece);
+            flight.push(piece);
         }
         if got < asked {
             return Err(short(o, asked, got));
@@ -600,5 +600,32 @@ mod tests {
             assert!(cache.has_block(&s.obj.id, BlockIndex(1)));
             assert!(!cache.has_block(&s.obj.id, BlockIndex(2)));
         }
+    }
+
+    /// A chunk's bytes read back across the pieces they arrived in: a range inside one piece
+    /// is that piece's slice, one across pieces is joined; a range not yet there waits.
+    #[tokio::test]
+    async fn ranges_read_back_across_pieces() {
+        let f = Arc::new(ChunkFlight::new());
+        let all: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+        f.push(Bytes::copy_from_slice(&all[..1000]));
+        f.push(Bytes::copy_from_slice(&all[1000..1500]));
+        assert_eq!(f.read(10..900).await.expect("within")[..], all[10..900]);
+        assert_eq!(f.read(900..1200).await.expect("across")[..], all[900..1200]);
+        let later = tokio::spawn({
+            let f = f.clone();
+            async move { f.read(1400..2600).await }
+        });
+        f.push(Bytes::copy_from_slice(&all[1500..3000]));
+        assert_eq!(
+            later.await.expect("join").expect("waited")[..],
+            all[1400..2600]
+        );
+        assert_eq!(f.whole()[..], all[..]);
+        f.finish(Ok(()));
+        assert!(
+            f.read(2900..3100).await.is_err(),
+            "past the end of a finished chunk"
+        );
     }
 }
