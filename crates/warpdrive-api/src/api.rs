@@ -25,6 +25,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/fleet/status"),
     ("POST", "/api/v1/fleet/warm"),
     ("POST", "/api/v1/fleet/gc"),
+    ("GET", "/api/v1/plans"),
+    ("POST", "/api/v1/plans"),
+    ("DELETE", "/api/v1/plans/{job}"),
 ];
 
 /// The body of every error answer.
@@ -258,6 +261,71 @@ pub struct WarmRequest {
     pub recursive: bool,
     /// Objects fetched at once (default 4).
     pub parallel: Option<usize>,
+}
+
+/// `POST /plans`: what one reader of a training job will read next, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanRequest {
+    /// The training job (letters, digits, `.`, `_`, `-`; at most 128).
+    pub job: String,
+    /// The reader within the job (its data-parallel rank; 0 for a single reader).
+    #[serde(default)]
+    pub rank: u32,
+    /// The epoch this order is for: a plan replaces the job and rank's plan of an earlier
+    /// or the same epoch, never a later one.
+    #[serde(default)]
+    pub epoch: u64,
+    pub entries: Vec<PlanEntry>,
+}
+
+/// One read of a plan: a file (a path under the mount point, `wd://BACKEND/KEY` or
+/// `BACKEND/KEY`), whole, or `length` bytes from `offset` (a tar member).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanEntry {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<u64>,
+}
+
+/// `GET /plans`, and the answer to `POST /plans`: a plan and how far ahead of its reader the
+/// daemon is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanStatus {
+    pub job: String,
+    pub rank: u32,
+    pub epoch: u64,
+    pub entries: u64,
+    /// Entries the reader has reached (the furthest entry read, plus one).
+    pub reached: u64,
+    /// Entries fetched (or found cached) before the reader reached them, reached while their
+    /// fetch was still under way or not yet started, and whose fetch failed.
+    pub ahead: u64,
+    pub late: u64,
+    pub failed: u64,
+    /// Bytes fetched for the plan from the backends.
+    pub fetched_bytes: u64,
+    /// Bytes fetched and not yet reached: the lead.
+    pub lead_bytes: u64,
+    /// The reader's pace (bytes of planned entries reached per second, recent).
+    pub rate_bytes_per_second: f64,
+    /// The lead in seconds at that pace (0 before the pace is known).
+    pub lead_seconds: f64,
+    /// `running`, `done` (every entry fetched or reached) or `replaced`.
+    pub state: String,
+}
+
+/// `DELETE /plans/{job}`: which of the job's plans to drop (all ranks when absent).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PlanClearQuery {
+    pub rank: Option<u32>,
+}
+
+/// The answer to `DELETE /plans/{job}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlansCleared {
+    pub cleared: u64,
 }
 
 /// Chunks and bytes of one backend (or of sources the config does not name) in the shared

@@ -205,6 +205,11 @@ pub struct FuseConfig {
     /// than it saves (doc/BENCHMARKS.md, "Small files"). 0: passthrough for every size.
     #[serde(serialize_with = "ser_size")]
     pub passthrough_min_size: u64,
+    /// The kernel opens files without asking the daemon (the daemon answers the first `open`
+    /// `ENOSYS`): no `OPEN` or `RELEASE` round trip per file, which is most of what a warm
+    /// small file costs, at the price of passthrough and of per-descriptor versions (every
+    /// descriptor of an inode reads the inode's one version). Off by default.
+    pub zero_message_opens: bool,
 }
 
 /// A backend's identity and its token, as `status` shows it: filled in by the store layer,
@@ -731,6 +736,7 @@ impl Config {
             allow_other: raw_fuse.allow_other.unwrap_or(false),
             passthrough: raw_fuse.passthrough.unwrap_or(Passthrough::Auto),
             passthrough_min_size,
+            zero_message_opens: raw_fuse.zero_message_opens.unwrap_or(false),
         };
 
         let raw_retry = raw.retry.unwrap_or_default();

@@ -66,6 +66,7 @@ pub(crate) struct RawFuse {
     pub allow_other: Option<bool>,
     pub passthrough: Option<crate::Passthrough>,
     pub passthrough_min_size: Option<String>,
+    pub zero_message_opens: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

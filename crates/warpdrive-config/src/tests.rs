@@ -59,6 +59,10 @@ fn the_issue_example_parses() {
     assert_eq!(c.fuse.threads, DEFAULT_FUSE_THREADS);
     assert!(!c.fuse.allow_other);
     assert_eq!(c.fuse.passthrough, Passthrough::Auto);
+    assert!(
+        !c.fuse.zero_message_opens,
+        "opens reach the daemon by default"
+    );
     assert_eq!(c.cache.min_free, SizeLimit::PercentOfDisk(10.0));
     assert_eq!(c.cache.block_size, DEFAULT_BLOCK_SIZE);
     assert_eq!(c.cache.prefetch_budget, 256 << 20);
@@ -81,6 +85,17 @@ fn indefinite_ttl_and_percent_size() {
     assert_eq!(c.metadata_ttl, MetadataTtl::Indefinite);
     assert_eq!(c.cache.max_size, SizeLimit::PercentOfDisk(80.0));
     assert_eq!(c.negative_ttl, DEFAULT_NEGATIVE_TTL);
+}
+
+#[test]
+fn zero_message_opens_are_asked_for_by_name() {
+    let text = GOOD.replace(
+        "metadata_ttl: 60s",
+        "metadata_ttl: indefinite\nfuse: { zero_message_opens: true }",
+    );
+    let c = parse(&text).expect("parses");
+    assert!(c.fuse.zero_message_opens);
+    assert!(c.to_yaml().contains("zero_message_opens: true"));
 }
 
 #[test]
@@ -169,6 +184,11 @@ fn malformed_configs_name_the_field() {
             "mount_point: /wd",
             "mount_point: /wd\nfuse: { passthrough: always }",
             &["unknown variant `always`"],
+        ),
+        (
+            "mount_point: /wd",
+            "mount_point: /wd\nfuse: { zero_message_opens: sometimes }",
+            &["zero_message_opens", "boolean"],
         ),
         (
             "metadata_ttl: 60s",

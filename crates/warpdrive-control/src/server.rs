@@ -155,6 +155,13 @@ pub fn router(c: Arc<Control>) -> Router {
         .route("/api/v1/fleet/status", get(fleet_status))
         .route("/api/v1/fleet/warm", post(fleet_warm))
         .route("/api/v1/fleet/gc", post(fleet_gc))
+        .route(
+            "/api/v1/plans",
+            get(plan_list)
+                .post(plan_submit)
+                .layer(axum::extract::DefaultBodyLimit::max(PLAN_BODY_MAX)),
+        )
+        .route("/api/v1/plans/{job}", axum::routing::delete(plan_clear))
         .fallback(|| async {
             Failure(
                 StatusCode::NOT_FOUND,
@@ -339,6 +346,44 @@ async fn fleet_warm(
 
 async fn jobs(State(c): State<Arc<Control>>) -> Json<Vec<Job>> {
     Json(c.jobs.list())
+}
+
+/// The largest plan body accepted: room for the most entries a plan may have
+/// ([`warpdrive_fs::plan::MAX_ENTRIES`]) at about 128 bytes of JSON each.
+const PLAN_BODY_MAX: usize = 256 << 20;
+
+async fn plan_submit(
+    State(c): State<Arc<Control>>,
+    Json(mut r): Json<api::PlanRequest>,
+) -> Result<(StatusCode, Json<api::PlanStatus>), Failure> {
+    for (i, e) in r.entries.iter_mut().enumerate() {
+        e.path = crate::target::relative(&c.config, &e.path)
+            .map_err(|m| bad_request(m.context(format!("entry {}", i + 1))))?;
+    }
+    c.fs.submit_plan(&r)
+        .map(|s| (StatusCode::CREATED, Json(s)))
+        .map_err(|e| Failure(StatusCode::BAD_REQUEST, e.0))
+}
+
+async fn plan_list(State(c): State<Arc<Control>>) -> Json<Vec<api::PlanStatus>> {
+    Json(c.fs.plans())
+}
+
+async fn plan_clear(
+    State(c): State<Arc<Control>>,
+    UrlPath(job): UrlPath<String>,
+    Query(q): Query<api::PlanClearQuery>,
+) -> Answer<api::PlansCleared> {
+    match c.fs.clear_plans(&job, q.rank) {
+        0 => Err(Failure(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no plan for job {job}{}",
+                q.rank.map(|r| format!(" rank {r}")).unwrap_or_default()
+            ),
+        )),
+        n => Ok(Json(api::PlansCleared { cleared: n as u64 })),
+    }
 }
 
 fn no_job(id: u64) -> Failure {

@@ -26,21 +26,7 @@ impl Target {
         let Some(path) = path else {
             return Ok(Target::all());
         };
-        let rel = if let Some(r) = path.strip_prefix("wd://") {
-            r.to_string()
-        } else if path.starts_with('/') {
-            let mp = config.mount_point.display().to_string();
-            match path.strip_prefix(&mp) {
-                Some(r) if r.is_empty() || r.starts_with('/') => {
-                    r.trim_start_matches('/').to_string()
-                }
-                _ => bail!(
-                    "{path} is not under the mount point {mp}; give a path below it, wd://BACKEND/PREFIX or BACKEND/PREFIX"
-                ),
-            }
-        } else {
-            path.to_string()
-        };
+        let rel = relative(config, path)?;
         if rel.is_empty() {
             return Ok(Target::all());
         }
@@ -75,6 +61,24 @@ impl Target {
     /// The directory key the prefix names (without a trailing `/`).
     pub fn dir(&self) -> &str {
         self.prefix.trim_end_matches('/')
+    }
+}
+
+/// `path` (under the mount point, `wd://…` or relative) relative to the mount point:
+/// `BACKEND/KEY`.
+pub fn relative(config: &Config, path: &str) -> Result<String> {
+    if let Some(r) = path.strip_prefix("wd://") {
+        return Ok(r.to_string());
+    }
+    if !path.starts_with('/') {
+        return Ok(path.to_string());
+    }
+    let mp = config.mount_point.display().to_string();
+    match path.strip_prefix(&mp) {
+        Some(r) if r.is_empty() || r.starts_with('/') => Ok(r.trim_start_matches('/').to_string()),
+        _ => bail!(
+            "{path} is not under the mount point {mp}; give a path below it, wd://BACKEND/PREFIX or BACKEND/PREFIX"
+        ),
     }
 }
 

@@ -130,6 +130,19 @@ fn openapi_lists_exactly_the_served_routes() {
             "/api/v1/fleet/warm",
             Some(r#"{"path":"s/d"}"#),
         ),
+        (
+            "POST",
+            "/api/v1/plans",
+            "/api/v1/plans",
+            Some(r#"{"job":"j","rank":0,"epoch":1,"entries":[{"path":"b/d/f.bin"}]}"#),
+        ),
+        ("GET", "/api/v1/plans", "/api/v1/plans", None),
+        (
+            "DELETE",
+            "/api/v1/plans/{job}",
+            "/api/v1/plans/j?rank=0",
+            None,
+        ),
     ];
     let exercised: BTreeSet<(String, String)> = requests
         .iter()

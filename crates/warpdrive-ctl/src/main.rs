@@ -82,6 +82,9 @@ enum Cmd {
     /// The shared tier (`shared_cache:`): `status` (chunks and bytes per backend, leases),
     /// `warm PATH` (fill it from the origin once, for the whole fleet), `gc --older-than D`.
     Fleet(cmd::fleet::FleetArgs),
+    /// Epoch plans in the running daemon: `submit FILE --job J --rank R --epoch E` (the
+    /// order a reader will read in, fetched ahead of it), `status`, `clear --job J`.
+    Plan(cmd::plan::PlanArgs),
     /// Serves the control API on TCP behind a bearer token, for automation (forwarding to
     /// the daemon when one runs, else working on the cache directly).
     Serve(cmd::serve::ServeArgs),
@@ -108,6 +111,7 @@ fn main() -> ExitCode {
         Cmd::Serve(a) => cmd::serve::run(&config, &a),
         Cmd::Quota(a) => cmd::quota::run(&config, &a),
         Cmd::Fleet(a) => cmd::fleet::run(&config, &a),
+        Cmd::Plan(a) => cmd::plan::run(&config, &a),
         Cmd::Copy(a) => cmd::copy::run(&config, &a, false),
         Cmd::Move(a) => cmd::copy::run(&config, &a, true),
     };

@@ -19,6 +19,11 @@
 //!   allowed, after checking every block's CRC32C once per daemon lifetime; otherwise it asks
 //!   the kernel to keep its page cache across opens of an unchanged version.
 //! * `read` goes through the block read path ([`crate::blocks`]).
+//! * With zero-message opens (`fuse.zero_message_opens`) the kernel opens files without
+//!   asking, and reads arrive with file handle 0: the first such read of an inode opens it
+//!   here ([`Fs::open_inode`]), and that one handle serves every descriptor of the inode. An
+//!   inode still reads one version: once its object changes the inode is retired (`ESTALE`
+//!   for bytes the kernel does not hold) and the path's next lookup gets a new inode.
 //!
 //! All operations are `async` and run on the daemon's one tokio runtime; the FUSE adapter only
 //! spawns them and replies. Tests drive this type directly, without a kernel.
@@ -44,8 +49,10 @@ use crate::negative::{NEGATIVE_MAX, Negatives};
 mod dirs;
 mod meta;
 mod passthrough;
+mod plans;
 mod warm;
 pub use dirs::LOOKUP_LISTING_MAX;
+pub use plans::{IN_FLIGHT as PLAN_IN_FLIGHT, MAX_LEAD as PLAN_MAX_LEAD};
 pub use warm::{Listed, Warmed};
 
 /// Settings of the core, built once from the config.
@@ -132,6 +139,8 @@ pub struct PendingRead {
     offset: u64,
     size: u32,
     p: Pending,
+    /// The plan (job, rank) that reads this file, if any: its reader's waits are its stalls.
+    plan: Option<(String, u32)>,
 }
 
 /// How [`Fs::read_start`] left a read.
@@ -144,6 +153,7 @@ pub enum ReadStart {
 /// An open file.
 #[derive(Debug)]
 struct FileHandle {
+    fh: u64,
     obj: Object,
     stream: Mutex<Stream>,
     /// The cache object pinned against eviction while the kernel reads its file directly.
@@ -203,6 +213,12 @@ pub struct Fs {
     failing: Mutex<HashMap<BackendId, Instant>>,
     /// Names the store said do not exist, answered `ENOENT` for `negative_ttl`.
     negatives: Negatives,
+    /// The handle of each inode read without an open of its own (zero-message opens: the
+    /// kernel sends reads with file handle 0), opened at its first read, kept while the
+    /// daemon runs (the kernel never says when the last descriptor closed).
+    by_inode: Mutex<HashMap<Ino, u64>>,
+    /// Epoch plans, one per job and rank, each with its prefetch task.
+    plans: plans::Plans,
 }
 
 /// How often a backend's "serving stale metadata" warning is repeated during an outage.
@@ -240,6 +256,8 @@ impl Fs {
             failing: Mutex::new(HashMap::new()),
             backed: Mutex::new(HashMap::new()),
             negatives: Negatives::new(cfg.negative_ttl, NEGATIVE_MAX),
+            by_inode: Mutex::new(HashMap::new()),
+            plans: plans::Plans::default(),
             cfg,
             backends,
             inodes: InodeTable::new(),
@@ -346,43 +364,49 @@ impl Fs {
 
     /// Opens a file for reading; `write` is whether any write access was asked for.
     pub async fn open(&self, ino: Ino, write: bool) -> FsResult<Opened> {
+        self.open_as(ino, write, true).await
+    }
+
+    /// The handle serving reads of `ino` sent with file handle 0 (zero-message opens), if
+    /// the inode has been read.
+    pub fn inode_handle(&self, ino: Ino) -> Option<u64> {
+        self.by_inode.lock().get(&ino).copied()
+    }
+
+    /// Opens `ino` for the reads the kernel sends with file handle 0 when it opens files
+    /// without asking (zero-message opens); the handle is kept for the inode (one per inode:
+    /// concurrent first reads share the first one made).
+    pub async fn open_inode(&self, ino: Ino) -> FsResult<u64> {
+        if let Some(fh) = self.inode_handle(ino) {
+            return Ok(fh);
+        }
+        // A read is in flight on this inode with its pages locked: the kernel's pages of an
+        // older version are dropped by the invalidation thread, not waited for here.
+        let o = self.open_as(ino, false, false).await?;
+        if o.passthrough.is_some() {
+            self.passthrough_declined(o.fh);
+        }
+        let (kept, spare) = {
+            let mut m = self.by_inode.lock();
+            let kept = *m.entry(ino).or_insert(o.fh);
+            (kept, (kept != o.fh).then_some(o.fh))
+        };
+        if let Some(spare) = spare {
+            self.release(spare);
+        }
+        Ok(kept)
+    }
+
+    /// [`Fs::open`]; `wait_invalidation`: a stale inode's kernel pages are dropped before
+    /// the open returns (else the drop is queued).
+    async fn open_as(&self, ino: Ino, write: bool, wait_invalidation: bool) -> FsResult<Opened> {
         if write {
             return Err(FsError::ReadOnly);
         }
         let node = self.node(ino)?;
-        if node.kind == Kind::Dir {
-            return Err(FsError::IsDir);
-        }
-        let bid = node.path.backend.ok_or(FsError::IsDir)?;
-        let info = self.file_info(&node).await?;
-        if node.state.lock().retired {
-            // The object changed while this inode's handles were open; its path has a new
-            // inode. ESTALE makes the kernel look the path up again and open that one.
-            return Err(FsError::Stale);
-        }
-        let backend = self.backend(bid).clone();
-        let obj = Object {
-            ino,
-            id: Arc::new(ObjectId {
-                backend: backend.name().to_string(),
-                key: node.path.key.clone(),
-                etag: info.etag.clone().unwrap_or_default(),
-            }),
-            backend,
-            size: info.size,
-        };
-        // A cache filled before a restart (or before the TTL ran out) is checked against
-        // the version the store shows now.
-        if let Some(cache) = self.reader.cache()
-            && let Some((etag, size)) = cache.cached_version(&obj.id.backend, &obj.id.key)
-            && (etag != obj.id.etag || size != obj.size)
-        {
-            tracing::info!(
-                backend = obj.id.backend,
-                key = obj.id.key,
-                "object changed on the backend; dropping its cached blocks"
-            );
-            self.version_changed(&node);
+        let obj = self.object_of(&node).await?;
+        if self.plans.any() {
+            self.plan_read(&obj, None);
         }
         let (pinned, passthrough) = self.passthrough_offer(&obj).await;
         // Bytes the kernel may hold from a read before the object failed its store checksum
@@ -396,7 +420,9 @@ impl Fs {
             st.opened_etag = Some(obj.id.etag.clone());
             ((same || first) && !stale && !obj.id.etag.is_empty(), stale)
         };
-        if stale {
+        if stale && !wait_invalidation {
+            self.queue_invalidation(ino);
+        } else if stale {
             // The kernel may still hold the old version's size (its attributes live for the
             // TTL) and pages: drop them before this open is answered, so that no read through
             // it sees the new bytes with the old size. The notification runs on a blocking
@@ -417,6 +443,7 @@ impl Fs {
         self.files.write().insert(
             fh,
             Arc::new(FileHandle {
+                fh,
                 obj,
                 stream: Mutex::new(Stream::default()),
                 pinned: Mutex::new(pinned),
@@ -427,6 +454,46 @@ impl Fs {
             keep_cache,
             passthrough,
         })
+    }
+
+    /// The object version file `node` reads now (its metadata revalidated after the TTL),
+    /// with the cache checked against it.
+    async fn object_of(&self, node: &Node) -> FsResult<Object> {
+        if node.kind == Kind::Dir {
+            return Err(FsError::IsDir);
+        }
+        let bid = node.path.backend.ok_or(FsError::IsDir)?;
+        let info = self.file_info(node).await?;
+        if node.state.lock().retired {
+            // The object changed while this inode's handles were open; its path has a new
+            // inode. ESTALE makes the kernel look the path up again and open that one.
+            return Err(FsError::Stale);
+        }
+        let backend = self.backend(bid).clone();
+        let obj = Object {
+            ino: node.ino,
+            id: Arc::new(ObjectId {
+                backend: backend.name().to_string(),
+                key: node.path.key.clone(),
+                etag: info.etag.clone().unwrap_or_default(),
+            }),
+            backend,
+            size: info.size,
+        };
+        // A cache filled before a restart (or before the TTL ran out) is checked against
+        // the version the store shows now.
+        if let Some(cache) = self.reader.cache()
+            && let Some((etag, size)) = cache.cached_version(&obj.id.backend, &obj.id.key)
+            && (etag != obj.id.etag || size != obj.size)
+        {
+            tracing::info!(
+                backend = obj.id.backend,
+                key = obj.id.key,
+                "object changed on the backend; dropping its cached blocks"
+            );
+            self.version_changed(node);
+        }
+        Ok(obj)
     }
 
     /// Reads up to `size` bytes at `offset` through handle `fh`.
@@ -444,6 +511,11 @@ impl Fs {
         let Some(h) = self.files.read().get(&fh).cloned() else {
             return ReadStart::Done(Err(FsError::BadHandle));
         };
+        let plan = if self.plans.any() {
+            self.plan_read(&h.obj, Some(offset))
+        } else {
+            None
+        };
         match self
             .reader
             .begin(&h.obj, &h.stream, offset, u64::from(size))
@@ -451,17 +523,33 @@ impl Fs {
             Begun::Ready(r) => {
                 ReadStart::Done(r.map_err(|e| self.read_failed(&h, offset, size, e)))
             }
-            Begun::Pending(p) => ReadStart::Pending(PendingRead { h, offset, size, p }),
+            Begun::Pending(p) => ReadStart::Pending(PendingRead {
+                h,
+                offset,
+                size,
+                p,
+                plan,
+            }),
         }
     }
 
     /// Completes a read [`Fs::read_start`] left pending.
     pub async fn read_finish(&self, r: PendingRead) -> FsResult<Bytes> {
-        let PendingRead { h, offset, size, p } = r;
-        self.reader
-            .complete(p)
-            .await
-            .map_err(|e| self.read_failed(&h, offset, size, e))
+        let PendingRead {
+            h,
+            offset,
+            size,
+            p,
+            plan,
+        } = r;
+        let started = Instant::now();
+        let r = self.reader.complete(p).await;
+        self.metrics.plan.read_wait(
+            &h.obj.id.backend,
+            plan.as_ref().map(|(j, r)| (j.as_str(), *r)),
+            started.elapsed(),
+        );
+        r.map_err(|e| self.read_failed(&h, offset, size, e))
     }
 
     /// The error a failed read returns; a changed or vanished object is forgotten first.
@@ -471,10 +559,17 @@ impl Fs {
             StoreError::PreconditionFailed { .. } | StoreError::NotFound { .. }
         ) && let Some(n) = self.inodes.get(h.obj.ino)
         {
-            // The object changed or is gone: forget its metadata so the next lookup
-            // or open asks the store again, and drop what is cached of it.
-            n.state.lock().info = None;
-            self.version_changed(&n);
+            if self.inode_handle(h.obj.ino) == Some(h.fh) {
+                // Every descriptor of the inode reads through this handle: the inode stays
+                // the old version (ESTALE for what the kernel does not hold) and the path's
+                // next lookup asks the store and gets a new inode.
+                self.retire(&n);
+            } else {
+                // The object changed or is gone: forget its metadata so the next lookup
+                // or open asks the store again, and drop what is cached of it.
+                n.state.lock().info = None;
+                self.version_changed(&n);
+            }
         }
         if let StoreError::PreconditionFailed { .. } = *e {
             tracing::warn!(

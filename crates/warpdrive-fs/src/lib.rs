@@ -18,6 +18,7 @@ pub mod landed;
 pub mod listing;
 pub mod mountinfo;
 pub mod negative;
+pub mod plan;
 pub mod window;
 
 pub use crate::core::{

@@ -377,3 +377,66 @@ async fn a_small_cold_file_is_one_get() {
     assert!(!cache.has_block(&big, BlockIndex(0)));
     assert!(!cache.has_block(&big, BlockIndex(5)));
 }
+
+/// Zero-message opens: the kernel opens files without asking and reads with file handle 0;
+/// each inode gets one handle at its first read (concurrent first reads share it), and an
+/// inode reads one version: once the object is replaced its reads fail with `ESTALE`, never
+/// serving the new bytes, and the path's next lookup after the TTL is a new inode that reads
+/// the new version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn zero_message_opens_read_one_version_per_inode() {
+    let ttl = Duration::from_millis(300);
+    let mem = MemoryStore::new("mem");
+    let v1: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let v2: Vec<u8> = (0..200_000u32).map(|i| (i % 13) as u8 + 1).collect();
+    mem.put("d/f", v1.clone());
+    let s = setup(mem, MetadataTtl::For(ttl), Duration::ZERO);
+    let (ino, _) = lookup_path(&s.fs, "mem/d/f").await.expect("lookup");
+    assert_eq!(s.fs.inode_handle(ino), None, "no handle before a read");
+    let opens: Vec<_> = (0..8)
+        .map(|_| {
+            let fs = s.fs.clone();
+            tokio::spawn(async move { fs.open_inode(ino).await.expect("open_inode") })
+        })
+        .collect();
+    let mut fhs = Vec::new();
+    for o in opens {
+        fhs.push(o.await.expect("task"));
+    }
+    fhs.dedup();
+    assert_eq!(fhs.len(), 1, "one handle per inode: {fhs:?}");
+    assert_eq!(s.fs.inode_handle(ino), Some(fhs[0]));
+    let got = s.fs.read(fhs[0], 4096, 4096).await.expect("read v1");
+    assert_eq!(&got[..], &v1[4096..8192]);
+
+    s.mem.put("d/f", v2.clone());
+    // The old inode serves the old version's bytes it still holds, or ESTALE; never new ones.
+    let old_version_only = |r: Result<bytes::Bytes, FsError>, at: usize| match r {
+        Ok(b) => assert!(
+            b[..] == v1[at..at + b.len()],
+            "old inode served other bytes at {at}"
+        ),
+        Err(FsError::Stale) => {}
+        Err(e) => panic!("old inode at {at}: {e}"),
+    };
+    for at in [0, 100_000, 250_000] {
+        old_version_only(s.fs.read(fhs[0], at as u64, 4096).await, at);
+    }
+    let t0 = Instant::now();
+    let fresh = loop {
+        assert!(t0.elapsed() < ttl * 10, "new version never seen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (now, _) = lookup_path(&s.fs, "mem/d/f").await.expect("lookup");
+        if now == ino {
+            continue;
+        }
+        let fh = s.fs.open_inode(now).await.expect("open new inode");
+        match s.fs.read(fh, 0, 200_000).await {
+            Ok(b) => break b,
+            Err(FsError::Stale) => continue,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(fresh[..] == v2[..], "the new inode reads the new version");
+    old_version_only(s.fs.read(fhs[0], 8192, 4096).await, 8192);
+}

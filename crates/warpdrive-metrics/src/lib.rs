@@ -625,6 +625,109 @@ impl SharedMetrics {
     }
 }
 
+/// A plan's labels: its job and rank. Plans are few (at most 256 at once), and a replaced
+/// or cleared plan's series are removed.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PlanLabels {
+    job: String,
+    rank: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PlanOutcomeLabels {
+    job: String,
+    rank: String,
+    outcome: &'static str,
+}
+
+/// Epoch plans and data stalls (`warpdrive_plan_*`, `warpdrive_read_wait_seconds`;
+/// doc/METRICS.md).
+#[derive(Debug, Clone, Default)]
+pub struct PlanMetrics {
+    entries: Family<PlanOutcomeLabels, Counter>,
+    fetched: Family<PlanLabels, Counter>,
+    lead_bytes: Family<PlanLabels, Gauge>,
+    lead_seconds: Family<PlanLabels, Gauge<f64, AtomicU64>>,
+    plan_wait: Family<PlanLabels, Counter<f64, AtomicU64>>,
+    read_wait: Family<BackendLabels, Counter<f64, AtomicU64>>,
+}
+
+impl PlanMetrics {
+    fn labels(job: &str, rank: u32) -> PlanLabels {
+        PlanLabels {
+            job: job.to_string(),
+            rank: rank.to_string(),
+        }
+    }
+
+    /// A planned entry the reader reached, by outcome (`ahead`, `late`, `failed`).
+    pub fn entry(&self, job: &str, rank: u32, outcome: &'static str) {
+        let l = PlanOutcomeLabels {
+            job: job.to_string(),
+            rank: rank.to_string(),
+            outcome,
+        };
+        add(&self.entries.get_or_create(&l), 1);
+    }
+
+    /// Bytes a plan's prefetch fetched from the backends.
+    pub fn fetched(&self, job: &str, rank: u32, n: u64) {
+        add(&self.fetched.get_or_create(&Self::labels(job, rank)), n);
+    }
+
+    /// A plan's lead: bytes fetched ahead of its reader, and seconds at its pace.
+    pub fn lead(&self, job: &str, rank: u32, bytes: u64, seconds: f64) {
+        if recording() {
+            let l = Self::labels(job, rank);
+            self.lead_bytes
+                .get_or_create(&l)
+                .set(bytes.min(i64::MAX as u64) as i64);
+            self.lead_seconds.get_or_create(&l).set(seconds);
+        }
+    }
+
+    /// Seconds a read waited on a backend: per backend, and per plan when the file is in one.
+    pub fn read_wait(&self, backend: &str, plan: Option<(&str, u32)>, waited: std::time::Duration) {
+        if !recording() {
+            return;
+        }
+        let l = BackendLabels {
+            backend: backend.to_string(),
+        };
+        self.read_wait
+            .get_or_create(&l)
+            .inc_by(waited.as_secs_f64());
+        if let Some((job, rank)) = plan {
+            self.plan_wait
+                .get_or_create(&Self::labels(job, rank))
+                .inc_by(waited.as_secs_f64());
+        }
+    }
+
+    pub fn read_wait_seconds(&self, backend: &str) -> f64 {
+        let l = BackendLabels {
+            backend: backend.to_string(),
+        };
+        self.read_wait.get_or_create(&l).get()
+    }
+
+    /// Forgets a replaced or cleared plan's series.
+    pub fn remove(&self, job: &str, rank: u32) {
+        let l = Self::labels(job, rank);
+        self.fetched.remove(&l);
+        self.lead_bytes.remove(&l);
+        self.lead_seconds.remove(&l);
+        self.plan_wait.remove(&l);
+        for outcome in ["ahead", "late", "failed"] {
+            self.entries.remove(&PlanOutcomeLabels {
+                job: job.to_string(),
+                rank: rank.to_string(),
+                outcome,
+            });
+        }
+    }
+}
+
 /// The daemon's metrics and the registry that exposes them.
 #[derive(Debug)]
 pub struct Metrics {
@@ -643,6 +746,7 @@ pub struct Metrics {
     backend_lookups: Family<BackendAnswerLabels, Counter>,
     backend_lookup_listing_pages: Family<BackendLabels, Counter>,
     pub shared: SharedMetrics,
+    pub plan: PlanMetrics,
     pub auth_refreshes: Family<AuthLabels, Counter>,
     pub auth_refresh_failures: Family<AuthLabels, Counter>,
     pub auth_token_expiry: Family<AuthLabels, Gauge<f64, AtomicU64>>,
@@ -809,6 +913,7 @@ impl Metrics {
             backend_lookups: Family::default(),
             backend_lookup_listing_pages: Family::default(),
             shared: SharedMetrics::default(),
+            plan: PlanMetrics::default(),
             auth_refreshes: Family::default(),
             auth_refresh_failures: Family::default(),
             auth_token_expiry: Family::default(),
@@ -894,6 +999,36 @@ impl Metrics {
             "warpdrive_shared_origin_bytes_avoided",
             "Bytes of a backend's objects read from the shared tier instead of the origin",
             m.shared.avoided.clone(),
+        );
+        r.register(
+            "warpdrive_read_wait_seconds",
+            "Seconds reads spent waiting for a backend (a data stall: the reader was blocked in read), by backend",
+            m.plan.read_wait.clone(),
+        );
+        r.register(
+            "warpdrive_plan_entries",
+            "Planned entries the reader reached, by plan (job, rank) and outcome: ahead (fetched before the reader reached it), late (its fetch was under way or not started), failed",
+            m.plan.entries.clone(),
+        );
+        r.register(
+            "warpdrive_plan_fetched_bytes",
+            "Bytes a plan's prefetch fetched from the backends, by plan",
+            m.plan.fetched.clone(),
+        );
+        r.register(
+            "warpdrive_plan_lead_bytes",
+            "Bytes fetched ahead of a plan's reader and not yet reached, by plan",
+            m.plan.lead_bytes.clone(),
+        );
+        r.register(
+            "warpdrive_plan_lead_seconds",
+            "A plan's lead in seconds of its reader's recent pace, by plan",
+            m.plan.lead_seconds.clone(),
+        );
+        r.register(
+            "warpdrive_plan_read_wait_seconds",
+            "Seconds reads of a plan's files spent waiting for a backend, by plan",
+            m.plan.plan_wait.clone(),
         );
         r.register(
             "warpdrive_auth_refreshes",

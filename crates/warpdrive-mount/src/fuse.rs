@@ -53,6 +53,9 @@ pub struct FuseAdapter {
     /// How each inode is open, under the kernel's passthrough rules: the core's table
     /// ([`warpdrive_fs::backing`]) decides, the adapter carries out its plans.
     modes: Arc<Mutex<Backings<BackingId>>>,
+    /// `fuse.zero_message_opens`: `open` answers `ENOSYS`, after which the kernel opens files
+    /// itself and sends reads with file handle 0 (served by [`Fs::open_inode`]'s handles).
+    zero_message_opens: bool,
 }
 
 impl FuseAdapter {
@@ -71,11 +74,12 @@ impl FuseAdapter {
 
     /// The kernel caches each entry and attributes for what is left of their metadata's
     /// `metadata_ttl` (`Attr::kernel_ttl`).
-    pub fn new(fs: Arc<Fs>, rt: Handle) -> FuseAdapter {
+    pub fn new(fs: Arc<Fs>, rt: Handle, zero_message_opens: bool) -> FuseAdapter {
         FuseAdapter {
             fs,
             rt,
             modes: Arc::default(),
+            zero_message_opens,
         }
     }
 }
@@ -209,6 +213,11 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         self.count(Op::Open);
+        if self.zero_message_opens {
+            // The kernel takes ENOSYS as "opens need no daemon" for the rest of the session.
+            reply.error(Errno::from_i32(libc::ENOSYS));
+            return;
+        }
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY
             || flags.0 & (libc::O_TRUNC | libc::O_APPEND | libc::O_CREAT) != 0;
         let fs = self.fs.clone();
@@ -271,7 +280,7 @@ impl fuser::Filesystem for FuseAdapter {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -284,7 +293,25 @@ impl fuser::Filesystem for FuseAdapter {
         // Cached reads are answered from this thread; only reads waiting on fetches go to
         // the runtime (the hop would cost more than the read).
         let _guard = self.rt.enter();
-        match self.fs.read_start(fh.0, offset, size) {
+        let fh = match fh.0 {
+            // Opened by the kernel alone (zero-message opens): the inode's handle.
+            0 => match self.fs.inode_handle(Ino(ino.0)) {
+                Some(fh) => fh,
+                None => {
+                    let fs = self.fs.clone();
+                    self.rt.spawn(async move {
+                        let r = match fs.open_inode(Ino(ino.0)).await {
+                            Ok(fh) => fs.read(fh, offset, size).await,
+                            Err(e) => Err(e),
+                        };
+                        reply_read(&fs, start, r, reply)
+                    });
+                    return;
+                }
+            },
+            fh => fh,
+        };
+        match self.fs.read_start(fh, offset, size) {
             ReadStart::Done(r) => reply_read(&self.fs, start, r, reply),
             ReadStart::Pending(p) => {
                 let fs = self.fs.clone();
@@ -322,6 +349,11 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.count(Op::Release);
+        if fh.0 == 0 {
+            // The first open under zero-message opens, which the daemon never opened.
+            reply.ok();
+            return;
+        }
         // Dropping a backing the inode no longer needs closes the kernel's id.
         drop(self.modes.lock().release(fh.0));
         self.fs.release(fh.0);

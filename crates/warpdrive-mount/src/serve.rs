@@ -176,7 +176,9 @@ pub(crate) fn run(config: Config) -> Result<()> {
             gid: nix::unistd::getegid().as_raw(),
             block_size: config.cache.block_size,
             prefetch_budget: config.cache.prefetch_budget,
-            passthrough: config.fuse.passthrough == Passthrough::Auto,
+            // Passthrough needs an open per file: none with zero-message opens.
+            passthrough: config.fuse.passthrough == Passthrough::Auto
+                && !config.fuse.zero_message_opens,
             passthrough_min_size: config.fuse.passthrough_min_size,
         },
         backends,
@@ -203,7 +205,16 @@ pub(crate) fn run(config: Config) -> Result<()> {
         fs.reader().set_tier(tier);
     }
     serve_control(&rt, control, &config, &fs, &cache);
-    let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());
+    if config.fuse.zero_message_opens {
+        tracing::info!(
+            "zero-message opens: the kernel opens files without asking the daemon (no passthrough)"
+        );
+    }
+    let adapter = FuseAdapter::new(
+        fs.clone(),
+        rt.handle().clone(),
+        config.fuse.zero_message_opens,
+    );
 
     let mut fcfg = fuser::Config::default();
     fcfg.mount_options = vec![

@@ -202,3 +202,113 @@ fn forge_on_loose_files_is_the_same_computation_cold_warm_and_local() {
         cold["batch_digest"], cold["final_loss"]
     );
 }
+
+/// `fuse.zero_message_opens`: the kernel opens files without asking the daemon, so a warm
+/// epoch costs the daemon no request at all (the first opens of the session are answered
+/// `ENOSYS`, and none is sent after that); reads the page cache misses are served from the block cache by inode; and a
+/// file replaced on the store is read whole in its new version once the TTL has passed,
+/// while a descriptor opened on the old version never reads a byte of the new one.
+#[test]
+fn zero_message_opens_cost_a_warm_file_no_daemon_request() {
+    let rt = runtime();
+    let az = Emulator::start(Kind::Azurite).expect("azurite");
+    az.create_bucket("imgs").expect("container");
+    let b = az.backend("imgs", "imgs", "");
+    let mut objects = Vec::new();
+    let mut files = Vec::new();
+    for i in 0..300 {
+        let key = format!("train/n{:08}/img_{i:05}.jpg", i % 3);
+        let data = random_bytes(8_000 + (i * 97) % 200_000, i as u64);
+        files.push((format!("imgs/{key}"), sha256(&data)));
+        objects.push((key, data));
+    }
+    let v1 = random_bytes(300_000, 1000);
+    objects.push(("swap/f.bin".to_string(), v1.clone()));
+    rt.block_on(upload_many(&b, objects, 16)).expect("upload");
+    let m = Mount::start(
+        std::slice::from_ref(&b),
+        "metadata_ttl: 1s\nfuse: { zero_message_opens: true }\n",
+    );
+    let fuse = |op| {
+        value(
+            &scrape(&m).0,
+            "warpdrive_fuse_operations_total",
+            &[("op", op)],
+        )
+    };
+
+    read_by_path(&m, &shuffled(files.clone(), 42), 16);
+    // Only the opens sent before the first `ENOSYS` came back (at most one per reader).
+    let (opens, reads) = (fuse("open"), fuse("read"));
+    assert!(
+        opens <= 16.0,
+        "{opens} opens: the kernel opens files itself"
+    );
+    assert!(reads >= files.len() as f64, "cold reads reach the daemon");
+    // Warm, page cache warm: no open, no release, no read reaches the daemon.
+    let before = [fuse("open"), fuse("release"), fuse("read")];
+    read_by_path(&m, &shuffled(files.clone(), 7), 16);
+    let after = [fuse("open"), fuse("release"), fuse("read")];
+    println!(
+        "figures: zero-message opens, {} files warm: {} open, {} release, {} read requests (session total: {} open)",
+        files.len(),
+        after[0] - before[0],
+        after[1] - before[1],
+        after[2] - before[2],
+        after[0]
+    );
+    assert_eq!(before, after, "a warm file costs the daemon no request");
+    // Page cache dropped: the reads come to the daemon with file handle 0 and are served
+    // from the block cache.
+    drop_page_cache();
+    let gets = requests(&m).2;
+    read_by_path(&m, &shuffled(files, 9), 16);
+    assert_eq!(requests(&m).2, gets, "served from the block cache");
+    assert_eq!(fuse("open"), opens);
+
+    // A file replaced on the store: the descriptor open on the old version reads only old
+    // bytes (or ESTALE); a new open by path, once the TTL has passed, reads the new version.
+    use std::io::{Read, Seek, SeekFrom};
+    let path = m.path("imgs/swap/f.bin");
+    let mut old = std::fs::File::open(&path).expect("open");
+    let mut head = vec![0u8; 4096];
+    old.read_exact(&mut head).expect("read v1");
+    assert_eq!(head[..], v1[..4096]);
+    let v2 = random_bytes(200_000, 2000);
+    rt.block_on(upload_many(
+        &b,
+        vec![("swap/f.bin".to_string(), v2.clone())],
+        1,
+    ))
+    .expect("overwrite");
+    drop_page_cache();
+    let t0 = std::time::Instant::now();
+    loop {
+        assert!(
+            t0.elapsed().as_secs() < 20,
+            "the new version was never read\n{}",
+            m.log()
+        );
+        match std::fs::read(&path) {
+            Ok(got) if got == v2 => break,
+            Ok(got) => assert!(got == v1, "a new open read bytes of neither version"),
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ESTALE), "{e}"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    println!(
+        "figures: zero-message opens: the replaced file was read whole in its new version {:?} after the overwrite (TTL 1s)",
+        t0.elapsed()
+    );
+    for at in [8192u64, 150_000, 290_000] {
+        let mut buf = vec![0u8; 4096];
+        old.seek(SeekFrom::Start(at)).expect("seek");
+        match old.read(&mut buf) {
+            Ok(n) => assert!(
+                buf[..n] == v1[at as usize..at as usize + n],
+                "the old descriptor read other bytes at {at}"
+            ),
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ESTALE), "{e}"),
+        }
+    }
+}

@@ -4,6 +4,7 @@ pub mod copy;
 pub mod evict;
 pub mod fleet;
 pub mod metrics;
+pub mod plan;
 pub mod quota;
 pub mod serve;
 pub mod stale;

@@ -140,16 +140,37 @@ impl Fs {
             st.info = Some((old.clone(), at));
             st.retired = true;
             drop(st);
-            let fresh = self.inodes.replace(node.path.clone(), Kind::File);
-            fresh.state.lock().info = Some((info.clone(), Instant::now()));
-            // The old version's blocks go; its handles read what the kernel or a pinned
-            // passthrough file still has, and `ESTALE` for the rest (`If-Match` fails).
-            self.drop_cached(node);
+            self.succeed(node, Some(info));
             return old;
         }
         drop(st);
         self.version_changed(node);
         info.clone()
+    }
+
+    /// Retires `node` for good: it keeps its version for the handles open on it, and its path
+    /// gets a new node, whose metadata the next lookup asks the store for.
+    pub(super) fn retire(&self, node: &Node) {
+        {
+            let mut st = node.state.lock();
+            if st.retired {
+                return;
+            }
+            st.retired = true;
+        }
+        self.succeed(node, None);
+    }
+
+    /// Gives the path of `node`, just retired, a new node (with `info` if the new version is
+    /// known) and drops the old version's blocks.
+    fn succeed(&self, node: &Node, info: Option<&ObjectInfo>) {
+        let fresh = self.inodes.replace(node.path.clone(), Kind::File);
+        if let Some(info) = info {
+            fresh.state.lock().info = Some((info.clone(), Instant::now()));
+        }
+        // The old version's blocks go; its handles read what the kernel or a pinned
+        // passthrough file still has, and `ESTALE` for the rest (`If-Match` fails).
+        self.drop_cached(node);
     }
 
     pub(super) fn dir_node(&self, backend: BackendId, key: String) -> Arc<Node> {

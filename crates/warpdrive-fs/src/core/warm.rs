@@ -34,7 +34,7 @@ pub struct Warmed {
 pub type Listed = (String, ObjectInfo);
 
 impl Fs {
-    fn backend_id(&self, name: &str) -> FsResult<BackendId> {
+    pub(super) fn backend_id(&self, name: &str) -> FsResult<BackendId> {
         self.backends
             .iter()
             .position(|b| b.name() == name)
