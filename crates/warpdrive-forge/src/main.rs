@@ -7,6 +7,7 @@ mod files;
 mod generate;
 mod model;
 mod pack;
+mod plan;
 mod shards;
 mod train;
 
@@ -114,6 +115,18 @@ struct TrainArgs {
     /// lines, every step's loss and a digest of the batches.
     #[arg(long, value_name = "FILE")]
     summary: Option<PathBuf>,
+    /// Tell the WarpDrive daemon the order of each epoch as the plan of JOB, so it fetches
+    /// every shard or file before a worker opens it (the order is known from the seed).
+    /// Needs the daemon's control socket (--plan-socket or WARPDRIVE_SOCKET).
+    #[arg(long, value_name = "JOB", requires = "plan_socket")]
+    plan: Option<String>,
+    /// This reader's rank in JOB's plans.
+    #[arg(long, default_value_t = 0, requires = "plan")]
+    plan_rank: u32,
+    /// The daemon's control socket (the config's control.socket; `control.sock` in the cache
+    /// directory by default).
+    #[arg(long, value_name = "PATH", env = "WARPDRIVE_SOCKET", requires = "plan")]
+    plan_socket: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -271,6 +284,15 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         learning_rate: a.learning_rate,
         classes: a.classes,
         queue_depth: a.queue_depth,
+        plan: a
+            .plan
+            .as_ref()
+            .zip(a.plan_socket.as_ref())
+            .map(|(job, socket)| plan::PlanTarget {
+                socket: socket.clone(),
+                job: job.clone(),
+                rank: a.plan_rank,
+            }),
     };
     let s = train::train(&cfg, &mut std::io::stdout().lock())?;
     eprintln!(

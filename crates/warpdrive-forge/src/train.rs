@@ -39,8 +39,6 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
 use serde::Serialize;
 
 use crate::files::{FileSet, read_file};
@@ -69,6 +67,8 @@ pub struct TrainConfig {
     pub classes: u32,
     /// Samples each lane may hold ready.
     pub queue_depth: usize,
+    /// Submit each epoch's order to the daemon as a plan (`--plan`).
+    pub plan: Option<crate::plan::PlanTarget>,
 }
 
 /// One `--log-every` line.
@@ -126,6 +126,8 @@ pub struct Summary {
     pub losses: Vec<f32>,
     /// The wall time of every step (waiting for data plus computing), in ms.
     pub step_ms: Vec<f32>,
+    /// Plans submitted to the daemon (`--plan`): one per epoch begun.
+    pub plans_submitted: u64,
 }
 
 /// One shard read by a lane: `bytes` from the start of the file `shard`.
@@ -170,12 +172,10 @@ impl Order {
         let n = self.shards as u64;
         let epoch = position / n;
         if self.epoch.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            let mut perm: Vec<usize> = (0..self.shards).collect();
-            let mut rng = rand::rngs::StdRng::seed_from_u64(
-                self.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            );
-            perm.shuffle(&mut rng);
-            self.epoch = Some((epoch, perm));
+            self.epoch = Some((
+                epoch,
+                crate::plan::permutation(self.seed, self.shards, epoch),
+            ));
         }
         self.epoch
             .as_ref()
@@ -190,6 +190,8 @@ struct Io {
     shards_opened: AtomicU64,
     /// (shard index, bytes) of every shard read, in no particular order.
     reads: std::sync::Mutex<Vec<(usize, u64)>>,
+    /// The furthest position a lane has started: its epoch is the one being read.
+    furthest: AtomicU64,
 }
 
 /// What the lanes read: shards, or loose files with their classes.
@@ -219,6 +221,7 @@ fn lane(
     let mut position = k as u64;
     let mut left = lane_quota(cfg.steps * cfg.batch_size as u64, cfg.workers, k);
     while left > 0 {
+        io.furthest.fetch_max(position, Ordering::Relaxed);
         let shard = order.at(position);
         io.shards_opened.fetch_add(1, Ordering::Relaxed);
         let mut produced = false;
@@ -316,6 +319,39 @@ pub fn train(cfg: &TrainConfig, out: &mut impl Write) -> Result<Summary> {
     };
     let problems = Arc::new(Problems::default());
     let io = Arc::new(Io::default());
+    let planner = match &cfg.plan {
+        Some(t) => Some(crate::plan::Planner::new(t.clone(), &src.paths, cfg.seed)?),
+        None => None,
+    };
+    let planning = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let plans = planner.map(|p| {
+        let (io, planning, n) = (io.clone(), planning.clone(), src.paths.len() as u64);
+        let mut warned = false;
+        // 1 when the plan was taken; a refusal is said once, and training goes on.
+        let mut submit = move |epoch: u64| match p.submit(epoch) {
+            Ok(()) => 1u64,
+            Err(e) => {
+                if !std::mem::replace(&mut warned, true) {
+                    eprintln!("forge: plan not submitted ({e:#}); training without one");
+                }
+                0
+            }
+        };
+        // The first epoch's plan goes before any lane reads.
+        let first = submit(0);
+        std::thread::spawn(move || {
+            let (mut epoch, mut submitted) = (0, first);
+            while planning.load(Ordering::Relaxed) {
+                let now = io.furthest.load(Ordering::Relaxed) / n.max(1);
+                if now > epoch {
+                    epoch = now;
+                    submitted += submit(epoch);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            submitted
+        })
+    });
     let start = Instant::now();
     let mut lanes: Vec<Receiver<Item>> = Vec::with_capacity(cfg.workers);
     let mut handles = Vec::with_capacity(cfg.workers);
@@ -405,6 +441,8 @@ pub fn train(cfg: &TrainConfig, out: &mut impl Write) -> Result<Summary> {
     for h in handles {
         let _ = h.join();
     }
+    planning.store(false, Ordering::Relaxed);
+    let plans_submitted = plans.map_or(0, |h| h.join().unwrap_or(0));
     result?;
     let images = cfg.steps * cfg.batch_size as u64;
     // Loose files are read whole, so their reads say nothing `bytes_read` does not.
@@ -442,6 +480,7 @@ pub fn train(cfg: &TrainConfig, out: &mut impl Write) -> Result<Summary> {
         log,
         losses,
         step_ms,
+        plans_submitted,
     })
 }
 
@@ -461,6 +500,7 @@ mod tests {
             learning_rate: crate::DEFAULT_LEARNING_RATE,
             classes: 10,
             queue_depth: 16,
+            plan: None,
         }
     }
 

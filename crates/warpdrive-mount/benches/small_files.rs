@@ -28,7 +28,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Mount, cpu_ns, runtime, scrape, selected, value};
+use common::{Mount, cpu_ns, ctl, runtime, scrape, selected, value};
 use futures::StreamExt;
 use warpdrive_store::Backend;
 use warpdrive_testkit::{
@@ -334,6 +334,7 @@ fn main() {
         "small-files-main",
         "small-files-passthrough",
         "small-files-threads",
+        "small-files-plan",
     ];
     if !sections.iter().any(|s| selected(s)) {
         return;
@@ -391,6 +392,10 @@ fn main() {
         main_table(&rt, &cfg, &endpoint, &files);
     }
 
+    if selected("small-files-plan") {
+        plan_table(&rt, &cfg, &files);
+    }
+
     if selected("small-files-passthrough") {
         passthrough_by_size(&rt, &direct_cfg, &cfg);
     }
@@ -407,6 +412,85 @@ fn main() {
             println!("| {t} | {c:.0} | {w:.0} |");
         }
     }
+}
+
+/// Issue 18's loose-file figures: a cold epoch through a fresh mount with a plan (the read
+/// order, submitted just before the epoch starts) ÷ direct GETs on either side of it, the same
+/// without a plan, and the warm epoch ÷ local disk; zero-message opens in both mounts.
+fn plan_table(rt: &tokio::runtime::Runtime, cfg: &warpdrive_config::BackendConfig, files: &[File]) {
+    let direct = Backend::build(cfg).expect("backend");
+    let extra = "metadata_ttl: 10m\nfuse: { zero_message_opens: true }\n";
+    rt.block_on(direct_pass(&direct, files));
+    let d0 = rt.block_on(direct_pass(&direct, files));
+    let [plain, _, plain_req, _] = mount_passes(cfg, extra, files);
+    let d1 = rt.block_on(direct_pass(&direct, files));
+
+    let m = Mount::start(std::slice::from_ref(cfg), extra);
+    settle(&m);
+    let root = m.path("imgs");
+    // The global read order: position i of `pass` is files[i].
+    let list: String = files
+        .iter()
+        .map(|f| format!("{}\n", root.join(&f.key).display()))
+        .collect();
+    let plan = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(plan.path(), list).expect("plan");
+    let r0 = requests(&m);
+    ctl(
+        &m,
+        &[
+            "plan",
+            "submit",
+            plan.path().to_str().expect("utf-8"),
+            "--job",
+            "bench",
+        ],
+    );
+    let cold = read_pass(&root, files);
+    let r1 = requests(&m);
+    let status = ctl(&m, &["plan", "status"]);
+    let (s, _) = scrape(&m);
+    let wait = value(
+        &s,
+        "warpdrive_read_wait_seconds_total",
+        &[("backend", "imgs")],
+    );
+    quiet(m.pid());
+    let warm = warm_passes(&root, files);
+    drop(m);
+    let d2 = rt.block_on(direct_pass(&direct, files));
+    let around = |a: f64, b: f64| 2.0 / (1.0 / a + 1.0 / b);
+
+    let local = tempfile::tempdir().expect("tempdir");
+    for (i, f) in files.iter().enumerate() {
+        let p = local.path().join(&f.key);
+        std::fs::create_dir_all(p.parent().expect("dir")).expect("mkdir");
+        std::fs::write(&p, random_bytes(f.size, i as u64)).expect("write");
+    }
+    read_pass(local.path(), files);
+    let local_fps = warm_passes(local.path(), files);
+    let n = files.len() as f64;
+    eprintln!("plan status after the cold epoch:\n{status}");
+    println!("\n| loose files with a plan | files/s | ratio | target |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| direct GETs, {THREADS} at a time (before, between, after: {d0:.0}, {d1:.0}, {d2:.0}) | | | |"
+    );
+    println!(
+        "| cold epoch, no plan ÷ direct around it ({plain_req:.3} requests per file) | {plain:.0} | {:.2} | (report) |",
+        plain / around(d0, d1)
+    );
+    println!(
+        "| cold epoch with a plan ÷ direct around it ({:.3} requests per file; readers blocked on the backend {:.2} s in all, {:.2} ms per file) | {cold:.0} | {:.2} | ≥ 0.9 |",
+        (r1 - r0) / n,
+        wait,
+        wait * 1e3 / n,
+        cold / around(d1, d2)
+    );
+    println!(
+        "| warm epoch ÷ local disk ({local_fps:.0} files/s) | {warm:.0} | {:.2} | ≥ 0.8 |",
+        warm / local_fps
+    );
 }
 
 /// Warm files/s and MB/s of files of several sizes, opened by passthrough

@@ -120,3 +120,134 @@ fn a_planned_epoch_finds_every_file_fetched() {
     ctl(&m, &["plan", "clear", "--job", "resnet"]);
     assert!(ctl(&m, &["plan", "status"]).contains("no plans"));
 }
+
+/// The pure-Python module (`python/warpdrive_plan`) as a loader uses it: a sampler wrapped in
+/// `PlannedSampler` submits each epoch's order over the control socket, the daemon fetches it,
+/// and a plan the daemon refuses raises `PlanError` with the daemon's reason.
+#[test]
+fn the_python_module_submits_each_epochs_order() {
+    let data = tempfile::tempdir().expect("tmp");
+    let mut paths = Vec::new();
+    for i in 0..50 {
+        let p = data.path().join(format!("c{}/f{i:03}.bin", i % 5));
+        std::fs::create_dir_all(p.parent().expect("dir")).expect("mkdir");
+        std::fs::write(&p, random_bytes(10_000 + i * 100, i as u64)).expect("write");
+        paths.push(format!("c{}/f{i:03}.bin", i % 5));
+    }
+    let b = warpdrive_testkit::local_backend("ds", data.path());
+    let m = Mount::start(std::slice::from_ref(&b), "metadata_ttl: 10m\n");
+    let files: Vec<String> = paths
+        .iter()
+        .map(|p| format!("{:?}", m.path(&format!("ds/{p}")).display().to_string()))
+        .collect();
+    let script = format!(
+        r#"
+import random, warnings
+from warpdrive_plan import PlannedSampler, PlanError, plan_status, submit_plan, clear_plan
+
+class Sampler:
+    def __init__(self, n): self.n, self.epoch = n, 0
+    def set_epoch(self, e): self.epoch = e
+    def __iter__(self):
+        idx = list(range(self.n)); random.Random(self.epoch).shuffle(idx); return iter(idx)
+    def __len__(self): return self.n
+
+paths = [{files}]
+s = PlannedSampler(Sampler(len(paths)), paths, job="py", rank=1)
+s.set_epoch(2)
+order = list(s)
+assert sorted(order) == list(range(len(paths)))
+st = plan_status()
+assert [(p["job"], p["rank"], p["epoch"], p["entries"]) for p in st] == [("py", 1, 2, 50)], st
+try:
+    submit_plan(["/not/the/mount/x"], job="py", rank=1, epoch=3)
+    raise SystemExit("a path outside the mount was accepted")
+except PlanError as e:
+    assert "entry 1" in str(e) and "not under the mount point" in str(e), e
+with warnings.catch_warnings(record=True) as w:
+    warnings.simplefilter("always")
+    bad = PlannedSampler(Sampler(1), ["/not/the/mount/x"], job="py", rank=1)
+    assert list(bad) == [0]
+    assert len(w) == 1 and "not submitted" in str(w[0].message), [str(x.message) for x in w]
+assert plan_status()[0]["epoch"] == 2, "a refused plan changes nothing"
+assert clear_plan("py") == 1
+print("python module ok")
+"#,
+        files = files.join(", ")
+    );
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .env(
+            "PYTHONPATH",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../python"),
+        )
+        .env("WARPDRIVE_SOCKET", m.dir.path().join("cache/control.sock"))
+        .output()
+        .expect("python3");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}\n{}", m.log());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("python module ok"));
+}
+
+/// `warpdrive-forge train --plan` on loose files through the mount: it submits each epoch's
+/// order (known from its seed) as it enters the epoch, the daemon fetches ahead of it, and
+/// the run is the same computation as without a plan.
+#[test]
+fn forge_submits_each_epochs_order_and_trains_the_same() {
+    let data = tempfile::tempdir().expect("tmp");
+    let forge = std::path::Path::new(common::BIN)
+        .parent()
+        .expect("bin dir")
+        .join("warpdrive-forge");
+    let made = std::process::Command::new(&forge)
+        .args(["gen", "--layout", "files", "--files", "300", "--out"])
+        .arg(data.path())
+        .output()
+        .expect("forge gen");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let b = warpdrive_testkit::local_backend("ds", data.path());
+    let m = Mount::start(std::slice::from_ref(&b), "metadata_ttl: 10m\n");
+    let runs = tempfile::tempdir().expect("tmp");
+    let train = |name: &str, plan: bool| -> serde_json::Value {
+        let summary = runs.path().join(format!("{name}.json"));
+        let mut c = std::process::Command::new(&forge);
+        // 40 steps of 16 over 300 files: a little over two epochs.
+        c.arg("train")
+            .arg("--files")
+            .arg(m.path("ds/files.txt"))
+            .args(["--steps", "40", "--batch-size", "16", "--num-workers", "4"])
+            .arg("--summary")
+            .arg(&summary);
+        if plan {
+            c.args(["--plan", "forge-test", "--plan-rank", "2"])
+                .env("WARPDRIVE_SOCKET", m.dir.path().join("cache/control.sock"));
+        }
+        let out = c.output().expect("forge train");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(!err.contains("plan not submitted"), "{err}\n{}", m.log());
+        serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("JSON")
+    };
+    let planned = train("planned", true);
+    let plain = train("plain", false);
+    assert_eq!(
+        planned["plans_submitted"], 3,
+        "epochs 0, 1 and 2: {planned}"
+    );
+    assert_eq!(planned["batch_digest"], plain["batch_digest"]);
+    assert_eq!(planned["losses"], plain["losses"]);
+    let s: serde_json::Value =
+        serde_json::from_str(&ctl(&m, &["plan", "status", "--json"])).expect("JSON");
+    println!("figures: forge --plan over 300 files, 2.1 epochs: {s}");
+    assert_eq!(
+        (s[0]["job"].as_str(), s[0]["rank"].as_u64()),
+        (Some("forge-test"), Some(2))
+    );
+    assert_eq!(s[0]["epoch"], 2);
+    assert_eq!(s[0]["entries"], 600, "the epoch's order and the next one's");
+}
