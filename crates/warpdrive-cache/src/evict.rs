@@ -1,7 +1,14 @@
-//! Eviction: least recently used first, down to a byte target, whole objects or parts of them.
+//! Eviction: least recently used first, or by the readers' plans, down to a byte target, whole
+//! objects or parts of them.
 //!
 //! A pass sorts cached objects by last access and drops the oldest until the cache holds at
-//! most the target. When the oldest object is much larger than what still has to go (a huge
+//! most the target. When readers have told the daemon what they will read (epoch plans), an
+//! [`Advisor`] says for each object when a plan reads it next, and the order becomes: objects
+//! no plan reads, least recently used first; then planned objects, the one whose next planned
+//! use is furthest away first (Belady's rule over the known future); objects inside a plan's
+//! window being fetched ahead are not evicted at all. Under a fresh shuffle every epoch LRU
+//! keeps what was read longest ago, which is as likely to come next as anything, so this
+//! order is what lets a cache smaller than the dataset keep hitting. When the oldest object is much larger than what still has to go (a huge
 //! object read only in part, say), only as many of its blocks are dropped as needed, highest
 //! offsets first, by punching holes in its data file; the rest stays cached. The target
 //! comes from the size cap and the free-space floor ([`Cache::enforce_limits`]): whichever
@@ -13,6 +20,7 @@
 //! that a cache running at its cap does not walk the index on every block.
 
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::index::Op;
@@ -86,11 +94,41 @@ pub(crate) enum Requester {
     Block(Option<usize>),
 }
 
+/// When the readers' plans read an object next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextUse {
+    /// No plan reads it: evicted first, least recently used first.
+    Unplanned,
+    /// A plan reads it this many entries after its reader's position: furthest first.
+    In(u64),
+    /// Inside a plan's window being fetched ahead of its reader: kept.
+    Protected,
+}
+
+/// Tells eviction when each `(backend, key)` is read next; `None` when no plan is kept (then
+/// eviction is least recently used first).
+pub type Advisor = Arc<dyn Fn(&[(&str, &str)]) -> Option<Vec<NextUse>> + Send + Sync>;
+
+/// Where the cache keeps its advisor, if any.
+#[derive(Default)]
+pub(crate) struct AdvisorSlot(parking_lot::RwLock<Option<Advisor>>);
+
+impl std::fmt::Debug for AdvisorSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.read().is_some() {
+            "set"
+        } else {
+            "unset"
+        })
+    }
+}
+
 /// An object that may be evicted, as seen by one pass.
 struct Candidate {
     team: Option<usize>,
     last_access: i64,
     pinned: bool,
+    next_use: NextUse,
     backend: String,
     key: String,
     id: u64,
@@ -108,6 +146,7 @@ impl Cache {
                 team: quotas.team_of(backend, key),
                 last_access: e.last_access.load(Ordering::Relaxed),
                 pinned: e.pins.load(Ordering::Relaxed) > 0,
+                next_use: NextUse::Unplanned,
                 backend: backend.to_string(),
                 key: key.to_string(),
                 id: e.id,
@@ -127,13 +166,34 @@ impl Cache {
         if total <= target {
             return Ok(out);
         }
-        // Oldest first; the id breaks ties in creation order.
-        candidates.sort_by_key(|c| (c.last_access, c.id));
+        let advisor = self.advisor.0.read().clone();
+        let advice = advisor.and_then(|a| {
+            let names: Vec<(&str, &str)> = candidates
+                .iter()
+                .map(|c| (c.backend.as_str(), c.key.as_str()))
+                .collect();
+            a(&names)
+        });
+        if let Some(uses) = advice {
+            for (c, u) in candidates.iter_mut().zip(uses) {
+                c.next_use = u;
+            }
+        }
+        // Unplanned before planned, furthest next use first; the oldest first among equals;
+        // the id breaks ties in creation order.
+        candidates.sort_by_key(|c| {
+            let (class, distance) = match c.next_use {
+                NextUse::Unplanned => (0, 0),
+                NextUse::In(d) => (1, d),
+                NextUse::Protected => (2, 0),
+            };
+            (class, std::cmp::Reverse(distance), c.last_access, c.id)
+        });
         for c in candidates {
             if total <= target {
                 break;
             }
-            if c.pinned {
+            if c.pinned || c.next_use == NextUse::Protected {
                 continue;
             }
             let need = total - target;
@@ -260,6 +320,18 @@ impl Cache {
     }
 
     /// Sets the limits admission and [`Cache::enforce_limits`] keep.
+    /// The size cap in bytes now (`None` without limits): what the cache may hold at most.
+    pub fn capacity(&self) -> Option<u64> {
+        let limits = (*self.limits.read())?;
+        let (disk, _) = self.disk_usage().ok()?;
+        Some(limits.max_size.bytes(disk))
+    }
+
+    /// Lets the readers' plans order eviction ([`Advisor`]).
+    pub fn set_advisor(&self, advisor: Advisor) {
+        *self.advisor.0.write() = Some(advisor);
+    }
+
     pub fn set_limits(&self, limits: Limits) {
         *self.limits.write() = Some(limits);
         self.free_estimate.store(0, Ordering::Relaxed);

@@ -49,7 +49,7 @@ use parking_lot::RwLock;
 
 use error::io;
 pub use error::{CacheError, Result};
-pub use evict::{EvictOutcome, Evicted, Limit, Limits, disk_usage};
+pub use evict::{Advisor, EvictOutcome, Evicted, Limit, Limits, NextUse, disk_usage};
 pub use index::FORMAT_VERSION;
 use index::Op;
 pub use maintenance::{CounterPersistence, ReadTotals};
@@ -256,6 +256,9 @@ pub struct Cache {
     evicting: parking_lot::Mutex<()>,
     /// Team quotas in force ([`quota`]).
     quotas: RwLock<Arc<QuotaSet>>,
+    /// What the readers' plans say of each object's next use ([`Advisor`]); without one,
+    /// eviction is least recently used first.
+    advisor: evict::AdvisorSlot,
     /// Held for the cache's lifetime: the exclusive lock on `<dir>/lock`.
     _lock: File,
 }
@@ -353,6 +356,7 @@ impl Cache {
             free_estimate: AtomicU64::new(u64::MAX),
             evicting: parking_lot::Mutex::new(()),
             quotas: RwLock::new(Arc::new(QuotaSet::default())),
+            advisor: evict::AdvisorSlot::default(),
             _lock: lock,
         })
     }

@@ -430,6 +430,69 @@ fn limits_combine_size_cap_and_free_space_floor() {
     ));
 }
 
+/// With an advisor, objects no plan reads go first (even recently read ones), then the one
+/// read furthest in the future; objects in a plan's protected window stay. Without plans
+/// (the advisor answers `None`), least recently used first as before.
+#[test]
+fn eviction_follows_the_plans_next_uses() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let c = Cache::open(cfg(d.path())).expect("open");
+    let keys = ["unplanned", "soon", "later", "window", "next"];
+    for (i, k) in keys.iter().enumerate() {
+        c.write_block(&named(k), BS, BlockIndex(0), &block(i as u8, BS))
+            .expect("write");
+        // `window` read longest ago, `unplanned` most recently.
+        c.set_last_access(k, [900, 500, 400, 100, 300][i]);
+    }
+    let planned = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let p = planned.clone();
+    c.set_advisor(Arc::new(move |names: &[(&str, &str)]| {
+        p.load(Ordering::Relaxed).then(|| {
+            names
+                .iter()
+                .map(|(_, k)| match *k {
+                    "soon" => NextUse::In(5),
+                    "later" => NextUse::In(50),
+                    "window" => NextUse::Protected,
+                    "next" => NextUse::In(1),
+                    _ => NextUse::Unplanned,
+                })
+                .collect()
+        })
+    }));
+    let gone = |c: &Cache| -> Vec<&str> {
+        keys.iter()
+            .copied()
+            .filter(|k| !c.has_block(&named(k), BlockIndex(0)))
+            .collect()
+    };
+    c.evict_to(4 * BS).expect("evict");
+    assert_eq!(
+        gone(&c),
+        ["unplanned"],
+        "no plan reads it: first, however recent"
+    );
+    c.evict_to(3 * BS).expect("evict");
+    assert_eq!(gone(&c), ["unplanned", "later"], "the furthest next use");
+    c.evict_to(0).expect("evict");
+    assert_eq!(
+        gone(&c),
+        ["unplanned", "soon", "later", "next"],
+        "the protected window stays"
+    );
+    // No plans: least recently used first.
+    planned.store(false, Ordering::Relaxed);
+    c.write_block(&named("soon"), BS, BlockIndex(0), &block(9, BS))
+        .expect("write");
+    c.set_last_access("soon", 2000);
+    c.evict_to(BS).expect("evict");
+    assert_eq!(
+        gone(&c),
+        ["unplanned", "later", "window", "next"],
+        "LRU: window (oldest) goes"
+    );
+}
+
 #[test]
 fn pinned_objects_are_not_evicted() {
     let d = tempfile::tempdir().expect("tempdir");

@@ -192,6 +192,8 @@ struct Io {
     reads: std::sync::Mutex<Vec<(usize, u64)>>,
     /// The furthest position a lane has started: its epoch is the one being read.
     furthest: AtomicU64,
+    /// Where a lane that starts a new epoch says so (`--plan`): the planner submits it.
+    begun: std::sync::Mutex<Option<std::sync::mpsc::Sender<u64>>>,
 }
 
 /// What the lanes read: shards, or loose files with their classes.
@@ -220,8 +222,14 @@ fn lane(
     let mut barren = BTreeSet::new();
     let mut position = k as u64;
     let mut left = lane_quota(cfg.steps * cfg.batch_size as u64, cfg.workers, k);
+    let n = shards.len().max(1) as u64;
     while left > 0 {
-        io.furthest.fetch_max(position, Ordering::Relaxed);
+        let before = io.furthest.fetch_max(position, Ordering::Relaxed);
+        if position / n > before / n
+            && let Some(tx) = &*io.begun.lock().unwrap_or_else(|p| p.into_inner())
+        {
+            let _ = tx.send(position / n);
+        }
         let shard = order.at(position);
         io.shards_opened.fetch_add(1, Ordering::Relaxed);
         let mut produced = false;
@@ -323,9 +331,9 @@ pub fn train(cfg: &TrainConfig, out: &mut impl Write) -> Result<Summary> {
         Some(t) => Some(crate::plan::Planner::new(t.clone(), &src.paths, cfg.seed)?),
         None => None,
     };
-    let planning = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let plans = planner.map(|p| {
-        let (io, planning, n) = (io.clone(), planning.clone(), src.paths.len() as u64);
+        let (tx, rx) = std::sync::mpsc::channel();
+        *io.begun.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
         let mut warned = false;
         // 1 when the plan was taken; a refusal is said once, and training goes on.
         let mut submit = move |epoch: u64| match p.submit(epoch) {
@@ -339,15 +347,14 @@ pub fn train(cfg: &TrainConfig, out: &mut impl Write) -> Result<Summary> {
         };
         // The first epoch's plan goes before any lane reads.
         let first = submit(0);
+        // Each epoch a lane begins, in order (a later one may be announced first).
         std::thread::spawn(move || {
-            let (mut epoch, mut submitted) = (0, first);
-            while planning.load(Ordering::Relaxed) {
-                let now = io.furthest.load(Ordering::Relaxed) / n.max(1);
-                if now > epoch {
-                    epoch = now;
+            let (mut last, mut submitted) = (0, first);
+            for epoch in rx {
+                if epoch > last {
+                    last = epoch;
                     submitted += submit(epoch);
                 }
-                std::thread::sleep(std::time::Duration::from_millis(20));
             }
             submitted
         })
@@ -441,7 +448,8 @@ pub fn train(cfg: &TrainConfig, out: &mut impl Write) -> Result<Summary> {
     for h in handles {
         let _ = h.join();
     }
-    planning.store(false, Ordering::Relaxed);
+    // The planner ends once the lanes' epochs are all submitted.
+    drop(io.begun.lock().unwrap_or_else(|p| p.into_inner()).take());
     let plans_submitted = plans.map_or(0, |h| h.join().unwrap_or(0));
     result?;
     let images = cfg.steps * cfg.batch_size as u64;

@@ -45,6 +45,7 @@ use crate::error::{FsError, FsResult};
 use crate::inode::{BackendId, Ino, InodeTable, Kind, Node, NodePath};
 use crate::listing::{Entry, Listing, Status};
 use crate::negative::{NEGATIVE_MAX, Negatives};
+use crate::plan::Reach;
 
 mod dirs;
 mod meta;
@@ -217,8 +218,9 @@ pub struct Fs {
     /// kernel sends reads with file handle 0), opened at its first read, kept while the
     /// daemon runs (the kernel never says when the last descriptor closed).
     by_inode: Mutex<HashMap<Ino, u64>>,
-    /// Epoch plans, one per job and rank, each with its prefetch task.
-    plans: plans::Plans,
+    /// Epoch plans, one per job and rank, each with its prefetch task; eviction asks them
+    /// which cached objects are read next.
+    plans: Arc<plans::Plans>,
 }
 
 /// How often a backend's "serving stale metadata" warning is repeated during an outage.
@@ -257,7 +259,7 @@ impl Fs {
             backed: Mutex::new(HashMap::new()),
             negatives: Negatives::new(cfg.negative_ttl, NEGATIVE_MAX),
             by_inode: Mutex::new(HashMap::new()),
-            plans: plans::Plans::default(),
+            plans: Arc::default(),
             cfg,
             backends,
             inodes: InodeTable::new(),
@@ -266,6 +268,13 @@ impl Fs {
             next_fh: AtomicU64::new(1),
             started: SystemTime::now(),
         };
+        if let Some(cache) = fs.reader.cache() {
+            let plans = fs.plans.clone();
+            let names: Vec<String> = fs.backends.iter().map(|b| b.name().to_string()).collect();
+            cache.set_advisor(Arc::new(move |objects: &[(&str, &str)]| {
+                plans.advise(&names, objects)
+            }));
+        }
         // Backend roots get the lowest numbers after the root, in config order.
         for i in 0..fs.backends.len() {
             fs.inodes.get_or_create(
@@ -405,8 +414,10 @@ impl Fs {
         }
         let node = self.node(ino)?;
         let obj = self.object_of(&node).await?;
-        if self.plans.any() {
-            self.plan_read(&obj, None);
+        if wait_invalidation && self.plans.any() {
+            // An open the kernel asked for: the reader starts on the file. (An inode's
+            // handle for reads without opens counts its reads from the start instead.)
+            self.plan_read(&obj, Reach::Whole);
         }
         let (pinned, passthrough) = self.passthrough_offer(&obj).await;
         // Bytes the kernel may hold from a read before the object failed its store checksum
@@ -512,7 +523,12 @@ impl Fs {
             return ReadStart::Done(Err(FsError::BadHandle));
         };
         let plan = if self.plans.any() {
-            self.plan_read(&h.obj, Some(offset))
+            // Without opens (zero-message opens), a read of a file's start is its open.
+            let start = offset == 0 && self.inode_handle(h.obj.ino) == Some(fh);
+            let whole = start
+                .then(|| self.plan_read(&h.obj, Reach::Whole))
+                .flatten();
+            self.plan_read(&h.obj, Reach::At(offset)).or(whole)
         } else {
             None
         };

@@ -20,7 +20,7 @@
 //!    `pace × LEAD_TIME`, at least [`MIN_LEAD`], at most the plan's cap.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -38,6 +38,10 @@ pub const MAX_PLANS: usize = 256;
 pub const LEAD_TIME: Duration = Duration::from_secs(10);
 /// The lead kept before the pace is known, and at least.
 pub const MIN_LEAD: u64 = 64 << 20;
+/// How far behind the reader's position a read may still reach its entry: loaders with
+/// several workers read a few files out of order (PyTorch: two batches per worker ahead), so
+/// a read behind the position is of an entry passed over, not of a later one.
+pub const BEHIND: usize = 4096;
 /// Half-life of the pace's exponential weighting.
 pub const PACE_HALF_LIFE: Duration = Duration::from_secs(5);
 
@@ -100,6 +104,17 @@ pub struct Entry {
     /// The bytes the entry reads, once known (the range's length, or the file's size).
     size: AtomicU64,
     state: AtomicU8,
+    /// A read reached this entry (it may also have been passed over by a faster worker).
+    read: AtomicBool,
+}
+
+/// Which entries of a file a read can reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// The reader opened the file (or, without opens, read its start): a whole-file entry.
+    Whole,
+    /// A read at this offset: the byte-range entry that covers it.
+    At(u64),
 }
 
 impl Entry {
@@ -120,6 +135,9 @@ pub struct Plan {
     /// Positions of each file's entries, ascending.
     by_file: HashMap<(BackendId, String), Vec<u32>>,
     progress: Mutex<Progress>,
+    /// Entries before this one have been claimed by the prefetcher: from the reader's
+    /// position up to here is the window fetched ahead, which eviction spares.
+    issued: AtomicUsize,
     lead: AtomicU64,
     fetched_bytes: AtomicU64,
     counts: [AtomicU64; 3],
@@ -202,6 +220,7 @@ impl Plan {
                 range,
                 size: AtomicU64::new(range.map_or(0, |(_, l)| l)),
                 state: AtomicU8::new(IDLE),
+                read: AtomicBool::new(false),
             });
         }
         Ok(Plan {
@@ -216,6 +235,7 @@ impl Plan {
                 last: Instant::now(),
                 started: None,
             }),
+            issued: AtomicUsize::new(0),
             lead: AtomicU64::new(0),
             fetched_bytes: AtomicU64::new(0),
             counts: Default::default(),
@@ -227,30 +247,41 @@ impl Plan {
         self.by_file.contains_key(&(backend, key.to_string()))
     }
 
-    /// A read of `backend`/`key` (of `file_size` bytes) at `offset`, or an open (`None`:
-    /// reaches only a whole-file entry): the entry it reaches, if any, moves the reader's
-    /// position; the entries passed are settled. Returns the outcomes settled.
+    /// A reader started reading `backend`/`key` (of `file_size` bytes): `reach` says which
+    /// of its entries that can be. The first such entry not read yet, from [`BEHIND`]
+    /// entries before the reader's position on, is marked read; if it is ahead of the
+    /// position, the position moves past it and the entries passed are settled. Returns the
+    /// outcomes settled.
     pub fn read(
         &self,
         backend: BackendId,
         key: &str,
-        offset: Option<u64>,
+        reach: Reach,
         file_size: u64,
     ) -> Vec<Outcome> {
         let Some(positions) = self.by_file.get(&(backend, key.to_string())) else {
             return Vec::new();
         };
         let mut p = self.progress.lock();
+        let from = p.reached.saturating_sub(BEHIND);
         let Some(&hit) = positions.iter().find(|&&i| {
             let e = &self.entries[i as usize];
-            i as usize >= p.reached
-                && match offset {
-                    Some(o) => e.covers(o),
-                    None => e.range.is_none(),
+            i as usize >= from
+                && !e.read.load(Ordering::Relaxed)
+                && match reach {
+                    Reach::Whole => e.range.is_none(),
+                    Reach::At(o) => e.range.is_some() && e.covers(o),
                 }
         }) else {
             return Vec::new();
         };
+        self.entries[hit as usize]
+            .read
+            .store(true, Ordering::Relaxed);
+        if (hit as usize) < p.reached {
+            // Read out of order, behind another worker: settled already.
+            return Vec::new();
+        }
         let to = hit as usize + 1;
         let mut outcomes = Vec::new();
         let mut bytes = 0;
@@ -310,10 +341,29 @@ impl Plan {
 
     /// Claims entry `i` for fetching; false if the reader passed it or it is claimed.
     pub fn claim(&self, i: usize) -> bool {
+        self.issued.fetch_max(i + 1, Ordering::Relaxed);
         self.entries[i]
             .state
             .compare_exchange(IDLE, FETCHING, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
+    }
+
+    /// When the plan reads `backend`/`key` next, for eviction: `(entries from the reader's
+    /// position, inside the window fetched ahead)`; `None` if the plan does not read it again.
+    /// An entry a slower worker has yet to read behind the position is due now (0, kept).
+    pub fn next_use(&self, backend: BackendId, key: &str) -> Option<(u64, bool)> {
+        let positions = self.by_file.get(&(backend, key.to_string()))?;
+        let reached = self.reached();
+        let issued = self.issued.load(Ordering::Relaxed);
+        let from = reached.saturating_sub(BEHIND);
+        let p = *positions.iter().find(|&&p| {
+            p as usize >= reached
+                || (p as usize >= from && !self.entries[p as usize].read.load(Ordering::Relaxed))
+        })? as usize;
+        if p < reached {
+            return Some((0, true));
+        }
+        Some(((p - reached) as u64, p < issued))
     }
 
     /// Entry `i`'s fetch ended: `Ok((size, fetched))`: the entry reads `size` bytes, of
@@ -488,14 +538,18 @@ mod tests {
         assert_eq!(p.lead(), 150);
         // Two workers: `b` is read before `a`.
         assert_eq!(
-            p.read(b, "b", Some(0), 50),
+            p.read(b, "b", Reach::Whole, 50),
             vec![Outcome::Ahead, Outcome::Ahead]
         );
-        assert_eq!(p.read(b, "a", None, 100), vec![], "a is behind the reader");
+        assert_eq!(
+            p.read(b, "a", Reach::Whole, 100),
+            vec![],
+            "a is behind the reader"
+        );
         assert_eq!(p.lead(), 0);
         // `c` is in flight and `d` never started when the reader reaches `d`.
         assert_eq!(
-            p.read(b, "d", Some(0), 10),
+            p.read(b, "d", Reach::Whole, 10),
             vec![Outcome::Late, Outcome::Late]
         );
         assert!(!p.claim(3), "a passed entry is not fetched");
@@ -506,6 +560,51 @@ mod tests {
             (s.reached, s.ahead, s.late, s.fetched_bytes),
             (4, 2, 2, 170)
         );
+    }
+
+    /// Eviction's view: the distance to each file's next entry, and whether it is inside the
+    /// window the prefetcher has claimed.
+    #[test]
+    fn next_uses_count_from_the_reader() {
+        let p =
+            Plan::new(&req(&["imgs/a", "imgs/b", "imgs/c", "imgs/a"]), &["imgs"]).expect("valid");
+        let b = BackendId(0);
+        assert!(p.claim(0) && p.claim(1));
+        assert_eq!(p.next_use(b, "a"), Some((0, true)));
+        assert_eq!(p.next_use(b, "c"), Some((2, false)));
+        assert_eq!(p.next_use(b, "z"), None);
+        p.read(b, "b", Reach::Whole, 1);
+        assert_eq!(
+            p.next_use(b, "a"),
+            Some((0, true)),
+            "a slower worker reads it now"
+        );
+        p.read(b, "a", Reach::Whole, 1);
+        assert_eq!(
+            p.next_use(b, "a"),
+            Some((1, false)),
+            "its second entry, not fetched"
+        );
+        assert_eq!(p.next_use(b, "b"), None, "not read again");
+    }
+
+    /// Two epochs in one plan: each open reaches the file's first entry not read yet, so the
+    /// second epoch's entries are reached in the second epoch, not by a repeated read.
+    #[test]
+    fn a_file_read_again_reaches_its_next_epochs_entry_only_once_read() {
+        let p =
+            Plan::new(&req(&["imgs/a", "imgs/b", "imgs/a", "imgs/b"]), &["imgs"]).expect("valid");
+        let b = BackendId(0);
+        assert_eq!(p.read(b, "a", Reach::Whole, 1).len(), 1);
+        assert_eq!(
+            p.read(b, "a", Reach::At(0), 1),
+            vec![],
+            "reads of an opened file"
+        );
+        assert_eq!(p.reached(), 1);
+        assert_eq!(p.read(b, "b", Reach::Whole, 1).len(), 1);
+        assert_eq!(p.read(b, "a", Reach::Whole, 1).len(), 1, "the next epoch");
+        assert_eq!(p.reached(), 3);
     }
 
     /// A shard read as tar members: each read reaches the entry whose range covers it.
@@ -521,13 +620,13 @@ mod tests {
         }
         let p = Plan::new(&r, &["s3"]).expect("valid");
         let b = BackendId(0);
-        assert_eq!(p.read(b, "shard-0.tar", Some(12), 30).len(), 2);
+        assert_eq!(p.read(b, "shard-0.tar", Reach::At(12), 30).len(), 2);
         assert_eq!(p.reached(), 2);
-        assert_eq!(p.read(b, "shard-0.tar", Some(5), 30), vec![], "behind");
-        assert_eq!(p.read(b, "shard-0.tar", Some(25), 30).len(), 1);
+        assert_eq!(p.read(b, "shard-0.tar", Reach::At(5), 30), vec![], "behind");
+        assert_eq!(p.read(b, "shard-0.tar", Reach::At(25), 30).len(), 1);
         assert_eq!(p.reached(), 3);
         assert_eq!(
-            p.read(b, "shard-0.tar", None, 30),
+            p.read(b, "shard-0.tar", Reach::Whole, 30),
             vec![],
             "an open reaches no range"
         );

@@ -20,12 +20,13 @@ use futures::stream::FuturesUnordered;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use warpdrive_api::api::{PlanRequest, PlanStatus};
+use warpdrive_cache::NextUse;
 
 use super::Fs;
 use crate::blocks::Object;
 use crate::error::{FsError, FsResult};
 use crate::inode::{BackendId, Ino, Kind};
-use crate::plan::{MAX_PLANS, Outcome, Plan, PlanError};
+use crate::plan::{MAX_PLANS, Outcome, Plan, PlanError, Reach};
 
 /// Entries of one plan fetched at once.
 pub const IN_FLIGHT: usize = 16;
@@ -70,6 +71,39 @@ pub(super) struct Plans {
 impl Plans {
     pub(super) fn any(&self) -> bool {
         self.active.load(Ordering::Relaxed)
+    }
+
+    /// Eviction's advice for `names` ((backend name, key) pairs; `backends` are the names
+    /// by id): the nearest next use over every plan, protected if any plan's fetched-ahead
+    /// window holds it. `None` without plans.
+    pub(super) fn advise(
+        &self,
+        backends: &[String],
+        names: &[(&str, &str)],
+    ) -> Option<Vec<NextUse>> {
+        if !self.any() {
+            return None;
+        }
+        let runs: Vec<Arc<Run>> = self.runs.lock().values().cloned().collect();
+        Some(
+            names
+                .iter()
+                .map(|(b, key)| {
+                    let Some(id) = backends.iter().position(|n| n == b) else {
+                        return NextUse::Unplanned;
+                    };
+                    let mut nearest: Option<u64> = None;
+                    for r in &runs {
+                        match r.plan.next_use(BackendId(id), key) {
+                            Some((_, true)) => return NextUse::Protected,
+                            Some((d, false)) => nearest = Some(nearest.map_or(d, |n| n.min(d))),
+                            None => {}
+                        }
+                    }
+                    nearest.map_or(NextUse::Unplanned, NextUse::In)
+                })
+                .collect(),
+        )
     }
 }
 
@@ -156,10 +190,10 @@ impl Fs {
         gone.len()
     }
 
-    /// A read (at `offset`, or an open: `None`) of `obj`: moves the position of each plan
-    /// that reads the file. Returns the first such plan's job and rank (for stall
-    /// accounting).
-    pub(super) fn plan_read(&self, obj: &Object, offset: Option<u64>) -> Option<(String, u32)> {
+    /// A reader started on `obj` (`reach`: opened it, or read at an offset): moves the
+    /// position of each plan that reads the file. Returns the first such plan's job and rank
+    /// (for stall accounting).
+    pub(super) fn plan_read(&self, obj: &Object, reach: Reach) -> Option<(String, u32)> {
         let backend = self.backend_id(&obj.id.backend).ok()?;
         let runs: Vec<Arc<Run>> = self.plans.runs.lock().values().cloned().collect();
         let mut first = None;
@@ -168,7 +202,7 @@ impl Fs {
                 continue;
             }
             first.get_or_insert_with(|| (r.plan.job.clone(), r.plan.rank));
-            let outcomes = r.plan.read(backend, &obj.id.key, offset, obj.size);
+            let outcomes = r.plan.read(backend, &obj.id.key, reach, obj.size);
             for o in &outcomes {
                 let name = match o {
                     Outcome::Ahead => "ahead",
@@ -184,9 +218,12 @@ impl Fs {
         first
     }
 
-    /// The most a plan keeps ahead: a quarter of the cache, at most [`MAX_LEAD`].
+    /// The most a plan keeps ahead: a quarter of the cache's cap, at most [`MAX_LEAD`].
     fn plan_lead_cap(&self) -> u64 {
-        let max = self.reader.cache().map_or(0, |c| c.quick_stats().max_bytes);
+        let max = self
+            .reader
+            .cache()
+            .map_or(0, |c| c.capacity().unwrap_or(u64::MAX));
         (max / 4).min(MAX_LEAD)
     }
 
