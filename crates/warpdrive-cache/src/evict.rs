@@ -29,6 +29,9 @@ use crate::{BlockIndex, Cache, CacheError, Result};
 
 /// Share of the size cap an admission pass frees beyond what the new block needs.
 const SLACK_FRACTION: u64 = 16;
+/// The same while plans order eviction: every byte freed early is a byte of what a reader
+/// reads next thrown out, so passes free less (and run more often).
+const PLANNED_SLACK_FRACTION: u64 = 64;
 
 /// A limit in bytes or as a share of the cache disk.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -106,7 +109,8 @@ pub enum NextUse {
 }
 
 /// Tells eviction when each `(backend, key)` is read next; `None` when no plan is kept (then
-/// eviction is least recently used first).
+/// eviction is least recently used first). Asked about no names, it says whether plans are
+/// kept (`Some` of nothing).
 pub type Advisor = Arc<dyn Fn(&[(&str, &str)]) -> Option<Vec<NextUse>> + Send + Sync>;
 
 /// Where the cache keeps its advisor, if any.
@@ -327,6 +331,12 @@ impl Cache {
         Some(limits.max_size.bytes(disk))
     }
 
+    /// Whether plans order eviction now.
+    fn planned(&self) -> bool {
+        let advisor = self.advisor.0.read().clone();
+        advisor.is_some_and(|a| a(&[]).is_some())
+    }
+
     /// Lets the readers' plans order eviction ([`Advisor`]).
     pub fn set_advisor(&self, advisor: Advisor) {
         *self.advisor.0.write() = Some(advisor);
@@ -354,7 +364,11 @@ impl Cache {
         let mut candidates = self.candidates();
         let cached: u64 = candidates.iter().map(|c| c.bytes).sum();
         let deficit = (floor + room).saturating_sub(free);
-        let slack = if room > 0 { max / SLACK_FRACTION } else { 0 };
+        let slack = match room {
+            0 => 0,
+            _ if self.planned() => max / PLANNED_SLACK_FRACTION,
+            _ => max / SLACK_FRACTION,
+        };
         // Bytes other writers reserved but have not recorded yet.
         let reserved = self.used.load(Ordering::Relaxed).saturating_sub(cached);
         // The slack applies to whichever limit binds, so a pass run on a stale free-space

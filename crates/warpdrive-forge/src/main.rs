@@ -120,6 +120,9 @@ struct TrainArgs {
     /// Needs the daemon's control socket (--plan-socket or WARPDRIVE_SOCKET).
     #[arg(long, value_name = "JOB", requires = "plan_socket")]
     plan: Option<String>,
+    /// Start at this epoch's order, as a run resumed from a checkpoint taken at its start.
+    #[arg(long, default_value_t = 0)]
+    first_epoch: u64,
     /// This reader's rank in JOB's plans.
     #[arg(long, default_value_t = 0, requires = "plan")]
     plan_rank: u32,
@@ -293,6 +296,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
                 job: job.clone(),
                 rank: a.plan_rank,
             }),
+        first_epoch: a.first_epoch,
     };
     let s = train::train(&cfg, &mut std::io::stdout().lock())?;
     eprintln!(

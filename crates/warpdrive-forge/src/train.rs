@@ -69,6 +69,9 @@ pub struct TrainConfig {
     pub queue_depth: usize,
     /// Submit each epoch's order to the daemon as a plan (`--plan`).
     pub plan: Option<crate::plan::PlanTarget>,
+    /// The epoch the run starts at (`--first-epoch`: a run resumed from a checkpoint reads
+    /// that epoch's order, not the first one's).
+    pub first_epoch: u64,
 }
 
 /// One `--log-every` line.
@@ -220,9 +223,9 @@ fn lane(
     // Shards that gave nothing since this lane last got a sample: when that is all of them,
     // there is nothing to read anywhere.
     let mut barren = BTreeSet::new();
-    let mut position = k as u64;
-    let mut left = lane_quota(cfg.steps * cfg.batch_size as u64, cfg.workers, k);
     let n = shards.len().max(1) as u64;
+    let mut position = cfg.first_epoch * n + k as u64;
+    let mut left = lane_quota(cfg.steps * cfg.batch_size as u64, cfg.workers, k);
     while left > 0 {
         let before = io.furthest.fetch_max(position, Ordering::Relaxed);
         if position / n > before / n
@@ -327,6 +330,8 @@ pub fn train(cfg: &TrainConfig, out: &mut impl Write) -> Result<Summary> {
     };
     let problems = Arc::new(Problems::default());
     let io = Arc::new(Io::default());
+    io.furthest
+        .store(cfg.first_epoch * src.paths.len() as u64, Ordering::Relaxed);
     let planner = match &cfg.plan {
         Some(t) => Some(crate::plan::Planner::new(t.clone(), &src.paths, cfg.seed)?),
         None => None,
@@ -346,10 +351,11 @@ pub fn train(cfg: &TrainConfig, out: &mut impl Write) -> Result<Summary> {
             }
         };
         // The first epoch's plan goes before any lane reads.
-        let first = submit(0);
+        let first_epoch = cfg.first_epoch;
+        let first = submit(first_epoch);
         // Each epoch a lane begins, in order (a later one may be announced first).
         std::thread::spawn(move || {
-            let (mut last, mut submitted) = (0, first);
+            let (mut last, mut submitted) = (first_epoch, first);
             for epoch in rx {
                 if epoch > last {
                     last = epoch;
@@ -509,6 +515,7 @@ mod tests {
             classes: 10,
             queue_depth: 16,
             plan: None,
+            first_epoch: 0,
         }
     }
 

@@ -124,6 +124,14 @@ impl Snapshot {
             .sum()
     }
 
+    /// Whether a series named `name` has exactly these labels (among others).
+    pub fn has(&self, name: &str, labels: &[(&str, &str)]) -> bool {
+        self.series.keys().any(|k| {
+            let (n, l) = split_key(k);
+            n == name && labels.iter().all(|want| l.contains(want))
+        })
+    }
+
     /// Every value of `label` among the series named `name`.
     pub fn label_values(&self, name: &str, label: &str) -> Vec<String> {
         let mut out: Vec<String> = self

@@ -119,6 +119,11 @@ fn the_shipped_dashboard_and_rules_use_real_names() {
     m.shared.invalid("data");
     m.shared.avoided("b", 1);
     m.shared.wait("filled", std::time::Duration::from_millis(3));
+    m.plan.entry("j", 0, "ahead");
+    m.plan.fetched("j", 0, 1);
+    m.plan.lead("j", 0, 1, 1.0);
+    m.plan
+        .read_wait("b", Some(("j", 0)), std::time::Duration::from_millis(1));
     let served = m.render();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
     let mut used = 0;

@@ -130,7 +130,24 @@ struct Dashboard {
     backends: Vec<BackendView>,
     /// The shared tier, when the daemon has one (its series exist).
     shared: Option<SharedView>,
+    /// Seconds readers spent blocked on each backend (data stalls).
+    stalls: Vec<(String, f64)>,
+    /// Epoch plans kept (their series exist).
+    plans: Vec<PlanView>,
     auth: Vec<AuthView>,
+}
+
+/// One plan's figures.
+#[derive(Debug, Serialize)]
+struct PlanView {
+    job: String,
+    rank: String,
+    ahead: f64,
+    late: f64,
+    failed: f64,
+    lead_bytes: f64,
+    lead_seconds: f64,
+    blocked_seconds: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -382,8 +399,51 @@ fn dashboard(s: &Snapshot, since: bool) -> Dashboard {
         },
         backends,
         shared: shared_view(s),
+        stalls: s
+            .label_values("warpdrive_read_wait_seconds_total", "backend")
+            .into_iter()
+            .map(|b| {
+                let n = s.value("warpdrive_read_wait_seconds_total", &[("backend", &b)]);
+                (b, n)
+            })
+            .collect(),
+        plans: plan_views(s),
         auth,
     }
+}
+
+/// Every plan with series: (job, rank) pairs from the lead gauge, which each plan sets.
+fn plan_views(s: &Snapshot) -> Vec<PlanView> {
+    let mut out = Vec::new();
+    for job in s.label_values("warpdrive_plan_lead_bytes", "job") {
+        for rank in s.label_values("warpdrive_plan_lead_bytes", "rank") {
+            let l = [("job", job.as_str()), ("rank", rank.as_str())];
+            if !s.has("warpdrive_plan_lead_bytes", &l) {
+                continue;
+            }
+            let entries = |o: &str| {
+                s.value(
+                    "warpdrive_plan_entries_total",
+                    &[
+                        ("job", job.as_str()),
+                        ("rank", rank.as_str()),
+                        ("outcome", o),
+                    ],
+                )
+            };
+            out.push(PlanView {
+                job: job.clone(),
+                rank: rank.clone(),
+                ahead: entries("ahead"),
+                late: entries("late"),
+                failed: entries("failed"),
+                lead_bytes: s.value("warpdrive_plan_lead_bytes", &l),
+                lead_seconds: s.value("warpdrive_plan_lead_seconds", &l),
+                blocked_seconds: s.value("warpdrive_plan_read_wait_seconds_total", &l),
+            });
+        }
+    }
+    out
 }
 
 fn shared_view(s: &Snapshot) -> Option<SharedView> {
@@ -581,6 +641,44 @@ fn render(d: &Dashboard, rate: Option<(f64, Duration)>) -> String {
         ));
         for (b, n) in &t.origin_bytes_avoided {
             o.push_str(&format!("  {b:<16} origin bytes avoided {}\n", bytes(*n)));
+        }
+    }
+    if !d.stalls.is_empty() {
+        o.push_str("\nData stalls (readers blocked in read, waiting on a backend)\n");
+        for (b, secs_blocked) in &d.stalls {
+            // Reader-seconds blocked per second: near 0, the job is not I/O bound; 1 or more,
+            // a reader (or several) spends its time waiting.
+            let per = ratio(*secs_blocked, d.uptime_seconds);
+            o.push_str(&format!(
+                "  {b:<16} {} blocked ({} per second of {})\n",
+                secs(*secs_blocked),
+                per.map_or("-".into(), |r| format!("{r:.2} reader-seconds")),
+                if d.since_snapshot {
+                    "the window"
+                } else {
+                    "uptime"
+                }
+            ));
+        }
+    }
+    if !d.plans.is_empty() {
+        o.push_str("\nPlans\n");
+        o.push_str(&format!(
+            "  {:<20} {:>4} {:>8} {:>7} {:>6} {:>10} {:>8} {:>10}\n",
+            "job", "rank", "ahead", "late", "failed", "lead", "lead s", "blocked"
+        ));
+        for p in &d.plans {
+            o.push_str(&format!(
+                "  {:<20} {:>4} {:>8} {:>7} {:>6} {:>10} {:>8.1} {:>10}\n",
+                p.job,
+                p.rank,
+                count(p.ahead),
+                count(p.late),
+                count(p.failed),
+                bytes(p.lead_bytes),
+                p.lead_seconds,
+                secs(p.blocked_seconds)
+            ));
         }
     }
     o.push_str("\nAuth\n");
