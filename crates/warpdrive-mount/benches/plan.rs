@@ -140,7 +140,7 @@ fn main() {
         "origin",
         "",
     );
-    let cap_mib = dataset / 2 >> 20;
+    let cap_mib = (dataset / 2) >> 20;
     println!(
         "# Plans: forge over {shards} shards of {SAMPLES} images ({:.0} MB), cache {cap_mib} MiB (half), {WORKERS} workers, origin link {WEST_US_3}, page cache dropped every second\n",
         dataset as f64 / 1e6
@@ -160,15 +160,15 @@ fn main() {
         "| epoch | kept with plans | kept with LRU | target (plans) | images/s with plans | images/s LRU |"
     );
     println!("|---:|---:|---:|---:|---:|---:|");
-    for e in 0..EPOCHS as usize {
+    for (e, (planned, lru)) in rows[0].iter().zip(&rows[1]).enumerate() {
         println!(
             "| {} | {:.2} | {:.2} | {} | {:.0} | {:.0} |",
             e + 1,
-            rows[0][e].0,
-            rows[1][e].0,
+            planned.0,
+            lru.0,
             if e >= 1 { "≥ 0.45" } else { "" },
-            rows[0][e].1,
-            rows[1][e].1
+            planned.1,
+            lru.1
         );
     }
     let later = |r: &[(f64, f64)]| (r[1].1 + r[2].1) / 2.0;
