@@ -170,14 +170,11 @@ impl Cache {
         if total <= target {
             return Ok(out);
         }
-        let advisor = self.advisor.0.read().clone();
-        let advice = advisor.and_then(|a| {
-            let names: Vec<(&str, &str)> = candidates
-                .iter()
-                .map(|c| (c.backend.as_str(), c.key.as_str()))
-                .collect();
-            a(&names)
-        });
+        let names: Vec<(&str, &str)> = candidates
+            .iter()
+            .map(|c| (c.backend.as_str(), c.key.as_str()))
+            .collect();
+        let advice = self.advice(&names);
         if let Some(uses) = advice {
             for (c, u) in candidates.iter_mut().zip(uses) {
                 c.next_use = u;
@@ -333,8 +330,13 @@ impl Cache {
 
     /// Whether plans order eviction now.
     fn planned(&self) -> bool {
+        self.advice(&[]).is_some()
+    }
+
+    /// What the advisor says of `names` now (`None`: no advisor, or no plan kept).
+    pub fn advice(&self, names: &[(&str, &str)]) -> Option<Vec<NextUse>> {
         let advisor = self.advisor.0.read().clone();
-        advisor.is_some_and(|a| a(&[]).is_some())
+        advisor.and_then(|a| a(names))
     }
 
     /// Lets the readers' plans order eviction ([`Advisor`]).
