@@ -389,8 +389,6 @@ impl Fs {
         if let Some(fh) = self.inode_handle(ino) {
             return Ok(fh);
         }
-        // A read is in flight on this inode with its pages locked: the kernel's pages of an
-        // older version are dropped by the invalidation thread, not waited for here.
         let o = self.open_as(ino, false, false).await?;
         if o.passthrough.is_some() {
             self.passthrough_declined(o.fh);
@@ -406,17 +404,19 @@ impl Fs {
         Ok(kept)
     }
 
-    /// [`Fs::open`]; `wait_invalidation`: a stale inode's kernel pages are dropped before
-    /// the open returns (else the drop is queued).
-    async fn open_as(&self, ino: Ino, write: bool, wait_invalidation: bool) -> FsResult<Opened> {
+    /// [`Fs::open`]. `by_kernel`: an open the kernel asked for, which the reader's plan
+    /// counts, and before whose answer a stale inode's kernel pages are dropped; else the
+    /// handle of an inode read without opens, opened inside a read (the drop is queued: the
+    /// read holds the pages it would wait for).
+    async fn open_as(&self, ino: Ino, write: bool, by_kernel: bool) -> FsResult<Opened> {
         if write {
             return Err(FsError::ReadOnly);
         }
         let node = self.node(ino)?;
         let obj = self.object_of(&node).await?;
-        if wait_invalidation && self.plans.any() {
-            // An open the kernel asked for: the reader starts on the file. (An inode's
-            // handle for reads without opens counts its reads from the start instead.)
+        if by_kernel && self.plans.any() {
+            // The reader starts on the file. (An inode's handle for reads without opens
+            // counts its reads from the start instead.)
             self.plan_read(&obj, Reach::Whole);
         }
         let (pinned, passthrough) = self.passthrough_offer(&obj).await;
@@ -431,7 +431,7 @@ impl Fs {
             st.opened_etag = Some(obj.id.etag.clone());
             ((same || first) && !stale && !obj.id.etag.is_empty(), stale)
         };
-        if stale && !wait_invalidation {
+        if stale && !by_kernel {
             self.queue_invalidation(ino);
         } else if stale {
             // The kernel may still hold the old version's size (its attributes live for the

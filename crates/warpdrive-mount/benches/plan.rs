@@ -16,25 +16,17 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{Mount, drop_page_cache, runtime, scrape, selected, value};
+use common::{Mount, drop_page_cache, forge, forge_gen, runtime, scrape, selected, value};
 use warpdrive_testkit::{Emulator, Kind, WEST_US_3, WanProxy, upload_many};
 
 const SAMPLES: usize = 48;
 const WORKERS: usize = 4;
 const BATCH: usize = 32;
 const EPOCHS: u64 = 3;
-
-fn forge() -> PathBuf {
-    Path::new(common::BIN)
-        .parent()
-        .expect("bin dir")
-        .join("warpdrive-forge")
-}
 
 /// Bytes the daemon received from the origin.
 fn origin_bytes(m: &Mount) -> f64 {
@@ -109,17 +101,16 @@ fn main() {
     let shards = shards.div_ceil(WORKERS) * WORKERS;
     let rt = runtime();
     let local = tempfile::tempdir().expect("tmp");
-    let made = std::process::Command::new(forge())
-        .args(["gen", "--shards", &shards.to_string()])
-        .args(["--samples-per-shard", &SAMPLES.to_string()])
-        .args(["--image-size", "640x480", "--out"])
-        .arg(local.path())
-        .output()
-        .expect("forge gen");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
+    forge_gen(
+        &[
+            "--shards",
+            &shards.to_string(),
+            "--samples-per-shard",
+            &SAMPLES.to_string(),
+            "--image-size",
+            "640x480",
+        ],
+        local.path(),
     );
     let mut objects = Vec::new();
     for e in std::fs::read_dir(local.path()).expect("ls") {

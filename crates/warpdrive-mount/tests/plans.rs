@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Mount, ctl, ctl_any, runtime, scrape, sha256, value};
+use common::{Mount, ctl, ctl_any, forge, forge_gen, runtime, scrape, sha256, value};
 use warpdrive_testkit::{Emulator, Kind, random_bytes, shuffled, upload_many};
 
 #[test]
@@ -196,26 +196,13 @@ print("python module ok")
 #[test]
 fn forge_submits_each_epochs_order_and_trains_the_same() {
     let data = tempfile::tempdir().expect("tmp");
-    let forge = std::path::Path::new(common::BIN)
-        .parent()
-        .expect("bin dir")
-        .join("warpdrive-forge");
-    let made = std::process::Command::new(&forge)
-        .args(["gen", "--layout", "files", "--files", "300", "--out"])
-        .arg(data.path())
-        .output()
-        .expect("forge gen");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    forge_gen(&["--layout", "files", "--files", "300"], data.path());
     let b = warpdrive_testkit::local_backend("ds", data.path());
     let m = Mount::start(std::slice::from_ref(&b), "metadata_ttl: 10m\n");
     let runs = tempfile::tempdir().expect("tmp");
     let train = |name: &str, plan: bool| -> serde_json::Value {
         let summary = runs.path().join(format!("{name}.json"));
-        let mut c = std::process::Command::new(&forge);
+        let mut c = std::process::Command::new(forge());
         // 40 steps of 16 over 300 files: a little over two epochs.
         c.arg("train")
             .arg("--files")

@@ -124,10 +124,7 @@ fn files_opened_by_path_cost_one_listing_per_directory_and_one_get_each() {
 
 /// Runs `warpdrive-forge train` on the file list `list` and returns its summary.
 fn forge_train(list: &std::path::Path, summary: &std::path::Path) -> serde_json::Value {
-    let forge = std::path::Path::new(common::BIN)
-        .parent()
-        .expect("bin dir")
-        .join("warpdrive-forge");
+    let forge = common::forge();
     let out = std::process::Command::new(&forge)
         .arg("train")
         .arg("--files")
@@ -153,20 +150,7 @@ fn forge_train(list: &std::path::Path, summary: &std::path::Path) -> serde_json:
 fn forge_on_loose_files_is_the_same_computation_cold_warm_and_local() {
     let rt = runtime();
     let local = tempfile::tempdir().expect("tempdir");
-    let forge = std::path::Path::new(common::BIN)
-        .parent()
-        .expect("bin dir")
-        .join("warpdrive-forge");
-    let made = std::process::Command::new(&forge)
-        .args(["gen", "--layout", "files", "--files", "400", "--out"])
-        .arg(local.path())
-        .output()
-        .expect("forge gen");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    common::forge_gen(&["--layout", "files", "--files", "400"], local.path());
     let list = local.path().join("files.txt");
     let mut objects = vec![("files.txt".to_string(), std::fs::read(&list).expect("list"))];
     for rel in std::fs::read_to_string(&list).expect("list").lines() {

@@ -320,6 +320,27 @@ pub fn ctl_any(m: &Mount, args: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
+/// The `warpdrive-forge` binary built beside the daemon.
+pub fn forge() -> PathBuf {
+    Path::new(BIN).with_file_name("warpdrive-forge")
+}
+
+/// Runs `warpdrive-forge gen` with `args` into `out`; fails with its stderr if it fails.
+pub fn forge_gen(args: &[&str], out: &Path) {
+    let made = Command::new(forge())
+        .arg("gen")
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap_or_else(|e| panic!("warpdrive-forge: {e} (run `cargo build --bins` first)"));
+    assert!(
+        made.status.success(),
+        "forge gen: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+}
+
 /// A `warpdrive-ctl` command on the mount's config, to spawn.
 pub fn ctl_command(m: &Mount, args: &[&str]) -> Command {
     let mut c = Command::new(Path::new(BIN).with_file_name("warpdrive-ctl"));
