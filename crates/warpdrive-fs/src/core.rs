@@ -141,7 +141,7 @@ pub struct PendingRead {
     size: u32,
     p: Pending,
     /// The plan (job, rank) that reads this file, if any: its reader's waits are its stalls.
-    plan: Option<(String, u32)>,
+    plan: Option<Arc<plans::Run>>,
 }
 
 /// How [`Fs::read_start`] left a read.
@@ -562,7 +562,7 @@ impl Fs {
         let r = self.reader.complete(p).await;
         self.metrics.plan.read_wait(
             &h.obj.id.backend,
-            plan.as_ref().map(|(j, r)| (j.as_str(), *r)),
+            plan.as_ref().map(|r| r.id()),
             started.elapsed(),
         );
         r.map_err(|e| self.read_failed(&h, offset, size, e))

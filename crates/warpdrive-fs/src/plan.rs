@@ -56,6 +56,11 @@ const FAILED: u8 = 4;
 #[error("{0}")]
 pub struct PlanError(pub String);
 
+/// `bytes` in seconds at `rate` bytes a second (0 before the rate is known).
+fn lead_seconds(bytes: u64, rate: f64) -> f64 {
+    if rate > 0.0 { bytes as f64 / rate } else { 0.0 }
+}
+
 /// Plan entries from text: one per line, `PATH` (the whole file) or `PATH<TAB>OFFSET<TAB>LENGTH`
 /// (a byte range); blank lines and lines starting with `#` are skipped. Errors name the line.
 pub fn parse_lines(text: &str) -> Result<Vec<PlanEntry>, PlanError> {
@@ -133,7 +138,8 @@ pub struct Plan {
     pub epoch: u64,
     pub entries: Vec<Entry>,
     /// Positions of each file's entries, ascending.
-    by_file: HashMap<(BackendId, String), Vec<u32>>,
+    /// Per backend (by id), so that a read's key is looked up without a copy of it.
+    by_file: Vec<HashMap<String, Vec<u32>>>,
     progress: Mutex<Progress>,
     /// Entries before this one have been claimed by the prefetcher: from the reader's
     /// position up to here is the window fetched ahead, which eviction spares.
@@ -188,7 +194,7 @@ impl Plan {
             )));
         }
         let mut entries = Vec::with_capacity(req.entries.len());
-        let mut by_file: HashMap<(BackendId, String), Vec<u32>> = HashMap::new();
+        let mut by_file: Vec<HashMap<String, Vec<u32>>> = vec![HashMap::new(); backends.len()];
         for (i, e) in req.entries.iter().enumerate() {
             let bad = |why: &str| PlanError(format!("entry {} ({:?}): {why}", i + 1, e.path));
             let (backend, key) = e.path.split_once('/').unwrap_or((&e.path, ""));
@@ -210,8 +216,8 @@ impl Plan {
                 _ => return Err(bad("give both offset and length, or neither")),
             };
             let backend = BackendId(b);
-            by_file
-                .entry((backend, key.to_string()))
+            by_file[b]
+                .entry(key.to_string())
                 .or_default()
                 .push(i as u32);
             entries.push(Entry {
@@ -244,7 +250,12 @@ impl Plan {
 
     /// Whether the plan reads `backend`/`key` at all.
     pub fn has_file(&self, backend: BackendId, key: &str) -> bool {
-        self.by_file.contains_key(&(backend, key.to_string()))
+        self.positions(backend, key).is_some()
+    }
+
+    /// Where the plan reads `backend`/`key`, ascending.
+    fn positions(&self, backend: BackendId, key: &str) -> Option<&Vec<u32>> {
+        self.by_file.get(backend.0)?.get(key)
     }
 
     /// A reader started reading `backend`/`key` (of `file_size` bytes): `reach` says which
@@ -259,7 +270,7 @@ impl Plan {
         reach: Reach,
         file_size: u64,
     ) -> Vec<Outcome> {
-        let Some(positions) = self.by_file.get(&(backend, key.to_string())) else {
+        let Some(positions) = self.positions(backend, key) else {
             return Vec::new();
         };
         let mut p = self.progress.lock();
@@ -339,6 +350,11 @@ impl Plan {
         self.lead.load(Ordering::Relaxed)
     }
 
+    /// The lead in seconds of the reader's pace (0 before the pace is known).
+    pub fn lead_seconds(&self) -> f64 {
+        lead_seconds(self.lead(), self.progress.lock().rate)
+    }
+
     /// Claims entry `i` for fetching; false if the reader passed it or it is claimed.
     pub fn claim(&self, i: usize) -> bool {
         self.issued.fetch_max(i + 1, Ordering::Relaxed);
@@ -352,7 +368,7 @@ impl Plan {
     /// position, inside the window fetched ahead)`; `None` if the plan does not read it again.
     /// An entry a slower worker has yet to read behind the position is due now (0, kept).
     pub fn next_use(&self, backend: BackendId, key: &str) -> Option<(u64, bool)> {
-        let positions = self.by_file.get(&(backend, key.to_string()))?;
+        let positions = self.positions(backend, key)?;
         let reached = self.reached();
         let issued = self.issued.load(Ordering::Relaxed);
         let from = reached.saturating_sub(BEHIND);
@@ -412,11 +428,7 @@ impl Plan {
             fetched_bytes: self.fetched_bytes.load(Ordering::Relaxed),
             lead_bytes,
             rate_bytes_per_second: rate,
-            lead_seconds: if rate > 0.0 {
-                lead_bytes as f64 / rate
-            } else {
-                0.0
-            },
+            lead_seconds: lead_seconds(lead_bytes, rate),
             state: state.to_string(),
         }
     }

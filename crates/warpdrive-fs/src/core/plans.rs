@@ -38,7 +38,7 @@ const TICK: Duration = Duration::from_millis(200);
 
 /// A plan with its prefetch task's controls.
 #[derive(Debug)]
-struct Run {
+pub(super) struct Run {
     plan: Plan,
     /// Set when the plan is replaced or cleared: the task stops.
     stop: AtomicBool,
@@ -49,6 +49,11 @@ struct Run {
 }
 
 impl Run {
+    /// The plan's job and rank.
+    pub(super) fn id(&self) -> (&str, u32) {
+        (&self.plan.job, self.plan.rank)
+    }
+
     fn state(&self) -> &'static str {
         if self.stop.load(Ordering::Relaxed) {
             "replaced"
@@ -191,9 +196,9 @@ impl Fs {
     }
 
     /// A reader started on `obj` (`reach`: opened it, or read at an offset): moves the
-    /// position of each plan that reads the file. Returns the first such plan's job and rank
-    /// (for stall accounting).
-    pub(super) fn plan_read(&self, obj: &Object, reach: Reach) -> Option<(String, u32)> {
+    /// position of each plan that reads the file. Returns the first such plan (its reader's
+    /// waits are counted as its stalls).
+    pub(super) fn plan_read(&self, obj: &Object, reach: Reach) -> Option<Arc<Run>> {
         let backend = self.backend_id(&obj.id.backend).ok()?;
         let runs: Vec<Arc<Run>> = self.plans.runs.lock().values().cloned().collect();
         let mut first = None;
@@ -201,7 +206,7 @@ impl Fs {
             if !r.plan.has_file(backend, &obj.id.key) {
                 continue;
             }
-            first.get_or_insert_with(|| (r.plan.job.clone(), r.plan.rank));
+            first.get_or_insert_with(|| r.clone());
             let outcomes = r.plan.read(backend, &obj.id.key, reach, obj.size);
             for o in &outcomes {
                 let name = match o {
@@ -308,11 +313,9 @@ async fn prefetch(fs: Arc<Fs>, run: Arc<Run>) {
                 (i, r)
             });
         }
-        let lead = plan.lead();
-        let s = plan.status("");
         fs.metrics
             .plan
-            .lead(&plan.job, plan.rank, lead, s.lead_seconds);
+            .lead(&plan.job, plan.rank, plan.lead(), plan.lead_seconds());
         if flights.is_empty() && next >= plan.entries.len() {
             run.done.store(true, Ordering::Relaxed);
             break;
