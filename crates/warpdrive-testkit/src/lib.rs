@@ -406,7 +406,23 @@ fn http(
 
 /// Creates a container or bucket on the emulator listening on `port`.
 pub fn create_bucket(kind: Kind, port: u16, bucket: &str) -> Result<()> {
-    let (status, body) = match kind {
+    // An emulator that has just started listening may still reset a connection (seen with
+    // Azurite under a loaded test run): the request is idempotent, so it is sent again for a
+    // few seconds. An HTTP error answer is not retried.
+    let t0 = std::time::Instant::now();
+    loop {
+        match bucket_request(kind, port, bucket) {
+            Err(_) if t0.elapsed() < std::time::Duration::from_secs(10) => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            r => return check_bucket_answer(kind, bucket, r?),
+        }
+    }
+}
+
+/// One container-creating request: (status, body), or the transport's error.
+fn bucket_request(kind: Kind, port: u16, bucket: &str) -> Result<(u16, String)> {
+    Ok(match kind {
         Kind::Azurite => {
             let date = httpdate::fmt_http_date(std::time::SystemTime::now());
             let version = "2021-08-06";
@@ -445,8 +461,11 @@ pub fn create_bucket(kind: Kind, port: u16, bucket: &str) -> Result<()> {
                 body.as_bytes(),
             )?
         }
-    };
-    // 409: it already exists, which is what we wanted.
+    })
+}
+
+/// The container-creating request's answer: created, or already there (409).
+fn check_bucket_answer(kind: Kind, bucket: &str, (status, body): (u16, String)) -> Result<()> {
     if !(200..300).contains(&status) && status != 409 {
         bail!(
             "creating {bucket} on {} failed with HTTP {status}: {body:.500}",
