@@ -3,12 +3,16 @@
 A plan is the ordered list of files (or byte ranges of them) one reader of a training job
 will read in an epoch. The daemon fetches each entry into its cache before the reader gets
 there, keeping about ten seconds of the reader's pace ahead. This module talks to the
-daemon's control API (``POST /api/v1/plans``) with the standard library only.
+daemon with the standard library only: through its control API (``POST /api/v1/plans``), or,
+from a process that can reach the mount but not the control socket (a container given only
+the mount), through the control file ``<mount>/.warpdrive/plan``.
 
-Connection, in order: the ``socket``/``url`` arguments, then ``WARPDRIVE_SOCKET`` (the
-control socket's path) or ``WARPDRIVE_API`` (``http://host:port``, with ``WARPDRIVE_TOKEN``).
+Connection, in order: the ``socket``, ``url`` or ``mount`` argument, then the environment:
+``WARPDRIVE_SOCKET`` (the control socket's path), ``WARPDRIVE_API`` (``http://host:port``,
+with ``WARPDRIVE_TOKEN``), ``WARPDRIVE_MOUNT`` (the mount point as this process sees it).
 """
 
+import errno as _errno
 import http.client
 import json
 import os
@@ -41,7 +45,91 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = s
 
 
-def _request(method, path, body=None, socket=None, url=None, token=None, timeout=60.0):
+def _mount_of(socket=None, url=None, mount=None, **_):
+    """The mount whose control file to use, when no socket or URL is given or set."""
+    if socket or url:
+        return None
+    if mount:
+        return mount
+    if os.environ.get("WARPDRIVE_SOCKET") or os.environ.get("WARPDRIVE_API"):
+        return None
+    return os.environ.get("WARPDRIVE_MOUNT")
+
+
+def _numbers(fields):
+    out = {}
+    for k, v in fields.items():
+        try:
+            out[k] = int(v)
+        except ValueError:
+            try:
+                out[k] = float(v)
+            except ValueError:
+                out[k] = v
+    return out
+
+
+def _control(mount, text):
+    """Writes ``text`` to the mount's control file, submits it (``fsync``) and returns the
+    file's status text; raises PlanError with the daemon's reason when refused."""
+    path = os.path.join(mount, ".warpdrive", "plan")
+    try:
+        fd = os.open(path, os.O_RDWR if text else os.O_RDONLY)
+    except OSError as e:
+        raise PlanError(f"the control file {path} could not be opened: {e}") from e
+    try:
+        if text:
+            data = memoryview(text.encode())
+            done = 0
+            while done < len(data):
+                done += os.pwrite(fd, data[done : done + (1 << 20)], done)
+            try:
+                os.fsync(fd)
+            except OSError as e:
+                if e.errno != _errno.EINVAL:
+                    raise PlanError(f"the control file {path}: {e}") from e
+        chunks = []
+        while True:
+            b = os.pread(fd, 1 << 16, sum(len(c) for c in chunks))
+            if not b:
+                break
+            chunks.append(b)
+        status = b"".join(chunks).decode()
+    finally:
+        os.close(fd)
+    own = next((l[5:] for l in status.splitlines() if l.startswith("this ")), None)
+    if text and (own is None or own.startswith("refused: ")):
+        raise PlanError(own[len("refused: ") :] if own else "the control file gave no result")
+    return status, own
+
+
+def _control_plans(status):
+    plans = []
+    for line in status.splitlines():
+        if line.startswith("plan "):
+            plans.append(_numbers(dict(w.split("=", 1) for w in line.split()[1:])))
+    return plans
+
+
+def _control_line(i, e, root):
+    """Entry ``i`` as a line of the control file, its path made ``BACKEND/KEY``."""
+    e = _entry(e)
+    path = e["path"]
+    if path.startswith("wd://"):
+        path = path[len("wd://") :]
+    elif os.path.isabs(path):
+        rel = os.path.relpath(path, root)
+        if rel == os.curdir or rel.startswith(os.pardir):
+            raise PlanError(f"entry {i + 1} ({path!r}): not under the mount {root}")
+        path = rel
+    if any(c in path for c in "\t\r\n"):
+        raise PlanError(f"entry {i + 1} ({path!r}): a tab or line break cannot go through the control file")
+    if "offset" in e:
+        return f"{path}\t{e['offset']}\t{e['length']}\n"
+    return path + "\n"
+
+
+def _request(method, path, body=None, socket=None, url=None, token=None, timeout=60.0, mount=None):
     socket = socket or (None if url else os.environ.get("WARPDRIVE_SOCKET"))
     url = url or os.environ.get("WARPDRIVE_API")
     token = token or os.environ.get("WARPDRIVE_TOKEN")
@@ -59,8 +147,8 @@ def _request(method, path, body=None, socket=None, url=None, token=None, timeout
             headers["Authorization"] = f"Bearer {token}"
     else:
         raise PlanError(
-            "no daemon given: pass socket= (the config's control.socket) or url=, "
-            "or set WARPDRIVE_SOCKET or WARPDRIVE_API"
+            "no daemon given: pass socket= (the config's control.socket), url= or mount=, "
+            "or set WARPDRIVE_SOCKET, WARPDRIVE_API or WARPDRIVE_MOUNT"
         )
     data = None if body is None else json.dumps(body).encode()
     try:
@@ -95,17 +183,33 @@ def submit_plan(paths, job, rank=0, epoch=0, **conn):
     length)`` tuples for byte ranges. Replaces the job and rank's plan of an earlier epoch.
     Raises :class:`PlanError` with the daemon's reason when refused.
     """
+    mount = _mount_of(**conn)
+    if mount:
+        root = os.path.abspath(mount)
+        text = f"warpdrive-plan job={job} rank={int(rank)} epoch={int(epoch)}\n"
+        text += "".join(_control_line(i, p, root) for i, p in enumerate(paths))
+        status, _ = _control(mount, text)
+        mine = [p for p in _control_plans(status) if p["job"] == job and p["rank"] == int(rank)]
+        return mine[0] if mine else None
     body = {"job": job, "rank": int(rank), "epoch": int(epoch), "entries": [_entry(p) for p in paths]}
     return _request("POST", "/api/v1/plans", body, **conn)
 
 
 def plan_status(**conn):
     """Every plan the daemon keeps: entries reached, ahead, late, and the lead."""
+    mount = _mount_of(**conn)
+    if mount:
+        return _control_plans(_control(mount, "")[0])
     return _request("GET", "/api/v1/plans", **conn)
 
 
 def clear_plan(job, rank=None, **conn):
     """Drops the job's plans (one rank's when given); how many were dropped."""
+    mount = _mount_of(**conn)
+    if mount:
+        text = f"warpdrive-plan clear job={job}" + ("" if rank is None else f" rank={int(rank)}")
+        _, own = _control(mount, text + "\n")
+        return int(own.rsplit("plans=", 1)[1])
     q = "" if rank is None else f"?rank={int(rank)}"
     return _request("DELETE", f"/api/v1/plans/{job}{q}", **conn)["cleared"]
 

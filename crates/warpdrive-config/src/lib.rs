@@ -42,6 +42,10 @@ pub const DEFAULT_PASSTHROUGH_MIN_SIZE: u64 = 1 << 20;
 /// Default metrics listener: loopback only, so nothing is exposed unless asked for.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9090";
 
+/// The control directory in the mount root (`<mount>/.warpdrive/plan`): no backend may take
+/// its name.
+pub const CONTROL_DIR: &str = ".warpdrive";
+
 /// Longest backend name: it becomes a directory name under the mount point.
 const MAX_NAME_BYTES: usize = 255;
 
@@ -210,6 +214,10 @@ pub struct FuseConfig {
     /// small file costs, at the price of passthrough and of per-descriptor versions (every
     /// descriptor of an inode reads the inode's one version). Off by default.
     pub zero_message_opens: bool,
+    /// Serve the control file `<mount>/.warpdrive/plan`, through which readers that cannot
+    /// reach the control socket submit epoch plans. On by default; not served with
+    /// zero-message opens (the daemon would never hear of the `close` that submits).
+    pub control_file: bool,
 }
 
 /// A backend's identity and its token, as `status` shows it: filled in by the store layer,
@@ -737,6 +745,7 @@ impl Config {
             passthrough: raw_fuse.passthrough.unwrap_or(Passthrough::Auto),
             passthrough_min_size,
             zero_message_opens: raw_fuse.zero_message_opens.unwrap_or(false),
+            control_file: raw_fuse.control_file.unwrap_or(true),
         };
 
         let raw_retry = raw.retry.unwrap_or_default();
@@ -964,6 +973,11 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     if name == "." || name == ".." {
         return Err(format!(
             "`{name}` cannot be a directory name; choose another"
+        ));
+    }
+    if name == CONTROL_DIR {
+        return Err(format!(
+            "`{name}` is the mount's control directory; choose another name"
         ));
     }
     if name.len() > MAX_NAME_BYTES {

@@ -67,6 +67,7 @@ pub(crate) struct RawFuse {
     pub passthrough: Option<crate::Passthrough>,
     pub passthrough_min_size: Option<String>,
     pub zero_message_opens: Option<bool>,
+    pub control_file: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -63,6 +63,7 @@ fn the_issue_example_parses() {
         !c.fuse.zero_message_opens,
         "opens reach the daemon by default"
     );
+    assert!(c.fuse.control_file, "the control file is served by default");
     assert_eq!(c.cache.min_free, SizeLimit::PercentOfDisk(10.0));
     assert_eq!(c.cache.block_size, DEFAULT_BLOCK_SIZE);
     assert_eq!(c.cache.prefetch_budget, 256 << 20);
@@ -145,6 +146,11 @@ fn malformed_configs_name_the_field() {
             "name: scratch",
             "name: ..",
             &["backends[4].name", "cannot be a directory name"],
+        ),
+        (
+            "name: scratch",
+            "name: .warpdrive",
+            &["backends[4].name", "control directory"],
         ),
         (
             "name: scratch",

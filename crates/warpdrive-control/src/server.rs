@@ -85,6 +85,7 @@ impl Control {
                 prefetch_budget: config.cache.prefetch_budget,
                 passthrough: false,
                 passthrough_min_size: 0,
+                control: None,
             },
             build_backends(config)?,
             Some(cache.clone()),

@@ -41,12 +41,14 @@ use warpdrive_metrics::Metrics;
 use warpdrive_store::{Backend, StoreError, valid_component};
 
 use crate::blocks::{Begun, BlockReader, Object, Pending, Stream};
+use crate::control::Control;
 use crate::error::{FsError, FsResult};
 use crate::inode::{BackendId, Ino, InodeTable, Kind, Node, NodePath};
 use crate::listing::{Entry, Listing, Status};
 use crate::negative::{NEGATIVE_MAX, Negatives};
 use crate::plan::Reach;
 
+mod control;
 mod dirs;
 mod meta;
 mod passthrough;
@@ -75,6 +77,9 @@ pub struct FsConfig {
     pub passthrough: bool,
     /// Files smaller than this are not handed over: they open faster keep-cache.
     pub passthrough_min_size: u64,
+    /// The mount point, when the control directory `.warpdrive` is served (absolute paths
+    /// in plans written to it are taken below it); `None`: no control directory.
+    pub control: Option<std::path::PathBuf>,
 }
 
 /// Asks the kernel to drop its cached pages of an inode.
@@ -107,6 +112,9 @@ pub struct Opened {
     /// Serve reads from this cache file in the kernel (FUSE passthrough): the cache's id of
     /// the object version, and its data file.
     pub passthrough: Option<(u64, std::fs::File)>,
+    /// Reads and writes go straight to the daemon, past the page cache, and `close` is
+    /// sent (the control file); else the kernel need not tell the daemon of a `close`.
+    pub direct: bool,
 }
 
 /// Attributes of a node, FUSE-free.
@@ -221,6 +229,8 @@ pub struct Fs {
     /// Epoch plans, one per job and rank, each with its prefetch task; eviction asks them
     /// which cached objects are read next.
     plans: Arc<plans::Plans>,
+    /// The control file's handles (`<mount>/.warpdrive/plan`).
+    control: Control,
 }
 
 /// How often a backend's "serving stale metadata" warning is repeated during an outage.
@@ -260,6 +270,7 @@ impl Fs {
             negatives: Negatives::new(cfg.negative_ttl, NEGATIVE_MAX),
             by_inode: Mutex::new(HashMap::new()),
             plans: Arc::default(),
+            control: Control::new(cfg.control.clone()),
             cfg,
             backends,
             inodes: InodeTable::new(),
@@ -409,6 +420,9 @@ impl Fs {
     /// handle of an inode read without opens, opened inside a read (the drop is queued: the
     /// read holds the pages it would wait for).
     async fn open_as(&self, ino: Ino, write: bool, by_kernel: bool) -> FsResult<Opened> {
+        if crate::control::owns(ino) {
+            return self.control_open(ino);
+        }
         if write {
             return Err(FsError::ReadOnly);
         }
@@ -464,6 +478,7 @@ impl Fs {
             fh,
             keep_cache,
             passthrough,
+            direct: false,
         })
     }
 
@@ -519,6 +534,9 @@ impl Fs {
     /// from its own thread, with no hop to the runtime), else pending on fetches, to
     /// complete with [`Fs::read_finish`]. Must run inside the tokio runtime's context.
     pub fn read_start(&self, fh: u64, offset: u64, size: u32) -> ReadStart {
+        if crate::control::owns_fh(fh) {
+            return ReadStart::Done(self.control_read(fh, offset, size).map(Bytes::from));
+        }
         let Some(h) = self.files.read().get(&fh).cloned() else {
             return ReadStart::Done(Err(FsError::BadHandle));
         };
@@ -609,6 +627,10 @@ impl Fs {
     }
 
     pub fn release(&self, fh: u64) {
+        if crate::control::owns_fh(fh) {
+            self.control.release(fh);
+            return;
+        }
         let Some(h) = self.files.write().remove(&fh) else {
             return;
         };

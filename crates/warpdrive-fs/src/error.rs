@@ -33,9 +33,17 @@ pub enum FsError {
     #[error("not a terminal or device")]
     NotATerminal,
     /// An operation the mount does not implement, and tells the kernel so (it then stops
-    /// sending it): `flush`, which has nothing to do on a read-only mount.
+    /// sending it): `flush` under zero-message opens, where no file has anything to do at
+    /// `close`.
     #[error("not implemented")]
     NotImplemented,
+    /// What was written to the control file was refused (the reason is logged and can be
+    /// read back from the file).
+    #[error("refused: {0}")]
+    Invalid(String),
+    /// A write past the most the control file takes.
+    #[error("too large")]
+    TooLarge,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -55,6 +63,8 @@ impl FsError {
             FsError::Busy => libc::EBUSY,
             FsError::NotATerminal => libc::ENOTTY,
             FsError::NotImplemented => libc::ENOSYS,
+            FsError::Invalid(_) => libc::EINVAL,
+            FsError::TooLarge => libc::EFBIG,
             FsError::Store(e) => store_errno(e),
         }
     }
@@ -206,6 +216,8 @@ mod tests {
             (FsError::Busy, libc::EBUSY),
             (FsError::NotATerminal, libc::ENOTTY),
             (FsError::NotImplemented, libc::ENOSYS),
+            (FsError::Invalid("line 1".into()), libc::EINVAL),
+            (FsError::TooLarge, libc::EFBIG),
         ];
         for (e, errno) in fs {
             assert_eq!(e.errno(), errno, "{e:?}");

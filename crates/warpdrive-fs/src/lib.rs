@@ -9,6 +9,7 @@
 pub mod backing;
 pub mod blocks;
 pub mod breaker;
+pub mod control;
 pub mod core;
 pub mod error;
 pub mod flight;

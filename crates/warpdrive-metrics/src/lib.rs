@@ -81,7 +81,8 @@ pub enum Op {
     Listxattr,
     /// Device controls (`isatty` on every Python `open`): always `ENOTTY`.
     Ioctl,
-    /// Any operation that would change the tree (always `EROFS`).
+    /// Any operation that would change the tree or write to a file: `EROFS`, but for
+    /// writes to the control file (`.warpdrive/plan`).
     Write,
 }
 

@@ -10,7 +10,11 @@
 //! are all cached: it is answered from the session thread (a `pread` of the cache file), since
 //! handing it to the runtime would cost more than the read itself.
 //!
-//! Every mutating operation answers `EROFS` (the mount is also read-only in the kernel).
+//! Every mutating operation answers `EROFS`, but for writes to the control file
+//! (`.warpdrive/plan`, [`warpdrive_fs::control`]), the mount's one writable path; without a
+//! control file the mount is read-only in the kernel too. Every open but the control file's
+//! tells the kernel not to send `FLUSH` at `close` (`FOPEN_NOFLUSH`): a read-only file has
+//! nothing to do then, and the round trip was a tenth of a warm small file's cost.
 
 use std::ffi::OsStr;
 use std::future::Future;
@@ -70,6 +74,23 @@ impl FuseAdapter {
         let errno = FsError::ReadOnly.errno();
         m.error(Op::Write, errno);
         Errno::from_i32(errno)
+    }
+
+    /// A `close` or `fsync` of handle `fh`: the control file submits what was written to it
+    /// (on the runtime: a plan of two million entries takes a while to check); other files
+    /// have nothing to do.
+    fn submit(&self, fh: FileHandle, reply: ReplyEmpty) {
+        if !warpdrive_fs::control::owns_fh(fh.0) {
+            reply.ok();
+            return;
+        }
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.flush(fh.0) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(failed(&fs, Op::Flush, &e)),
+            }
+        });
     }
 
     /// The kernel caches each entry and attributes for what is left of their metadata's
@@ -232,7 +253,7 @@ impl fuser::Filesystem for FuseAdapter {
                     let offer = o.passthrough.as_ref().map(|(oid, _)| *oid);
                     match modes.plan(ino, o.fh, offer) {
                         Plan::Reuse(backing) => {
-                            reply.opened_passthrough(fh, FopenFlags::empty(), backing);
+                            reply.opened_passthrough(fh, FopenFlags::FOPEN_NOFLUSH, backing);
                             return;
                         }
                         Plan::OpenBacking => {
@@ -242,7 +263,11 @@ impl fuser::Filesystem for FuseAdapter {
                             };
                             match reply.open_backing(file) {
                                 Ok(backing) => {
-                                    reply.opened_passthrough(fh, FopenFlags::empty(), &backing);
+                                    reply.opened_passthrough(
+                                        fh,
+                                        FopenFlags::FOPEN_NOFLUSH,
+                                        &backing,
+                                    );
                                     modes.opened(ino, o.fh, *oid, backing);
                                     return;
                                 }
@@ -265,10 +290,14 @@ impl fuser::Filesystem for FuseAdapter {
                     if o.passthrough.is_some() {
                         fs.passthrough_declined(o.fh);
                     }
-                    let flags = if o.keep_cache {
-                        FopenFlags::FOPEN_KEEP_CACHE
+                    let flags = if o.direct {
+                        // The control file: its reads and writes go to the daemon, and its
+                        // `close` submits what was written.
+                        FopenFlags::FOPEN_DIRECT_IO
+                    } else if o.keep_cache {
+                        FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
                     } else {
-                        FopenFlags::empty()
+                        FopenFlags::FOPEN_NOFLUSH
                     };
                     reply.opened(fh, flags)
                 }
@@ -327,15 +356,30 @@ impl fuser::Filesystem for FuseAdapter {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _lock_owner: fuser::LockOwner,
         reply: ReplyEmpty,
     ) {
         self.count(Op::Flush);
-        // Nothing to do at close on a read-only mount (pins and backings go at `release`).
-        // ENOSYS tells the kernel so: it stops sending FLUSH for good, which saves every
-        // `close` a round trip to the daemon.
-        reply.error(errno(&FsError::NotImplemented));
+        if self.zero_message_opens {
+            // Files the kernel opened alone have nothing to do at close (and there is no
+            // control file): ENOSYS tells the kernel so, and it stops sending FLUSH.
+            reply.error(errno(&FsError::NotImplemented));
+            return;
+        }
+        self.submit(fh, reply);
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.count(Op::Flush);
+        self.submit(fh, reply);
     }
 
     fn release(
@@ -472,22 +516,29 @@ impl fuser::Filesystem for FuseAdapter {
     fn setattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
-        _size: Option<u64>,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
         _atime: Option<fuser::TimeOrNow>,
         _mtime: Option<fuser::TimeOrNow>,
         _ctime: Option<std::time::SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<std::time::SystemTime>,
         _chgtime: Option<std::time::SystemTime>,
         _bkuptime: Option<std::time::SystemTime>,
-        _flags: Option<fuser::BsdFileFlags>,
+        flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        reply.error(self.refuse());
+        let other = mode.is_some() || uid.is_some() || gid.is_some() || flags.is_some();
+        match self.fs.setattr(Ino(ino.0), fh.map(|f| f.0), size, other) {
+            Ok(a) => {
+                self.count(Op::Write);
+                reply.attr(&a.kernel_ttl, &file_attr(&a))
+            }
+            Err(_) => reply.error(self.refuse()),
+        }
     }
 
     fn mknod(
@@ -562,15 +613,25 @@ impl fuser::Filesystem for FuseAdapter {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _data: &[u8],
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
         _write_flags: fuser::WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyWrite,
     ) {
-        reply.error(self.refuse());
+        match self.fs.write(fh.0, offset, data) {
+            Ok(n) => {
+                self.count(Op::Write);
+                reply.written(n)
+            }
+            Err(FsError::ReadOnly) => reply.error(self.refuse()),
+            Err(e) => {
+                self.count(Op::Write);
+                reply.error(failed(&self.fs, Op::Write, &e))
+            }
+        }
     }
 
     fn create(

@@ -38,6 +38,21 @@ const EVICT_INTERVAL: Duration = Duration::from_secs(10);
 /// How often the read path's hit and miss counts are added to the index's lifetime counters.
 const PERSIST_INTERVAL: Duration = Duration::from_secs(2);
 
+/// The mount point when the control file is served: asked for (`fuse.control_file`) and
+/// usable (not with zero-message opens, where no `close` reaches the daemon to submit).
+fn control_dir(config: &Config) -> Option<std::path::PathBuf> {
+    if !config.fuse.control_file {
+        return None;
+    }
+    if config.fuse.zero_message_opens {
+        tracing::info!(
+            "no control file with fuse.zero_message_opens (the daemon never hears of a close); submit plans through the control API"
+        );
+        return None;
+    }
+    Some(config.mount_point.clone())
+}
+
 fn limit(l: SizeLimit) -> Limit {
     match l {
         SizeLimit::Bytes(b) => Limit::Bytes(b),
@@ -167,6 +182,7 @@ pub(crate) fn run(config: Config) -> Result<()> {
         });
     }
 
+    let control_file = control_dir(&config);
     let fs = Fs::with_metrics(
         FsConfig {
             metadata_ttl: config.metadata_ttl,
@@ -180,6 +196,7 @@ pub(crate) fn run(config: Config) -> Result<()> {
             passthrough: config.fuse.passthrough == Passthrough::Auto
                 && !config.fuse.zero_message_opens,
             passthrough_min_size: config.fuse.passthrough_min_size,
+            control: control_file.clone(),
         },
         backends,
         Some(cache.clone()),
@@ -220,11 +237,14 @@ pub(crate) fn run(config: Config) -> Result<()> {
     fcfg.mount_options = vec![
         MountOption::FSName(FS_NAME.to_string()),
         MountOption::Subtype(FS_NAME.to_string()),
-        MountOption::RO,
         MountOption::NoDev,
         MountOption::NoSuid,
         MountOption::DefaultPermissions,
     ];
+    if control_file.is_none() {
+        // Nothing in the mount is writable: the kernel refuses every write itself.
+        fcfg.mount_options.push(MountOption::RO);
+    }
     fcfg.acl = if config.fuse.allow_other {
         SessionACL::All
     } else {

@@ -78,9 +78,42 @@ fn every_write_operation_fails_with_erofs() {
         "setxattr"
     );
 
+    // The control file is the one writable path; nothing else in its directory is.
+    assert_erofs(
+        "create beside the control file",
+        std::fs::File::create(m.path(".warpdrive/other")),
+    );
+    assert_erofs(
+        "chmod of the control file",
+        std::fs::set_permissions(
+            m.path(".warpdrive/plan"),
+            std::fs::Permissions::from_mode(0o600),
+        ),
+    );
+
     // Nothing changed, and reading still works.
     assert_eq!(std::fs::read(&f).expect("read"), b"contents\n");
     assert!(!src.path().join("new.txt").exists());
+}
+
+/// `fuse.control_file: false`: no control directory, and the kernel itself holds the mount
+/// read-only.
+#[test]
+fn without_the_control_file_the_mount_is_read_only_in_the_kernel() {
+    let src = tempfile::tempdir().expect("tempdir");
+    let m = Mount::start(
+        &[local_backend(src.path())],
+        "fuse: { control_file: false }\n",
+    );
+    let e = std::fs::metadata(m.path(".warpdrive/plan")).expect_err("no control file");
+    assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{e}");
+    let st = nix::sys::statvfs::statvfs(&m.mount_point).expect("statvfs");
+    assert!(st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+    assert_erofs("create", std::fs::File::create(m.path("data/new.txt")));
+    assert_eq!(
+        std::fs::read(m.path("data/file.txt")).expect("read"),
+        b"contents\n"
+    );
 }
 
 /// Python's `open` asks `isatty` (an `ioctl`) of every file; each one wrote a three-line

@@ -19,6 +19,9 @@ pub const LOOKUP_LISTING_MAX: usize = 100_000;
 impl Fs {
     /// Opens a directory: pins a listing snapshot (reusing a fresh one).
     pub fn opendir(self: &Arc<Self>, ino: Ino) -> FsResult<u64> {
+        if crate::control::owns(ino) {
+            return self.control_opendir(ino);
+        }
         let node = self.node(ino)?;
         if node.kind != Kind::Dir {
             return Err(FsError::NotDir);
@@ -32,6 +35,10 @@ impl Fs {
     }
 
     pub fn releasedir(&self, fh: u64) {
+        if crate::control::owns_fh(fh) {
+            self.control.release(fh);
+            return;
+        }
         self.dirs.write().remove(&fh);
     }
 
@@ -175,6 +182,9 @@ impl Fs {
     /// Entries of open directory `fh` from `offset` on, at most `max`. Waits for the listing
     /// to produce at least one entry past `offset` or to end. An empty result is the end.
     pub async fn readdir(&self, fh: u64, offset: u64, max: usize) -> FsResult<Vec<DirEntry>> {
+        if crate::control::owns_fh(fh) {
+            return Ok(self.control_readdir(offset));
+        }
         let h = self
             .dirs
             .read()

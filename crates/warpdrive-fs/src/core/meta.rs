@@ -186,6 +186,9 @@ impl Fs {
     /// Looks `name` up in directory `parent`: from what the mount knows while it is fresh,
     /// else from the parent's listing (started here if there is none), else from the store.
     pub async fn lookup(self: &Arc<Self>, parent: Ino, name: &str) -> FsResult<Attr> {
+        if let Some(answer) = self.control_lookup(parent, name) {
+            return answer;
+        }
         if name.len() > warpdrive_store::keys::NAME_MAX {
             return Err(FsError::NameTooLong);
         }
@@ -355,6 +358,9 @@ impl Fs {
 
     /// The attributes of `ino`, re-fetched if older than the TTL.
     pub async fn getattr(&self, ino: Ino) -> FsResult<Attr> {
+        if crate::control::owns(ino) {
+            return Ok(self.control_attr(ino));
+        }
         let node = self.node(ino)?;
         if node.kind == Kind::Dir {
             return Ok(self.attr_of(&node, None));

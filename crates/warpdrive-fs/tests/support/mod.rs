@@ -41,5 +41,6 @@ pub fn fs_config(metadata_ttl: MetadataTtl, prefetch: u64) -> FsConfig {
         prefetch_budget: prefetch,
         passthrough: false,
         passthrough_min_size: 0,
+        control: None,
     }
 }
