@@ -53,6 +53,9 @@ pub struct DaemonStatus {
     #[serde(default)]
     pub backends: Vec<BackendAuth>,
     pub jobs_running: usize,
+    /// The epoch plans kept, as `GET /plans` lists them.
+    #[serde(default)]
+    pub plans: Vec<PlanStatus>,
 }
 
 /// The cache's health, for `status`.

@@ -195,6 +195,7 @@ async fn status(State(c): State<Arc<Control>>) -> Answer<DaemonStatus> {
             })
             .collect(),
         jobs_running: c.jobs.running(),
+        plans: c.fs.plans(),
     }))
 }
 

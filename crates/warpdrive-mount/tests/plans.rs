@@ -117,6 +117,11 @@ fn a_planned_epoch_finds_every_file_fetched() {
     assert_eq!(gets(&m), before, "every file was fetched before its read");
     assert_eq!(wait, 0.0, "no read waited on the backend");
     assert_eq!(ahead, 1000.0);
+    let (_, status, _) = ctl_any(&m, &["status"]);
+    assert!(
+        status.contains("plan        resnet rank 0 epoch 1: 1000 of 1000 entries reached, 1000 ahead, 0 late"),
+        "{status}"
+    );
     ctl(&m, &["plan", "clear", "--job", "resnet"]);
     assert!(ctl(&m, &["plan", "status"]).contains("no plans"));
 }

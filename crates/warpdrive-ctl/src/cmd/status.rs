@@ -207,6 +207,22 @@ fn print_text(s: &Status) {
             size(q.max_bytes as f64)
         );
     }
+    for p in s.daemon.iter().flat_map(|d| &d.plans) {
+        println!(
+            "plan        {} rank {} epoch {}: {} of {} entries reached, {} ahead, {} late, {} failed; lead {} ({:.1} s); {}",
+            p.job,
+            p.rank,
+            p.epoch,
+            p.reached,
+            p.entries,
+            p.ahead,
+            p.late,
+            p.failed,
+            size(p.lead_bytes as f64),
+            p.lead_seconds,
+            p.state
+        );
+    }
     if let (Some(t), Some(c)) = (&s.shared_cache, &s.config.shared_cache) {
         let store = format!("{}/{}", t.store, t.prefix);
         println!(
