@@ -266,6 +266,87 @@ impl Cache {
         Ok(true)
     }
 
+    /// Takes the file at `src` (in [`Cache::spool_dir`]: on the cache's disk) as every block
+    /// of this version of an object of `size` bytes: the file is renamed into the cache, each
+    /// block's checksums computed from it, and another cached version of the object dropped.
+    /// How a file written through the mount becomes cached as it was committed, with no copy.
+    /// On an error `src` is left where it was.
+    pub fn adopt(&self, id: &ObjectId, size: u64, src: &Path) -> Result<()> {
+        let quotas = self.quotas.read().clone();
+        let team = quotas.team_of(&id.backend, &id.key);
+        if let Some(t) = team {
+            self.admit_team(&quotas, t, size)?;
+        }
+        let undo = |me: &Cache| {
+            me.unreserve(size);
+            if let Some(t) = team {
+                quotas.sub(t, size);
+            }
+        };
+        if let Err(e) = self.admit(size, team) {
+            if let Some(t) = team {
+                quotas.sub(t, size);
+            }
+            return Err(e);
+        }
+        let blocks = size.div_ceil(self.cfg.block_size);
+        let mut crcs = HashMap::with_capacity(blocks as usize);
+        let computed = (|| -> std::io::Result<()> {
+            let f = File::open(src)?;
+            if f.metadata()?.len() != size {
+                return Err(std::io::Error::other(format!(
+                    "{} is not {size} bytes long",
+                    src.display()
+                )));
+            }
+            let mut buf = vec![0u8; self.cfg.block_size as usize];
+            for b in 0..blocks {
+                let len = block_len(self.cfg.block_size, size, b) as usize;
+                f.read_exact_at(&mut buf[..len], b * self.cfg.block_size)?;
+                crcs.insert(b, unit_crcs(&buf[..len]));
+            }
+            Ok(())
+        })();
+        if let Err(e) = computed {
+            undo(self);
+            return Err(io(src)(e));
+        }
+        let new_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let path = self.data_path(new_id);
+        if let Err(e) = std::fs::rename(src, &path) {
+            undo(self);
+            return Err(io(&path)(e));
+        }
+        let mut objects = self.objects.write();
+        let old = objects.insert(
+            &id.backend,
+            &id.key,
+            Entry::new(new_id, id.etag.clone(), size, crcs.clone(), now_secs()),
+        );
+        let mut queued = self.send(Op::PutObject {
+            id: new_id,
+            backend: id.backend.clone(),
+            key: id.key.clone(),
+            etag: id.etag.clone(),
+            size,
+            last_access: now_secs(),
+        });
+        for (block, crcs) in crcs {
+            if queued.is_ok() {
+                queued = self.send(Op::PutBlock {
+                    object_id: new_id,
+                    block,
+                    crcs,
+                });
+            }
+        }
+        drop(objects);
+        if let Some(old) = old {
+            self.forget(&id.backend, &id.key, old)?;
+        }
+        queued
+    }
+
     /// The id of the cached entry for this version, creating it (and its sparse data file),
     /// and dropping another cached version of the same object.
     pub(crate) fn entry_for(&self, id: &ObjectId, size: u64) -> Result<u64> {

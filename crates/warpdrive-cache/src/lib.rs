@@ -228,6 +228,9 @@ impl Objects {
 pub struct Cache {
     cfg: CacheConfig,
     data_dir: PathBuf,
+    /// Where files written through the mount are kept while they are written (on the cache's
+    /// disk, so a committed one becomes a cached object by a rename: [`Cache::adopt`]).
+    spool_dir: PathBuf,
     /// The cached version of each object. A `parking_lot` lock: nothing awaits under it and
     /// no I/O happens while it is held.
     objects: RwLock<Objects>,
@@ -333,6 +336,19 @@ impl Cache {
             }
         }
 
+        // Files being written through the mount are spooled here; what a stopped daemon left
+        // was never committed (its writer got no successful close), so it goes.
+        let spool_dir = cfg.dir.join("writes");
+        std::fs::create_dir_all(&spool_dir).map_err(io(&spool_dir))?;
+        for entry in std::fs::read_dir(&spool_dir).map_err(io(&spool_dir))? {
+            let entry = entry.map_err(io(&spool_dir))?;
+            tracing::info!(
+                file = %entry.path().display(),
+                "removing the spool of a write that was never committed"
+            );
+            let _ = std::fs::remove_file(entry.path());
+        }
+
         let (tx, rx) = mpsc::channel();
         let writer = std::thread::Builder::new()
             .name("cache-index".into())
@@ -341,6 +357,7 @@ impl Cache {
         Ok(Cache {
             cfg,
             data_dir,
+            spool_dir,
             objects: RwLock::new(objects),
             next_id: AtomicU64::new(max_id + 1),
             corrupt: AtomicU64::new(corrupt),
@@ -399,6 +416,11 @@ impl Cache {
             .ok_or(CacheError::WriterGone)?
             .send(op)
             .map_err(|_| CacheError::WriterGone)
+    }
+
+    /// Where files written through the mount are spooled.
+    pub fn spool_dir(&self) -> &Path {
+        &self.spool_dir
     }
 
     fn data_path(&self, id: u64) -> PathBuf {

@@ -389,10 +389,48 @@ pub struct BackendConfig {
     pub identity: IdentityConfig,
     /// PEM certificates to trust for the store's endpoint, besides the system's.
     pub ca_file: Option<PathBuf>,
+    /// Where the mount may write new objects (`writable`, `overwrite`, `delete`); nothing by
+    /// default.
+    #[serde(flatten)]
+    pub write: WriteAccess,
     /// The mount's `retry:` policy, copied here because the store layer is built from a
     /// backend's config alone (shown once, at the top level, by `--check-config`).
     #[serde(skip)]
     pub retry: RetryPolicy,
+}
+
+/// Where a backend may be written through the mount: new objects under `prefixes` only;
+/// everywhere else stays read-only (`EROFS`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct WriteAccess {
+    /// Directory prefixes below the backend's directory, each empty (the whole backend,
+    /// written `/`) or ending in `/`.
+    #[serde(rename = "writable", skip_serializing_if = "Vec::is_empty")]
+    pub prefixes: Vec<String>,
+    /// A write may replace an existing object (create over it, rename over it). Off: such a
+    /// create fails with `EEXIST`, so two writers cannot silently overwrite each other.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub overwrite: bool,
+    /// Objects under the writable prefixes may be deleted (`unlink`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub delete: bool,
+}
+
+impl WriteAccess {
+    /// Whether `key` (relative to the backend's directory) lies under a writable prefix.
+    pub fn allows(&self, key: &str) -> bool {
+        self.prefixes
+            .iter()
+            .any(|p| p.is_empty() || key.starts_with(p.as_str()))
+    }
+
+    /// Whether directory `dir` (relative, no trailing `/`) lies under a writable prefix, or
+    /// is one.
+    pub fn allows_dir(&self, dir: &str) -> bool {
+        self.prefixes
+            .iter()
+            .any(|p| p.is_empty() || format!("{dir}/").starts_with(p.as_str()))
+    }
 }
 
 /// The details of `auth: { mode: managed_identity, ... }`. None of it is secret.
@@ -801,6 +839,12 @@ impl Config {
                         "`{}` is used by two backends; every backend needs its own name",
                         b.name
                     ),
+                ));
+            }
+            if fuse.zero_message_opens && !b.write.prefixes.is_empty() {
+                return Err(invalid(
+                    &format!("backends[{i}].writable"),
+                    "cannot be used with fuse.zero_message_opens: a file is committed at its close, which the daemon only hears of when opens reach it; turn one of them off".into(),
                 ));
             }
             backends.push(b);

@@ -81,6 +81,9 @@ pub(crate) struct RawBackend {
     /// A mode (`managed_identity`) or a map with `mode` and the identity's details.
     pub auth: Option<serde_yaml_ng::Value>,
     pub ca_file: Option<PathBuf>,
+    pub writable: Option<Vec<String>>,
+    pub overwrite: Option<bool>,
+    pub delete: Option<bool>,
 }
 
 /// `shared_cache:`: one store, written as a backend is (without `name`), and the tier's own
@@ -112,6 +115,9 @@ impl RawSharedCache {
             local: self.local.take(),
             auth: self.auth.take(),
             ca_file: self.ca_file.take(),
+            writable: None,
+            overwrite: None,
+            delete: None,
         }
         .resolve_as("shared_cache".into(), &|f| format!("shared_cache.{f}"))
     }
@@ -438,6 +444,34 @@ impl RawBackend {
             ));
         }
 
+        let mut prefixes = Vec::new();
+        for (i, p) in self.writable.unwrap_or_default().into_iter().enumerate() {
+            let field = at(&format!("writable[{i}]"));
+            if p.is_empty() {
+                return Err((
+                    field,
+                    "is empty; write a directory such as `checkpoints/`, or `/` for the whole backend".into(),
+                ));
+            }
+            prefixes.push(normalise_prefix(Some(p), field)?);
+        }
+        let write = crate::WriteAccess {
+            prefixes,
+            overwrite: self.overwrite.unwrap_or(false),
+            delete: self.delete.unwrap_or(false),
+        };
+        if write.prefixes.is_empty() && (write.overwrite || write.delete) {
+            return Err((
+                at(if write.overwrite {
+                    "overwrite"
+                } else {
+                    "delete"
+                }),
+                "applies to `writable` prefixes, and there are none; list them in `writable`"
+                    .into(),
+            ));
+        }
+
         Ok(BackendConfig {
             name,
             kind,
@@ -445,6 +479,7 @@ impl RawBackend {
             auth,
             identity,
             ca_file: self.ca_file,
+            write,
             retry: crate::RetryPolicy::default(),
         })
     }

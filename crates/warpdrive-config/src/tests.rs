@@ -89,6 +89,39 @@ fn indefinite_ttl_and_percent_size() {
 }
 
 #[test]
+fn writable_prefixes_are_directories_and_nothing_is_writable_by_default() {
+    let c = parse(GOOD).expect("parses");
+    assert!(c.backends.iter().all(|b| b.write.prefixes.is_empty()));
+    let c = parse(&GOOD.replace(
+        "    s3: { bucket: archive, region: us-east-1, prefix: imagenet/ }",
+        "    s3: { bucket: archive, region: us-east-1, prefix: imagenet/ }\n    writable: [checkpoints, /runs/x/]\n    overwrite: true",
+    ))
+    .expect("parses");
+    let w = &c.backends[2].write;
+    assert_eq!(w.prefixes, ["checkpoints/", "runs/x/"]);
+    assert!(w.overwrite && !w.delete);
+    assert!(w.allows("checkpoints/step-100/model.pt"));
+    assert!(
+        !w.allows("checkpointsX/model.pt"),
+        "a prefix is a directory"
+    );
+    assert!(!w.allows("train/a.tar"));
+    assert!(w.allows_dir("checkpoints") && w.allows_dir("runs/x"));
+    assert!(!w.allows_dir("runs"), "above a writable prefix");
+    let yaml = c.to_yaml();
+    assert!(
+        yaml.contains("writable:") && yaml.contains("overwrite: true"),
+        "{yaml}"
+    );
+    let whole = parse(&GOOD.replace(
+        "    gcs: { bucket: evalsets }",
+        "    gcs: { bucket: evalsets }\n    writable: [/]",
+    ))
+    .expect("parses");
+    assert!(whole.backends[3].write.allows("anything/at/all"));
+}
+
+#[test]
 fn zero_message_opens_are_asked_for_by_name() {
     let text = GOOD.replace(
         "metadata_ttl: 60s",
@@ -146,6 +179,26 @@ fn malformed_configs_name_the_field() {
             "name: scratch",
             "name: ..",
             &["backends[4].name", "cannot be a directory name"],
+        ),
+        (
+            "    local: { path: /data/scratch }",
+            "    local: { path: /data/scratch }\n    writable: [\"\"]",
+            &["(scratch).writable[0]", "`/` for the whole backend"],
+        ),
+        (
+            "    local: { path: /data/scratch }",
+            "    local: { path: /data/scratch }\n    writable: [a/../b]",
+            &["(scratch).writable[0]", "`..` segment"],
+        ),
+        (
+            "    local: { path: /data/scratch }",
+            "    local: { path: /data/scratch }\n    writable: [out/]\nfuse: { zero_message_opens: true }",
+            &["backends[4].writable", "zero_message_opens"],
+        ),
+        (
+            "    local: { path: /data/scratch }",
+            "    local: { path: /data/scratch }\n    delete: true",
+            &["(scratch).delete", "there are none"],
         ),
         (
             "name: scratch",

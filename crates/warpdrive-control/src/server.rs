@@ -86,6 +86,8 @@ impl Control {
                 passthrough: false,
                 passthrough_min_size: 0,
                 control: None,
+                write_part_size: warpdrive_fs::core::WRITE_PART_SIZE,
+                write_memory: warpdrive_fs::core::WRITE_MEMORY,
             },
             build_backends(config)?,
             Some(cache.clone()),

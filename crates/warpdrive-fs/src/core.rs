@@ -54,9 +54,11 @@ mod meta;
 mod passthrough;
 mod plans;
 mod warm;
+mod write;
 pub use dirs::LOOKUP_LISTING_MAX;
 pub use plans::{IN_FLIGHT as PLAN_IN_FLIGHT, MAX_LEAD as PLAN_MAX_LEAD};
 pub use warm::{Listed, Warmed};
+pub use write::Writing;
 
 /// Settings of the core, built once from the config.
 #[derive(Debug, Clone)]
@@ -80,7 +82,16 @@ pub struct FsConfig {
     /// The mount point, when the control directory `.warpdrive` is served (absolute paths
     /// in plans written to it are taken below it); `None`: no control directory.
     pub control: Option<std::path::PathBuf>,
+    /// Part size of the uploads of files written through the mount.
+    pub write_part_size: u64,
+    /// Memory the parts of those uploads in flight may hold, over every file.
+    pub write_memory: u64,
 }
+
+/// Default [`FsConfig::write_part_size`]: large parts, few requests (at least 5 MiB on S3).
+pub const WRITE_PART_SIZE: u64 = 16 << 20;
+/// Default [`FsConfig::write_memory`].
+pub const WRITE_MEMORY: u64 = 256 << 20;
 
 /// Asks the kernel to drop its cached pages of an inode.
 pub type Invalidator = Arc<dyn Fn(Ino) + Send + Sync>;
@@ -231,6 +242,8 @@ pub struct Fs {
     plans: Arc<plans::Plans>,
     /// The control file's handles (`<mount>/.warpdrive/plan`).
     control: Control,
+    /// Files being written through the mount, and what it made.
+    writes: write::Writes,
 }
 
 /// How often a backend's "serving stale metadata" warning is repeated during an outage.
@@ -271,6 +284,10 @@ impl Fs {
             by_inode: Mutex::new(HashMap::new()),
             plans: Arc::default(),
             control: Control::new(cfg.control.clone()),
+            writes: write::Writes::new(crate::writer::WriteLimits::new(
+                cfg.write_part_size,
+                cfg.write_memory,
+            )),
             cfg,
             backends,
             inodes: InodeTable::new(),
@@ -424,7 +441,7 @@ impl Fs {
             return self.control_open(ino);
         }
         if write {
-            return Err(FsError::ReadOnly);
+            return self.open_write(ino, false).await;
         }
         let node = self.node(ino)?;
         let obj = self.object_of(&node).await?;
@@ -522,8 +539,21 @@ impl Fs {
         Ok(obj)
     }
 
+    /// Opens `ino` for writing (an open with write access): a file being written here, or
+    /// an object under a writable prefix to be replaced (`truncate`: `O_TRUNC`, and the
+    /// backend allows overwrites).
+    pub async fn open_writing(&self, ino: Ino, truncate: bool) -> FsResult<Opened> {
+        if crate::control::owns(ino) {
+            return self.control_open(ino);
+        }
+        self.open_write(ino, truncate).await
+    }
+
     /// Reads up to `size` bytes at `offset` through handle `fh`.
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        if self.is_write_handle(fh) {
+            return self.read_written(fh, offset, size).await;
+        }
         match self.read_start(fh, offset, size) {
             ReadStart::Done(r) => r,
             ReadStart::Pending(p) => self.read_finish(p).await,

@@ -44,6 +44,23 @@ pub enum FsError {
     /// A write past the most the control file takes.
     #[error("too large")]
     TooLarge,
+    /// A create (or rename) onto a name that exists, where overwriting is not allowed.
+    #[error("file exists")]
+    Exists,
+    /// The cache disk is below its free-space floor: no new file is spooled.
+    #[error("no space left on the cache disk")]
+    NoSpace,
+    /// What the backend's write settings do not allow (a delete without `delete: true`).
+    #[error("operation not permitted")]
+    NotPermitted,
+    #[error("directory not empty")]
+    NotEmpty,
+    /// A rename across backends or of a directory: the caller copies instead.
+    #[error("cross-device rename")]
+    CrossDevice,
+    /// Changing an existing object in place (an open for writing without `O_TRUNC`).
+    #[error("not supported")]
+    NotSupported,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -65,6 +82,12 @@ impl FsError {
             FsError::NotImplemented => libc::ENOSYS,
             FsError::Invalid(_) => libc::EINVAL,
             FsError::TooLarge => libc::EFBIG,
+            FsError::Exists => libc::EEXIST,
+            FsError::NoSpace => libc::ENOSPC,
+            FsError::NotPermitted => libc::EPERM,
+            FsError::NotEmpty => libc::ENOTEMPTY,
+            FsError::CrossDevice => libc::EXDEV,
+            FsError::NotSupported => libc::EOPNOTSUPP,
             FsError::Store(e) => store_errno(e),
         }
     }
@@ -76,6 +99,7 @@ impl FsError {
 fn store_errno(e: &StoreError) -> i32 {
     match e {
         StoreError::NotFound { .. } | StoreError::InvalidKey { .. } => libc::ENOENT,
+        StoreError::AlreadyExists { .. } => libc::EEXIST,
         StoreError::PreconditionFailed { .. } => libc::ESTALE,
         StoreError::Denied { .. } => libc::EACCES,
         StoreError::Timeout { .. } => libc::ETIMEDOUT,
@@ -126,6 +150,13 @@ mod tests {
                     key: m(),
                 },
                 libc::ESTALE,
+            ),
+            (
+                StoreError::AlreadyExists {
+                    backend: b(),
+                    key: m(),
+                },
+                libc::EEXIST,
             ),
             (
                 StoreError::Denied {
@@ -218,6 +249,12 @@ mod tests {
             (FsError::NotImplemented, libc::ENOSYS),
             (FsError::Invalid("line 1".into()), libc::EINVAL),
             (FsError::TooLarge, libc::EFBIG),
+            (FsError::Exists, libc::EEXIST),
+            (FsError::NoSpace, libc::ENOSPC),
+            (FsError::NotPermitted, libc::EPERM),
+            (FsError::NotEmpty, libc::ENOTEMPTY),
+            (FsError::CrossDevice, libc::EXDEV),
+            (FsError::NotSupported, libc::EOPNOTSUPP),
         ];
         for (e, errno) in fs {
             assert_eq!(e.errno(), errno, "{e:?}");

@@ -155,6 +155,37 @@ impl InodeTable {
         node
     }
 
+    /// Gives inode `ino` the path `to` (a rename: the kernel keeps the inode's number for the
+    /// new name). The node is made anew with the new path and the old one's state; a node the
+    /// new path had stays valid by number but is no longer found by path.
+    pub fn rename(&self, ino: Ino, to: NodePath) -> Option<Arc<Node>> {
+        let mut by_path = self.by_path.write();
+        let old = self.get(ino)?;
+        if by_path.get(&old.path) == Some(&ino) {
+            by_path.remove(&old.path);
+        }
+        let state = std::mem::take(&mut *old.state.lock());
+        let node = Arc::new(Node {
+            ino,
+            path: to.clone(),
+            kind: old.kind,
+            state: Mutex::new(state),
+        });
+        self.by_ino.write().insert(ino, node.clone());
+        by_path.insert(to, ino);
+        Some(node)
+    }
+
+    /// Forgets the path of inode `ino` (an unlink): the inode stays valid by number.
+    pub fn unlink(&self, ino: Ino) {
+        let mut by_path = self.by_path.write();
+        if let Some(n) = self.get(ino)
+            && by_path.get(&n.path) == Some(&ino)
+        {
+            by_path.remove(&n.path);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.by_ino.read().len()
     }

@@ -21,6 +21,7 @@ pub mod mountinfo;
 pub mod negative;
 pub mod plan;
 pub mod window;
+pub mod writer;
 
 pub use crate::core::{
     Attr, DirEntry, Fs, FsConfig, Invalidator, Listed, Opened, ReadStart, Warmed,

@@ -289,9 +289,11 @@ pub struct ReadMetrics {
 pub struct BackendMetrics {
     name: String,
     pub read_bytes: Counter,
-    requests: [Counter; 3],
-    first_byte: [Histogram; 3],
-    total: [Histogram; 3],
+    /// Bytes stored by writes (single PUTs and upload parts).
+    pub written_bytes: Counter,
+    requests: [Counter; REQUESTS],
+    first_byte: [Histogram; REQUESTS],
+    total: [Histogram; REQUESTS],
     errors: Family<BackendKindLabels, Counter>,
     retries: Family<BackendReasonLabels, Counter>,
     give_ups: Family<BackendReasonLabels, Counter>,
@@ -315,16 +317,50 @@ pub enum Request {
     Get,
     Head,
     List,
+    /// An object stored in one request.
+    Put,
+    /// A multipart upload started.
+    Upload,
+    /// A part of an upload stored.
+    Part,
+    /// An upload made the object.
+    Complete,
+    /// An upload dropped.
+    Abort,
+    /// A copy inside the store (a rename).
+    Copy,
+    Delete,
 }
 
+/// How many [`Request`] kinds there are.
+const REQUESTS: usize = 10;
+
 impl Request {
-    const ALL: [Request; 3] = [Request::Get, Request::Head, Request::List];
+    const ALL: [Request; REQUESTS] = [
+        Request::Get,
+        Request::Head,
+        Request::List,
+        Request::Put,
+        Request::Upload,
+        Request::Part,
+        Request::Complete,
+        Request::Abort,
+        Request::Copy,
+        Request::Delete,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Request::Get => "get",
             Request::Head => "head",
             Request::List => "list",
+            Request::Put => "put",
+            Request::Upload => "upload",
+            Request::Part => "part",
+            Request::Complete => "complete",
+            Request::Abort => "abort",
+            Request::Copy => "copy",
+            Request::Delete => "delete",
         }
     }
 }
@@ -404,9 +440,10 @@ impl BackendMetrics {
         BackendMetrics {
             name: name.to_string(),
             read_bytes: Counter::default(),
+            written_bytes: Counter::default(),
             requests: Default::default(),
-            first_byte: [request_latency(), request_latency(), request_latency()],
-            total: [request_latency(), request_latency(), request_latency()],
+            first_byte: std::array::from_fn(|_| request_latency()),
+            total: std::array::from_fn(|_| request_latency()),
             errors: Family::default(),
             retries: Family::default(),
             give_ups: Family::default(),
@@ -729,6 +766,60 @@ impl PlanMetrics {
     }
 }
 
+/// Files written through the mount (`warpdrive_write_*`; doc/METRICS.md).
+#[derive(Debug, Clone)]
+pub struct WriteMetrics {
+    /// Bytes written by processes (before any upload).
+    pub bytes: Counter,
+    /// Seconds each `write` call took in the daemon (a part waiting for room in the memory
+    /// budget makes it longer).
+    pub write_seconds: Histogram,
+    /// Commits that made an object.
+    pub commits: Counter,
+    /// Commits that failed (the writer got the error).
+    pub commit_failures: Counter,
+    /// Seconds each commit took (the last part, the completion, the new object's HEAD).
+    pub commit_seconds: Histogram,
+    /// Write handles open.
+    pub open_files: Gauge,
+}
+
+impl Default for WriteMetrics {
+    fn default() -> Self {
+        WriteMetrics {
+            bytes: Counter::default(),
+            write_seconds: request_latency(),
+            commits: Counter::default(),
+            commit_failures: Counter::default(),
+            commit_seconds: request_latency(),
+            open_files: Gauge::default(),
+        }
+    }
+}
+
+impl WriteMetrics {
+    /// One `write` of `n` bytes that took `took`.
+    pub fn write(&self, n: u64, took: std::time::Duration) {
+        if recording() {
+            self.bytes.inc_by(n);
+            self.write_seconds.observe_duration(took);
+        }
+    }
+
+    /// A commit that made an object in `took`.
+    pub fn commit(&self, took: std::time::Duration) {
+        if recording() {
+            self.commits.inc();
+            self.commit_seconds.observe_duration(took);
+        }
+    }
+
+    /// A commit that failed.
+    pub fn failed(&self) {
+        add(&self.commit_failures, 1);
+    }
+}
+
 /// The daemon's metrics and the registry that exposes them.
 #[derive(Debug)]
 pub struct Metrics {
@@ -736,6 +827,7 @@ pub struct Metrics {
     pub fuse: FuseMetrics,
     pub read: ReadMetrics,
     backend_read_bytes: Family<BackendLabels, Counter>,
+    backend_written_bytes: Family<BackendLabels, Counter>,
     backend_requests: Family<BackendOpLabels, Counter>,
     backend_first_byte: HistogramFamily<BackendOpLabels>,
     backend_total: HistogramFamily<BackendOpLabels>,
@@ -748,6 +840,7 @@ pub struct Metrics {
     backend_lookup_listing_pages: Family<BackendLabels, Counter>,
     pub shared: SharedMetrics,
     pub plan: PlanMetrics,
+    pub write: WriteMetrics,
     pub auth_refreshes: Family<AuthLabels, Counter>,
     pub auth_refresh_failures: Family<AuthLabels, Counter>,
     pub auth_token_expiry: Family<AuthLabels, Gauge<f64, AtomicU64>>,
@@ -903,6 +996,7 @@ impl Metrics {
             fuse,
             read,
             backend_read_bytes: Family::default(),
+            backend_written_bytes: Family::default(),
             backend_requests: Family::default(),
             backend_first_byte: Family::new_with_constructor(request_latency),
             backend_total: Family::new_with_constructor(request_latency),
@@ -915,6 +1009,7 @@ impl Metrics {
             backend_lookup_listing_pages: Family::default(),
             shared: SharedMetrics::default(),
             plan: PlanMetrics::default(),
+            write: WriteMetrics::default(),
             auth_refreshes: Family::default(),
             auth_refresh_failures: Family::default(),
             auth_token_expiry: Family::default(),
@@ -927,8 +1022,13 @@ impl Metrics {
             m.backend_read_bytes.clone(),
         );
         r.register(
+            "warpdrive_backend_written_bytes",
+            "Bytes stored in a backend by writes through the mount (PUTs and upload parts)",
+            m.backend_written_bytes.clone(),
+        );
+        r.register(
             "warpdrive_backend_requests",
-            "Requests to a backend, by operation (get, head, list)",
+            "Requests to a backend, by operation (get, head, list; put, upload, part, complete, abort, copy, delete for writes)",
             m.backend_requests.clone(),
         );
         r.register(
@@ -1032,6 +1132,36 @@ impl Metrics {
             m.plan.plan_wait.clone(),
         );
         r.register(
+            "warpdrive_write_bytes",
+            "Bytes processes wrote to files through the mount",
+            m.write.bytes.clone(),
+        );
+        r.register(
+            "warpdrive_write_seconds",
+            "Seconds each write call to a file being written took in the daemon",
+            m.write.write_seconds.clone(),
+        );
+        r.register(
+            "warpdrive_write_commits",
+            "Files written through the mount committed to their store (at close or fsync)",
+            m.write.commits.clone(),
+        );
+        r.register(
+            "warpdrive_write_commit_failures",
+            "Commits of files written through the mount that failed (the writer got the error)",
+            m.write.commit_failures.clone(),
+        );
+        r.register(
+            "warpdrive_write_commit_seconds",
+            "Seconds each commit took: the last part, completing the upload, reading back the new object's metadata",
+            m.write.commit_seconds.clone(),
+        );
+        r.register(
+            "warpdrive_write_open_files",
+            "Handles open on files being written through the mount",
+            m.write.open_files.clone(),
+        );
+        r.register(
             "warpdrive_auth_refreshes",
             "Credential refreshes, by backend",
             m.auth_refreshes.clone(),
@@ -1089,6 +1219,7 @@ impl Metrics {
         BackendMetrics {
             name: name.to_string(),
             read_bytes: self.backend_read_bytes.get_or_create(&l).clone(),
+            written_bytes: self.backend_written_bytes.get_or_create(&l).clone(),
             requests: Request::ALL.map(|r| self.backend_requests.get_or_create(&op(r)).clone()),
             first_byte: Request::ALL.map(|r| self.backend_first_byte.get_or_create(&op(r)).clone()),
             total: Request::ALL.map(|r| self.backend_total.get_or_create(&op(r)).clone()),

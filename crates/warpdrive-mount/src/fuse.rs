@@ -40,6 +40,10 @@ use warpdrive_metrics::Op;
 /// reader costs one FUSE round trip per MiB instead of per 128 KiB.
 pub const MAX_READAHEAD: u32 = 1 << 20;
 
+/// Largest write the kernel may send: a file written through the mount costs one round trip
+/// per MiB.
+const MAX_WRITE: u32 = 1 << 20;
+
 /// Asynchronous (readahead) requests the kernel may have outstanding (its default is 12).
 const MAX_BACKGROUND: u16 = 64;
 
@@ -80,13 +84,13 @@ impl FuseAdapter {
     /// (on the runtime: a plan of two million entries takes a while to check); other files
     /// have nothing to do.
     fn submit(&self, fh: FileHandle, reply: ReplyEmpty) {
-        if !warpdrive_fs::control::owns_fh(fh.0) {
+        if !warpdrive_fs::control::owns_fh(fh.0) && !self.fs.is_write_handle(fh.0) {
             reply.ok();
             return;
         }
         let fs = self.fs.clone();
         self.rt.spawn(async move {
-            match fs.flush(fh.0) {
+            match fs.flush(fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(failed(&fs, Op::Flush, &e)),
             }
@@ -118,6 +122,11 @@ fn run_here_or_spawn(rt: &Handle, task: impl Future<Output = ()> + Send + 'stati
     if task.as_mut().poll(&mut cx).is_pending() {
         rt.spawn(task);
     }
+}
+
+/// A name as UTF-8 (store keys are): `None` for one that is not.
+fn utf8(name: &OsStr) -> Option<String> {
+    name.to_str().map(str::to_string)
 }
 
 fn errno(e: &FsError) -> Errno {
@@ -184,6 +193,10 @@ impl fuser::Filesystem for FuseAdapter {
         if let Err(max) = config.set_max_background(MAX_BACKGROUND) {
             let _ = config.set_max_background(max);
         }
+        // Files written through the mount arrive in writes of up to 1 MiB.
+        if let Err(max) = config.set_max_write(MAX_WRITE) {
+            let _ = config.set_max_write(max);
+        }
         // Lookups and readdirs of one directory may run at once: each is an independent
         // request to the store, and serialising them would make `ls -l` of a big prefix slow.
         if let Err(missing) = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS) {
@@ -242,6 +255,26 @@ impl fuser::Filesystem for FuseAdapter {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY
             || flags.0 & (libc::O_TRUNC | libc::O_APPEND | libc::O_CREAT) != 0;
         let fs = self.fs.clone();
+        if write {
+            let truncate = flags.0 & libc::O_TRUNC != 0;
+            run_here_or_spawn(&self.rt, async move {
+                match fs.open_writing(Ino(ino.0), truncate).await {
+                    Ok(o) => {
+                        warpdrive_metrics::shift(&fs.metrics().fuse.open_handles, 1);
+                        // The control file is read and written past the page cache; both it
+                        // and a file being written need the `FLUSH` of each `close`.
+                        let flags = if o.direct {
+                            FopenFlags::FOPEN_DIRECT_IO
+                        } else {
+                            FopenFlags::empty()
+                        };
+                        reply.opened(FileHandle(o.fh), flags)
+                    }
+                    Err(e) => reply.error(failed(&fs, Op::Open, &e)),
+                }
+            });
+            return;
+        }
         let modes = self.modes.clone();
         run_here_or_spawn(&self.rt, async move {
             match fs.open(Ino(ino.0), write).await {
@@ -319,6 +352,15 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         let start = Instant::now();
         self.count(Op::Read);
+        if self.fs.is_write_handle(fh.0) {
+            // A file being written (opened read-write): from its spool.
+            let fs = self.fs.clone();
+            self.rt.spawn(async move {
+                let r = fs.read(fh.0, offset, size).await;
+                reply_read(&fs, start, r, reply)
+            });
+            return;
+        }
         // Cached reads are answered from this thread; only reads waiting on fetches go to
         // the runtime (the hop would cost more than the read).
         let _guard = self.rt.enter();
@@ -395,6 +437,14 @@ impl fuser::Filesystem for FuseAdapter {
         self.count(Op::Release);
         if fh.0 == 0 {
             // The first open under zero-message opens, which the daemon never opened.
+            reply.ok();
+            return;
+        }
+        if self.fs.is_write_handle(fh.0) {
+            // A committed file's spool becomes its cached copy (checksummed): on the runtime.
+            warpdrive_metrics::shift(&self.fs.metrics().fuse.open_handles, -1);
+            let fs = self.fs.clone();
+            self.rt.spawn(async move { fs.release_write(fh.0).await });
             reply.ok();
             return;
         }
@@ -532,13 +582,14 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyAttr,
     ) {
         let other = mode.is_some() || uid.is_some() || gid.is_some() || flags.is_some();
-        match self.fs.setattr(Ino(ino.0), fh.map(|f| f.0), size, other) {
-            Ok(a) => {
-                self.count(Op::Write);
-                reply.attr(&a.kernel_ttl, &file_attr(&a))
+        self.count(Op::Write);
+        let fs = self.fs.clone();
+        run_here_or_spawn(&self.rt, async move {
+            match fs.setattr(Ino(ino.0), fh.map(|f| f.0), size, other).await {
+                Ok(a) => reply.attr(&a.kernel_ttl, &file_attr(&a)),
+                Err(e) => reply.error(failed(&fs, Op::Write, &e)),
             }
-            Err(_) => reply.error(self.refuse()),
-        }
+        });
     }
 
     fn mknod(
@@ -557,21 +608,54 @@ impl fuser::Filesystem for FuseAdapter {
     fn mkdir(
         &self,
         _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
+        parent: INodeNo,
+        name: &OsStr,
         _mode: u32,
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(self.refuse());
+        self.count(Op::Write);
+        let Some(name) = utf8(name) else {
+            reply.error(self.refuse());
+            return;
+        };
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.mkdir(Ino(parent.0), &name).await {
+                Ok(a) => reply.entry(&a.kernel_ttl, &file_attr(&a), Generation(0)),
+                Err(e) => reply.error(failed(&fs, Op::Write, &e)),
+            }
+        });
     }
 
-    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(self.refuse());
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.count(Op::Write);
+        let Some(name) = utf8(name) else {
+            reply.error(self.refuse());
+            return;
+        };
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.unlink(Ino(parent.0), &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(failed(&fs, Op::Write, &e)),
+            }
+        });
     }
 
-    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(self.refuse());
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.count(Op::Write);
+        let Some(name) = utf8(name) else {
+            reply.error(self.refuse());
+            return;
+        };
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.rmdir(Ino(parent.0), &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(failed(&fs, Op::Write, &e)),
+            }
+        });
     }
 
     fn symlink(
@@ -588,14 +672,36 @@ impl fuser::Filesystem for FuseAdapter {
     fn rename(
         &self,
         _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _newparent: INodeNo,
-        _newname: &OsStr,
-        _flags: fuser::RenameFlags,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: fuser::RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(self.refuse());
+        self.count(Op::Write);
+        let (Some(name), Some(newname)) = (utf8(name), utf8(newname)) else {
+            reply.error(self.refuse());
+            return;
+        };
+        if flags
+            .intersects(fuser::RenameFlags::RENAME_EXCHANGE | fuser::RenameFlags::RENAME_WHITEOUT)
+        {
+            // Objects cannot trade names atomically.
+            reply.error(Errno::from_i32(libc::EINVAL));
+            return;
+        }
+        let no_replace = flags.contains(fuser::RenameFlags::RENAME_NOREPLACE);
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs
+                .rename(Ino(parent.0), &name, Ino(newparent.0), &newname, no_replace)
+                .await
+            {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(failed(&fs, Op::Write, &e)),
+            }
+        });
     }
 
     fn link(
@@ -621,30 +727,49 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.fs.write(fh.0, offset, data) {
-            Ok(n) => {
-                self.count(Op::Write);
-                reply.written(n)
+        self.count(Op::Write);
+        let fs = self.fs.clone();
+        // The request's buffer is the session thread's: the bytes are copied for the task.
+        let data = data.to_vec();
+        run_here_or_spawn(&self.rt, async move {
+            match fs.write(fh.0, offset, &data).await {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(failed(&fs, Op::Write, &e)),
             }
-            Err(FsError::ReadOnly) => reply.error(self.refuse()),
-            Err(e) => {
-                self.count(Op::Write);
-                reply.error(failed(&self.fs, Op::Write, &e))
-            }
-        }
+        });
     }
 
     fn create(
         &self,
         _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
+        parent: INodeNo,
+        name: &OsStr,
         _mode: u32,
         _umask: u32,
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        reply.error(self.refuse());
+        self.count(Op::Write);
+        let Some(name) = utf8(name) else {
+            reply.error(self.refuse());
+            return;
+        };
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.create(Ino(parent.0), &name).await {
+                Ok((a, o)) => {
+                    warpdrive_metrics::shift(&fs.metrics().fuse.open_handles, 1);
+                    reply.created(
+                        &a.kernel_ttl,
+                        &file_attr(&a),
+                        Generation(0),
+                        FileHandle(o.fh),
+                        FopenFlags::empty(),
+                    )
+                }
+                Err(e) => reply.error(failed(&fs, Op::Write, &e)),
+            }
+        });
     }
 
     fn setxattr(

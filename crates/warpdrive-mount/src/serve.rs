@@ -197,6 +197,8 @@ pub(crate) fn run(config: Config) -> Result<()> {
                 && !config.fuse.zero_message_opens,
             passthrough_min_size: config.fuse.passthrough_min_size,
             control: control_file.clone(),
+            write_part_size: warpdrive_fs::core::WRITE_PART_SIZE,
+            write_memory: warpdrive_fs::core::WRITE_MEMORY,
         },
         backends,
         Some(cache.clone()),
@@ -241,7 +243,8 @@ pub(crate) fn run(config: Config) -> Result<()> {
         MountOption::NoSuid,
         MountOption::DefaultPermissions,
     ];
-    if control_file.is_none() {
+    let writable = config.backends.iter().any(|b| !b.write.prefixes.is_empty());
+    if control_file.is_none() && !writable {
         // Nothing in the mount is writable: the kernel refuses every write itself.
         fcfg.mount_options.push(MountOption::RO);
     }

@@ -63,6 +63,7 @@ fn setup(n: usize, size: usize, lifetime: Duration) -> Setup {
             ..Default::default()
         },
         ca_file: Some(tls.ca.clone()),
+        write: Default::default(),
         retry: Default::default(),
     };
     Setup {
@@ -582,6 +583,7 @@ fn regression_a_ca_certificate_used_as_the_servers_was_refused_without_a_reason(
         auth: AuthMode::Emulator,
         identity: IdentityConfig::default(),
         ca_file: Some(tls.ca.clone()),
+        write: Default::default(),
         retry: Default::default(),
     };
     let m = Mount::start(std::slice::from_ref(&backend), "");

@@ -59,6 +59,7 @@ fn every_backend_serves_identical_bytes() {
             auth: AuthMode::Anonymous,
             identity: Default::default(),
             ca_file: None,
+            write: Default::default(),
             retry: Default::default(),
         },
     ];

@@ -25,6 +25,7 @@ fn local_backend(dir: &Path) -> BackendConfig {
         auth: AuthMode::Anonymous,
         identity: Default::default(),
         ca_file: None,
+        write: Default::default(),
         retry: Default::default(),
     }
 }

@@ -119,7 +119,9 @@ fn a_planned_epoch_finds_every_file_fetched() {
     assert_eq!(ahead, 1000.0);
     let (_, status, _) = ctl_any(&m, &["status"]);
     assert!(
-        status.contains("plan        resnet rank 0 epoch 1: 1000 of 1000 entries reached, 1000 ahead, 0 late"),
+        status.contains(
+            "plan        resnet rank 0 epoch 1: 1000 of 1000 entries reached, 1000 ahead, 0 late"
+        ),
         "{status}"
     );
     ctl(&m, &["plan", "clear", "--job", "resnet"]);

@@ -174,7 +174,10 @@ pub(crate) fn build(
             .with_bucket_name(bucket)
             .with_http_connector(connector())
             .with_client_options(client_options(cfg, endpoint.as_deref())?)
-            .with_retry(retry());
+            .with_retry(retry())
+            // A create-only copy (a rename that must not replace an object) as S3 offers it:
+            // the copy made as a one-part upload whose completion carries `If-None-Match: *`.
+            .with_copy_if_not_exists(object_store::aws::S3CopyIfNotExists::Multipart);
             if let Some(r) = region {
                 b = b.with_region(r);
             }

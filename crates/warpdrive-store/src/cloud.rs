@@ -10,6 +10,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::StreamExt;
 use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::path::Path as StorePath;
@@ -17,7 +18,7 @@ use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 use warpdrive_metrics::{BackendMetrics, ErrorKind};
 
 use crate::checksum::{Known, Seen};
-use crate::store::{Body, Store};
+use crate::store::{Body, PartFuture, Store, Upload};
 use crate::{ListPage, ObjectInfo, Result, StoreError, canonical_etag};
 
 /// One cloud bucket or container.
@@ -200,5 +201,115 @@ impl Store for CloudStore {
 
     fn counts_own_errors(&self) -> bool {
         true
+    }
+
+    async fn put(&self, key: &str, data: Bytes, create_only: bool) -> Result<()> {
+        let opts = object_store::PutOptions {
+            mode: if create_only {
+                object_store::PutMode::Create
+            } else {
+                object_store::PutMode::Overwrite
+            },
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(&self.path(key)?, data.into(), opts)
+            .await
+        {
+            Ok(_) => Ok(()),
+            // S3 answers a failed `If-None-Match: *` 412, which the client calls a
+            // precondition failure.
+            Err(object_store::Error::Precondition { .. }) if create_only => {
+                Err(StoreError::AlreadyExists {
+                    backend: self.name.clone(),
+                    key: key.to_string(),
+                })
+            }
+            Err(e) => Err(self.failed(key, e)),
+        }
+    }
+
+    async fn upload(&self, key: &str) -> Result<Box<dyn Upload>> {
+        let inner = self
+            .store
+            .put_multipart(&self.path(key)?)
+            .await
+            .map_err(|e| self.failed(key, e))?;
+        Ok(Box::new(CloudUpload {
+            name: self.name.clone(),
+            key: key.to_string(),
+            inner,
+        }))
+    }
+
+    async fn copy(&self, from: &str, to: &str, create_only: bool) -> Result<()> {
+        let (src, dst) = (self.path(from)?, self.path(to)?);
+        let r = if create_only {
+            self.store.copy_if_not_exists(&src, &dst).await
+        } else {
+            self.store.copy(&src, &dst).await
+        };
+        match r {
+            Ok(()) => Ok(()),
+            Err(object_store::Error::Precondition { .. }) if create_only => {
+                Err(StoreError::AlreadyExists {
+                    backend: self.name.clone(),
+                    key: to.to_string(),
+                })
+            }
+            Err(e) => Err(self.failed(to, e)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.store
+            .delete(&self.path(key)?)
+            .await
+            .map_err(|e| self.failed(key, e))
+    }
+}
+
+/// A multipart upload through `object_store` (S3 multipart upload, Azure block list, GCS
+/// XML multipart upload).
+struct CloudUpload {
+    name: String,
+    key: String,
+    inner: Box<dyn object_store::MultipartUpload>,
+}
+
+impl std::fmt::Debug for CloudUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloudUpload")
+            .field("name", &self.name)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl Upload for CloudUpload {
+    fn part(&mut self, data: Bytes) -> PartFuture {
+        let part = self.inner.put_part(data.into());
+        let (name, key) = (self.name.clone(), self.key.clone());
+        Box::pin(async move {
+            part.await
+                .map_err(|e| StoreError::from_object_store(&name, &key, e))
+        })
+    }
+
+    async fn complete(&mut self) -> Result<()> {
+        self.inner
+            .complete()
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::from_object_store(&self.name, &self.key, e))
+    }
+
+    async fn abort(&mut self) -> Result<()> {
+        self.inner
+            .abort()
+            .await
+            .map_err(|e| StoreError::from_object_store(&self.name, &self.key, e))
     }
 }

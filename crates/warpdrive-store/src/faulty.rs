@@ -16,11 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::StreamExt;
 use parking_lot::Mutex;
 
 use crate::checksum::Known;
-use crate::store::{Body, Store};
+use crate::store::{Body, PartFuture, Store, Upload};
 use crate::{ListPage, ObjectInfo, Result, StoreError};
 
 /// One injected fault.
@@ -47,6 +48,8 @@ pub enum Op {
     List,
     Head,
     Get,
+    /// Any write request: a PUT, starting an upload, storing a part, completing an upload.
+    Write,
 }
 
 #[derive(Debug)]
@@ -80,9 +83,15 @@ impl Random {
 /// Wraps a store and fails its requests as scripted or at random.
 #[derive(Debug)]
 pub struct FaultyStore {
-    name: String,
     inner: Arc<dyn Store>,
-    script: Mutex<[VecDeque<Fault>; 3]>,
+    faults: Arc<Faults>,
+}
+
+/// The faults to inject, shared by the store and its uploads.
+#[derive(Debug)]
+struct Faults {
+    name: String,
+    script: Mutex<[VecDeque<Fault>; 4]>,
     random: Mutex<Option<Random>>,
     /// Faults injected so far.
     injected: Mutex<Vec<(Op, Fault)>>,
@@ -92,23 +101,25 @@ impl FaultyStore {
     /// `name` is the backend name its errors carry.
     pub fn new(name: &str, inner: Arc<dyn Store>) -> FaultyStore {
         FaultyStore {
-            name: name.to_string(),
             inner,
-            script: Mutex::new(Default::default()),
-            random: Mutex::new(None),
-            injected: Mutex::new(Vec::new()),
+            faults: Arc::new(Faults {
+                name: name.to_string(),
+                script: Mutex::new(Default::default()),
+                random: Mutex::new(None),
+                injected: Mutex::new(Vec::new()),
+            }),
         }
     }
 
     /// The next requests of kind `op` fail with `faults`, in order.
     pub fn script(&self, op: Op, faults: impl IntoIterator<Item = Fault>) {
-        self.script.lock()[op as usize].extend(faults);
+        self.faults.script.lock()[op as usize].extend(faults);
     }
 
     /// From now on every request fails with probability `rate`, with a fault drawn from
     /// `classes` by a generator seeded with `seed` (0 is taken as 1).
     pub fn random(&self, seed: u64, rate: f64, classes: &[Fault]) {
-        *self.random.lock() = Some(Random {
+        *self.faults.random.lock() = Some(Random {
             rate,
             classes: classes.to_vec(),
             state: seed.max(1),
@@ -117,14 +128,24 @@ impl FaultyStore {
 
     /// No more random faults (scripted ones still apply).
     pub fn calm(&self) {
-        *self.random.lock() = None;
+        *self.faults.random.lock() = None;
     }
 
     /// Every fault injected so far, in order.
     pub fn injected(&self) -> Vec<(Op, Fault)> {
-        self.injected.lock().clone()
+        self.faults.injected.lock().clone()
     }
 
+    async fn before(&self, op: Op) -> Result<Option<Fault>> {
+        self.faults.before(op).await
+    }
+
+    fn error(&self, f: Fault) -> StoreError {
+        self.faults.error(f)
+    }
+}
+
+impl Faults {
     fn next_fault(&self, op: Op) -> Option<Fault> {
         let f = self.script.lock()[op as usize]
             .pop_front()
@@ -164,6 +185,46 @@ impl FaultyStore {
             Some(f) if op != Op::Get => Err(self.error(f)),
             Some(f) => Ok(Some(f)),
         }
+    }
+}
+
+/// An upload whose requests fail as the store's write faults say.
+#[derive(Debug)]
+struct FaultyUpload {
+    inner: Box<dyn Upload>,
+    faults: Arc<Faults>,
+}
+
+#[async_trait]
+impl Upload for FaultyUpload {
+    fn part(&mut self, data: Bytes) -> PartFuture {
+        let faults = self.faults.clone();
+        // A part that fails is never stored (a real store keeps no part whose request failed).
+        let fault = faults.next_fault(Op::Write);
+        let part = match fault {
+            None | Some(Fault::Stall(_)) => Some(self.inner.part(data)),
+            Some(_) => None,
+        };
+        Box::pin(async move {
+            match (fault, part) {
+                (Some(Fault::Stall(d)), Some(p)) => {
+                    tokio::time::sleep(d).await;
+                    p.await
+                }
+                (_, Some(p)) => p.await,
+                (Some(f), None) => Err(faults.error(f)),
+                (None, None) => unreachable!("a part without a fault is stored"),
+            }
+        })
+    }
+
+    async fn complete(&mut self) -> Result<()> {
+        self.faults.before(Op::Write).await?;
+        self.inner.complete().await
+    }
+
+    async fn abort(&mut self) -> Result<()> {
+        self.inner.abort().await
     }
 }
 
@@ -231,7 +292,7 @@ impl Store for FaultyStore {
             Some(Fault::ResetAfter(n)) => {
                 let b = self.inner.get(key, range, etag).await?;
                 let reset = StoreError::Transport {
-                    backend: self.name.clone(),
+                    backend: self.faults.name.clone(),
                     message: format!("injected connection reset after {n} bytes"),
                 };
                 Ok(Body {
@@ -246,13 +307,34 @@ impl Store for FaultyStore {
     fn checksum(&self, key: &str, etag: &str) -> Option<Known> {
         self.inner.checksum(key, etag)
     }
+
+    async fn put(&self, key: &str, data: Bytes, create_only: bool) -> Result<()> {
+        self.before(Op::Write).await?;
+        self.inner.put(key, data, create_only).await
+    }
+
+    async fn upload(&self, key: &str) -> Result<Box<dyn Upload>> {
+        self.before(Op::Write).await?;
+        Ok(Box::new(FaultyUpload {
+            inner: self.inner.upload(key).await?,
+            faults: self.faults.clone(),
+        }))
+    }
+
+    async fn copy(&self, from: &str, to: &str, create_only: bool) -> Result<()> {
+        self.before(Op::Write).await?;
+        self.inner.copy(from, to, create_only).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.inner.delete(key).await
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::memory::MemoryStore;
-    use bytes::Bytes;
 
     async fn read(s: &dyn Store, key: &str, r: Range<u64>, etag: Option<&str>) -> Result<Vec<u8>> {
         let b = s.get(key, r, etag).await?;

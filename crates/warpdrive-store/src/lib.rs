@@ -47,7 +47,7 @@ use warpdrive_metrics::BackendMetrics;
 
 pub use keys::valid_component;
 pub use retry::fail_fast;
-pub use store::{Body, ByteStream, Store};
+pub use store::{Body, ByteStream, PartFuture, Store, Upload};
 pub use write::PART_SIZE;
 
 /// Objects per list page we ask for. 1,000 is the S3 and GCS maximum; Azure allows 5,000,
@@ -70,6 +70,9 @@ pub enum StoreError {
     PreconditionFailed { backend: String, key: String },
     #[error("{backend}: key {key:?} is not a valid path below the backend's prefix")]
     InvalidKey { backend: String, key: String },
+    /// A create-only write found an object under the name already (another writer won).
+    #[error("{backend}: object {key} already exists")]
+    AlreadyExists { backend: String, key: String },
     #[error("{backend}: cannot build the client: {message}")]
     Build { backend: String, message: String },
     /// The store refused the credentials (401) or the access (403).
@@ -119,6 +122,7 @@ impl StoreError {
             StoreError::NotFound { .. }
                 | StoreError::PreconditionFailed { .. }
                 | StoreError::InvalidKey { .. }
+                | StoreError::AlreadyExists { .. }
                 | StoreError::Build { .. }
                 | StoreError::Denied { .. }
         )
@@ -144,6 +148,7 @@ impl StoreError {
             StoreError::NotFound { .. }
             | StoreError::PreconditionFailed { .. }
             | StoreError::InvalidKey { .. }
+            | StoreError::AlreadyExists { .. }
             | StoreError::Denied { .. } => ErrorKind::Client,
             StoreError::Throttled { .. } => ErrorKind::Throttled,
             StoreError::Server { .. } => ErrorKind::Server,
@@ -169,6 +174,9 @@ impl StoreError {
             }
             object_store::Error::InvalidPath { .. } => {
                 return StoreError::InvalidKey { backend, key };
+            }
+            object_store::Error::AlreadyExists { .. } => {
+                return StoreError::AlreadyExists { backend, key };
             }
             _ => {}
         }
@@ -325,7 +333,7 @@ impl Backend {
     }
 
     /// A backend over `store` (an in-memory or fault-injecting store, in tests), seen
-    /// through `config`'s prefix; reads only.
+    /// through `config`'s prefix; writes go through the store's own write requests.
     pub fn with_store(
         config: &BackendConfig,
         store: Arc<dyn Store>,

@@ -4,6 +4,10 @@
 //! target stays below `root`, so a link cannot expose the rest of the machine. The ETag of a
 //! file is built from its inode, mtime and size: any rewrite of the file changes it. A listing
 //! returns one page: reading a local directory costs no round trips.
+//!
+//! Writes go to a hidden file beside the final name (`.NAME.N.warpdrive-part`, never listed),
+//! are synced, and take the name by `rename` (replacing) or `link` (create-only: the link
+//! fails if the name exists), so a reader never sees part of a file.
 
 use std::fs;
 use std::ops::Range;
@@ -14,7 +18,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::store::{Body, Store};
+use crate::store::{Body, PartFuture, Store, Upload};
 use crate::{ListPage, ObjectInfo, Result, StoreError};
 
 #[derive(Debug, Clone)]
@@ -40,7 +44,44 @@ fn info_of(m: &fs::Metadata) -> ObjectInfo {
     }
 }
 
+/// Suffix of files being written; listings skip them.
+const PART_SUFFIX: &str = ".warpdrive-part";
+
+/// Numbers the part files of this process's writes apart.
+static PART_FILES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A new hidden file beside `path` to write it in.
+fn part_file(path: &Path) -> PathBuf {
+    let n = PART_FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    path.with_file_name(format!(
+        ".{}.{}-{n}{PART_SUFFIX}",
+        path.file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        std::process::id()
+    ))
+}
+
 impl LocalDir {
+    /// Gives the synced file `part` the name `path` (create-only: fails if it exists).
+    fn publish(&self, part: &Path, path: &Path, key: &str, create_only: bool) -> Result<()> {
+        let r = if create_only {
+            fs::hard_link(part, path).and_then(|()| fs::remove_file(part))
+        } else {
+            fs::rename(part, path)
+        };
+        r.map_err(|e| {
+            let _ = fs::remove_file(part);
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                StoreError::AlreadyExists {
+                    backend: self.name.clone(),
+                    key: key.to_string(),
+                }
+            } else {
+                self.io(key, e)
+            }
+        })
+    }
+
     pub(crate) fn new(name: &str, root: &Path) -> LocalDir {
         LocalDir {
             name: name.to_string(),
@@ -109,6 +150,7 @@ impl LocalDir {
                 for entry in fs::read_dir(&path).map_err(|e| me.io(&dir_owned, e))? {
                     let entry = entry.map_err(|e| me.io(&dir_owned, e))?;
                     let name = match entry.file_name().into_string() {
+                        Ok(n) if n.ends_with(PART_SUFFIX) => continue,
                         Ok(n) => n,
                         Err(raw) => {
                             tracing::warn!(backend = me.name, dir = dir_owned, name = ?raw, "skipping a file whose name is not UTF-8");
@@ -199,5 +241,124 @@ impl Store for LocalDir {
             etag: etag.map(str::to_string),
             stream: futures::stream::once(async move { Ok(bytes) }).boxed(),
         })
+    }
+
+    async fn put(&self, key: &str, data: Bytes, create_only: bool) -> Result<()> {
+        let me = self.clone();
+        let key = key.to_string();
+        self.blocking(move || {
+            let path = me.root.join(&key);
+            if let Some(dir) = path.parent() {
+                fs::create_dir_all(dir).map_err(|e| me.io(&key, e))?;
+            }
+            let part = part_file(&path);
+            let written = fs::File::create(&part).and_then(|f| {
+                std::io::Write::write_all(&mut &f, &data).and_then(|()| f.sync_all())
+            });
+            if let Err(e) = written {
+                let _ = fs::remove_file(&part);
+                return Err(me.io(&key, e));
+            }
+            me.publish(&part, &path, &key, create_only)
+        })
+        .await
+    }
+
+    async fn upload(&self, key: &str) -> Result<Box<dyn Upload>> {
+        let me = self.clone();
+        let key = key.to_string();
+        self.blocking(move || {
+            let path = me.root.join(&key);
+            if let Some(dir) = path.parent() {
+                fs::create_dir_all(dir).map_err(|e| me.io(&key, e))?;
+            }
+            let part = part_file(&path);
+            let file = fs::File::create(&part).map_err(|e| me.io(&key, e))?;
+            Ok(Box::new(LocalUpload {
+                dir: me,
+                key,
+                path,
+                part,
+                file: std::sync::Arc::new(file),
+                next: 0,
+            }) as Box<dyn Upload>)
+        })
+        .await
+    }
+
+    async fn copy(&self, from: &str, to: &str, create_only: bool) -> Result<()> {
+        let me = self.clone();
+        let (from, to) = (from.to_string(), to.to_string());
+        self.blocking(move || {
+            let src = me.root.join(&from);
+            me.contained_metadata(&src, &from)?;
+            let path = me.root.join(&to);
+            let part = part_file(&path);
+            if let Err(e) = fs::copy(&src, &part).and_then(|_| fs::File::open(&part)?.sync_all()) {
+                let _ = fs::remove_file(&part);
+                return Err(me.io(&from, e));
+            }
+            me.publish(&part, &path, &to, create_only)
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let me = self.clone();
+        let key = key.to_string();
+        self.blocking(move || fs::remove_file(me.root.join(&key)).map_err(|e| me.io(&key, e)))
+            .await
+    }
+}
+
+/// A multipart upload into a local directory: parts written at their offsets in a hidden
+/// file, which takes the name at completion.
+#[derive(Debug)]
+struct LocalUpload {
+    dir: LocalDir,
+    key: String,
+    path: PathBuf,
+    part: PathBuf,
+    file: std::sync::Arc<fs::File>,
+    /// Where the next part goes.
+    next: u64,
+}
+
+#[async_trait]
+impl Upload for LocalUpload {
+    fn part(&mut self, data: Bytes) -> PartFuture {
+        let (file, at, dir, key) = (
+            self.file.clone(),
+            self.next,
+            self.dir.clone(),
+            self.key.clone(),
+        );
+        self.next += data.len() as u64;
+        Box::pin(async move {
+            dir.clone()
+                .blocking(move || file.write_all_at(&data, at).map_err(|e| dir.io(&key, e)))
+                .await
+        })
+    }
+
+    async fn complete(&mut self) -> Result<()> {
+        let (dir, key, path, part, file) = (
+            self.dir.clone(),
+            self.key.clone(),
+            self.path.clone(),
+            self.part.clone(),
+            self.file.clone(),
+        );
+        self.dir
+            .blocking(move || {
+                file.sync_all().map_err(|e| dir.io(&key, e))?;
+                dir.publish(&part, &path, &key, false)
+            })
+            .await
+    }
+
+    async fn abort(&mut self) -> Result<()> {
+        let _ = fs::remove_file(&self.part);
+        Ok(())
     }
 }

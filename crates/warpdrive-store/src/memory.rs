@@ -1,5 +1,7 @@
 //! A store in memory, for the filesystem core's tests: objects with versions and ETags,
-//! overwrite and delete, and a count of requests by kind.
+//! overwrite and delete, writes through the [`Store`] trait (single and create-only PUTs,
+//! multipart uploads whose parts stay invisible until completed, copies, deletes), and a
+//! count of requests by kind.
 //!
 //! Every version ever written is kept (with its ETag `"v<N>"`, N counting writes across the
 //! store), so a test can check that bytes a reader got belong to one version, and a
@@ -8,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
@@ -16,7 +19,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use parking_lot::Mutex;
 
-use crate::store::{Body, Store};
+use crate::store::{Body, PartFuture, Store, Upload};
 use crate::{ListPage, ObjectInfo, Result, StoreError};
 
 /// One version of an object.
@@ -35,6 +38,12 @@ pub struct Counts {
     pub get: AtomicU64,
     /// Bytes of GET bodies handed out.
     pub get_bytes: AtomicU64,
+    /// Single PUTs and completed uploads (objects written through the trait).
+    pub puts: AtomicU64,
+    /// Upload parts stored.
+    pub parts: AtomicU64,
+    /// Uploads started and not yet completed or aborted.
+    pub open_uploads: AtomicU64,
 }
 
 impl Counts {
@@ -57,13 +66,86 @@ struct Objects {
     writes: u64,
 }
 
+impl Objects {
+    /// Writes (or overwrites) `key`; the new version's ETag.
+    fn write(&mut self, key: &str, data: Bytes) -> String {
+        self.writes += 1;
+        let v = Version {
+            etag: format!("\"v{}\"", self.writes),
+            data,
+            mtime: SystemTime::now(),
+        };
+        self.history
+            .insert(v.etag.clone(), (key.to_string(), v.clone()));
+        let etag = v.etag.clone();
+        self.current.insert(key.to_string(), v);
+        etag
+    }
+}
+
+/// A multipart upload into a [`MemoryStore`]: parts kept apart until completed.
+#[derive(Debug)]
+struct MemoryUpload {
+    name: String,
+    key: String,
+    objects: Arc<Mutex<Objects>>,
+    counts: Arc<Counts>,
+    /// Parts by number; each is filled when its future runs.
+    parts: Arc<Mutex<Vec<Option<Bytes>>>>,
+    done: bool,
+}
+
+#[async_trait]
+impl Upload for MemoryUpload {
+    fn part(&mut self, data: Bytes) -> PartFuture {
+        let n = {
+            let mut p = self.parts.lock();
+            p.push(None);
+            p.len() - 1
+        };
+        let (parts, counts) = (self.parts.clone(), self.counts.clone());
+        Box::pin(async move {
+            parts.lock()[n] = Some(data);
+            counts.parts.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        })
+    }
+
+    async fn complete(&mut self) -> Result<()> {
+        let parts = std::mem::take(&mut *self.parts.lock());
+        let mut all = Vec::new();
+        for p in parts {
+            let Some(p) = p else {
+                return Err(StoreError::Other {
+                    backend: self.name.clone(),
+                    message: format!("completing {}: a part was never stored", self.key),
+                });
+            };
+            all.extend_from_slice(&p);
+        }
+        self.objects.lock().write(&self.key, all.into());
+        self.done = true;
+        self.counts.puts.fetch_add(1, Ordering::Relaxed);
+        self.counts.open_uploads.fetch_sub(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn abort(&mut self) -> Result<()> {
+        self.parts.lock().clear();
+        if !std::mem::replace(&mut self.done, true) {
+            self.counts.open_uploads.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
 /// Objects in memory.
 #[derive(Debug)]
 pub struct MemoryStore {
     name: String,
-    objects: Mutex<Objects>,
+    objects: Arc<Mutex<Objects>>,
     page_size: Option<usize>,
-    pub counts: Counts,
+    pub counts: Arc<Counts>,
 }
 
 impl MemoryStore {
@@ -71,9 +153,9 @@ impl MemoryStore {
     pub fn new(name: &str) -> MemoryStore {
         MemoryStore {
             name: name.to_string(),
-            objects: Mutex::new(Objects::default()),
+            objects: Arc::default(),
             page_size: None,
-            counts: Counts::default(),
+            counts: Arc::default(),
         }
     }
 
@@ -85,18 +167,7 @@ impl MemoryStore {
 
     /// Writes (or overwrites) `key`; returns the new version's ETag.
     pub fn put(&self, key: &str, data: impl Into<Bytes>) -> String {
-        let mut o = self.objects.lock();
-        o.writes += 1;
-        let v = Version {
-            etag: format!("\"v{}\"", o.writes),
-            data: data.into(),
-            mtime: SystemTime::now(),
-        };
-        o.history
-            .insert(v.etag.clone(), (key.to_string(), v.clone()));
-        let etag = v.etag.clone();
-        o.current.insert(key.to_string(), v);
-        etag
+        self.objects.lock().write(key, data.into())
     }
 
     /// Deletes `key`; whether it existed.
@@ -120,6 +191,13 @@ impl MemoryStore {
 
     fn not_found(&self, key: &str) -> StoreError {
         StoreError::NotFound {
+            backend: self.name.clone(),
+            key: key.to_string(),
+        }
+    }
+
+    fn exists(&self, key: &str) -> StoreError {
+        StoreError::AlreadyExists {
             backend: self.name.clone(),
             key: key.to_string(),
         }
@@ -219,6 +297,49 @@ impl Store for MemoryStore {
             stream: futures::stream::once(async move { Ok(bytes) }).boxed(),
         })
     }
+
+    async fn put(&self, key: &str, data: Bytes, create_only: bool) -> Result<()> {
+        let mut o = self.objects.lock();
+        if create_only && o.current.contains_key(key) {
+            return Err(self.exists(key));
+        }
+        o.write(key, data);
+        self.counts.puts.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn upload(&self, key: &str) -> Result<Box<dyn Upload>> {
+        self.counts.open_uploads.fetch_add(1, Ordering::Relaxed);
+        Ok(Box::new(MemoryUpload {
+            name: self.name.clone(),
+            key: key.to_string(),
+            objects: self.objects.clone(),
+            counts: self.counts.clone(),
+            parts: Arc::default(),
+            done: false,
+        }))
+    }
+
+    async fn copy(&self, from: &str, to: &str, create_only: bool) -> Result<()> {
+        let mut o = self.objects.lock();
+        let data = o
+            .current
+            .get(from)
+            .map(|v| v.data.clone())
+            .ok_or_else(|| self.not_found(from))?;
+        if create_only && o.current.contains_key(to) {
+            return Err(self.exists(to));
+        }
+        o.write(to, data);
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        match self.objects.lock().current.remove(key) {
+            Some(_) => Ok(()),
+            None => Err(self.not_found(key)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -255,6 +376,54 @@ mod tests {
             (dirs, files),
             (vec!["a".to_string()], vec!["z".to_string()])
         );
+    }
+
+    #[tokio::test]
+    async fn uploads_are_invisible_until_completed_and_create_only_writes_refuse_a_name() {
+        let s = MemoryStore::new("m");
+        let mut u = Store::upload(&s, "ck/model.pt").await.expect("upload");
+        let first = u.part(Bytes::from_static(b"hello "));
+        let second = u.part(Bytes::from_static(b"world"));
+        second.await.expect("part 2");
+        first.await.expect("part 1");
+        assert!(
+            s.current("ck/model.pt").is_none(),
+            "not visible before completion"
+        );
+        assert_eq!(s.counts.open_uploads.load(Ordering::Relaxed), 1);
+        u.complete().await.expect("complete");
+        assert_eq!(
+            s.current("ck/model.pt").expect("visible").data,
+            &b"hello world"[..]
+        );
+        assert_eq!(s.counts.open_uploads.load(Ordering::Relaxed), 0);
+
+        let mut gone = Store::upload(&s, "ck/other.pt").await.expect("upload");
+        gone.part(Bytes::from_static(b"x")).await.expect("part");
+        gone.abort().await.expect("abort");
+        assert!(s.current("ck/other.pt").is_none());
+        assert_eq!(s.counts.open_uploads.load(Ordering::Relaxed), 0);
+
+        assert!(matches!(
+            Store::put(&s, "ck/model.pt", Bytes::from_static(b"again"), true).await,
+            Err(StoreError::AlreadyExists { .. })
+        ));
+        Store::put(&s, "ck/model.pt", Bytes::from_static(b"again"), false)
+            .await
+            .expect("overwrite");
+        Store::copy(&s, "ck/model.pt", "ck/final.pt", true)
+            .await
+            .expect("copy");
+        assert!(matches!(
+            Store::copy(&s, "ck/model.pt", "ck/final.pt", true).await,
+            Err(StoreError::AlreadyExists { .. })
+        ));
+        Store::delete(&s, "ck/model.pt").await.expect("delete");
+        assert_eq!(
+            s.current("ck/final.pt").expect("copied").data,
+            &b"again"[..]
+        );
+        assert!(s.current("ck/model.pt").is_none());
     }
 
     #[tokio::test]

@@ -27,10 +27,27 @@ use futures::stream::BoxStream;
 use warpdrive_metrics::{BackendMetrics, Request};
 
 use crate::checksum::Known;
-use crate::{ListPage, ObjectInfo, Result};
+use crate::{ListPage, ObjectInfo, Result, StoreError};
 
 /// A body as it arrives. It may end early; the reader checks the length.
 pub type ByteStream = BoxStream<'static, Result<Bytes>>;
+
+/// A part of an upload being stored: done when the store has it.
+pub type PartFuture = futures::future::BoxFuture<'static, Result<()>>;
+
+/// A multipart upload in progress: nothing is visible under its key until
+/// [`Upload::complete`]; an upload neither completed nor aborted is left to the store's
+/// lifecycle rules (doc/SEMANTICS.md, "Writing").
+#[async_trait]
+pub trait Upload: Send + fmt::Debug {
+    /// Starts storing the next part (parts are numbered in call order; every part but the
+    /// last must be at least the store's minimum part size, 5 MiB on S3).
+    fn part(&mut self, data: Bytes) -> PartFuture;
+    /// Makes the parts, all stored, the object.
+    async fn complete(&mut self) -> Result<()>;
+    /// Drops the upload and its parts.
+    async fn abort(&mut self) -> Result<()>;
+}
 
 /// What a ranged read answers: the version the store served, and its bytes.
 pub struct Body {
@@ -88,6 +105,35 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// stores count every HTTP attempt where they see it); otherwise [`Instrumented`] does.
     fn counts_own_errors(&self) -> bool {
         false
+    }
+
+    /// Stores `data` as object `key` in one request. `create_only`: fails with
+    /// [`StoreError::AlreadyExists`] when an object has the name (a conditional write).
+    async fn put(&self, key: &str, _data: Bytes, _create_only: bool) -> Result<()> {
+        Err(self.takes_no_writes(key))
+    }
+
+    /// Starts a multipart upload of `key`.
+    async fn upload(&self, key: &str) -> Result<Box<dyn Upload>> {
+        Err(self.takes_no_writes(key))
+    }
+
+    /// Copies object `from` to `to` inside the store. `create_only` as for [`Store::put`].
+    async fn copy(&self, from: &str, _to: &str, _create_only: bool) -> Result<()> {
+        Err(self.takes_no_writes(from))
+    }
+
+    /// Deletes object `key`.
+    async fn delete(&self, key: &str) -> Result<()> {
+        Err(self.takes_no_writes(key))
+    }
+
+    /// The error of a write to a store that takes none.
+    fn takes_no_writes(&self, key: &str) -> StoreError {
+        StoreError::Other {
+            backend: format!("{self:?}"),
+            message: format!("writing {key}: this store takes no writes"),
+        }
     }
 }
 
@@ -197,5 +243,80 @@ impl Store for Instrumented {
 
     fn counts_own_errors(&self) -> bool {
         true
+    }
+
+    async fn put(&self, key: &str, data: Bytes, create_only: bool) -> Result<()> {
+        let _timer = RequestTimer::new(&self.metrics, Request::Put);
+        warpdrive_metrics::add(&self.metrics.written_bytes, data.len() as u64);
+        self.failed(self.inner.put(key, data, create_only).await)
+    }
+
+    async fn upload(&self, key: &str) -> Result<Box<dyn Upload>> {
+        let _timer = RequestTimer::new(&self.metrics, Request::Upload);
+        let inner = self.failed(self.inner.upload(key).await)?;
+        Ok(Box::new(InstrumentedUpload {
+            inner,
+            metrics: self.metrics.clone(),
+            own: self.inner.counts_own_errors(),
+        }))
+    }
+
+    async fn copy(&self, from: &str, to: &str, create_only: bool) -> Result<()> {
+        let _timer = RequestTimer::new(&self.metrics, Request::Copy);
+        self.failed(self.inner.copy(from, to, create_only).await)
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let _timer = RequestTimer::new(&self.metrics, Request::Delete);
+        self.failed(self.inner.delete(key).await)
+    }
+}
+
+/// An upload whose requests are recorded as [`Instrumented`] records a store's.
+#[derive(Debug)]
+struct InstrumentedUpload {
+    inner: Box<dyn Upload>,
+    metrics: BackendMetrics,
+    own: bool,
+}
+
+impl InstrumentedUpload {
+    fn failed<T>(metrics: &BackendMetrics, own: bool, r: Result<T>) -> Result<T> {
+        if let Err(e) = &r
+            && !own
+        {
+            metrics.error(e.metric_kind());
+        }
+        r
+    }
+}
+
+#[async_trait]
+impl Upload for InstrumentedUpload {
+    fn part(&mut self, data: Bytes) -> PartFuture {
+        let metrics = self.metrics.clone();
+        let own = self.own;
+        let len = data.len() as u64;
+        let part = self.inner.part(data);
+        Box::pin(async move {
+            let _timer = RequestTimer::new(&metrics, Request::Part);
+            let r = part.await;
+            if r.is_ok() {
+                warpdrive_metrics::add(&metrics.written_bytes, len);
+            }
+            InstrumentedUpload::failed(&metrics, own, r)
+        })
+    }
+
+    async fn complete(&mut self) -> Result<()> {
+        let _timer = RequestTimer::new(&self.metrics, Request::Complete);
+        let r = self.inner.complete().await;
+        InstrumentedUpload::failed(&self.metrics, self.own, r)
+    }
+
+    async fn abort(&mut self) -> Result<()> {
+        let _timer = RequestTimer::new(&self.metrics, Request::Abort);
+        let r = self.inner.abort().await;
+        InstrumentedUpload::failed(&self.metrics, self.own, r)
     }
 }

@@ -1,5 +1,7 @@
-//! Writes, for `warpdrive-ctl copy` and `move` (the mount itself never writes): streaming
-//! uploads that hold at most a few parts in memory, and deletes.
+//! Writes: for `warpdrive-ctl copy` and `move`, streaming uploads that hold at most a few
+//! parts in memory; for the mount's write path (checkpoints under writable prefixes), the
+//! store's own requests through the [`Store`] trait, each counted in the backend's metrics:
+//! a single or create-only PUT, a multipart upload, a copy inside the store, a delete.
 
 use std::io::Write;
 
@@ -7,6 +9,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
 
+use crate::store::Upload;
 use crate::{Backend, Inner, Result, StoreError};
 
 /// Part size of multipart uploads; objects up to this size go up in one request.
@@ -168,15 +171,43 @@ impl Backend {
     /// Deletes object `key`.
     pub async fn delete(&self, key: &str) -> Result<()> {
         let full = self.full_key(key)?;
-        match &self.inner {
-            Inner::Local(l) => {
-                std::fs::remove_file(l.path_of(&full)).map_err(|e| self.write_error(key, e))
-            }
-            Inner::Other => Err(self.read_only(key)),
-            Inner::Cloud { store } => {
-                let path = self.store_path(key)?;
-                store.delete(&path).await.map_err(|e| self.failed(key, e))
-            }
-        }
+        self.authed(|| self.store.delete(&full)).await
+    }
+
+    /// Stores `data` as object `key` in one request (create-only: fails with
+    /// [`StoreError::AlreadyExists`] if the name is taken, conditionally where the store
+    /// offers it) and returns the new object's metadata, as a HEAD answers it (the ETag later
+    /// listings and reads compare against).
+    pub async fn put_object(
+        &self,
+        key: &str,
+        data: Bytes,
+        create_only: bool,
+    ) -> Result<crate::ObjectInfo> {
+        let full = self.full_key(key)?;
+        self.authed(|| self.store.put(&full, data.clone(), create_only))
+            .await?;
+        self.head(key).await
+    }
+
+    /// Starts a multipart upload of `key`; nothing is visible under it until the upload is
+    /// completed.
+    pub async fn start_upload(&self, key: &str) -> Result<Box<dyn Upload>> {
+        let full = self.full_key(key)?;
+        self.authed(|| self.store.upload(&full)).await
+    }
+
+    /// Copies object `from` to `to` inside the store (create-only as for
+    /// [`Backend::put_object`]) and returns the copy's metadata.
+    pub async fn copy_object(
+        &self,
+        from: &str,
+        to: &str,
+        create_only: bool,
+    ) -> Result<crate::ObjectInfo> {
+        let (src, dst) = (self.full_key(from)?, self.full_key(to)?);
+        self.authed(|| self.store.copy(&src, &dst, create_only))
+            .await?;
+        self.head(to).await
     }
 }

@@ -333,6 +333,7 @@ pub fn local_backend(name: &str, path: &std::path::Path) -> BackendConfig {
         auth: AuthMode::Anonymous,
         identity: Default::default(),
         ca_file: None,
+        write: Default::default(),
         retry: Default::default(),
     }
 }
@@ -368,6 +369,7 @@ pub fn emulator_backend(
         auth: AuthMode::Emulator,
         identity: Default::default(),
         ca_file: None,
+        write: Default::default(),
         retry: Default::default(),
     }
 }

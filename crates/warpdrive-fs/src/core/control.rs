@@ -95,9 +95,12 @@ impl Fs {
             .ok_or(FsError::BadHandle)
     }
 
-    /// Writes to a file: the control file's handles collect what is written; everything else
-    /// is read-only.
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+    /// Writes to a file: the control file's handles collect what is written, a file being
+    /// written takes it; everything else is read-only.
+    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        if self.is_write_handle(fh) {
+            return self.write_file(fh, offset, data).await;
+        }
         if !control::owns_fh(fh) {
             return Err(FsError::ReadOnly);
         }
@@ -108,15 +111,30 @@ impl Fs {
     }
 
     /// Changes a file's attributes: the control file takes a new size (an open with
-    /// `O_TRUNC` truncates its handle's text) and new times (ignored); a change of mode or
-    /// owner (`other`), and any change to anything else, is refused: read-only.
-    pub fn setattr(
+    /// `O_TRUNC` truncates its handle's text) and new times (ignored), a file being written a
+    /// new size; a change of mode or owner (`other`), and any change to anything else, is
+    /// refused: read-only.
+    pub async fn setattr(
         &self,
         ino: Ino,
         fh: Option<u64>,
         size: Option<u64>,
         other: bool,
     ) -> FsResult<Attr> {
+        if !other && ino != PLAN_INO {
+            if let Some(size) = size
+                && let Some(r) = self.truncate_written(ino, size).await
+            {
+                return r;
+            }
+            if size.is_none()
+                && let Ok(node) = self.node(ino)
+                && let Some(a) = self.written_attr(&node).await
+            {
+                // `touch` of a file being written: its times are the commit's.
+                return Ok(a);
+            }
+        }
         if ino != PLAN_INO || other {
             return Err(FsError::ReadOnly);
         }
@@ -127,9 +145,13 @@ impl Fs {
     }
 
     /// A `close` of a descriptor (or an `fsync`): on the control file, what was written since
-    /// the last one is submitted (or cleared); a refused text is `EINVAL`. Nothing to do for
-    /// other files. Must run inside the runtime.
-    pub fn flush(self: &Arc<Self>, fh: u64) -> FsResult<()> {
+    /// the last one is submitted (or cleared), a refused text being `EINVAL`; a file being
+    /// written is committed to its store. Nothing to do for other files. Must run inside the
+    /// runtime.
+    pub async fn flush(self: &Arc<Self>, fh: u64) -> FsResult<()> {
+        if self.is_write_handle(fh) {
+            return self.commit_file(fh).await;
+        }
         if !control::owns_fh(fh) {
             return Ok(());
         }

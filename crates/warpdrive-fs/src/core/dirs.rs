@@ -229,7 +229,7 @@ impl Fs {
         Ok(out)
     }
 
-    fn parent_of(&self, node: &Node) -> Ino {
+    pub(super) fn parent_of(&self, node: &Node) -> Ino {
         match node.path.backend {
             None => Ino::ROOT,
             Some(bid) => match node.path.key.rsplit_once('/') {

@@ -41,7 +41,7 @@ impl Fs {
         .min(KERNEL_TTL_MAX)
     }
 
-    fn attr_of(&self, node: &Node, info: Option<&ObjectInfo>) -> Attr {
+    pub(super) fn attr_of(&self, node: &Node, info: Option<&ObjectInfo>) -> Attr {
         match node.kind {
             Kind::Dir => Attr {
                 ino: node.ino,
@@ -74,7 +74,7 @@ impl Fs {
         }
     }
 
-    fn child_key(parent: &Node, name: &str) -> String {
+    pub(super) fn child_key(parent: &Node, name: &str) -> String {
         join_key(&parent.path.key, name)
     }
 
@@ -211,6 +211,14 @@ impl Fs {
         };
 
         let count = |answer| self.backend(bid).metrics().lookup(answer);
+        // A file being written here, or a directory made here: the store does not show them.
+        let path = NodePath {
+            backend: Some(bid),
+            key: Self::child_key(&parent, name),
+        };
+        if let Some(a) = self.lookup_written(&path).await {
+            return Ok(a);
+        }
         // A complete, fresh listing of the parent answers without a request.
         let listing = parent.state.lock().listing.clone();
         if let Some(l) = listing
@@ -362,6 +370,9 @@ impl Fs {
             return Ok(self.control_attr(ino));
         }
         let node = self.node(ino)?;
+        if let Some(a) = self.written_attr(&node).await {
+            return Ok(a);
+        }
         if node.kind == Kind::Dir {
             return Ok(self.attr_of(&node, None));
         }

@@ -42,5 +42,7 @@ pub fn fs_config(metadata_ttl: MetadataTtl, prefetch: u64) -> FsConfig {
         passthrough: false,
         passthrough_min_size: 0,
         control: None,
+        write_part_size: warpdrive_fs::core::WRITE_PART_SIZE,
+        write_memory: warpdrive_fs::core::WRITE_MEMORY,
     }
 }

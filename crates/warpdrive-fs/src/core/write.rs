@@ -1,0 +1,651 @@
+//! Writing new objects under a backend's writable prefixes (`writable:` in its config): the
+//! namespace side of the write path ([`crate::writer`] streams, stages and commits a file).
+//!
+//! `create` (or an open with `O_TRUNC` of an existing object, where overwriting is allowed)
+//! makes a [`Writer`] for the inode; every handle of the inode shares it. A `flush` (each
+//! `close`) or `fsync` commits it; when its last handle is released, a committed file's spool
+//! becomes the object's cached copy and an uncommitted one is dropped (its name goes with it).
+//! Until its first commit a file is found by name in this mount (the writer needs that) but
+//! not listed, and nothing of it is in the store. `rename` of a file not yet committed moves
+//! the commit's target; of a committed object (this mount's, or any where `delete` is
+//! allowed) it copies the object inside the store and deletes the old name. `unlink` drops a
+//! file not yet committed, and deletes an object only this mount wrote or where `delete` is
+//! allowed. `mkdir` under a writable prefix makes a directory the mount remembers (object
+//! stores have none) until files are written in it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::{Mutex, RwLock};
+use warpdrive_cache::ObjectId;
+use warpdrive_store::{ObjectInfo, StoreError};
+
+use super::{Attr, Fs, Opened};
+use crate::error::{FsError, FsResult};
+use crate::inode::{BackendId, Ino, Kind, Node, NodePath};
+use crate::writer::{WriteLimits, Writer};
+
+/// Files being written, their handles, and what the mount made.
+#[derive(Debug)]
+pub(super) struct Writes {
+    limits: WriteLimits,
+    /// The writer of each inode being written.
+    by_ino: Mutex<HashMap<Ino, Arc<Writer>>>,
+    /// Each write handle's inode (its writer is the inode's).
+    handles: RwLock<HashMap<u64, Ino>>,
+    /// Handles open per inode being written.
+    open: Mutex<HashMap<Ino, u32>>,
+    /// Directories made by `mkdir` that the store does not show.
+    dirs: Mutex<HashSet<NodePath>>,
+    /// Objects this mount committed since it started: a rename may delete their old name and
+    /// `unlink` may delete them without `delete: true` (they are the writer's own).
+    made: Mutex<HashSet<NodePath>>,
+}
+
+impl Writes {
+    pub(super) fn new(limits: WriteLimits) -> Writes {
+        Writes {
+            limits,
+            by_ino: Mutex::default(),
+            handles: RwLock::default(),
+            open: Mutex::default(),
+            dirs: Mutex::default(),
+            made: Mutex::default(),
+        }
+    }
+
+    /// The writer behind write handle `fh`.
+    fn of_handle(&self, fh: u64) -> Option<(Ino, Arc<Writer>)> {
+        let ino = *self.handles.read().get(&fh)?;
+        let w = self.by_ino.lock().get(&ino).cloned()?;
+        Some((ino, w))
+    }
+}
+
+/// Files in the mount being written (for `status`).
+#[derive(Debug, Clone)]
+pub struct Writing {
+    pub backend: String,
+    pub key: String,
+    pub bytes: u64,
+}
+
+fn store_error(e: StoreError) -> FsError {
+    FsError::Store(e)
+}
+
+impl Fs {
+    /// The backend and key below `parent` for `name`, if the backend lets the mount write it.
+    fn writable_child(&self, parent: &Node, name: &str) -> FsResult<(BackendId, String)> {
+        let bid = parent.path.backend.ok_or(FsError::ReadOnly)?;
+        if parent.kind != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        if !warpdrive_store::valid_component(name) {
+            return Err(FsError::Invalid(format!(
+                "{name:?} cannot be an object name"
+            )));
+        }
+        let key = Self::child_key(parent, name);
+        if !self.backend(bid).config().write.allows(&key) {
+            return Err(FsError::ReadOnly);
+        }
+        Ok((bid, key))
+    }
+
+    /// The spool directory, or why the mount cannot write (no cache, or its disk is below
+    /// its free-space floor).
+    fn spool_dir(&self) -> FsResult<std::path::PathBuf> {
+        let Some(cache) = self.reader.cache() else {
+            return Err(FsError::ReadOnly);
+        };
+        if let Some((free, floor)) = cache.below_min_free() {
+            tracing::warn!(
+                free,
+                floor,
+                "refusing a new file: the cache disk is below cache.min_free"
+            );
+            return Err(FsError::NoSpace);
+        }
+        Ok(cache.spool_dir().to_path_buf())
+    }
+
+    /// A write handle on `node`'s writer.
+    fn write_handle(&self, ino: Ino) -> u64 {
+        let fh = self
+            .next_fh
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.writes.handles.write().insert(fh, ino);
+        *self.writes.open.lock().entry(ino).or_default() += 1;
+        warpdrive_metrics::shift(&self.metrics.write.open_files, 1);
+        fh
+    }
+
+    fn writing_attr(&self, node: &Node, size: u64) -> Attr {
+        Attr {
+            ino: node.ino,
+            kind: Kind::File,
+            size,
+            mtime: std::time::SystemTime::now(),
+            perm: 0o644,
+            uid: self.cfg.uid,
+            gid: self.cfg.gid,
+            // The writer's own view changes with every write: the kernel asks again.
+            kernel_ttl: std::time::Duration::ZERO,
+        }
+    }
+
+    /// Creates file `name` in `parent` and opens it for writing. Fails with `EEXIST` if the
+    /// store has an object of that name (unless overwriting is allowed), `EROFS` outside the
+    /// writable prefixes, `ENOSPC` if the cache disk is below its free-space floor.
+    pub async fn create(&self, parent: Ino, name: &str) -> FsResult<(Attr, Opened)> {
+        let parent = self.node(parent)?;
+        let (bid, key) = self.writable_child(&parent, name)?;
+        let spool_dir = self.spool_dir()?;
+        let backend = self.backend(bid).clone();
+        let overwrite = backend.config().write.overwrite;
+        if !overwrite {
+            match backend.head(&key).await {
+                Ok(_) => return Err(FsError::Exists),
+                Err(StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        let path = NodePath {
+            backend: Some(bid),
+            key: key.clone(),
+        };
+        if let Some(n) = self.inodes.find(&path)
+            && self.writes.by_ino.lock().contains_key(&n.ino)
+        {
+            return Err(FsError::Exists);
+        }
+        let writer = Writer::create(
+            backend,
+            &key,
+            overwrite,
+            &spool_dir,
+            self.writes.limits.clone(),
+        )
+        .map_err(|e| FsError::Store(self.spool_failed(bid, &key, e)))?;
+        let node = self.inodes.replace(path, Kind::File);
+        self.negatives.forget(parent.ino, name);
+        self.writes.by_ino.lock().insert(node.ino, Arc::new(writer));
+        let fh = self.write_handle(node.ino);
+        tracing::debug!(backend = self.backend(bid).name(), key, "file created");
+        Ok((
+            self.writing_attr(&node, 0),
+            Opened {
+                fh,
+                keep_cache: false,
+                passthrough: None,
+                direct: false,
+            },
+        ))
+    }
+
+    fn spool_failed(&self, bid: BackendId, key: &str, e: std::io::Error) -> StoreError {
+        StoreError::Io {
+            backend: self.backend(bid).name().to_string(),
+            message: format!("spooling {key} on the cache disk: {e}"),
+        }
+    }
+
+    /// Opens `ino` for writing: a file being written shares its writer; an existing object is
+    /// replaced (with `truncate`, where overwriting is allowed: `EEXIST` otherwise).
+    pub(super) async fn open_write(&self, ino: Ino, truncate: bool) -> FsResult<Opened> {
+        let node = self.node(ino)?;
+        if node.kind == Kind::Dir {
+            return Err(FsError::IsDir);
+        }
+        let existing = self.writes.by_ino.lock().get(&ino).cloned();
+        if let Some(w) = existing {
+            if truncate {
+                w.truncate(0).await.map_err(store_error)?;
+            }
+            return Ok(Opened {
+                fh: self.write_handle(ino),
+                keep_cache: false,
+                passthrough: None,
+                direct: false,
+            });
+        }
+        let bid = node.path.backend.ok_or(FsError::ReadOnly)?;
+        let backend = self.backend(bid).clone();
+        let access = &backend.config().write;
+        if !access.allows(&node.path.key) {
+            return Err(FsError::ReadOnly);
+        }
+        if !access.overwrite {
+            return Err(FsError::Exists);
+        }
+        if !truncate {
+            // Changing an object in place would mean fetching it whole first.
+            return Err(FsError::NotSupported);
+        }
+        let spool_dir = self.spool_dir()?;
+        let writer = Writer::create(
+            backend,
+            &node.path.key,
+            true,
+            &spool_dir,
+            self.writes.limits.clone(),
+        )
+        .map_err(|e| FsError::Store(self.spool_failed(bid, &node.path.key, e)))?;
+        self.writes.by_ino.lock().insert(ino, Arc::new(writer));
+        Ok(Opened {
+            fh: self.write_handle(ino),
+            keep_cache: false,
+            passthrough: None,
+            direct: false,
+        })
+    }
+
+    /// Whether `fh` is a write handle.
+    pub fn is_write_handle(&self, fh: u64) -> bool {
+        self.writes.handles.read().contains_key(&fh)
+    }
+
+    /// Writes `data` at `offset` through write handle `fh`.
+    pub(super) async fn write_file(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let (_, w) = self.writes.of_handle(fh).ok_or(FsError::BadHandle)?;
+        let started = Instant::now();
+        let r = w.write(offset, data).await;
+        self.metrics
+            .write
+            .write(data.len() as u64, started.elapsed());
+        if let Err(e) = &r {
+            tracing::warn!(key = w.key(), error = %e, "a write failed");
+        }
+        r.map(|()| data.len() as u32).map_err(store_error)
+    }
+
+    /// A read through write handle `fh` (`O_RDWR`): what has been written.
+    pub(super) async fn read_written(
+        &self,
+        fh: u64,
+        offset: u64,
+        size: u32,
+    ) -> FsResult<bytes::Bytes> {
+        let (_, w) = self.writes.of_handle(fh).ok_or(FsError::BadHandle)?;
+        w.read(offset, size).await.map_err(store_error)
+    }
+
+    /// Commits the file behind write handle `fh` (`close`, `fsync`).
+    pub(super) async fn commit_file(&self, fh: u64) -> FsResult<()> {
+        let Some((ino, w)) = self.writes.of_handle(fh) else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let r = w.commit().await;
+        match r {
+            Ok(None) => Ok(()),
+            Ok(Some(info)) => {
+                self.metrics.write.commit(started.elapsed());
+                self.committed(ino, &w, &info);
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics.write.failed();
+                tracing::warn!(backend = self.backend_name_of(ino), key = w.key(), error = %e, "a file written through the mount could not be committed");
+                Err(store_error(e))
+            }
+        }
+    }
+
+    fn backend_name_of(&self, ino: Ino) -> String {
+        self.inodes
+            .get(ino)
+            .and_then(|n| n.path.backend)
+            .map(|b| self.backend(b).name().to_string())
+            .unwrap_or_default()
+    }
+
+    /// Records a commit: the inode's metadata, the object as this mount's, and the parent's
+    /// listing as stale (it would not show the new object).
+    fn committed(&self, ino: Ino, w: &Writer, info: &ObjectInfo) {
+        let Ok(node) = self.node(ino) else { return };
+        node.state.lock().info = Some((info.clone(), Instant::now()));
+        self.writes.made.lock().insert(node.path.clone());
+        self.stale_parent_listing(&node);
+        tracing::info!(
+            backend = self.backend_name_of(ino),
+            key = w.key(),
+            size = info.size,
+            "file committed"
+        );
+    }
+
+    fn stale_parent_listing(&self, node: &Node) {
+        let parent = self.parent_of(node);
+        if let Some(p) = self.inodes.get(parent) {
+            p.state.lock().listing = None;
+        }
+    }
+
+    /// Releases write handle `fh`. When the inode's last handle goes: a committed file's spool
+    /// becomes the object's cached copy; an uncommitted file is dropped, and its name with it.
+    pub async fn release_write(&self, fh: u64) {
+        let Some(ino) = self.writes.handles.write().remove(&fh) else {
+            return;
+        };
+        warpdrive_metrics::shift(&self.metrics.write.open_files, -1);
+        let last = {
+            let mut open = self.writes.open.lock();
+            let n = open.entry(ino).or_default();
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&ino);
+                true
+            } else {
+                false
+            }
+        };
+        if !last {
+            return;
+        }
+        let Some(w) = self.writes.by_ino.lock().remove(&ino) else {
+            return;
+        };
+        match (w.is_clean().await, w.committed().await) {
+            (true, Some(info)) => self.adopt(ino, &w, &info),
+            _ => {
+                w.discard().await;
+                if w.committed().await.is_none() {
+                    // Never in the store: the name goes.
+                    self.inodes.unlink(ino);
+                }
+            }
+        }
+    }
+
+    /// Makes the spool of a committed file the cached copy of its object.
+    fn adopt(&self, ino: Ino, w: &Writer, info: &ObjectInfo) {
+        let (Some(cache), Ok(node), Some(etag)) =
+            (self.reader.cache(), self.node(ino), info.etag.clone())
+        else {
+            let _ = std::fs::remove_file(w.spool_path());
+            return;
+        };
+        let Some(bid) = node.path.backend else { return };
+        let id = ObjectId {
+            backend: self.backend(bid).name().to_string(),
+            key: w.key(),
+            etag,
+        };
+        if let Err(e) = cache.adopt(&id, info.size, w.spool_path()) {
+            tracing::debug!(key = id.key, error = %e, "a written file was not kept in the cache");
+            let _ = std::fs::remove_file(w.spool_path());
+        }
+    }
+
+    /// Changes a file's size: a file being written takes it; everything else is read-only.
+    pub(super) async fn truncate_written(&self, ino: Ino, size: u64) -> Option<FsResult<Attr>> {
+        let w = self.writes.by_ino.lock().get(&ino).cloned()?;
+        let node = self.node(ino).ok()?;
+        Some(
+            w.truncate(size)
+                .await
+                .map(|()| self.writing_attr(&node, size))
+                .map_err(store_error),
+        )
+    }
+
+    /// The attributes of a file being written (its size so far), if it is.
+    pub(super) async fn written_attr(&self, node: &Node) -> Option<Attr> {
+        let w = self.writes.by_ino.lock().get(&node.ino).cloned()?;
+        Some(self.writing_attr(node, w.size().await))
+    }
+
+    /// What a lookup of `path` answers from the write path: a file being written or a
+    /// directory made here.
+    pub(super) async fn lookup_written(&self, path: &NodePath) -> Option<Attr> {
+        if let Some(node) = self.inodes.find(path) {
+            if let Some(a) = self.written_attr(&node).await {
+                return Some(a);
+            }
+            if node.kind == Kind::Dir && self.writes.dirs.lock().contains(path) {
+                return Some(self.attr_of(&node, None));
+            }
+        }
+        None
+    }
+
+    /// Makes directory `name` in `parent` (under a writable prefix): remembered by the mount
+    /// until files are written in it.
+    pub async fn mkdir(&self, parent: Ino, name: &str) -> FsResult<Attr> {
+        let parent = self.node(parent)?;
+        let bid = parent.path.backend.ok_or(FsError::ReadOnly)?;
+        if !warpdrive_store::valid_component(name) {
+            return Err(FsError::Invalid(format!(
+                "{name:?} cannot be a directory name"
+            )));
+        }
+        let key = Self::child_key(&parent, name);
+        if !self.backend(bid).config().write.allows_dir(&key) {
+            return Err(FsError::ReadOnly);
+        }
+        let path = NodePath {
+            backend: Some(bid),
+            key: key.clone(),
+        };
+        if self.lookup_written(&path).await.is_some() {
+            return Err(FsError::Exists);
+        }
+        let backend = self.backend(bid);
+        match backend.head(&key).await {
+            Ok(_) => return Err(FsError::Exists),
+            Err(StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(store_error(e)),
+        }
+        if backend.dir_exists(&key).await.map_err(store_error)? {
+            return Err(FsError::Exists);
+        }
+        let node = self.inodes.get_or_create(path.clone(), Kind::Dir);
+        node.state.lock().seen = Some(Instant::now());
+        self.writes.dirs.lock().insert(path);
+        self.negatives.forget(parent.ino, name);
+        Ok(self.attr_of(&node, None))
+    }
+
+    /// Removes directory `name`: one this mount made and nothing was written in; a
+    /// directory with objects below is `ENOTEMPTY`.
+    pub async fn rmdir(&self, parent: Ino, name: &str) -> FsResult<()> {
+        let parent = self.node(parent)?;
+        let bid = parent.path.backend.ok_or(FsError::ReadOnly)?;
+        let key = Self::child_key(&parent, name);
+        let path = NodePath {
+            backend: Some(bid),
+            key: key.clone(),
+        };
+        if !self.backend(bid).config().write.allows_dir(&key) {
+            return Err(FsError::ReadOnly);
+        }
+        if self
+            .backend(bid)
+            .dir_exists(&key)
+            .await
+            .map_err(store_error)?
+        {
+            return Err(FsError::NotEmpty);
+        }
+        let prefix = format!("{key}/");
+        let busy = self
+            .writes
+            .by_ino
+            .lock()
+            .values()
+            .any(|w| w.key().starts_with(&prefix));
+        if busy {
+            return Err(FsError::NotEmpty);
+        }
+        if !self.writes.dirs.lock().remove(&path) {
+            return Err(FsError::NotFound);
+        }
+        if let Some(n) = self.inodes.find(&path) {
+            self.inodes.unlink(n.ino);
+        }
+        Ok(())
+    }
+
+    /// Removes file `name`: a file not yet committed is dropped; an object is deleted if
+    /// this mount wrote it or the backend allows deletes (`EPERM` otherwise).
+    pub async fn unlink(&self, parent: Ino, name: &str) -> FsResult<()> {
+        let parent = self.node(parent)?;
+        let (bid, key) = self.writable_child(&parent, name)?;
+        let path = NodePath {
+            backend: Some(bid),
+            key: key.clone(),
+        };
+        let node = self.inodes.find(&path);
+        let writer = node
+            .as_ref()
+            .and_then(|n| self.writes.by_ino.lock().get(&n.ino).cloned());
+        let in_store = match &writer {
+            Some(w) => w.committed().await.is_some(),
+            None => true,
+        };
+        if in_store {
+            let own = self.writes.made.lock().contains(&path);
+            if !own && !self.backend(bid).config().write.delete {
+                return Err(FsError::NotPermitted);
+            }
+            self.backend(bid).delete(&key).await.map_err(store_error)?;
+            self.writes.made.lock().remove(&path);
+            self.drop_cached_key(bid, &key);
+        }
+        if let Some(w) = &writer {
+            // Its handles may still write; nothing of it is committed again.
+            w.unlinked().await;
+        }
+        if let Some(n) = node {
+            self.inodes.unlink(n.ino);
+            self.stale_parent_listing(&n);
+        }
+        self.negatives.forget(parent.ino, name);
+        Ok(())
+    }
+
+    fn drop_cached_key(&self, bid: BackendId, key: &str) {
+        if let Some(cache) = self.reader.cache()
+            && let Err(e) = cache.invalidate(self.backend(bid).name(), key)
+        {
+            self.reader.cache_error(&e);
+        }
+    }
+
+    /// Renames file `name` in `parent` to `new_name` in `new_parent`, inside one backend's
+    /// writable prefixes: a file not yet committed commits under the new name; an object is
+    /// copied inside the store and its old name deleted (only an object this mount wrote, or
+    /// where `delete` is allowed). Replacing an existing object needs `overwrite` (`EEXIST`
+    /// otherwise, and always with `no_replace`).
+    pub async fn rename(
+        &self,
+        parent: Ino,
+        name: &str,
+        new_parent: Ino,
+        new_name: &str,
+        no_replace: bool,
+    ) -> FsResult<()> {
+        let (parent, new_parent) = (self.node(parent)?, self.node(new_parent)?);
+        let (bid, from) = self.writable_child(&parent, name)?;
+        let (to_bid, to) = self.writable_child(&new_parent, new_name)?;
+        if bid != to_bid {
+            return Err(FsError::CrossDevice);
+        }
+        let from_path = NodePath {
+            backend: Some(bid),
+            key: from.clone(),
+        };
+        let to_path = NodePath {
+            backend: Some(bid),
+            key: to.clone(),
+        };
+        let node = self.inodes.find(&from_path);
+        if node.as_ref().is_some_and(|n| n.kind == Kind::Dir) {
+            // A directory is every key below it: the caller copies file by file.
+            return Err(FsError::CrossDevice);
+        }
+        let backend = self.backend(bid).clone();
+        let access = backend.config().write.clone();
+        // The target: an object in the store, or a file being written here.
+        let target_busy = self
+            .inodes
+            .find(&to_path)
+            .is_some_and(|n| self.writes.by_ino.lock().contains_key(&n.ino));
+        let target_exists = target_busy
+            || match backend.head(&to).await {
+                Ok(_) => true,
+                Err(StoreError::NotFound { .. }) => false,
+                Err(e) => return Err(store_error(e)),
+            };
+        if target_exists && (no_replace || !access.overwrite) {
+            return Err(FsError::Exists);
+        }
+        let writer = node
+            .as_ref()
+            .and_then(|n| self.writes.by_ino.lock().get(&n.ino).cloned());
+        let committed = match &writer {
+            Some(w) => w.committed().await.is_some(),
+            None => true,
+        };
+        if committed {
+            let own = self.writes.made.lock().contains(&from_path);
+            if !own && !access.delete {
+                return Err(FsError::NotPermitted);
+            }
+            let info = backend
+                .copy_object(&from, &to, !access.overwrite)
+                .await
+                .map_err(store_error)?;
+            backend.delete(&from).await.map_err(store_error)?;
+            let mut made = self.writes.made.lock();
+            made.remove(&from_path);
+            made.insert(to_path.clone());
+            drop(made);
+            self.drop_cached_key(bid, &from);
+            if let Some(n) = &node {
+                n.state.lock().info = Some((info, Instant::now()));
+            }
+        }
+        if let Some(w) = &writer {
+            w.rename(&to).await;
+        }
+        match &node {
+            Some(n) => {
+                self.stale_parent_listing(n);
+                if let Some(moved) = self.inodes.rename(n.ino, to_path) {
+                    self.stale_parent_listing(&moved);
+                }
+            }
+            None => {
+                // Not known by inode (renamed by path alone): the new name is looked up anew.
+                self.stale_parent_listing(&new_parent);
+            }
+        }
+        self.negatives.forget(new_parent.ino, new_name);
+        tracing::info!(backend = backend.name(), from, to, "renamed");
+        Ok(())
+    }
+
+    /// Files being written now.
+    pub async fn writing(&self) -> Vec<Writing> {
+        let writers: Vec<(Ino, Arc<Writer>)> = self
+            .writes
+            .by_ino
+            .lock()
+            .iter()
+            .map(|(i, w)| (*i, w.clone()))
+            .collect();
+        let mut out = Vec::new();
+        for (ino, w) in writers {
+            out.push(Writing {
+                backend: self.backend_name_of(ino),
+                key: w.key(),
+                bytes: w.size().await,
+            });
+        }
+        out
+    }
+}
