@@ -315,6 +315,16 @@ impl Cache {
             .then_some((free, floor))
     }
 
+    /// `(free, min_free)` in bytes when the disk's free space, measured now, is under
+    /// `min_free`: a new file written through the mount is then refused at its creation
+    /// rather than failing when its spool fills the disk.
+    pub fn below_min_free_now(&self) -> Option<(u64, u64)> {
+        let limits = (*self.limits.read())?;
+        let (disk, free) = self.disk_usage().ok()?;
+        let floor = limits.min_free.bytes(disk);
+        (free < floor).then_some((free, floor))
+    }
+
     /// Bytes and free bytes of the filesystem holding the cache.
     pub fn disk_usage(&self) -> Result<(u64, u64)> {
         disk_usage(&self.cfg.dir)

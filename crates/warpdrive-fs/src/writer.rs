@@ -257,7 +257,8 @@ impl Writer {
                 return Ok(());
             }
             if upload.is_none() {
-                *upload = Some(self.backend.start_upload(&self.key()).await?);
+                let create_only = !self.overwrite && st.committed.is_none();
+                *upload = Some(self.backend.start_upload(&self.key(), create_only).await?);
             }
             let permit = self.permit().await;
             let bytes = self.read_spool(*streamed, part)?;
@@ -362,7 +363,7 @@ impl Writer {
                 self.backend.put_object(&key, data, create_only).await
             }
             _ => {
-                let u = self.backend.start_upload(&key).await?;
+                let u = self.backend.start_upload(&key, create_only).await?;
                 self.finish_upload(&key, u, 0, Vec::new(), size, create_only)
                     .await
             }

@@ -42,6 +42,7 @@ type Built = (
     Arc<dyn ObjectStore>,
     Arc<dyn PaginatedListStore>,
     Option<Arc<Credentials>>,
+    Option<Arc<crate::gcs::GcsJson>>,
 );
 
 /// Which checksum headers a backend's answers carry.
@@ -81,6 +82,7 @@ fn both<T: ObjectStore + PaginatedListStore>(s: T, c: Option<Arc<Credentials>>) 
         s.clone() as Arc<dyn ObjectStore>,
         s as Arc<dyn PaginatedListStore>,
         c,
+        None,
     )
 }
 
@@ -231,7 +233,25 @@ pub(crate) fn build(
             if cfg.auth == AuthMode::SharedKey {
                 b = b.with_service_account_key(secret.clone().unwrap_or_default());
             }
-            Ok(both(b.build().map_err(fail)?, creds))
+            let g = b.build().map_err(fail)?;
+            // Writes go through the JSON API (crate::gcs), with the same credentials and
+            // the same HTTP stack.
+            let json = crate::gcs::GcsJson {
+                name: cfg.name.clone(),
+                base: endpoint
+                    .clone()
+                    .unwrap_or_else(|| "https://storage.googleapis.com".to_string()),
+                bucket: bucket.clone(),
+                client: object_store::client::HttpConnector::connect(
+                    &connector(),
+                    &client_options(cfg, endpoint.as_deref())?,
+                )
+                .map_err(fail)?,
+                creds: g.credentials().clone(),
+            };
+            let mut built = both(g, creds);
+            built.3 = Some(Arc::new(json));
+            Ok(built)
         }
         BackendKind::Local { .. } => unreachable!("local backends are not built with object_store"),
     }

@@ -313,10 +313,10 @@ impl Store for FaultyStore {
         self.inner.put(key, data, create_only).await
     }
 
-    async fn upload(&self, key: &str) -> Result<Box<dyn Upload>> {
+    async fn upload(&self, key: &str, create_only: bool) -> Result<Box<dyn Upload>> {
         self.before(Op::Write).await?;
         Ok(Box::new(FaultyUpload {
-            inner: self.inner.upload(key).await?,
+            inner: self.inner.upload(key, create_only).await?,
             faults: self.faults.clone(),
         }))
     }

@@ -23,6 +23,7 @@ mod builder;
 pub mod checksum;
 mod cloud;
 pub mod faulty;
+mod gcs;
 pub mod keys;
 mod listfilter;
 mod local;
@@ -306,7 +307,7 @@ impl Backend {
             }
             kind => {
                 let seen = Arc::new(checksum::Seen::default());
-                let (store, lister, creds) =
+                let (store, lister, creds, gcs) =
                     builder::build(config, warned.clone(), &metrics, &seen)?;
                 let bucket = match kind {
                     BackendKind::Azure { container, .. } => container.clone(),
@@ -323,6 +324,7 @@ impl Backend {
                     creds: creds.clone(),
                     seen,
                     metrics: metrics.clone(),
+                    gcs,
                 };
                 (Arc::new(cloud), Inner::Cloud { store }, creds)
             }

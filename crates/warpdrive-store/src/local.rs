@@ -264,7 +264,7 @@ impl Store for LocalDir {
         .await
     }
 
-    async fn upload(&self, key: &str) -> Result<Box<dyn Upload>> {
+    async fn upload(&self, key: &str, create_only: bool) -> Result<Box<dyn Upload>> {
         let me = self.clone();
         let key = key.to_string();
         self.blocking(move || {
@@ -281,6 +281,7 @@ impl Store for LocalDir {
                 part,
                 file: std::sync::Arc::new(file),
                 next: 0,
+                create_only,
             }) as Box<dyn Upload>)
         })
         .await
@@ -322,6 +323,8 @@ struct LocalUpload {
     file: std::sync::Arc<fs::File>,
     /// Where the next part goes.
     next: u64,
+    /// The name is taken only if it is free (a link).
+    create_only: bool,
 }
 
 #[async_trait]
@@ -342,17 +345,18 @@ impl Upload for LocalUpload {
     }
 
     async fn complete(&mut self) -> Result<()> {
-        let (dir, key, path, part, file) = (
+        let (dir, key, path, part, file, create_only) = (
             self.dir.clone(),
             self.key.clone(),
             self.path.clone(),
             self.part.clone(),
             self.file.clone(),
+            self.create_only,
         );
         self.dir
             .blocking(move || {
                 file.sync_all().map_err(|e| dir.io(&key, e))?;
-                dir.publish(&part, &path, &key, false)
+                dir.publish(&part, &path, &key, create_only)
             })
             .await
     }

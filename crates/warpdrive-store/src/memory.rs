@@ -88,6 +88,7 @@ impl Objects {
 struct MemoryUpload {
     name: String,
     key: String,
+    create_only: bool,
     objects: Arc<Mutex<Objects>>,
     counts: Arc<Counts>,
     /// Parts by number; each is filled when its future runs.
@@ -123,7 +124,16 @@ impl Upload for MemoryUpload {
             };
             all.extend_from_slice(&p);
         }
-        self.objects.lock().write(&self.key, all.into());
+        {
+            let mut o = self.objects.lock();
+            if self.create_only && o.current.contains_key(&self.key) {
+                return Err(StoreError::AlreadyExists {
+                    backend: self.name.clone(),
+                    key: self.key.clone(),
+                });
+            }
+            o.write(&self.key, all.into());
+        }
         self.done = true;
         self.counts.puts.fetch_add(1, Ordering::Relaxed);
         self.counts.open_uploads.fetch_sub(1, Ordering::Relaxed);
@@ -308,11 +318,12 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn upload(&self, key: &str) -> Result<Box<dyn Upload>> {
+    async fn upload(&self, key: &str, create_only: bool) -> Result<Box<dyn Upload>> {
         self.counts.open_uploads.fetch_add(1, Ordering::Relaxed);
         Ok(Box::new(MemoryUpload {
             name: self.name.clone(),
             key: key.to_string(),
+            create_only,
             objects: self.objects.clone(),
             counts: self.counts.clone(),
             parts: Arc::default(),
@@ -381,7 +392,9 @@ mod tests {
     #[tokio::test]
     async fn uploads_are_invisible_until_completed_and_create_only_writes_refuse_a_name() {
         let s = MemoryStore::new("m");
-        let mut u = Store::upload(&s, "ck/model.pt").await.expect("upload");
+        let mut u = Store::upload(&s, "ck/model.pt", true)
+            .await
+            .expect("upload");
         let first = u.part(Bytes::from_static(b"hello "));
         let second = u.part(Bytes::from_static(b"world"));
         second.await.expect("part 2");
@@ -398,7 +411,9 @@ mod tests {
         );
         assert_eq!(s.counts.open_uploads.load(Ordering::Relaxed), 0);
 
-        let mut gone = Store::upload(&s, "ck/other.pt").await.expect("upload");
+        let mut gone = Store::upload(&s, "ck/other.pt", false)
+            .await
+            .expect("upload");
         gone.part(Bytes::from_static(b"x")).await.expect("part");
         gone.abort().await.expect("abort");
         assert!(s.current("ck/other.pt").is_none());

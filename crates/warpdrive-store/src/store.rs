@@ -113,8 +113,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         Err(self.takes_no_writes(key))
     }
 
-    /// Starts a multipart upload of `key`.
-    async fn upload(&self, key: &str) -> Result<Box<dyn Upload>> {
+    /// Starts a multipart upload of `key`. `create_only`: its completion fails with
+    /// [`StoreError::AlreadyExists`] if the name is taken by then, where the store offers a
+    /// condition on completing an upload (GCS, local directories, the in-memory store; not
+    /// S3 or Azure through `object_store`).
+    async fn upload(&self, key: &str, _create_only: bool) -> Result<Box<dyn Upload>> {
         Err(self.takes_no_writes(key))
     }
 
@@ -251,9 +254,9 @@ impl Store for Instrumented {
         self.failed(self.inner.put(key, data, create_only).await)
     }
 
-    async fn upload(&self, key: &str) -> Result<Box<dyn Upload>> {
+    async fn upload(&self, key: &str, create_only: bool) -> Result<Box<dyn Upload>> {
         let _timer = RequestTimer::new(&self.metrics, Request::Upload);
-        let inner = self.failed(self.inner.upload(key).await)?;
+        let inner = self.failed(self.inner.upload(key, create_only).await)?;
         Ok(Box::new(InstrumentedUpload {
             inner,
             metrics: self.metrics.clone(),

@@ -191,10 +191,10 @@ impl Backend {
     }
 
     /// Starts a multipart upload of `key`; nothing is visible under it until the upload is
-    /// completed.
-    pub async fn start_upload(&self, key: &str) -> Result<Box<dyn Upload>> {
+    /// completed (create-only where the store can condition the completion).
+    pub async fn start_upload(&self, key: &str, create_only: bool) -> Result<Box<dyn Upload>> {
         let full = self.full_key(key)?;
-        self.authed(|| self.store.upload(&full)).await
+        self.authed(|| self.store.upload(&full, create_only)).await
     }
 
     /// Copies object `from` to `to` inside the store (create-only as for

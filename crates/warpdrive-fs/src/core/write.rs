@@ -100,7 +100,7 @@ impl Fs {
         let Some(cache) = self.reader.cache() else {
             return Err(FsError::ReadOnly);
         };
-        if let Some((free, floor)) = cache.below_min_free() {
+        if let Some((free, floor)) = cache.below_min_free_now() {
             tracing::warn!(
                 free,
                 floor,

@@ -92,6 +92,20 @@ pub fn config_yaml_with(
         if let Some(ca) = &b.ca_file {
             y.push_str(&format!("    ca_file: {}\n", ca.display()));
         }
+        let w = &b.write;
+        if !w.prefixes.is_empty() {
+            let list: Vec<String> = w
+                .prefixes
+                .iter()
+                .map(|p| format!("\"{}\"", if p.is_empty() { "/" } else { p }))
+                .collect();
+            y.push_str(&format!(
+                "    writable: [{}]\n    overwrite: {}\n    delete: {}\n",
+                list.join(", "),
+                w.overwrite,
+                w.delete
+            ));
+        }
     }
     y
 }
