@@ -31,13 +31,14 @@ fmt: ## format the code
 demo: deps release ## the showcase on local emulators: cold, warm and restarted training through the mount (DEMO_SCALE=quick|seed)
 	demo/run.sh
 
-bench: deps release ## benchmarks: the mount vs the store API, the cache vs the disk, forge warm vs local and cold vs the WAN, small files vs direct GETs, local disk and rclone, the fleet tier across nodes, epoch plans on a dataset twice the cache
+bench: deps release ## benchmarks: the mount vs the store API, the cache vs the disk, forge warm vs local and cold vs the WAN, small files vs direct GETs, local disk and rclone, the fleet tier across nodes, epoch plans on a dataset twice the cache, checkpoint writes vs direct uploads
 	$(CARGO) bench -p warpdrive-mount --bench mount
 	$(CARGO) bench -p warpdrive-mount --bench cache
 	$(CARGO) bench -p warpdrive-mount --bench showcase
 	$(CARGO) bench -p warpdrive-mount --bench small_files
 	$(CARGO) bench -p warpdrive-mount --bench fleet
 	$(CARGO) bench -p warpdrive-mount --bench plan
+	$(CARGO) bench -p warpdrive-mount --bench write
 
 clean:
 	$(CARGO) clean

@@ -56,6 +56,19 @@ pub struct DaemonStatus {
     /// The epoch plans kept, as `GET /plans` lists them.
     #[serde(default)]
     pub plans: Vec<PlanStatus>,
+    /// Files being written through the mount (not yet released).
+    #[serde(default)]
+    pub writes: Vec<WriteStatus>,
+}
+
+/// A file being written through the mount, for `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteStatus {
+    pub backend: String,
+    /// The key its commit writes.
+    pub key: String,
+    /// Its length so far.
+    pub bytes: u64,
 }
 
 /// The cache's health, for `status`.

@@ -424,6 +424,16 @@ impl WriteAccess {
             .any(|p| p.is_empty() || key.starts_with(p.as_str()))
     }
 
+    /// Whether files may be created somewhere below directory `dir` (relative, no trailing
+    /// `/`; `""` is the backend's root): it is writable, or on the way to a writable prefix.
+    pub fn leads_to(&self, dir: &str) -> bool {
+        self.allows_dir(dir)
+            || self
+                .prefixes
+                .iter()
+                .any(|p| dir.is_empty() || p.starts_with(&format!("{dir}/")))
+    }
+
     /// Whether directory `dir` (relative, no trailing `/`) lies under a writable prefix, or
     /// is one.
     pub fn allows_dir(&self, dir: &str) -> bool {

@@ -108,6 +108,8 @@ fn writable_prefixes_are_directories_and_nothing_is_writable_by_default() {
     assert!(!w.allows("train/a.tar"));
     assert!(w.allows_dir("checkpoints") && w.allows_dir("runs/x"));
     assert!(!w.allows_dir("runs"), "above a writable prefix");
+    assert!(w.leads_to("runs") && w.leads_to("") && w.leads_to("checkpoints/a"));
+    assert!(!w.leads_to("train") && !w.leads_to("runsx"));
     let yaml = c.to_yaml();
     assert!(
         yaml.contains("writable:") && yaml.contains("overwrite: true"),

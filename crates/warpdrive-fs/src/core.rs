@@ -443,6 +443,10 @@ impl Fs {
         if write {
             return self.open_write(ino, false).await;
         }
+        if let Some(o) = self.open_written(ino) {
+            // Written through this mount and not yet released: read from its spool.
+            return Ok(o);
+        }
         let node = self.node(ino)?;
         let obj = self.object_of(&node).await?;
         if by_kernel && self.plans.any() {

@@ -782,6 +782,8 @@ pub struct WriteMetrics {
     pub commit_seconds: Histogram,
     /// Write handles open.
     pub open_files: Gauge,
+    /// Bytes spooled on the cache disk by files being written (until their last close).
+    pub spool_bytes: Gauge,
 }
 
 impl Default for WriteMetrics {
@@ -793,6 +795,7 @@ impl Default for WriteMetrics {
             commit_failures: Counter::default(),
             commit_seconds: request_latency(),
             open_files: Gauge::default(),
+            spool_bytes: Gauge::default(),
         }
     }
 }
@@ -1160,6 +1163,11 @@ impl Metrics {
             "warpdrive_write_open_files",
             "Handles open on files being written through the mount",
             m.write.open_files.clone(),
+        );
+        r.register(
+            "warpdrive_write_spool_bytes",
+            "Bytes spooled on the cache disk by files being written through the mount",
+            m.write.spool_bytes.clone(),
         );
         r.register(
             "warpdrive_auth_refreshes",

@@ -442,6 +442,7 @@ impl fuser::Filesystem for FuseAdapter {
         }
         if self.fs.is_write_handle(fh.0) {
             // A committed file's spool becomes its cached copy (checksummed): on the runtime.
+            drop(self.modes.lock().release(fh.0));
             warpdrive_metrics::shift(&self.fs.metrics().fuse.open_handles, -1);
             let fs = self.fs.clone();
             self.rt.spawn(async move { fs.release_write(fh.0).await });

@@ -96,6 +96,15 @@ fn init_logging() {
 }
 
 fn main() -> ExitCode {
+    // Upload parts (16 MiB) are mapped and unmapped on their own: glibc otherwise raises its
+    // mapping threshold after the first such free, and the freed parts of files written
+    // through the mount then stay in the heap. Blocks (1 MiB) stay below the threshold and
+    // come from the heap, as they did. (The daemon's peak RSS with eight writers of 128 MiB:
+    // 566 MiB without this, 298 MiB with it, for an upload budget of 256 MiB.)
+    // SAFETY: called before any other thread exists; mallopt only sets an allocator option.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+    }
     let args = Args::parse();
     let config = match Config::load(&args.config) {
         Ok(c) => c,

@@ -9,7 +9,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{Mount, runtime, sha256};
+use common::{Mount, ctl_any, runtime, scrape, sha256, value};
 use warpdrive_config::BackendConfig;
 use warpdrive_store::Backend;
 use warpdrive_testkit::{Emulator, Kind, random_bytes};
@@ -278,6 +278,8 @@ print("closed")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
     println!("figures: listing of the writing mount's backend mid-write: {names:?}");
+    let (_, status, _) = ctl_any(&m, &["status"]);
+    assert!(status.contains("writing     cp/ckpt/big.bin"), "{status}");
     std::fs::write(&go, b"").expect("go");
     let status = writer.wait().expect("wait");
     assert!(status.success(), "{}", m.log());
@@ -367,4 +369,136 @@ time.sleep(60)
     std::fs::write(m.path("cp/ckpt/after.bin"), b"fine").expect("writes work again");
     assert_eq!(store_bytes(&b, "ckpt/after.bin"), b"fine");
     assert!(std::fs::metadata(m.path("cp/ckpt/killed.bin")).is_err());
+}
+
+/// A store that fails while files are written: a burst of throttling and server errors is
+/// ridden out (the parts are retried and the object commits whole); a store that keeps
+/// failing past `retry.deadline` fails the writer with `EIO` and leaves no object.
+#[test]
+fn upload_faults_are_retried_or_reported_never_a_corrupt_object() {
+    let em = Emulator::start(Kind::Azurite).expect("azurite");
+    em.create_bucket("ckpts").expect("bucket");
+    let direct = writable(em.backend("cp", "ckpts", ""));
+    let proxy = warpdrive_testkit::DelayProxy::counting(em.port).expect("proxy");
+    let b = writable(warpdrive_testkit::emulator_backend(
+        Kind::Azurite,
+        &em.endpoint_via(proxy.port),
+        "cp",
+        "ckpts",
+        "",
+    ));
+    let m = Mount::start(
+        std::slice::from_ref(&b),
+        "retry: { deadline: 8s, unreachable: 8s }\n",
+    );
+    std::fs::create_dir(m.path("cp/ckpt")).expect("mkdir");
+    let data = random_bytes(96 << 20, 11);
+    // A burst while the parts go up: every request fails for 1.5 s.
+    let mut f = std::fs::File::create(m.path("cp/ckpt/bursty.bin")).expect("create");
+    for (i, c) in data.chunks(1 << 20).enumerate() {
+        if i == 20 {
+            proxy.throttle_for(std::time::Duration::from_millis(1500), &[503, 500], None);
+        }
+        std::io::Write::write_all(&mut f, c)
+            .unwrap_or_else(|e| panic!("write through the burst: {e}\n{}", m.log()));
+    }
+    f.sync_all()
+        .unwrap_or_else(|e| panic!("commit after the burst: {e}\n{}", m.log()));
+    drop(f);
+    assert_eq!(
+        sha256(&store_bytes(&direct, "ckpt/bursty.bin")),
+        sha256(&data)
+    );
+    let (s, _) = scrape(&m);
+    let retried: f64 = ["throttled", "server"]
+        .iter()
+        .map(|r| value(&s, "warpdrive_backend_retries_total", &[("reason", r)]))
+        .sum();
+    println!(
+        "figures: a 1.5 s burst of 503/500 during a 96 MiB write: {} requests refused, {retried} retries, the object whole",
+        proxy
+            .stats
+            .throttled
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
+    assert!(retried > 0.0, "the parts were retried");
+
+    // A store failing for longer than retry.deadline: the writer gets EIO, nothing is made.
+    let mut f = std::fs::File::create(m.path("cp/ckpt/doomed.bin")).expect("create");
+    proxy.throttle_for(std::time::Duration::from_secs(30), &[500], None);
+    let mut failed = None;
+    for c in data.chunks(1 << 20) {
+        if let Err(e) = std::io::Write::write_all(&mut f, c) {
+            failed = Some(e);
+            break;
+        }
+    }
+    let closed = f.sync_all();
+    drop(f);
+    let e = failed
+        .or(closed.err())
+        .expect("the writer hears of the failure");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    proxy.throttle_for(std::time::Duration::ZERO, &[500], None);
+    let rt = runtime();
+    let backend = Backend::build(&direct).expect("backend");
+    assert!(matches!(
+        rt.block_on(backend.head("ckpt/doomed.bin")),
+        Err(warpdrive_store::StoreError::NotFound { .. })
+    ));
+    assert!(m.log().contains("could not be committed") || m.log().contains("a write failed"));
+}
+
+/// Eight writers of 128 MiB at once: the parts in flight stay within the upload memory
+/// budget, so the daemon's peak RSS stays near its idle size plus the budget.
+#[test]
+fn many_writers_at_once_stay_within_the_memory_budget() {
+    let em = Emulator::start(Kind::Azurite).expect("azurite");
+    em.create_bucket("ckpts").expect("bucket");
+    let b = writable(em.backend("cp", "ckpts", ""));
+    let m = Mount::start(std::slice::from_ref(&b), "");
+    std::fs::create_dir(m.path("cp/ckpt")).expect("mkdir");
+    let rss = |what: &str| -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", m.pid())).expect("status");
+        s.lines()
+            .find_map(|l| l.strip_prefix(what))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+            .expect("a figure")
+            << 10
+    };
+    let idle = rss("VmRSS:");
+    let size = 128usize << 20;
+    let writers: Vec<_> = (0..8u64)
+        .map(|i| {
+            let path = m.path(&format!("cp/ckpt/w{i}.bin"));
+            std::thread::spawn(move || {
+                let chunk = random_bytes(1 << 20, i);
+                let mut f = std::fs::File::create(&path).expect("create");
+                for _ in 0..(size >> 20) {
+                    std::io::Write::write_all(&mut f, &chunk).expect("write");
+                }
+                f.sync_all().expect("fsync");
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("writer");
+    }
+    let peak = rss("VmHWM:");
+    let budget = warpdrive_fs::core::WRITE_MEMORY;
+    println!(
+        "figures: 8 writers x 128 MiB: daemon RSS idle {} MiB, peak {} MiB (upload budget {} MiB)",
+        idle >> 20,
+        peak >> 20,
+        budget >> 20
+    );
+    assert!(
+        peak < idle + budget + (128 << 20),
+        "peak RSS {} MiB is past idle + budget + 128 MiB",
+        peak >> 20
+    );
+    for i in 0..8u64 {
+        let md = std::fs::metadata(m.path(&format!("cp/ckpt/w{i}.bin"))).expect("committed");
+        assert_eq!(md.len(), size as u64);
+    }
 }

@@ -313,7 +313,15 @@ impl HttpService for Attempts {
         }
         let fast = crate::retry::failing_fast();
         let sent = Instant::now();
-        let timeout = self.state.first_byte_timeout(kind, fast, sent);
+        // A write's answer comes after its body has gone up (a 16 MiB part on a slow link
+        // takes seconds): the read path's adaptive first-byte timeout does not apply to it,
+        // and its latency is not a sample of it.
+        let write = !matches!(req.method().as_str(), "GET" | "HEAD");
+        let timeout = if write {
+            crate::retry::FIRST_BYTE_MAX
+        } else {
+            self.state.first_byte_timeout(kind, fast, sent)
+        };
         let r = match tokio::time::timeout(timeout, self.inner.execute(req)).await {
             Ok(r) => r,
             Err(_) => Err(HttpError::new(
@@ -358,8 +366,10 @@ impl HttpService for Attempts {
                             self.remember_checksum(&req_path, ranged, &resp);
                         }
                         let took = sent.elapsed();
-                        self.state.first_byte[kind as usize].lock().record(took);
-                        self.state.any_first_byte.lock().record(took);
+                        if !write {
+                            self.state.first_byte[kind as usize].lock().record(took);
+                            self.state.any_first_byte.lock().record(took);
+                        }
                         if prev.is_some() {
                             self.state.done(&key);
                         }

@@ -56,7 +56,7 @@ const FIRST_BYTE_FACTOR: u32 = 5;
 /// ...but never shorter than this (a busy store's latency varies more than its p99 says)...
 const FIRST_BYTE_MIN: Duration = Duration::from_secs(2);
 /// ...nor longer than the whole request may take (`crate::builder::REQUEST_TIMEOUT`).
-const FIRST_BYTE_MAX: Duration = Duration::from_secs(30);
+pub(crate) const FIRST_BYTE_MAX: Duration = Duration::from_secs(30);
 /// Failed requests remembered at once (a bound on memory under a storm of distinct keys).
 const MAX_REMEMBERED: usize = 4096;
 /// The shortest first-byte timeout of a fail-fast request...

@@ -223,6 +223,14 @@ fn print_text(s: &Status) {
             p.state
         );
     }
+    for w in s.daemon.iter().flat_map(|d| &d.writes) {
+        println!(
+            "writing     {}/{}: {} so far (committed at its close)",
+            w.backend,
+            w.key,
+            size(w.bytes as f64)
+        );
+    }
     if let (Some(t), Some(c)) = (&s.shared_cache, &s.config.shared_cache) {
         let store = format!("{}/{}", t.store, t.prefix);
         println!(

@@ -48,7 +48,11 @@ impl Fs {
                 kind: Kind::Dir,
                 size: 0,
                 mtime: self.started,
-                perm: 0o555,
+                // Writable where files may be created below (doc/SEMANTICS.md, "Writing").
+                perm: match node.path.backend {
+                    Some(b) if self.backend(b).config().write.leads_to(&node.path.key) => 0o755,
+                    _ => 0o555,
+                },
                 uid: self.cfg.uid,
                 gid: self.cfg.gid,
                 // The root and the backends' directories exist as long as the mount does.
@@ -65,7 +69,10 @@ impl Fs {
                     kind: Kind::File,
                     size,
                     mtime,
-                    perm: 0o444,
+                    perm: match node.path.backend {
+                        Some(b) if self.backend(b).config().write.allows(&node.path.key) => 0o644,
+                        _ => 0o444,
+                    },
                     uid: self.cfg.uid,
                     gid: self.cfg.gid,
                     kernel_ttl: self.kernel_ttl(node.state.lock().info.as_ref().map(|(_, at)| *at)),

@@ -32,8 +32,9 @@ pub(super) struct Writes {
     limits: WriteLimits,
     /// The writer of each inode being written.
     by_ino: Mutex<HashMap<Ino, Arc<Writer>>>,
-    /// Each write handle's inode (its writer is the inode's).
-    handles: RwLock<HashMap<u64, Ino>>,
+    /// Each handle's inode (its writer is the inode's), and whether it was opened for
+    /// writing (a handle opened for reading never commits).
+    handles: RwLock<HashMap<u64, (Ino, bool)>>,
     /// Handles open per inode being written.
     open: Mutex<HashMap<Ino, u32>>,
     /// Directories made by `mkdir` that the store does not show.
@@ -57,7 +58,7 @@ impl Writes {
 
     /// The writer behind write handle `fh`.
     fn of_handle(&self, fh: u64) -> Option<(Ino, Arc<Writer>)> {
-        let ino = *self.handles.read().get(&fh)?;
+        let (ino, _) = *self.handles.read().get(&fh)?;
         let w = self.by_ino.lock().get(&ino).cloned()?;
         Some((ino, w))
     }
@@ -76,6 +77,15 @@ fn store_error(e: StoreError) -> FsError {
 }
 
 impl Fs {
+    /// The directory a write operation changes: the control directory (and anything not a
+    /// backend's) is read-only.
+    fn write_parent(&self, ino: Ino) -> FsResult<Arc<Node>> {
+        if crate::control::owns(ino) {
+            return Err(FsError::ReadOnly);
+        }
+        self.node(ino)
+    }
+
     /// The backend and key below `parent` for `name`, if the backend lets the mount write it.
     fn writable_child(&self, parent: &Node, name: &str) -> FsResult<(BackendId, String)> {
         let bid = parent.path.backend.ok_or(FsError::ReadOnly)?;
@@ -111,12 +121,12 @@ impl Fs {
         Ok(cache.spool_dir().to_path_buf())
     }
 
-    /// A write handle on `node`'s writer.
-    fn write_handle(&self, ino: Ino) -> u64 {
+    /// A handle on `ino`'s writer (`writes`: opened for writing).
+    fn write_handle_as(&self, ino: Ino, writes: bool) -> u64 {
         let fh = self
             .next_fh
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.writes.handles.write().insert(fh, ino);
+        self.writes.handles.write().insert(fh, (ino, writes));
         *self.writes.open.lock().entry(ino).or_default() += 1;
         warpdrive_metrics::shift(&self.metrics.write.open_files, 1);
         fh
@@ -140,7 +150,7 @@ impl Fs {
     /// store has an object of that name (unless overwriting is allowed), `EROFS` outside the
     /// writable prefixes, `ENOSPC` if the cache disk is below its free-space floor.
     pub async fn create(&self, parent: Ino, name: &str) -> FsResult<(Attr, Opened)> {
-        let parent = self.node(parent)?;
+        let parent = self.write_parent(parent)?;
         let (bid, key) = self.writable_child(&parent, name)?;
         let spool_dir = self.spool_dir()?;
         let backend = self.backend(bid).clone();
@@ -242,6 +252,25 @@ impl Fs {
         })
     }
 
+    /// A handle reading a file this mount is writing (or has committed and not yet released):
+    /// it reads the spool, which is the file.
+    pub(super) fn open_written(&self, ino: Ino) -> Option<Opened> {
+        if !self.writes.by_ino.lock().contains_key(&ino) {
+            return None;
+        }
+        Some(Opened {
+            fh: self.write_handle_as(ino, false),
+            keep_cache: false,
+            passthrough: None,
+            direct: false,
+        })
+    }
+
+    /// A handle writing `ino`'s writer.
+    fn write_handle(&self, ino: Ino) -> u64 {
+        self.write_handle_as(ino, true)
+    }
+
     /// Whether `fh` is a write handle.
     pub fn is_write_handle(&self, fh: u64) -> bool {
         self.writes.handles.read().contains_key(&fh)
@@ -249,12 +278,24 @@ impl Fs {
 
     /// Writes `data` at `offset` through write handle `fh`.
     pub(super) async fn write_file(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        if self
+            .writes
+            .handles
+            .read()
+            .get(&fh)
+            .is_some_and(|(_, writes)| !writes)
+        {
+            return Err(FsError::BadHandle);
+        }
         let (_, w) = self.writes.of_handle(fh).ok_or(FsError::BadHandle)?;
         let started = Instant::now();
+        let before = w.size().await;
         let r = w.write(offset, data).await;
         self.metrics
             .write
             .write(data.len() as u64, started.elapsed());
+        let grown = w.size().await.saturating_sub(before);
+        warpdrive_metrics::shift(&self.metrics.write.spool_bytes, grown as i64);
         if let Err(e) = &r {
             tracing::warn!(key = w.key(), error = %e, "a write failed");
         }
@@ -274,6 +315,15 @@ impl Fs {
 
     /// Commits the file behind write handle `fh` (`close`, `fsync`).
     pub(super) async fn commit_file(&self, fh: u64) -> FsResult<()> {
+        if self
+            .writes
+            .handles
+            .read()
+            .get(&fh)
+            .is_some_and(|(_, writes)| !writes)
+        {
+            return Ok(());
+        }
         let Some((ino, w)) = self.writes.of_handle(fh) else {
             return Ok(());
         };
@@ -327,7 +377,7 @@ impl Fs {
     /// Releases write handle `fh`. When the inode's last handle goes: a committed file's spool
     /// becomes the object's cached copy; an uncommitted file is dropped, and its name with it.
     pub async fn release_write(&self, fh: u64) {
-        let Some(ino) = self.writes.handles.write().remove(&fh) else {
+        let Some((ino, _)) = self.writes.handles.write().remove(&fh) else {
             return;
         };
         warpdrive_metrics::shift(&self.metrics.write.open_files, -1);
@@ -348,6 +398,7 @@ impl Fs {
         let Some(w) = self.writes.by_ino.lock().remove(&ino) else {
             return;
         };
+        warpdrive_metrics::shift(&self.metrics.write.spool_bytes, -(w.size().await as i64));
         match (w.is_clean().await, w.committed().await) {
             (true, Some(info)) => self.adopt(ino, &w, &info),
             _ => {
@@ -415,7 +466,7 @@ impl Fs {
     /// Makes directory `name` in `parent` (under a writable prefix): remembered by the mount
     /// until files are written in it.
     pub async fn mkdir(&self, parent: Ino, name: &str) -> FsResult<Attr> {
-        let parent = self.node(parent)?;
+        let parent = self.write_parent(parent)?;
         let bid = parent.path.backend.ok_or(FsError::ReadOnly)?;
         if !warpdrive_store::valid_component(name) {
             return Err(FsError::Invalid(format!(
@@ -452,7 +503,7 @@ impl Fs {
     /// Removes directory `name`: one this mount made and nothing was written in; a
     /// directory with objects below is `ENOTEMPTY`.
     pub async fn rmdir(&self, parent: Ino, name: &str) -> FsResult<()> {
-        let parent = self.node(parent)?;
+        let parent = self.write_parent(parent)?;
         let bid = parent.path.backend.ok_or(FsError::ReadOnly)?;
         let key = Self::child_key(&parent, name);
         let path = NodePath {
@@ -492,7 +543,7 @@ impl Fs {
     /// Removes file `name`: a file not yet committed is dropped; an object is deleted if
     /// this mount wrote it or the backend allows deletes (`EPERM` otherwise).
     pub async fn unlink(&self, parent: Ino, name: &str) -> FsResult<()> {
-        let parent = self.node(parent)?;
+        let parent = self.write_parent(parent)?;
         let (bid, key) = self.writable_child(&parent, name)?;
         let path = NodePath {
             backend: Some(bid),
@@ -548,7 +599,7 @@ impl Fs {
         new_name: &str,
         no_replace: bool,
     ) -> FsResult<()> {
-        let (parent, new_parent) = (self.node(parent)?, self.node(new_parent)?);
+        let (parent, new_parent) = (self.write_parent(parent)?, self.write_parent(new_parent)?);
         let (bid, from) = self.writable_child(&parent, name)?;
         let (to_bid, to) = self.writable_child(&new_parent, new_name)?;
         if bid != to_bid {
