@@ -443,7 +443,7 @@ impl Fs {
         if write {
             return self.open_write(ino, false).await;
         }
-        if let Some(o) = self.open_written(ino) {
+        if let Some(o) = self.open_written(ino).await {
             // Written through this mount and not yet released: read from its spool.
             return Ok(o);
         }

@@ -81,6 +81,14 @@ impl Integrity {
         }
     }
 
+    /// Records a version whose cached copy was just made from bytes whose block checksums
+    /// were computed from them (a file written through the mount): as checked.
+    pub fn adopted(&self, cache: &Cache, id: &ObjectId) {
+        if let Some(fp) = cache.data_fingerprint(id) {
+            self.verified.lock().insert(id.clone(), fp);
+        }
+    }
+
     /// Whether this version was checked and its data file has not changed since.
     pub fn is_verified(&self, cache: &Cache, id: &ObjectId) -> bool {
         let current = cache.data_fingerprint(id);

@@ -95,6 +95,8 @@ pub struct Writer {
     pub written: AtomicU64,
     /// Unlinked before its commit: never committed (its writers may go on writing).
     unlinked: std::sync::atomic::AtomicBool,
+    /// Its spool was handed to the cache (once).
+    adopted: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Writer {
@@ -145,7 +147,13 @@ impl Writer {
             }),
             written: AtomicU64::new(0),
             unlinked: std::sync::atomic::AtomicBool::new(false),
+            adopted: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// `true` the first time only: whoever gets it hands the spool to the cache.
+    pub fn adopt_once(&self) -> bool {
+        !self.adopted.swap(true, Ordering::Relaxed)
     }
 
     /// The file was unlinked: no commit from now on, and its upload goes.
@@ -177,6 +185,11 @@ impl Writer {
     /// The spool file (the file's bytes so far).
     pub fn spool_path(&self) -> &std::path::Path {
         &self.spool_path
+    }
+
+    /// A descriptor of the spool (valid after it is renamed into the cache).
+    pub fn spool_file(&self) -> std::io::Result<std::fs::File> {
+        self.spool.try_clone()
     }
 
     /// Switches to staging: a started upload is dropped (in the background).

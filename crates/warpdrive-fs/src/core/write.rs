@@ -64,6 +64,9 @@ impl Writes {
     }
 }
 
+/// Marks the passthrough backing id of a spool (the rest is the inode number).
+const SPOOL_BACKING: u64 = 1 << 63;
+
 /// Files in the mount being written (for `status`).
 #[derive(Debug, Clone)]
 pub struct Writing {
@@ -253,15 +256,29 @@ impl Fs {
     }
 
     /// A handle reading a file this mount is writing (or has committed and not yet released):
-    /// it reads the spool, which is the file.
-    pub(super) fn open_written(&self, ino: Ino) -> Option<Opened> {
-        if !self.writes.by_ino.lock().contains_key(&ino) {
-            return None;
-        }
+    /// it reads the spool, which is the file. A committed file's spool is handed to the kernel
+    /// (passthrough, as a cached file would be), so a checkpoint read back right after its
+    /// close reads at the cache disk's speed; every such handle shares the spool, and the
+    /// spool becomes the cached copy only when the last handle closes.
+    pub(super) async fn open_written(&self, ino: Ino) -> Option<Opened> {
+        let w = self.writes.by_ino.lock().get(&ino).cloned()?;
+        let passthrough = if self.cfg.passthrough
+            && self
+                .passthrough_ready
+                .load(std::sync::atomic::Ordering::Relaxed)
+            && w.is_clean().await
+            && w.size().await >= self.cfg.passthrough_min_size
+        {
+            // An id of its own (cache object ids count up from 1): the kernel's backing of
+            // this inode while its spool is read.
+            w.spool_file().ok().map(|f| (SPOOL_BACKING | ino.0, f))
+        } else {
+            None
+        };
         Some(Opened {
             fh: self.write_handle_as(ino, false),
             keep_cache: false,
-            passthrough: None,
+            passthrough,
             direct: false,
         })
     }
@@ -395,13 +412,25 @@ impl Fs {
         if !last {
             return;
         }
-        let Some(w) = self.writes.by_ino.lock().remove(&ino) else {
+        let Some(w) = self.writes.by_ino.lock().get(&ino).cloned() else {
             return;
         };
-        warpdrive_metrics::shift(&self.metrics.write.spool_bytes, -(w.size().await as i64));
+        let size = w.size().await;
         match (w.is_clean().await, w.committed().await) {
-            (true, Some(info)) => self.adopt(ino, &w, &info),
+            (true, Some(info)) => {
+                // While the spool becomes the cached copy, opens keep reading it (the writer
+                // stays known until then); the copy is made once.
+                if w.adopt_once() {
+                    self.adopt(ino, &w, &info).await;
+                }
+                let open = self.writes.open.lock();
+                if !open.contains_key(&ino) && self.writes.by_ino.lock().remove(&ino).is_some() {
+                    warpdrive_metrics::shift(&self.metrics.write.spool_bytes, -(size as i64));
+                }
+            }
             _ => {
+                self.writes.by_ino.lock().remove(&ino);
+                warpdrive_metrics::shift(&self.metrics.write.spool_bytes, -(size as i64));
                 w.discard().await;
                 if w.committed().await.is_none() {
                     // Never in the store: the name goes.
@@ -411,11 +440,15 @@ impl Fs {
         }
     }
 
-    /// Makes the spool of a committed file the cached copy of its object.
-    fn adopt(&self, ino: Ino, w: &Writer, info: &ObjectInfo) {
-        let (Some(cache), Ok(node), Some(etag)) =
-            (self.reader.cache(), self.node(ino), info.etag.clone())
-        else {
+    /// Makes the spool of a committed file the cached copy of its object (its checksums are
+    /// computed on a blocking thread), known sound for passthrough: its block checksums were
+    /// just computed from the very bytes.
+    async fn adopt(&self, ino: Ino, w: &Writer, info: &ObjectInfo) {
+        let (Some(cache), Ok(node), Some(etag)) = (
+            self.reader.cache().cloned(),
+            self.node(ino),
+            info.etag.clone(),
+        ) else {
             let _ = std::fs::remove_file(w.spool_path());
             return;
         };
@@ -425,9 +458,20 @@ impl Fs {
             key: w.key(),
             etag,
         };
-        if let Err(e) = cache.adopt(&id, info.size, w.spool_path()) {
-            tracing::debug!(key = id.key, error = %e, "a written file was not kept in the cache");
-            let _ = std::fs::remove_file(w.spool_path());
+        let (c, i, spool, size) = (
+            cache.clone(),
+            id.clone(),
+            w.spool_path().to_path_buf(),
+            info.size,
+        );
+        let adopted = tokio::task::spawn_blocking(move || c.adopt(&i, size, &spool)).await;
+        match adopted {
+            Ok(Ok(())) => self.reader.integrity.adopted(&cache, &id),
+            Ok(Err(e)) => {
+                tracing::debug!(key = id.key, error = %e, "a written file was not kept in the cache");
+                let _ = std::fs::remove_file(w.spool_path());
+            }
+            Err(e) => tracing::debug!(key = id.key, error = %e, "adopting a written file stopped"),
         }
     }
 
