@@ -113,9 +113,15 @@ async fn a_file_streams_as_written_and_appears_only_at_its_commit() {
     let fh = s.write_new(dir, "model.pt", &data, 128 << 10).await;
     // Five full parts were streamed while writing; nothing is visible yet.
     assert!(s.mem.current("ckpt/run1/model.pt").is_none());
+    // Full parts go up while the file is written (their uploads run in tasks of their own).
+    let t0 = std::time::Instant::now();
+    while s.mem.counts.parts.load(Ordering::Relaxed) < 5 {
+        assert!(t0.elapsed().as_secs() < 10, "the full parts never went up");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     assert!(
-        s.mem.counts.parts.load(Ordering::Relaxed) >= 4,
-        "full parts go up while the file is written"
+        s.mem.current("ckpt/run1/model.pt").is_none(),
+        "still nothing visible"
     );
     assert_eq!(s.mem.counts.open_uploads.load(Ordering::Relaxed), 1);
     s.fs.flush(fh).await.expect("commit at close");

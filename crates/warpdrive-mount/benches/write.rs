@@ -238,14 +238,7 @@ fn many_writers(_rt: &tokio::runtime::Runtime) {
     b.write.prefixes = vec!["ckpt/".into()];
     let m = Mount::start_with_cache(std::slice::from_ref(&b), "", "max_size: 1GiB");
     std::fs::create_dir(m.path("cp/ckpt")).expect("mkdir");
-    let rss = |what: &str| -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", m.pid())).expect("status");
-        s.lines()
-            .find_map(|l| l.strip_prefix(what))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
-            .expect("a figure")
-            << 10
-    };
+    let rss = |what: &str| common::rss(m.pid(), what);
     let idle = rss("VmRSS:");
     let t0 = Instant::now();
     let writers: Vec<_> = (0..8u64)

@@ -80,6 +80,27 @@ impl FuseAdapter {
         Errno::from_i32(errno)
     }
 
+    /// `unlink` (or `rmdir`, `dir`) of `name` in `parent`, on the runtime.
+    fn remove(&self, parent: INodeNo, name: &OsStr, reply: ReplyEmpty, dir: bool) {
+        self.count(Op::Write);
+        let Some(name) = utf8(name) else {
+            reply.error(self.refuse());
+            return;
+        };
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            let r = if dir {
+                fs.rmdir(Ino(parent.0), &name).await
+            } else {
+                fs.unlink(Ino(parent.0), &name).await
+            };
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(failed(&fs, Op::Write, &e)),
+            }
+        });
+    }
+
     /// A `close` or `fsync` of handle `fh`: the control file submits what was written to it
     /// (on the runtime: a plan of two million entries takes a while to check); other files
     /// have nothing to do.
@@ -630,33 +651,11 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.count(Op::Write);
-        let Some(name) = utf8(name) else {
-            reply.error(self.refuse());
-            return;
-        };
-        let fs = self.fs.clone();
-        self.rt.spawn(async move {
-            match fs.unlink(Ino(parent.0), &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(failed(&fs, Op::Write, &e)),
-            }
-        });
+        self.remove(parent, name, reply, false);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.count(Op::Write);
-        let Some(name) = utf8(name) else {
-            reply.error(self.refuse());
-            return;
-        };
-        let fs = self.fs.clone();
-        self.rt.spawn(async move {
-            match fs.rmdir(Ino(parent.0), &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(failed(&fs, Op::Write, &e)),
-            }
-        });
+        self.remove(parent, name, reply, true);
     }
 
     fn symlink(

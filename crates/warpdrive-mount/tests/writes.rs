@@ -43,6 +43,24 @@ fn python(m: &Mount, script: &str, args: &[&Path]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Waits (at most `secs`) for the writer process to create `marker`, failing if it stops.
+fn wait_for_marker(m: &Mount, writer: &mut std::process::Child, marker: &Path, secs: u64) {
+    let t0 = std::time::Instant::now();
+    while !marker.exists() {
+        assert!(
+            writer.try_wait().expect("wait").is_none(),
+            "the writer stopped\n{}",
+            m.log()
+        );
+        assert!(
+            t0.elapsed().as_secs() < secs,
+            "the writer never got there\n{}",
+            m.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// The framework writers: each file written the way its framework writes it, then read back
 /// through the mount and checked; prints `NAME SHA256` per file.
 const WRITERS: &str = r#"
@@ -252,20 +270,7 @@ print("closed")
         .arg(size.to_string())
         .spawn()
         .expect("writer");
-    let t0 = std::time::Instant::now();
-    while !half.exists() {
-        assert!(
-            writer.try_wait().expect("wait").is_none(),
-            "the writer stopped\n{}",
-            m.log()
-        );
-        assert!(
-            t0.elapsed().as_secs() < 120,
-            "the writer never got half way\n{}",
-            m.log()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_for_marker(&m, &mut writer, &half, 120);
     let rt = runtime();
     let backend = Backend::build(&b).expect("backend");
     assert!(matches!(
@@ -334,20 +339,7 @@ time.sleep(60)
         .arg(&half)
         .spawn()
         .expect("writer");
-    let t0 = std::time::Instant::now();
-    while !half.exists() {
-        assert!(
-            writer.try_wait().expect("wait").is_none(),
-            "the writer stopped\n{}",
-            m.log()
-        );
-        assert!(
-            t0.elapsed().as_secs() < 60,
-            "the writer never got going\n{}",
-            m.log()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_for_marker(&m, &mut writer, &half, 60);
     let spool = m.dir.path().join("cache/writes");
     assert_eq!(
         std::fs::read_dir(&spool).expect("spool").count(),
@@ -463,14 +455,7 @@ fn many_writers_at_once_stay_within_the_memory_budget() {
     let b = writable(em.backend("cp", "ckpts", ""));
     let m = Mount::start(std::slice::from_ref(&b), "");
     std::fs::create_dir(m.path("cp/ckpt")).expect("mkdir");
-    let rss = |what: &str| -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", m.pid())).expect("status");
-        s.lines()
-            .find_map(|l| l.strip_prefix(what))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
-            .expect("a figure")
-            << 10
-    };
+    let rss = |what: &str| common::rss(m.pid(), what);
     let idle = rss("VmRSS:");
     let size = 128usize << 20;
     let writers: Vec<_> = (0..8u64)

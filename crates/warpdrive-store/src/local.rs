@@ -62,6 +62,18 @@ fn part_file(path: &Path) -> PathBuf {
 }
 
 impl LocalDir {
+    /// The path of `key`, and a new hidden file beside it to write it in (its directories
+    /// made).
+    fn new_part(&self, key: &str) -> Result<(PathBuf, PathBuf, fs::File)> {
+        let path = self.root.join(key);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(|e| self.io(key, e))?;
+        }
+        let part = part_file(&path);
+        let f = fs::File::create(&part).map_err(|e| self.io(key, e))?;
+        Ok((path, part, f))
+    }
+
     /// Gives the synced file `part` the name `path` (create-only: fails if it exists).
     fn publish(&self, part: &Path, path: &Path, key: &str, create_only: bool) -> Result<()> {
         let r = if create_only {
@@ -247,14 +259,8 @@ impl Store for LocalDir {
         let me = self.clone();
         let key = key.to_string();
         self.blocking(move || {
-            let path = me.root.join(&key);
-            if let Some(dir) = path.parent() {
-                fs::create_dir_all(dir).map_err(|e| me.io(&key, e))?;
-            }
-            let part = part_file(&path);
-            let written = fs::File::create(&part).and_then(|f| {
-                std::io::Write::write_all(&mut &f, &data).and_then(|()| f.sync_all())
-            });
+            let (path, part, f) = me.new_part(&key)?;
+            let written = std::io::Write::write_all(&mut &f, &data).and_then(|()| f.sync_all());
             if let Err(e) = written {
                 let _ = fs::remove_file(&part);
                 return Err(me.io(&key, e));
@@ -268,12 +274,7 @@ impl Store for LocalDir {
         let me = self.clone();
         let key = key.to_string();
         self.blocking(move || {
-            let path = me.root.join(&key);
-            if let Some(dir) = path.parent() {
-                fs::create_dir_all(dir).map_err(|e| me.io(&key, e))?;
-            }
-            let part = part_file(&path);
-            let file = fs::File::create(&part).map_err(|e| me.io(&key, e))?;
+            let (path, part, file) = me.new_part(&key)?;
             Ok(Box::new(LocalUpload {
                 dir: me,
                 key,

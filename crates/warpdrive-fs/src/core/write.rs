@@ -594,18 +594,8 @@ impl Fs {
             key: key.clone(),
         };
         let node = self.inodes.find(&path);
-        let writer = node
-            .as_ref()
-            .and_then(|n| self.writes.by_ino.lock().get(&n.ino).cloned());
-        let in_store = match &writer {
-            Some(w) => w.committed().await.is_some(),
-            None => true,
-        };
+        let (writer, in_store) = self.in_store(node.as_deref(), &path, bid).await?;
         if in_store {
-            let own = self.writes.made.lock().contains(&path);
-            if !own && !self.backend(bid).config().write.delete {
-                return Err(FsError::NotPermitted);
-            }
             self.backend(bid).delete(&key).await.map_err(store_error)?;
             self.writes.made.lock().remove(&path);
             self.drop_cached_key(bid, &key);
@@ -620,6 +610,29 @@ impl Fs {
         }
         self.negatives.forget(parent.ino, name);
         Ok(())
+    }
+
+    /// The writer of `node`, if it is being written, and whether `path` is an object in the
+    /// store (committed); an object may only be deleted (by an unlink or a rename) if this
+    /// mount wrote it or the backend allows deletes (`EPERM` otherwise).
+    async fn in_store(
+        &self,
+        node: Option<&Node>,
+        path: &NodePath,
+        bid: BackendId,
+    ) -> FsResult<(Option<Arc<Writer>>, bool)> {
+        let writer = node.and_then(|n| self.writes.by_ino.lock().get(&n.ino).cloned());
+        let in_store = match &writer {
+            Some(w) => w.committed().await.is_some(),
+            None => true,
+        };
+        if in_store
+            && !self.writes.made.lock().contains(path)
+            && !self.backend(bid).config().write.delete
+        {
+            return Err(FsError::NotPermitted);
+        }
+        Ok((writer, in_store))
     }
 
     fn drop_cached_key(&self, bid: BackendId, key: &str) {
@@ -678,18 +691,8 @@ impl Fs {
         if target_exists && (no_replace || !access.overwrite) {
             return Err(FsError::Exists);
         }
-        let writer = node
-            .as_ref()
-            .and_then(|n| self.writes.by_ino.lock().get(&n.ino).cloned());
-        let committed = match &writer {
-            Some(w) => w.committed().await.is_some(),
-            None => true,
-        };
+        let (writer, committed) = self.in_store(node.as_deref(), &from_path, bid).await?;
         if committed {
-            let own = self.writes.made.lock().contains(&from_path);
-            if !own && !access.delete {
-                return Err(FsError::NotPermitted);
-            }
             let info = backend
                 .copy_object(&from, &to, !access.overwrite)
                 .await

@@ -459,6 +459,16 @@ pub fn selected(name: &str) -> bool {
 }
 
 /// CPU time of every live thread of process `pid`, in ns (from each task's schedstat).
+/// A memory figure of process `pid` in bytes: `VmRSS:` (now) or `VmHWM:` (its peak).
+pub fn rss(pid: i32, field: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    s.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        .expect("a figure")
+        << 10
+}
+
 pub fn cpu_ns(pid: i32) -> u64 {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .map(|tasks| {
