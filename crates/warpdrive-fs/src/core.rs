@@ -185,6 +185,9 @@ struct FileHandle {
 struct DirHandle {
     ino: Ino,
     listing: Arc<Listing>,
+    /// Directories made here by `mkdir` that the store does not show (listed after the
+    /// store's entries).
+    made: Vec<(String, Ino)>,
 }
 
 /// Summary numbers for `statfs`.

@@ -369,6 +369,17 @@ async fn mkdir_makes_a_directory_the_mount_remembers() {
         s.fs.lookup(ckpt, "step-100").await.expect("lookup").ino,
         step
     );
+    // Listed in its parent too, though the store has nothing below it yet.
+    let dh = s.fs.opendir(ckpt).expect("opendir");
+    let names: Vec<String> =
+        s.fs.readdir(dh, 0, 100)
+            .await
+            .expect("readdir")
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+    s.fs.releasedir(dh);
+    assert_eq!(names, [".", "..", "step-100"]);
     let fh = s.write_new(step, "shard-0.bin", b"weights", 7).await;
     assert!(matches!(
         s.fs.rmdir(ckpt, "step-100").await,

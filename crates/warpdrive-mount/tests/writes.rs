@@ -287,7 +287,11 @@ print("closed")
         .expect("ls")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
-    println!("figures: listing of the writing mount's backend mid-write: {names:?}");
+    assert_eq!(
+        names,
+        ["ckpt"],
+        "the directory made here is listed; the file is not yet"
+    );
     let (_, status, _) = ctl_any(&m, &["status"]);
     assert!(status.contains("writing     cp/ckpt/big.bin"), "{status}");
     std::fs::write(&go, b"").expect("go");
@@ -491,4 +495,28 @@ fn many_writers_at_once_stay_within_the_memory_budget() {
         let md = std::fs::metadata(m.path(&format!("cp/ckpt/w{i}.bin"))).expect("committed");
         assert_eq!(md.len(), size as u64);
     }
+}
+
+/// A cache disk below `cache.min_free` refuses a new file at its creation with `ENOSPC`
+/// (rather than failing when its spool fills the disk); reads go on.
+#[test]
+fn a_cache_disk_below_its_floor_refuses_new_files_at_creation() {
+    let data = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(data.path().join("ckpt")).expect("mkdir");
+    std::fs::write(data.path().join("ckpt/old.pt"), b"kept").expect("write");
+    let b = writable(warpdrive_testkit::local_backend("ds", data.path()));
+    // A floor of 99 % of the disk: no disk here has that much free.
+    let m = Mount::start_with_cache(
+        std::slice::from_ref(&b),
+        "",
+        "max_size: 1GiB, min_free: 99%",
+    );
+    let e = std::fs::write(m.path("ds/ckpt/new.pt"), b"x").expect_err("refused");
+    assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+    assert!(!data.path().join("ckpt/new.pt").exists());
+    assert_eq!(
+        std::fs::read(m.path("ds/ckpt/old.pt")).expect("read"),
+        b"kept"
+    );
+    assert!(m.log().contains("cache.min_free"), "the refusal is logged");
 }

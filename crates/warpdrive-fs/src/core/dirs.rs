@@ -28,9 +28,14 @@ impl Fs {
         }
         let listing = self.listing_for(&node);
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.dirs
-            .write()
-            .insert(fh, Arc::new(DirHandle { ino, listing }));
+        self.dirs.write().insert(
+            fh,
+            Arc::new(DirHandle {
+                ino,
+                listing,
+                made: self.made_dirs_in(&node),
+            }),
+        );
         Ok(fh)
     }
 
@@ -225,6 +230,25 @@ impl Fs {
                 name: e.name,
                 next_offset: (idx + i) as u64 + FIRST_ENTRY_OFFSET,
             });
+        }
+        // After the store's entries: the directories made here that it does not show.
+        let len = h.listing.len();
+        if h.listing.is_complete() && out.len() < max && !h.made.is_empty() {
+            let first = idx.max(len);
+            for (j, (name, ino)) in h.made.iter().enumerate().skip(first - len) {
+                if out.len() >= max {
+                    break;
+                }
+                if h.listing.find(name).is_some() {
+                    continue;
+                }
+                out.push(DirEntry {
+                    ino: *ino,
+                    kind: Kind::Dir,
+                    name: name.clone(),
+                    next_offset: (len + j) as u64 + FIRST_ENTRY_OFFSET,
+                });
+            }
         }
         Ok(out)
     }

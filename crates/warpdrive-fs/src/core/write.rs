@@ -507,6 +507,38 @@ impl Fs {
         None
     }
 
+    /// The directories made by `mkdir` directly in `dir`, by name, sorted.
+    pub(super) fn made_dirs_in(&self, dir: &Node) -> Vec<(String, Ino)> {
+        let Some(bid) = dir.path.backend else {
+            return Vec::new();
+        };
+        let prefix = if dir.path.key.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", dir.path.key)
+        };
+        let mut out: Vec<(String, Ino)> = self
+            .writes
+            .dirs
+            .lock()
+            .iter()
+            .filter(|p| p.backend == Some(bid))
+            .filter_map(|p| {
+                let name = p.key.strip_prefix(&prefix)?;
+                (!name.is_empty() && !name.contains('/')).then(|| name.to_string())
+            })
+            .filter_map(|name| {
+                let n = self.inodes.find(&NodePath {
+                    backend: Some(bid),
+                    key: format!("{prefix}{name}"),
+                })?;
+                Some((name, n.ino))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Makes directory `name` in `parent` (under a writable prefix): remembered by the mount
     /// until files are written in it.
     pub async fn mkdir(&self, parent: Ino, name: &str) -> FsResult<Attr> {
