@@ -188,25 +188,67 @@ impl Cache {
                 want,
             });
         }
+        let room = self.reserve(id, want)?;
+        let r = self.write_admitted(id, size, idx, data);
+        if !matches!(r, Ok(true)) {
+            self.cancel(room);
+        }
+        r.map(|_| ())
+    }
+
+    /// Reserves `len` bytes for `id`: in its team's quota, then under the cache's limits
+    /// (evicting if needed).
+    fn reserve(&self, id: &ObjectId, len: u64) -> Result<Reserved> {
         let quotas = self.quotas.read().clone();
         let team = quotas.team_of(&id.backend, &id.key);
         if let Some(t) = team {
-            self.admit_team(&quotas, t, want)?;
+            self.admit_team(&quotas, t, len)?;
         }
-        if let Err(e) = self.admit(want, team) {
+        if let Err(e) = self.admit(len, team) {
             if let Some(t) = team {
-                quotas.sub(t, want);
+                quotas.sub(t, len);
             }
             return Err(e);
         }
-        let r = self.write_admitted(id, size, idx, data);
-        if !matches!(r, Ok(true)) {
-            self.unreserve(want);
-            if let Some(t) = team {
-                quotas.sub(t, want);
-            }
+        Ok(Reserved { quotas, team, len })
+    }
+
+    /// Gives back a reservation whose bytes were not recorded.
+    fn cancel(&self, r: Reserved) {
+        self.unreserve(r.len);
+        if let Some(t) = r.team {
+            r.quotas.sub(t, r.len);
         }
-        r.map(|_| ())
+    }
+
+    /// Makes `new_id` (with `blocks` and their checksums) the cached version `id` of its
+    /// object, under the objects' lock; queues its index row (before the lock is let go:
+    /// a concurrent writer of a block of this version finds the entry only under the lock, so
+    /// its block row is queued after the object row it refers to — the other order failed
+    /// the whole batch on the foreign key). Returns the queueing's outcome and the version it
+    /// replaced, to be forgotten once the lock is let go.
+    fn insert_version(
+        &self,
+        objects: &mut Objects,
+        id: &ObjectId,
+        new_id: u64,
+        size: u64,
+        blocks: HashMap<u64, Crcs>,
+    ) -> (Result<()>, Option<Entry>) {
+        let old = objects.insert(
+            &id.backend,
+            &id.key,
+            Entry::new(new_id, id.etag.clone(), size, blocks, now_secs()),
+        );
+        let queued = self.send(Op::PutObject {
+            id: new_id,
+            backend: id.backend.clone(),
+            key: id.key.clone(),
+            etag: id.etag.clone(),
+            size,
+            last_access: now_secs(),
+        });
+        (queued, old)
     }
 
     /// Writes a block whose room is reserved. `Ok(false)` when the bytes were not recorded
@@ -272,23 +314,7 @@ impl Cache {
     /// How a file written through the mount becomes cached as it was committed, with no copy.
     /// On an error `src` is left where it was.
     pub fn adopt(&self, id: &ObjectId, size: u64, src: &Path) -> Result<()> {
-        let quotas = self.quotas.read().clone();
-        let team = quotas.team_of(&id.backend, &id.key);
-        if let Some(t) = team {
-            self.admit_team(&quotas, t, size)?;
-        }
-        let undo = |me: &Cache| {
-            me.unreserve(size);
-            if let Some(t) = team {
-                quotas.sub(t, size);
-            }
-        };
-        if let Err(e) = self.admit(size, team) {
-            if let Some(t) = team {
-                quotas.sub(t, size);
-            }
-            return Err(e);
-        }
+        let room = self.reserve(id, size)?;
         let blocks = size.div_ceil(self.cfg.block_size);
         let mut crcs = HashMap::with_capacity(blocks as usize);
         let computed = (|| -> std::io::Result<()> {
@@ -308,29 +334,17 @@ impl Cache {
             Ok(())
         })();
         if let Err(e) = computed {
-            undo(self);
+            self.cancel(room);
             return Err(io(src)(e));
         }
         let new_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let path = self.data_path(new_id);
         if let Err(e) = std::fs::rename(src, &path) {
-            undo(self);
+            self.cancel(room);
             return Err(io(&path)(e));
         }
         let mut objects = self.objects.write();
-        let old = objects.insert(
-            &id.backend,
-            &id.key,
-            Entry::new(new_id, id.etag.clone(), size, crcs.clone(), now_secs()),
-        );
-        let mut queued = self.send(Op::PutObject {
-            id: new_id,
-            backend: id.backend.clone(),
-            key: id.key.clone(),
-            etag: id.etag.clone(),
-            size,
-            last_access: now_secs(),
-        });
+        let (mut queued, old) = self.insert_version(&mut objects, id, new_id, size, crcs.clone());
         for (block, crcs) in crcs {
             if queued.is_ok() {
                 queued = self.send(Op::PutBlock {
@@ -369,22 +383,7 @@ impl Cache {
             let _ = std::fs::remove_file(&path);
             return Ok(e.id);
         }
-        let old = objects.insert(
-            &id.backend,
-            &id.key,
-            Entry::new(new_id, id.etag.clone(), size, HashMap::new(), now_secs()),
-        );
-        // Queued before the lock is let go: a concurrent writer of a block of this version
-        // finds the entry only under the lock, so its block row is queued after the object
-        // row it refers to (the other order failed the whole batch on the foreign key).
-        let queued = self.send(Op::PutObject {
-            id: new_id,
-            backend: id.backend.clone(),
-            key: id.key.clone(),
-            etag: id.etag.clone(),
-            size,
-            last_access: now_secs(),
-        });
+        let (queued, old) = self.insert_version(&mut objects, id, new_id, size, HashMap::new());
         drop(objects);
         if let Some(old) = old {
             self.forget(&id.backend, &id.key, old)?;
@@ -409,4 +408,11 @@ impl Cache {
             q.sub(t, bytes);
         }
     }
+}
+
+/// Bytes reserved for a write not yet recorded ([`Cache::reserve`]).
+struct Reserved {
+    quotas: Arc<QuotaSet>,
+    team: Option<usize>,
+    len: u64,
 }

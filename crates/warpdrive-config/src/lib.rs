@@ -431,15 +431,19 @@ impl WriteAccess {
             || self
                 .prefixes
                 .iter()
-                .any(|p| dir.is_empty() || p.starts_with(&format!("{dir}/")))
+                .any(|p| dir.is_empty() || p.strip_prefix(dir).is_some_and(|r| r.starts_with('/')))
     }
 
     /// Whether directory `dir` (relative, no trailing `/`) lies under a writable prefix, or
-    /// is one.
+    /// is one (`dir/` starts with the prefix).
     pub fn allows_dir(&self, dir: &str) -> bool {
         self.prefixes
             .iter()
-            .any(|p| p.is_empty() || format!("{dir}/").starts_with(p.as_str()))
+            .any(|p| match dir.strip_prefix(p.as_str()) {
+                Some(_) => true,
+                // `p` is `dir/` itself.
+                None => p.strip_suffix('/') == Some(dir),
+            })
     }
 }
 

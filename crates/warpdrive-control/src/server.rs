@@ -198,17 +198,7 @@ async fn status(State(c): State<Arc<Control>>) -> Answer<DaemonStatus> {
             .collect(),
         jobs_running: c.jobs.running(),
         plans: c.fs.plans(),
-        writes: c
-            .fs
-            .writing()
-            .await
-            .into_iter()
-            .map(|w| api::WriteStatus {
-                backend: w.backend,
-                key: w.key,
-                bytes: w.bytes,
-            })
-            .collect(),
+        writes: c.fs.writing().await,
     }))
 }
 

@@ -36,7 +36,7 @@ use parking_lot::Mutex;
 use warpdrive_api::api::{PlanRequest, PlanStatus};
 
 use crate::inode::Ino;
-use crate::plan::{PlanError, parse_lines};
+use crate::plan::{PlanError, parse_lines_from};
 
 /// The control directory's name in the mount root.
 pub const DIR_NAME: &str = ".warpdrive";
@@ -129,16 +129,8 @@ pub fn parse(text: &str, mount_point: &Path) -> Result<Command, PlanError> {
         return Ok(Command::Clear { job, rank });
     }
     let root = fields.get("root").map_or(mount_point, Path::new);
-    let mut entries = parse_lines(rest).map_err(|e| {
-        // Entry lines start on line 2 of the file.
-        match e.0.strip_prefix("line ").and_then(|r| r.split_once(':')) {
-            Some((n, why)) => match n.parse::<usize>() {
-                Ok(n) => PlanError(format!("line {}:{why}", n + 1)),
-                Err(_) => e,
-            },
-            None => e,
-        }
-    })?;
+    // Entry lines start on line 2 of the file.
+    let mut entries = parse_lines_from(rest, 2)?;
     for (i, e) in entries.iter_mut().enumerate() {
         e.path = relative(&e.path, root)
             .map_err(|why| PlanError(format!("entry {} ({:?}): {why}", i + 1, e.path)))?;

@@ -58,7 +58,6 @@ mod write;
 pub use dirs::LOOKUP_LISTING_MAX;
 pub use plans::{IN_FLIGHT as PLAN_IN_FLIGHT, MAX_LEAD as PLAN_MAX_LEAD};
 pub use warm::{Listed, Warmed};
-pub use write::Writing;
 
 /// Settings of the core, built once from the config.
 #[derive(Debug, Clone)]
@@ -446,11 +445,11 @@ impl Fs {
         if write {
             return self.open_write(ino, false).await;
         }
-        if let Some(o) = self.open_written(ino).await {
+        let node = self.node(ino)?;
+        if let Some(o) = self.open_written(&node).await {
             // Written through this mount and not yet released: read from its spool.
             return Ok(o);
         }
-        let node = self.node(ino)?;
         let obj = self.object_of(&node).await?;
         if by_kernel && self.plans.any() {
             // The reader starts on the file. (An inode's handle for reads without opens

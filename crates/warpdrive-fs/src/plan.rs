@@ -64,6 +64,12 @@ fn lead_seconds(bytes: u64, rate: f64) -> f64 {
 /// Plan entries from text: one per line, `PATH` (the whole file) or `PATH<TAB>OFFSET<TAB>LENGTH`
 /// (a byte range); blank lines and lines starting with `#` are skipped. Errors name the line.
 pub fn parse_lines(text: &str) -> Result<Vec<PlanEntry>, PlanError> {
+    parse_lines_from(text, 1)
+}
+
+/// [`parse_lines`] of text whose first line is line `first` of a file (errors name the
+/// file's line).
+pub fn parse_lines_from(text: &str, first: usize) -> Result<Vec<PlanEntry>, PlanError> {
     let mut entries = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim_end_matches('\r');
@@ -71,7 +77,7 @@ pub fn parse_lines(text: &str) -> Result<Vec<PlanEntry>, PlanError> {
             continue;
         }
         let fields: Vec<&str> = line.split('\t').collect();
-        let bad = |why: &str| PlanError(format!("line {}: {why}", n + 1));
+        let bad = |why: &str| PlanError(format!("line {}: {why}", n + first));
         let (offset, length) = match fields.len() {
             1 => (None, None),
             3 => {

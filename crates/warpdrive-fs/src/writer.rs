@@ -91,8 +91,6 @@ pub struct Writer {
     spool: std::fs::File,
     limits: WriteLimits,
     state: Mutex<State>,
-    /// Bytes written, for `status` and the metrics.
-    pub written: AtomicU64,
     /// Unlinked before its commit: never committed (its writers may go on writing).
     unlinked: std::sync::atomic::AtomicBool,
     /// Its spool was handed to the cache (once).
@@ -145,7 +143,6 @@ impl Writer {
                 committed: None,
                 failed: None,
             }),
-            written: AtomicU64::new(0),
             unlinked: std::sync::atomic::AtomicBool::new(false),
             adopted: std::sync::atomic::AtomicBool::new(false),
         })
@@ -216,8 +213,8 @@ impl Writer {
         }
     }
 
-    /// Writes `data` at `offset`.
-    pub async fn write(&self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
+    /// Writes `data` at `offset`; how many bytes the file grew by.
+    pub async fn write(&self, offset: u64, data: &[u8]) -> Result<u64, StoreError> {
         let mut st = self.state.lock().await;
         if let Some(e) = &st.failed {
             return Err(e.clone());
@@ -225,18 +222,26 @@ impl Writer {
         self.spool
             .write_all_at(data, offset)
             .map_err(|e| self.spool_error(e))?;
-        self.written.fetch_add(data.len() as u64, Ordering::Relaxed);
         if offset != st.size {
             self.stage(&mut st);
         }
+        let before = st.size;
         st.size = st.size.max(offset + data.len() as u64);
         st.dirty = true;
-        self.stream_full_parts(&mut st).await
+        self.stream_full_parts(&mut st).await?;
+        Ok(st.size - before)
+    }
+
+    /// Whether the next commit must not replace an object (the first commit of a file
+    /// whose backend does not allow overwrites: later ones replace this writer's own).
+    fn create_only(&self, st: &State) -> bool {
+        !self.overwrite && st.committed.is_none()
     }
 
     /// Starts an upload part for every full part of the spool not yet streamed.
     async fn stream_full_parts(&self, st: &mut State) -> Result<(), StoreError> {
         let part = self.limits.part_size;
+        let create_only = self.create_only(st);
         loop {
             let Mode::Streaming {
                 upload,
@@ -270,7 +275,6 @@ impl Writer {
                 return Ok(());
             }
             if upload.is_none() {
-                let create_only = !self.overwrite && st.committed.is_none();
                 *upload = Some(self.backend.start_upload(&self.key(), create_only).await?);
             }
             let permit = self.permit().await;
@@ -359,7 +363,7 @@ impl Writer {
             return Ok(Some(done.clone()));
         }
         let key = self.key();
-        let create_only = !self.overwrite && st.committed.is_none();
+        let create_only = self.create_only(&st);
         let size = st.size;
         let part = self.limits.part_size;
         let r = match std::mem::replace(&mut st.mode, Mode::Staged) {

@@ -241,22 +241,12 @@ fn many_writers(_rt: &tokio::runtime::Runtime) {
     let rss = |what: &str| common::rss(m.pid(), what);
     let idle = rss("VmRSS:");
     let t0 = Instant::now();
-    let writers: Vec<_> = (0..8u64)
-        .map(|i| {
-            let path = m.path(&format!("cp/ckpt/w{i}.bin"));
-            std::thread::spawn(move || {
-                let chunk = random_bytes(1 << 20, i);
-                let mut f = std::fs::File::create(&path).expect("create");
-                for _ in 0..512 {
-                    f.write_all(&chunk).expect("write");
-                }
-                f.sync_all().expect("fsync");
-            })
-        })
-        .collect();
-    for w in writers {
-        w.join().expect("writer");
-    }
+    common::write_at_once(
+        (0..8)
+            .map(|i| m.path(&format!("cp/ckpt/w{i}.bin")))
+            .collect(),
+        512,
+    );
     let took = t0.elapsed().as_secs_f64();
     let peak = rss("VmHWM:");
     println!(

@@ -462,22 +462,12 @@ fn many_writers_at_once_stay_within_the_memory_budget() {
     let rss = |what: &str| common::rss(m.pid(), what);
     let idle = rss("VmRSS:");
     let size = 128usize << 20;
-    let writers: Vec<_> = (0..8u64)
-        .map(|i| {
-            let path = m.path(&format!("cp/ckpt/w{i}.bin"));
-            std::thread::spawn(move || {
-                let chunk = random_bytes(1 << 20, i);
-                let mut f = std::fs::File::create(&path).expect("create");
-                for _ in 0..(size >> 20) {
-                    std::io::Write::write_all(&mut f, &chunk).expect("write");
-                }
-                f.sync_all().expect("fsync");
-            })
-        })
-        .collect();
-    for w in writers {
-        w.join().expect("writer");
-    }
+    common::write_at_once(
+        (0..8)
+            .map(|i| m.path(&format!("cp/ckpt/w{i}.bin")))
+            .collect(),
+        size >> 20,
+    );
     let peak = rss("VmHWM:");
     let budget = warpdrive_fs::core::WRITE_MEMORY;
     println!(

@@ -50,8 +50,8 @@ const PART_SUFFIX: &str = ".warpdrive-part";
 /// Numbers the part files of this process's writes apart.
 static PART_FILES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// A new hidden file beside `path` to write it in.
-fn part_file(path: &Path) -> PathBuf {
+/// A new hidden file beside `path` to write it in (listings skip it).
+pub(crate) fn part_file(path: &Path) -> PathBuf {
     let n = PART_FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     path.with_file_name(format!(
         ".{}.{}-{n}{PART_SUFFIX}",

@@ -27,7 +27,7 @@ use futures::stream::BoxStream;
 use warpdrive_metrics::{BackendMetrics, Request};
 
 use crate::checksum::Known;
-use crate::{ListPage, ObjectInfo, Result, StoreError};
+use crate::{ListPage, ObjectInfo, Result};
 
 /// A body as it arrives. It may end early; the reader checks the length.
 pub type ByteStream = BoxStream<'static, Result<Bytes>>;
@@ -109,35 +109,19 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Stores `data` as object `key` in one request. `create_only`: fails with
     /// [`StoreError::AlreadyExists`] when an object has the name (a conditional write).
-    async fn put(&self, key: &str, _data: Bytes, _create_only: bool) -> Result<()> {
-        Err(self.takes_no_writes(key))
-    }
+    async fn put(&self, key: &str, data: Bytes, create_only: bool) -> Result<()>;
 
     /// Starts a multipart upload of `key`. `create_only`: its completion fails with
     /// [`StoreError::AlreadyExists`] if the name is taken by then, where the store offers a
     /// condition on completing an upload (GCS, local directories, the in-memory store; not
     /// S3 or Azure through `object_store`).
-    async fn upload(&self, key: &str, _create_only: bool) -> Result<Box<dyn Upload>> {
-        Err(self.takes_no_writes(key))
-    }
+    async fn upload(&self, key: &str, create_only: bool) -> Result<Box<dyn Upload>>;
 
     /// Copies object `from` to `to` inside the store. `create_only` as for [`Store::put`].
-    async fn copy(&self, from: &str, _to: &str, _create_only: bool) -> Result<()> {
-        Err(self.takes_no_writes(from))
-    }
+    async fn copy(&self, from: &str, to: &str, create_only: bool) -> Result<()>;
 
     /// Deletes object `key`.
-    async fn delete(&self, key: &str) -> Result<()> {
-        Err(self.takes_no_writes(key))
-    }
-
-    /// The error of a write to a store that takes none.
-    fn takes_no_writes(&self, key: &str) -> StoreError {
-        StoreError::Other {
-            backend: format!("{self:?}"),
-            message: format!("writing {key}: this store takes no writes"),
-        }
-    }
+    async fn delete(&self, key: &str) -> Result<()>;
 }
 
 /// Records one request's latency when dropped (so a stream read to its end, or abandoned,

@@ -17,16 +17,6 @@ pub const PART_SIZE: usize = 8 << 20;
 /// Parts in flight at once per upload.
 const PARTS_IN_FLIGHT: usize = 2;
 
-/// Where a file for `path` is written before it takes its name: beside it, hidden,
-/// `tag` between the name and the suffix.
-fn part_path(path: &std::path::Path, tag: &str) -> std::path::PathBuf {
-    path.with_file_name(format!(
-        ".{}{tag}.warpdrive-part",
-        path.file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
-    ))
-}
-
 impl Backend {
     fn read_only(&self, key: &str) -> StoreError {
         StoreError::Other {
@@ -53,7 +43,7 @@ impl Backend {
         match &self.inner {
             Inner::Local(l) => {
                 let path = l.path_of(&full);
-                let tmp = part_path(&path, "");
+                let tmp = crate::local::part_file(&path);
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).map_err(|e| self.write_error(key, e))?;
                 }
@@ -128,43 +118,13 @@ impl Backend {
     /// won, which for the shared tier's chunks is success).
     pub async fn put_new(&self, key: &str, data: Bytes) -> Result<bool> {
         let full = self.full_key(key)?;
-        match &self.inner {
-            Inner::Local(l) => {
-                let path = l.path_of(&full);
-                // Writers in other processes may race for the name: each stages its own file.
-                let tmp = part_path(&path, &format!(".{}", std::process::id()));
-                let write = || -> std::io::Result<bool> {
-                    if let Some(dir) = path.parent() {
-                        std::fs::create_dir_all(dir)?;
-                    }
-                    std::fs::write(&tmp, &data)?;
-                    // A link to a name that exists fails: the first writer's file stays.
-                    let linked = std::fs::hard_link(&tmp, &path);
-                    let _ = std::fs::remove_file(&tmp);
-                    match linked {
-                        Ok(()) => Ok(true),
-                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-                        Err(e) => Err(e),
-                    }
-                };
-                write().map_err(|e| self.write_error(key, e))
-            }
-            Inner::Other => Err(self.read_only(key)),
-            Inner::Cloud { store } => {
-                let path = self.store_path(key)?;
-                let opts = object_store::PutOptions {
-                    mode: object_store::PutMode::Create,
-                    ..Default::default()
-                };
-                match store.put_opts(&path, data.into(), opts).await {
-                    Ok(_) => Ok(true),
-                    Err(
-                        object_store::Error::AlreadyExists { .. }
-                        | object_store::Error::Precondition { .. },
-                    ) => Ok(false),
-                    Err(e) => Err(self.failed(key, e)),
-                }
-            }
+        match self
+            .authed(|| self.store.put(&full, data.clone(), true))
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(StoreError::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The control directory's operations (`<mount>/.warpdrive/plan`; the protocol is in
-//! [`crate::control`]): each operation of the core on a control inode or handle comes here
-//! first, so the FUSE adapter serves the control file like any other.
+//! [`crate::control`]): the core's operations hand their control inodes and handles here
+//! (writes, sizes and closes from the write path's entry points in `core/write.rs`), so the
+//! FUSE adapter serves the control file like any other.
 
 use std::sync::Arc;
 
@@ -95,66 +96,26 @@ impl Fs {
             .ok_or(FsError::BadHandle)
     }
 
-    /// Writes to a file: the control file's handles collect what is written, a file being
-    /// written takes it; everything else is read-only.
-    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
-        if self.is_write_handle(fh) {
-            return self.write_file(fh, offset, data).await;
-        }
-        if !control::owns_fh(fh) {
-            return Err(FsError::ReadOnly);
-        }
+    /// A write to the control file: its handle collects what is written.
+    pub(super) fn control_write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         self.control.write(fh, offset, data).map_err(|e| match e {
             WriteError::BadHandle => FsError::BadHandle,
             WriteError::TooLarge => FsError::TooLarge,
         })
     }
 
-    /// Changes a file's attributes: the control file takes a new size (an open with
-    /// `O_TRUNC` truncates its handle's text) and new times (ignored), a file being written a
-    /// new size; a change of mode or owner (`other`), and any change to anything else, is
-    /// refused: read-only.
-    pub async fn setattr(
-        &self,
-        ino: Ino,
-        fh: Option<u64>,
-        size: Option<u64>,
-        other: bool,
-    ) -> FsResult<Attr> {
-        if !other && ino != PLAN_INO {
-            if let Some(size) = size
-                && let Some(r) = self.truncate_written(ino, size).await
-            {
-                return r;
-            }
-            if size.is_none()
-                && let Ok(node) = self.node(ino)
-                && let Some(a) = self.written_attr(&node).await
-            {
-                // `touch` of a file being written: its times are the commit's.
-                return Ok(a);
-            }
-        }
-        if ino != PLAN_INO || other {
-            return Err(FsError::ReadOnly);
-        }
+    /// A new size for the control file (an open with `O_TRUNC` truncates its handle's
+    /// text); new times are ignored.
+    pub(super) fn control_setattr(&self, fh: Option<u64>, size: Option<u64>) -> Attr {
         if let (Some(fh), Some(size)) = (fh, size) {
             self.control.truncate(fh, size);
         }
-        Ok(self.control_attr(PLAN_INO))
+        self.control_attr(PLAN_INO)
     }
 
-    /// A `close` of a descriptor (or an `fsync`): on the control file, what was written since
-    /// the last one is submitted (or cleared), a refused text being `EINVAL`; a file being
-    /// written is committed to its store. Nothing to do for other files. Must run inside the
-    /// runtime.
-    pub async fn flush(self: &Arc<Self>, fh: u64) -> FsResult<()> {
-        if self.is_write_handle(fh) {
-            return self.commit_file(fh).await;
-        }
-        if !control::owns_fh(fh) {
-            return Ok(());
-        }
+    /// A `close` (or `fsync`) of the control file: what was written since the last one is
+    /// submitted (or cleared), a refused text being `EINVAL`. Must run inside the runtime.
+    pub(super) fn control_flush(self: &Arc<Self>, fh: u64) -> FsResult<()> {
         let Some(text) = self.control.take_dirty(fh) else {
             return Ok(());
         };

@@ -219,12 +219,14 @@ impl Fs {
 
         let count = |answer| self.backend(bid).metrics().lookup(answer);
         // A file being written here, or a directory made here: the store does not show them.
-        let path = NodePath {
-            backend: Some(bid),
-            key: Self::child_key(&parent, name),
-        };
-        if let Some(a) = self.lookup_written(&path).await {
-            return Ok(a);
+        if self.writes_to(Some(bid)) {
+            let path = NodePath {
+                backend: Some(bid),
+                key: Self::child_key(&parent, name),
+            };
+            if let Some(a) = self.lookup_written(&path).await {
+                return Ok(a);
+            }
         }
         // A complete, fresh listing of the parent answers without a request.
         let listing = parent.state.lock().listing.clone();

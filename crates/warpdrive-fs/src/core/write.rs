@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
+use warpdrive_api::api::WriteStatus;
 use warpdrive_cache::ObjectId;
 use warpdrive_store::{ObjectInfo, StoreError};
 
@@ -56,23 +57,33 @@ impl Writes {
         }
     }
 
-    /// The writer behind write handle `fh`.
+    /// The writer behind handle `fh`, if it was opened for writing (a handle reading a file
+    /// being written neither writes nor commits).
     fn of_handle(&self, fh: u64) -> Option<(Ino, Arc<Writer>)> {
-        let (ino, _) = *self.handles.read().get(&fh)?;
+        let (ino, writes) = *self.handles.read().get(&fh)?;
         let w = self.by_ino.lock().get(&ino).cloned()?;
-        Some((ino, w))
+        writes.then_some((ino, w))
+    }
+
+    /// The writer behind handle `fh`, whatever it was opened for.
+    fn reader_of(&self, fh: u64) -> Option<Arc<Writer>> {
+        let (ino, _) = *self.handles.read().get(&fh)?;
+        self.by_ino.lock().get(&ino).cloned()
     }
 }
 
 /// Marks the passthrough backing id of a spool (the rest is the inode number).
 const SPOOL_BACKING: u64 = 1 << 63;
 
-/// Files in the mount being written (for `status`).
-#[derive(Debug, Clone)]
-pub struct Writing {
-    pub backend: String,
-    pub key: String,
-    pub bytes: u64,
+/// How a handle on a file being written is opened: served by the daemon from its spool (or
+/// by the kernel from it, `passthrough`), with no page cache kept from an earlier open.
+fn spooled(fh: u64, passthrough: Option<(u64, std::fs::File)>) -> Opened {
+    Opened {
+        fh,
+        keep_cache: false,
+        passthrough,
+        direct: false,
+    }
 }
 
 fn store_error(e: StoreError) -> FsError {
@@ -187,15 +198,7 @@ impl Fs {
         self.writes.by_ino.lock().insert(node.ino, Arc::new(writer));
         let fh = self.write_handle(node.ino);
         tracing::debug!(backend = self.backend(bid).name(), key, "file created");
-        Ok((
-            self.writing_attr(&node, 0),
-            Opened {
-                fh,
-                keep_cache: false,
-                passthrough: None,
-                direct: false,
-            },
-        ))
+        Ok((self.writing_attr(&node, 0), spooled(fh, None)))
     }
 
     fn spool_failed(&self, bid: BackendId, key: &str, e: std::io::Error) -> StoreError {
@@ -217,12 +220,7 @@ impl Fs {
             if truncate {
                 w.truncate(0).await.map_err(store_error)?;
             }
-            return Ok(Opened {
-                fh: self.write_handle(ino),
-                keep_cache: false,
-                passthrough: None,
-                direct: false,
-            });
+            return Ok(spooled(self.write_handle(ino), None));
         }
         let bid = node.path.backend.ok_or(FsError::ReadOnly)?;
         let backend = self.backend(bid).clone();
@@ -247,12 +245,7 @@ impl Fs {
         )
         .map_err(|e| FsError::Store(self.spool_failed(bid, &node.path.key, e)))?;
         self.writes.by_ino.lock().insert(ino, Arc::new(writer));
-        Ok(Opened {
-            fh: self.write_handle(ino),
-            keep_cache: false,
-            passthrough: None,
-            direct: false,
-        })
+        Ok(spooled(self.write_handle(ino), None))
     }
 
     /// A handle reading a file this mount is writing (or has committed and not yet released):
@@ -260,8 +253,9 @@ impl Fs {
     /// (passthrough, as a cached file would be), so a checkpoint read back right after its
     /// close reads at the cache disk's speed; every such handle shares the spool, and the
     /// spool becomes the cached copy only when the last handle closes.
-    pub(super) async fn open_written(&self, ino: Ino) -> Option<Opened> {
-        let w = self.writes.by_ino.lock().get(&ino).cloned()?;
+    pub(super) async fn open_written(&self, node: &Node) -> Option<Opened> {
+        let w = self.writer_of(node)?;
+        let ino = node.ino;
         let passthrough = if self.cfg.passthrough
             && self
                 .passthrough_ready
@@ -275,17 +269,68 @@ impl Fs {
         } else {
             None
         };
-        Some(Opened {
-            fh: self.write_handle_as(ino, false),
-            keep_cache: false,
-            passthrough,
-            direct: false,
-        })
+        Some(spooled(self.write_handle_as(ino, false), passthrough))
     }
 
     /// A handle writing `ino`'s writer.
     fn write_handle(&self, ino: Ino) -> u64 {
         self.write_handle_as(ino, true)
+    }
+
+    /// Writes to a file: a file being written takes it, the control file's handles collect
+    /// it; everything else is read-only.
+    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        if self.is_write_handle(fh) {
+            return self.write_file(fh, offset, data).await;
+        }
+        if crate::control::owns_fh(fh) {
+            return self.control_write(fh, offset, data);
+        }
+        Err(FsError::ReadOnly)
+    }
+
+    /// Changes a file's attributes: a file being written takes a new size (its times are the
+    /// commit's), and so does the control file; a change of mode or owner (`other`), and any
+    /// change to anything else, is refused: read-only.
+    pub async fn setattr(
+        &self,
+        ino: Ino,
+        fh: Option<u64>,
+        size: Option<u64>,
+        other: bool,
+    ) -> FsResult<Attr> {
+        if other {
+            return Err(FsError::ReadOnly);
+        }
+        if ino == crate::control::PLAN_INO {
+            return Ok(self.control_setattr(fh, size));
+        }
+        if let Some(size) = size
+            && let Some(r) = self.truncate_written(ino, size).await
+        {
+            return r;
+        }
+        if size.is_none()
+            && let Ok(node) = self.node(ino)
+            && let Some(a) = self.written_attr(&node).await
+        {
+            // `touch` of a file being written.
+            return Ok(a);
+        }
+        Err(FsError::ReadOnly)
+    }
+
+    /// A `close` of a descriptor (or an `fsync`): a file being written is committed to its
+    /// store; the control file runs what was written to it. Nothing to do for other files.
+    /// Must run inside the runtime.
+    pub async fn flush(self: &Arc<Self>, fh: u64) -> FsResult<()> {
+        if self.is_write_handle(fh) {
+            return self.commit_file(fh).await;
+        }
+        if crate::control::owns_fh(fh) {
+            return self.control_flush(fh);
+        }
+        Ok(())
     }
 
     /// Whether `fh` is a write handle.
@@ -295,28 +340,22 @@ impl Fs {
 
     /// Writes `data` at `offset` through write handle `fh`.
     pub(super) async fn write_file(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
-        if self
-            .writes
-            .handles
-            .read()
-            .get(&fh)
-            .is_some_and(|(_, writes)| !writes)
-        {
-            return Err(FsError::BadHandle);
-        }
         let (_, w) = self.writes.of_handle(fh).ok_or(FsError::BadHandle)?;
         let started = Instant::now();
-        let before = w.size().await;
         let r = w.write(offset, data).await;
         self.metrics
             .write
             .write(data.len() as u64, started.elapsed());
-        let grown = w.size().await.saturating_sub(before);
-        warpdrive_metrics::shift(&self.metrics.write.spool_bytes, grown as i64);
-        if let Err(e) = &r {
-            tracing::warn!(key = w.key(), error = %e, "a write failed");
+        match r {
+            Ok(grown) => {
+                warpdrive_metrics::shift(&self.metrics.write.spool_bytes, grown as i64);
+                Ok(data.len() as u32)
+            }
+            Err(e) => {
+                tracing::warn!(key = w.key(), error = %e, "a write failed");
+                Err(store_error(e))
+            }
         }
-        r.map(|()| data.len() as u32).map_err(store_error)
     }
 
     /// A read through write handle `fh` (`O_RDWR`): what has been written.
@@ -326,21 +365,12 @@ impl Fs {
         offset: u64,
         size: u32,
     ) -> FsResult<bytes::Bytes> {
-        let (_, w) = self.writes.of_handle(fh).ok_or(FsError::BadHandle)?;
+        let w = self.writes.reader_of(fh).ok_or(FsError::BadHandle)?;
         w.read(offset, size).await.map_err(store_error)
     }
 
     /// Commits the file behind write handle `fh` (`close`, `fsync`).
     pub(super) async fn commit_file(&self, fh: u64) -> FsResult<()> {
-        if self
-            .writes
-            .handles
-            .read()
-            .get(&fh)
-            .is_some_and(|(_, writes)| !writes)
-        {
-            return Ok(());
-        }
         let Some((ino, w)) = self.writes.of_handle(fh) else {
             return Ok(());
         };
@@ -489,8 +519,22 @@ impl Fs {
 
     /// The attributes of a file being written (its size so far), if it is.
     pub(super) async fn written_attr(&self, node: &Node) -> Option<Attr> {
-        let w = self.writes.by_ino.lock().get(&node.ino).cloned()?;
+        let w = self.writer_of(node)?;
         Some(self.writing_attr(node, w.size().await))
+    }
+
+    /// Whether backend `bid` takes writes: every check of the write path on the read path's
+    /// operations (lookups, `getattr`, opens, listings) is skipped for backends that do not.
+    pub(super) fn writes_to(&self, bid: Option<BackendId>) -> bool {
+        bid.is_some_and(|b| !self.backend(b).config().write.prefixes.is_empty())
+    }
+
+    /// The writer of `node`, if it is being written (or committed and not yet released).
+    fn writer_of(&self, node: &Node) -> Option<Arc<Writer>> {
+        if !self.writes_to(node.path.backend) {
+            return None;
+        }
+        self.writes.by_ino.lock().get(&node.ino).cloned()
     }
 
     /// What a lookup of `path` answers from the write path: a file being written or a
@@ -509,7 +553,7 @@ impl Fs {
 
     /// The directories made by `mkdir` directly in `dir`, by name, sorted.
     pub(super) fn made_dirs_in(&self, dir: &Node) -> Vec<(String, Ino)> {
-        let Some(bid) = dir.path.backend else {
+        let Some(bid) = dir.path.backend.filter(|b| self.writes_to(Some(*b))) else {
             return Vec::new();
         };
         let prefix = if dir.path.key.is_empty() {
@@ -760,7 +804,7 @@ impl Fs {
     }
 
     /// Files being written now.
-    pub async fn writing(&self) -> Vec<Writing> {
+    pub async fn writing(&self) -> Vec<WriteStatus> {
         let writers: Vec<(Ino, Arc<Writer>)> = self
             .writes
             .by_ino
@@ -770,7 +814,7 @@ impl Fs {
             .collect();
         let mut out = Vec::new();
         for (ino, w) in writers {
-            out.push(Writing {
+            out.push(WriteStatus {
                 backend: self.backend_name_of(ino),
                 key: w.key(),
                 bytes: w.size().await,

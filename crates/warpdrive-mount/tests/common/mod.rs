@@ -459,6 +459,28 @@ pub fn selected(name: &str) -> bool {
 }
 
 /// CPU time of every live thread of process `pid`, in ns (from each task's schedstat).
+/// Writes each of `paths` from a thread of its own, all at once: `mib` MiB in 1 MiB writes,
+/// then `fsync` (a file written through the mount commits there).
+pub fn write_at_once(paths: Vec<PathBuf>, mib: usize) {
+    let writers: Vec<_> = paths
+        .into_iter()
+        .enumerate()
+        .map(|(i, path)| {
+            std::thread::spawn(move || {
+                let chunk = warpdrive_testkit::random_bytes(1 << 20, i as u64);
+                let mut f = std::fs::File::create(&path).expect("create");
+                for _ in 0..mib {
+                    std::io::Write::write_all(&mut f, &chunk).expect("write");
+                }
+                f.sync_all().expect("fsync");
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("writer");
+    }
+}
+
 /// A memory figure of process `pid` in bytes: `VmRSS:` (now) or `VmHWM:` (its peak).
 pub fn rss(pid: i32, field: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
