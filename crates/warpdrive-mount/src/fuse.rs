@@ -729,6 +729,17 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         self.count(Op::Write);
         let fs = self.fs.clone();
+        // A file being written takes the bytes from the request's buffer here; the rest of
+        // the write may wait (for room in the upload budget), in a task.
+        if let Some(done) = fs.write_now(fh.0, offset, data) {
+            run_here_or_spawn(&self.rt, async move {
+                match done.await {
+                    Ok(n) => reply.written(n),
+                    Err(e) => reply.error(failed(&fs, Op::Write, &e)),
+                }
+            });
+            return;
+        }
         // The request's buffer is the session thread's: the bytes are copied for the task.
         let data = data.to_vec();
         run_here_or_spawn(&self.rt, async move {

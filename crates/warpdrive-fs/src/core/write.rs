@@ -340,22 +340,43 @@ impl Fs {
 
     /// Writes `data` at `offset` through write handle `fh`.
     pub(super) async fn write_file(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
-        let (_, w) = self.writes.of_handle(fh).ok_or(FsError::BadHandle)?;
+        self.write_now(fh, offset, data)
+            .ok_or(FsError::BadHandle)?
+            .await
+    }
+
+    /// A write through write handle `fh` started on the caller's thread: its bytes go into
+    /// the file's spool straight from `data` (the FUSE adapter's request buffer: no copy);
+    /// the future returned finishes it (the file's state, its parts). `None` if `fh` is not
+    /// a file being written ([`Fs::write`] takes the write).
+    pub fn write_now(
+        &self,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+    ) -> Option<impl Future<Output = FsResult<u32>> + Send + 'static + use<>> {
+        let (_, w) = self.writes.of_handle(fh)?;
         let started = Instant::now();
-        let r = w.write(offset, data).await;
-        self.metrics
-            .write
-            .write(data.len() as u64, started.elapsed());
-        match r {
-            Ok(grown) => {
-                warpdrive_metrics::shift(&self.metrics.write.spool_bytes, grown as i64);
-                Ok(data.len() as u32)
+        let len = data.len();
+        let spooled = w.spool_write(offset, data);
+        let metrics = self.metrics.clone();
+        Some(async move {
+            let r = match spooled {
+                Ok(()) => w.wrote().await,
+                Err(e) => Err(e),
+            };
+            metrics.write.write(len as u64, started.elapsed());
+            match r {
+                Ok(grown) => {
+                    warpdrive_metrics::shift(&metrics.write.spool_bytes, grown as i64);
+                    Ok(len as u32)
+                }
+                Err(e) => {
+                    tracing::warn!(key = w.key(), error = %e, "a write failed");
+                    Err(store_error(e))
+                }
             }
-            Err(e) => {
-                tracing::warn!(key = w.key(), error = %e, "a write failed");
-                Err(store_error(e))
-            }
-        }
+        })
     }
 
     /// A read through write handle `fh` (`O_RDWR`): what has been written.
