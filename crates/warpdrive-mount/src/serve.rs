@@ -18,6 +18,7 @@ use warpdrive_fs::mountinfo::FS_NAME;
 use warpdrive_fs::{Fs, FsConfig};
 
 use crate::fuse::FuseAdapter;
+use crate::ready::Readiness;
 use warpdrive_metrics::{CacheFigures, Metrics};
 use warpdrive_store::Backend;
 
@@ -127,7 +128,7 @@ fn cache_metrics(metrics: &Metrics, cache: &Arc<Cache>, dir: &Path) {
     }));
 }
 
-pub(crate) fn run(config: Config) -> Result<()> {
+pub(crate) fn run(config: Config, readiness: Readiness) -> Result<()> {
     mountpoint::prepare(&config.mount_point)?;
     prepare_cache_dir(&config.cache.dir)?;
     let cache = open_cache(&config)?;
@@ -280,11 +281,19 @@ pub(crate) fn run(config: Config) -> Result<()> {
     }));
     let bg = session.spawn().context("starting FUSE session threads")?;
     set_read_ahead(&mp);
+    let took = match readiness.wait_live_and_tell(&mp) {
+        Ok(took) => took,
+        Err(e) => {
+            unmount(&mp);
+            return Err(e);
+        }
+    };
     tracing::info!(
         mount_point = %mp.display(),
         backends = config.backends.iter().map(|b| b.name.as_str()).collect::<Vec<_>>().join(","),
         threads = config.fuse.threads,
-        "mounted"
+        answering_after_ms = took.as_millis() as u64,
+        "mounted and serving"
     );
 
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -309,6 +318,7 @@ pub(crate) fn run(config: Config) -> Result<()> {
             }
         }
     })?;
+    readiness.stopping();
 
     if ended_by_signal {
         unmount(&mp);

@@ -458,3 +458,98 @@ fn an_unreachable_backend_answers_eio_and_is_logged() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Readiness: the daemon tells systemd (`$NOTIFY_SOCKET`) and `--ready-file` once the mount
+/// serves, and `warpdrive-ctl status --wait` waits for it; at stop, `STOPPING=1` and the
+/// ready file goes.
+#[test]
+fn the_daemon_says_when_the_mount_serves_and_when_it_stops() {
+    use std::os::unix::net::UnixDatagram;
+    let src = tempfile::tempdir().expect("tempdir");
+    let mut m = Mount::prepare(&[local_backend(src.path())], "", "max_size: 1GiB");
+    let notify = m.dir.path().join("notify");
+    let sock = UnixDatagram::bind(&notify).expect("notify socket");
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let ready = m.dir.path().join("run/warpdrive.ready");
+    std::fs::create_dir(m.dir.path().join("run")).expect("mkdir");
+    std::fs::write(&ready, "1\n").expect("a ready file left by an earlier daemon");
+
+    // Nothing serves yet: `--wait 1` gives up after a second, saying so.
+    let t0 = Instant::now();
+    let (code, _, err) = common::ctl_any(&m, &["status", "--wait", "1"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(t0.elapsed() >= Duration::from_secs(1), "it waited");
+    assert!(err.contains("not serving after 1s"), "{err}");
+
+    let log = std::fs::File::create(m.dir.path().join("daemon.log")).expect("log");
+    let child = Command::new(BIN)
+        .arg("--config")
+        .arg(&m.config)
+        .arg("--ready-file")
+        .arg(&ready)
+        .env("NOTIFY_SOCKET", &notify)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    m.child = Some(child);
+    let waiter = common::ctl_command(&m, &["status", "--wait", "30"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ctl");
+
+    let mut buf = [0u8; 512];
+    let n = sock.recv(&mut buf).expect("READY=1 within 30 s");
+    let said = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(said.starts_with("READY=1\n"), "{said}");
+    assert!(said.contains("STATUS=serving "), "{said}");
+    // When systemd hears it, the mount serves and the ready file names the daemon.
+    assert_eq!(mount_state(&m.mount_point), MountState::Live);
+    assert_eq!(
+        std::fs::read(m.path("data/file.txt")).expect("read"),
+        b"contents\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&ready).expect("ready file").trim(),
+        pid.to_string()
+    );
+    let mut waiter = waiter;
+    let status = common::wait_exit(&mut waiter, Duration::from_secs(30), "status --wait");
+    assert!(
+        status.success(),
+        "status --wait 30 exits 0 once the mount serves"
+    );
+
+    let status = m.stop_with(libc::SIGTERM);
+    assert!(status.success(), "{status}\n{}", m.log());
+    let n = sock.recv(&mut buf).expect("STOPPING=1");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    assert!(!ready.exists(), "the ready file goes at stop");
+}
+
+/// The shipped service unit passes `systemd-analyze verify` (its binary paths pointed at this
+/// build's; its man page is checked once the package installs it).
+#[test]
+fn the_systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/systemd/warpdrive.service"),
+    )
+    .expect("unit");
+    assert!(unit.contains("Type=notify"), "{unit}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("warpdrive.service");
+    std::fs::write(&path, unit.replace("/usr/bin/warpdrive-mount", BIN)).expect("write");
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (make deps installs it)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        !err.contains("warpdrive.service"),
+        "warnings about the unit: {err}"
+    );
+}

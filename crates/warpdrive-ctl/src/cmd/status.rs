@@ -19,9 +19,14 @@ use crate::fmt::size;
 use crate::{api, exit};
 
 #[derive(Debug, clap::Args)]
-#[command(
-    after_help = "Exit codes: 0 mounted, every backend reachable and the index sound; 1 otherwise; 2 bad config."
-)]
+#[command(after_help = "\
+Exit codes: 0 mounted, every backend reachable and the index sound; 1 otherwise; 2 bad config.
+With --wait: 0 once the mount serves (the status is printed as usual), 1 if it does not
+within the time given.
+
+Examples:
+  warpdrive-ctl status                   # one look
+  warpdrive-ctl status --wait 30 && ...  # start training only once the mount serves")]
 pub struct StatusArgs {
     /// Print JSON instead of text.
     #[arg(long)]
@@ -29,6 +34,30 @@ pub struct StatusArgs {
     /// How long to wait for each backend.
     #[arg(long, default_value = "5s", value_parser = parse_timeout)]
     timeout: Duration,
+    /// Wait up to this long (seconds, or a duration such as `2m`) for the mount to serve;
+    /// the exit code then says only whether it does (a readiness probe, or a job's first
+    /// step).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_wait)]
+    wait: Option<Duration>,
+}
+
+fn parse_wait(s: &str) -> Result<Duration, String> {
+    match s.parse::<u64>() {
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(_) => warpdrive_config::parse_duration(s),
+    }
+}
+
+/// Polls the mount point until it serves or `wait` has passed; its last state.
+fn wait_live(mount_point: &Path, wait: Duration) -> MountState {
+    let start = Instant::now();
+    loop {
+        let state = mount_state(mount_point);
+        if state == MountState::Live || start.elapsed() >= wait {
+            return state;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
@@ -102,6 +131,19 @@ async fn probe(b: &warpdrive_config::BackendConfig, timeout: Duration) -> Backen
 }
 
 pub fn run(config: &Config, config_path: &Path, args: &StatusArgs) -> Result<u8> {
+    if let Some(wait) = args.wait {
+        let state = wait_live(&config.mount_point, wait);
+        if state != MountState::Live {
+            eprintln!(
+                "warpdrive-ctl: the mount at {} is not serving after {} ({}); is warpdrive-mount running with config {}?",
+                config.mount_point.display(),
+                humantime::format_duration(wait),
+                state.as_str(),
+                config_path.display()
+            );
+            return Ok(exit::DEGRADED);
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -147,7 +189,11 @@ pub fn run(config: &Config, config_path: &Path, args: &StatusArgs) -> Result<u8>
     let healthy = status.mounted
         && status.backends.iter().all(|b| b.reachable)
         && status.cache.as_ref().is_none_or(|c| c.index_ok);
-    Ok(if healthy { exit::OK } else { exit::DEGRADED })
+    Ok(if healthy || (args.wait.is_some() && status.mounted) {
+        exit::OK
+    } else {
+        exit::DEGRADED
+    })
 }
 
 fn print_text(s: &Status) {
