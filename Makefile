@@ -1,7 +1,7 @@
 # The same targets for people and CI. Builds use two jobs (see .cargo/config.toml).
 CARGO ?= cargo
 
-.PHONY: help deps build release test lint fmt demo bench clean
+.PHONY: help deps build release test lint fmt demo bench package package-check clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -39,6 +39,12 @@ bench: deps release ## benchmarks: the mount vs the store API, the cache vs the 
 	$(CARGO) bench -p warpdrive-mount --bench fleet
 	$(CARGO) bench -p warpdrive-mount --bench plan
 	$(CARGO) bench -p warpdrive-mount --bench write
+
+package: release ## the Debian package target/debian/warpdrive_*.deb: binaries, systemd unit, example config, man pages, completions, docs
+	scripts/package.sh
+
+package-check: package ## install the package on a fresh Debian root and check it there (config check, man pages, unit, a mount to ready)
+	scripts/package-check.sh
 
 clean:
 	$(CARGO) clean

@@ -91,6 +91,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    warpdrive_cli::generate_docs_if_asked::<Args>();
     let args = Args::parse();
     let config = match Config::load(&args.config) {
         Ok(c) => c,

@@ -208,6 +208,7 @@ enum Layout {
 }
 
 fn main() -> ExitCode {
+    warpdrive_cli::generate_docs_if_asked::<Args>();
     let args = Args::parse();
     let r = match args.cmd {
         Cmd::Train(a) => run_train(a),

@@ -57,8 +57,9 @@ Exit codes:
   1  mounting or serving failed (mount point busy, FUSE unavailable, ...)
   2  the config is invalid or unreadable; the message names the field to fix";
 
-/// Mounts object stores (Azure Blob, S3, GCS, local directories) as one read-only directory
-/// tree: one directory per configured backend under the mount point.
+/// Mounts object stores (Azure Blob, S3, GCS, local directories) as one directory tree: one
+/// directory per configured backend under the mount point, read-only except where a
+/// backend's config makes prefixes writable.
 #[derive(Debug, Parser)]
 #[command(name = "warpdrive-mount", version, after_help = AFTER_HELP)]
 pub(crate) struct Args {
@@ -116,6 +117,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
     }
+    warpdrive_cli::generate_docs_if_asked::<Args>();
     let args = Args::parse();
     let config = match Config::load(&args.config) {
         Ok(c) => c,

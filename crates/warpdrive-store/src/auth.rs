@@ -299,7 +299,10 @@ fn seconds(v: &serde_json::Value) -> Option<u64> {
 
 impl Credentials {
     /// The credentials of a `managed_identity` backend.
-    pub fn managed_identity(cfg: &BackendConfig, metrics: BackendMetrics) -> Arc<Credentials> {
+    pub fn managed_identity(
+        cfg: &BackendConfig,
+        metrics: BackendMetrics,
+    ) -> Result<Arc<Credentials>, AuthError> {
         let id: &IdentityConfig = &cfg.identity;
         let (source, describe) = match &cfg.kind {
             BackendKind::Azure { .. } => {
@@ -333,28 +336,36 @@ impl Credentials {
         Credentials::new(cfg, source, describe, metrics)
     }
 
+    /// Fails only if the HTTP client cannot be made: on a machine without CA certificates
+    /// (a fresh minimal system), a clear error instead of the client library's panic.
     fn new(
         cfg: &BackendConfig,
         source: Source,
         describe: String,
         metrics: BackendMetrics,
-    ) -> Arc<Credentials> {
-        Arc::new(Credentials {
+    ) -> Result<Arc<Credentials>, AuthError> {
+        let http = reqwest::Client::builder()
+            .timeout(FETCH_TIMEOUT)
+            .connect_timeout(FETCH_TIMEOUT)
+            .no_proxy()
+            .build()
+            .map_err(|e| {
+                let cause = std::error::Error::source(&e).map_or(e.to_string(), |c| c.to_string());
+                AuthError::Config(format!(
+                    "the identity client cannot be made: {cause} (on Debian and Ubuntu, install the ca-certificates package)"
+                ))
+            })?;
+        Ok(Arc::new(Credentials {
             backend: cfg.name.clone(),
             mode: cfg.auth.as_str(),
             source,
             describe,
-            http: reqwest::Client::builder()
-                .timeout(FETCH_TIMEOUT)
-                .connect_timeout(FETCH_TIMEOUT)
-                .no_proxy()
-                .build()
-                .unwrap_or_default(),
+            http,
             state: Mutex::new(State::default()),
             fetching: tokio::sync::Mutex::new(()),
             refresher: AtomicBool::new(false),
             metrics,
-        })
+        }))
     }
 
     /// The credentials of a `workload_identity` backend: the federated token file exchanged
@@ -410,7 +421,7 @@ impl Credentials {
                     }
                 };
                 let describe = format!("Azure workload identity (client_id {client_id})");
-                Ok(Credentials::new(
+                Credentials::new(
                     cfg,
                     Source::AzureFederated {
                         token_url,
@@ -419,7 +430,7 @@ impl Credentials {
                     },
                     describe,
                     metrics,
-                ))
+                )
             }
             BackendKind::S3 { region, .. } => {
                 let role_arn = need(
@@ -437,7 +448,7 @@ impl Credentials {
                     .clone()
                     .unwrap_or_else(|| format!("https://sts.{region}.amazonaws.com"));
                 let describe = format!("AWS web identity (role {role_arn})");
-                Ok(Credentials::new(
+                Credentials::new(
                     cfg,
                     Source::AwsWebIdentity {
                         sts_url,
@@ -447,7 +458,7 @@ impl Credentials {
                     },
                     describe,
                     metrics,
-                ))
+                )
             }
             _ => {
                 // Application default credentials: an `external_account` file (workload
@@ -460,21 +471,21 @@ impl Credentials {
                 match adc {
                     Some(path) => {
                         let (source, audience) = external_account(&path)?;
-                        Ok(Credentials::new(
+                        Credentials::new(
                             cfg,
                             source,
                             format!("GCP workload identity federation ({audience})"),
                             metrics,
-                        ))
+                        )
                     }
-                    None => Ok(Credentials::new(
+                    None => Credentials::new(
                         cfg,
                         Source::GcpMetadata {
                             base: id.endpoint.clone().unwrap_or_else(|| GCP_METADATA.into()),
                         },
                         "GCP workload identity (GKE metadata server)".into(),
                         metrics,
-                    )),
+                    ),
                 }
             }
         }

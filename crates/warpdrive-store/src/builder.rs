@@ -106,16 +106,17 @@ pub(crate) fn build(
         backend: cfg.name.clone(),
         message: e.to_string(),
     };
+    let identity_failed = |m: crate::auth::AuthError| StoreError::Build {
+        backend: cfg.name.clone(),
+        message: m.to_string(),
+    };
     let creds = match cfg.auth {
-        AuthMode::ManagedIdentity => Some(Credentials::managed_identity(cfg, metrics.clone())),
-        AuthMode::WorkloadIdentity => Some(
-            Credentials::workload_identity(cfg, metrics.clone()).map_err(|m| {
-                StoreError::Build {
-                    backend: cfg.name.clone(),
-                    message: m.to_string(),
-                }
-            })?,
-        ),
+        AuthMode::ManagedIdentity => {
+            Some(Credentials::managed_identity(cfg, metrics.clone()).map_err(identity_failed)?)
+        }
+        AuthMode::WorkloadIdentity => {
+            Some(Credentials::workload_identity(cfg, metrics.clone()).map_err(identity_failed)?)
+        }
         _ => None,
     };
     let secret = if matches!(cfg.auth, AuthMode::SharedKey | AuthMode::Sas) {
