@@ -1,7 +1,7 @@
 # The same targets for people and CI. Builds use two jobs (see .cargo/config.toml).
 CARGO ?= cargo
 
-.PHONY: help deps build release test lint fmt demo bench package package-check clean
+.PHONY: help deps build release test lint fmt demo bench package package-check image image-check clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -45,6 +45,12 @@ package: release ## the Debian package target/debian/warpdrive_*.deb: binaries, 
 
 package-check: package ## install the package on a fresh Debian root and check it there (config check, man pages, unit, a mount to ready)
 	scripts/package-check.sh
+
+image: package ## the container image warpdrive:VERSION (deploy/container/Containerfile) with podman; BASE=IMAGE for another base
+	scripts/image.sh
+
+image-check: package ## build the image on a fresh Debian base and run the daemon in it against an S3 emulator
+	scripts/image-check.sh
 
 clean:
 	$(CARGO) clean
