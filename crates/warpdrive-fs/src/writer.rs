@@ -10,9 +10,10 @@
 //! flight never hold more than the budget; a writer waits for room, which slows its `write`
 //! calls rather than the daemon's memory growing. Part buffers are reused while any file is
 //! being written (a fresh 16 MiB buffer costs 4,096 page faults, each a zeroed page: more CPU
-//! than the copy into it), and freed when the last writer goes. A write that goes back (or a truncation
-//! below what was streamed) switches the file to staging: the upload is dropped and the file
-//! is uploaded from its spool at commit. Reads of the file are served from the spool.
+//! than the copy into it), and freed when the last writer goes. A write that goes back (or a
+//! truncation below what was streamed) switches the file to staging: the upload is dropped
+//! and the file is uploaded from its spool at commit. Reads of the file are served from the
+//! spool.
 //!
 //! Commit (at `close` or `fsync`) makes the spool the object: a file that never filled a part,
 //! or a staged one of at most one part, goes up in one PUT, create-only (conditional) unless
@@ -55,7 +56,7 @@ struct PartPool {
 
 impl PartPool {
     /// A buffer of `len` bytes (a kept one if there is one; its bytes are to be overwritten).
-    fn take(self: &Arc<Self>, len: usize) -> Vec<u8> {
+    fn take(&self, len: usize) -> Vec<u8> {
         match self.free.lock().pop() {
             Some(mut b) => {
                 b.resize(len, 0);
@@ -82,8 +83,7 @@ impl PartPool {
     }
 }
 
-/// A pooled buffer, as [`Bytes`]; back to the pool when the last clone
-/// of them drops.
+/// A pooled buffer, as [`Bytes`]; back to the pool when the last clone of them drops.
 struct Pooled {
     buf: Vec<u8>,
     pool: Arc<PartPool>,

@@ -450,7 +450,7 @@ fn upload_faults_are_retried_or_reported_never_a_corrupt_object() {
     assert!(m.log().contains("could not be committed") || m.log().contains("a write failed"));
 }
 
-/// Eight writers of 128 MiB at once: the parts in flight stay within the upload memory
+/// Eight writers of 512 MiB at once: the parts in flight stay within the upload memory
 /// budget, so the daemon's peak RSS stays near its idle size plus the budget.
 #[test]
 fn many_writers_at_once_stay_within_the_memory_budget() {
@@ -461,7 +461,7 @@ fn many_writers_at_once_stay_within_the_memory_budget() {
     std::fs::create_dir(m.path("cp/ckpt")).expect("mkdir");
     let rss = |what: &str| common::rss(m.pid(), what);
     let idle = rss("VmRSS:");
-    let size = 128usize << 20;
+    let size = 512usize << 20;
     common::write_at_once(
         (0..8)
             .map(|i| m.path(&format!("cp/ckpt/w{i}.bin")))
@@ -471,7 +471,7 @@ fn many_writers_at_once_stay_within_the_memory_budget() {
     let peak = rss("VmHWM:");
     let budget = warpdrive_fs::core::WRITE_MEMORY;
     println!(
-        "figures: 8 writers x 128 MiB: daemon RSS idle {} MiB, peak {} MiB (upload budget {} MiB)",
+        "figures: 8 writers x 512 MiB: daemon RSS idle {} MiB, peak {} MiB (upload budget {} MiB)",
         idle >> 20,
         peak >> 20,
         budget >> 20
