@@ -99,6 +99,17 @@ fn status_reports_mount_and_backends() {
         text.contains(&format!("{}  mounted", mp.display())),
         "{text}"
     );
+    // A probe: the mount only, no backend asked, so the one that is down does not count.
+    let probe = Command::new(CTL)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["status", "--wait", "0", "--mount-only", "--json"])
+        .output()
+        .expect("run");
+    let pv: serde_json::Value = serde_json::from_slice(&probe.stdout).expect("JSON");
+    assert_eq!(probe.status.code(), Some(0), "{pv}");
+    assert_eq!(pv["backends_probed"], false, "{pv}");
+    assert_eq!(pv["backends"].as_array().map(Vec::len), Some(0), "{pv}");
     // SAFETY: kill(2) has no memory effects.
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
     daemon.wait().expect("wait");

@@ -136,6 +136,10 @@ fn the_manifests_agree_with_each_other_and_with_the_daemon() {
             .filter_map(Value::as_str)
             .collect();
         assert_eq!(&cmd[..3], ["warpdrive-ctl", "status", "--wait"], "{probe}");
+        assert!(
+            cmd.contains(&"--mount-only"),
+            "{probe} asks no store: {cmd:?}"
+        );
     }
     // The headless Service and the PodMonitor select the DaemonSet's pods and its port.
     let labels = at(&ds, "spec/template/metadata/labels");

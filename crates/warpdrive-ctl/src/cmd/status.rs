@@ -22,11 +22,12 @@ use crate::{api, exit};
 #[command(after_help = "\
 Exit codes: 0 mounted, every backend reachable and the index sound; 1 otherwise; 2 bad config.
 With --wait: 0 once the mount serves (the status is printed as usual), 1 if it does not
-within the time given.
+within the time given. With --mount-only the backends are not probed and do not count.
 
 Examples:
-  warpdrive-ctl status                   # one look
-  warpdrive-ctl status --wait 30 && ...  # start training only once the mount serves")]
+  warpdrive-ctl status                                 # one look
+  warpdrive-ctl status --wait 30 && ...                # start training once the mount serves
+  warpdrive-ctl status --wait 0 --mount-only --json    # a probe: no request to any store")]
 pub struct StatusArgs {
     /// Print JSON instead of text.
     #[arg(long)]
@@ -39,6 +40,10 @@ pub struct StatusArgs {
     /// step).
     #[arg(long, value_name = "SECONDS", value_parser = parse_wait)]
     wait: Option<Duration>,
+    /// Do not probe the backends (one listing each): the mount, the daemon and the cache
+    /// only. For liveness and readiness probes, which run on every node every few seconds.
+    #[arg(long)]
+    mount_only: bool,
 }
 
 fn parse_wait(s: &str) -> Result<Duration, String> {
@@ -81,6 +86,8 @@ struct Status {
     mount_point: String,
     mount: &'static str,
     mounted: bool,
+    /// Whether the backends were probed (not with `--mount-only`).
+    backends_probed: bool,
     /// The daemon's own account (version, uptime, cache health), when its socket answers.
     daemon: Option<DaemonStatus>,
     /// Cache health: from the daemon, or read from the cache directory without one.
@@ -148,12 +155,18 @@ pub fn run(config: &Config, config_path: &Path, args: &StatusArgs) -> Result<u8>
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let backends = rt.block_on(futures::future::join_all(
-        config.backends.iter().map(|b| probe(b, args.timeout)),
-    ));
+    let probed = !args.mount_only;
+    let backends = if probed {
+        rt.block_on(futures::future::join_all(
+            config.backends.iter().map(|b| probe(b, args.timeout)),
+        ))
+    } else {
+        Vec::new()
+    };
     let shared_cache = config
         .shared_cache
         .as_ref()
+        .filter(|_| probed)
         .map(|s| rt.block_on(probe(&s.store, args.timeout)));
     let state = mount_state(&config.mount_point);
     let daemon: Option<DaemonStatus> = match api::daemon(config) {
@@ -175,6 +188,7 @@ pub fn run(config: &Config, config_path: &Path, args: &StatusArgs) -> Result<u8>
         mount_point: config.mount_point.display().to_string(),
         mount: state.as_str(),
         mounted: state == MountState::Live,
+        backends_probed: probed,
         daemon,
         cache,
         backends,
@@ -308,6 +322,17 @@ fn print_text(s: &Status) {
         "{:<w$}  {:<10}  {:<9}  {:<17}  STORE",
         "BACKEND", "STATE", "LATENCY", "AUTH"
     );
+    if !s.backends_probed {
+        println!(
+            "backends    not probed (--mount-only): {}",
+            s.config
+                .backends
+                .iter()
+                .map(|b| b.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     for b in &s.backends {
         let state = if b.reachable { "reachable" } else { "ERROR" };
         let token = s
