@@ -130,6 +130,20 @@ pub fn mount_state(path: &Path) -> MountState {
     }
 }
 
+/// Polls `path` until it is a live WarpDrive mount or `within` has passed; its last state.
+/// (The daemon waits so for its own mount before it reports ready; `warpdrive-ctl status
+/// --wait` for a daemon's.)
+pub fn wait_live(path: &Path, within: std::time::Duration) -> MountState {
+    let start = std::time::Instant::now();
+    loop {
+        let state = mount_state(path);
+        if state == MountState::Live || start.elapsed() >= within {
+            return state;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -291,12 +291,6 @@ impl Writer {
         }
     }
 
-    /// Writes `data` at `offset`; how many bytes the file grew by.
-    pub async fn write(&self, offset: u64, data: &[u8]) -> Result<u64, StoreError> {
-        self.spool_write(offset, data)?;
-        self.wrote().await
-    }
-
     /// The first half of a write, on the caller's thread and from its buffer: `data` goes
     /// into the spool at `offset`. [`Writer::wrote`] must follow.
     pub fn spool_write(&self, offset: u64, data: &[u8]) -> Result<(), StoreError> {

@@ -29,6 +29,14 @@ fn rate(bytes: usize, secs: f64) -> f64 {
     bytes as f64 / secs / (1 << 20) as f64
 }
 
+/// Runs' rates, as the table lists them.
+fn runs(v: &[f64]) -> String {
+    v.iter()
+        .map(|r| format!("{r:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -207,25 +215,13 @@ fn main() {
     println!("|---|---:|---:|---:|");
     println!(
         "| sequential write through the mount, close included (runs: {}) ÷ direct multipart upload (runs: {}) | {w_mount:.0} | **{:.2}** | ≥ 0.9 |",
-        mount_runs
-            .iter()
-            .map(|r| format!("{r:.0}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        direct_runs
-            .iter()
-            .map(|r| format!("{r:.0}"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        runs(&mount_runs),
+        runs(&direct_runs),
         w_mount / w_direct
     );
     println!(
         "| floor: the direct upload keeping a copy on the cache disk as it sends (runs: {}) ÷ direct | {w_floor:.0} | {:.2} | |",
-        floor_runs
-            .iter()
-            .map(|r| format!("{r:.0}"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        runs(&floor_runs),
         w_floor / w_direct
     );
     let gib = (3 * size) as f64 / (1u64 << 30) as f64;

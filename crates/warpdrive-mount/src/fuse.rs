@@ -73,19 +73,29 @@ impl FuseAdapter {
 
     /// Answers an operation that would change the tree: counted, `EROFS`.
     fn refuse(&self) -> Errno {
-        let m = &self.fs.metrics().fuse;
-        m.op(Op::Write);
+        self.count(Op::Write);
+        self.read_only()
+    }
+
+    /// `EROFS` for a write operation already counted, its error counted.
+    fn read_only(&self) -> Errno {
         let errno = FsError::ReadOnly.errno();
-        m.error(Op::Write, errno);
+        self.fs.metrics().fuse.error(Op::Write, errno);
         Errno::from_i32(errno)
+    }
+
+    /// Counts a write operation on `name` and takes the name as UTF-8 (store keys are); a
+    /// name that is not is refused, `EROFS`.
+    fn write_op(&self, name: &OsStr) -> Result<String, Errno> {
+        self.count(Op::Write);
+        utf8(name).ok_or_else(|| self.read_only())
     }
 
     /// `unlink` (or `rmdir`, `dir`) of `name` in `parent`, on the runtime.
     fn remove(&self, parent: INodeNo, name: &OsStr, reply: ReplyEmpty, dir: bool) {
-        self.count(Op::Write);
-        let Some(name) = utf8(name) else {
-            reply.error(self.refuse());
-            return;
+        let name = match self.write_op(name) {
+            Ok(name) => name,
+            Err(e) => return reply.error(e),
         };
         let fs = self.fs.clone();
         self.rt.spawn(async move {
@@ -636,10 +646,9 @@ impl fuser::Filesystem for FuseAdapter {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        self.count(Op::Write);
-        let Some(name) = utf8(name) else {
-            reply.error(self.refuse());
-            return;
+        let name = match self.write_op(name) {
+            Ok(name) => name,
+            Err(e) => return reply.error(e),
         };
         let fs = self.fs.clone();
         self.rt.spawn(async move {
@@ -679,10 +688,12 @@ impl fuser::Filesystem for FuseAdapter {
         flags: fuser::RenameFlags,
         reply: ReplyEmpty,
     ) {
-        self.count(Op::Write);
-        let (Some(name), Some(newname)) = (utf8(name), utf8(newname)) else {
-            reply.error(self.refuse());
-            return;
+        let name = match self.write_op(name) {
+            Ok(name) => name,
+            Err(e) => return reply.error(e),
+        };
+        let Some(newname) = utf8(newname) else {
+            return reply.error(self.read_only());
         };
         if flags
             .intersects(fuser::RenameFlags::RENAME_EXCHANGE | fuser::RenameFlags::RENAME_WHITEOUT)
@@ -760,10 +771,9 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        self.count(Op::Write);
-        let Some(name) = utf8(name) else {
-            reply.error(self.refuse());
-            return;
+        let name = match self.write_op(name) {
+            Ok(name) => name,
+            Err(e) => return reply.error(e),
         };
         let fs = self.fs.clone();
         self.rt.spawn(async move {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use warpdrive_fs::mountinfo::{MountState, mount_state};
+use warpdrive_fs::mountinfo::{MountState, wait_live};
 
 /// How long the daemon waits for its own mount to answer before it gives up on starting.
 const LIVE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -56,14 +56,11 @@ impl Readiness {
     /// Waits until `mount_point` answers as a WarpDrive mount, then tells the supervisor.
     pub(crate) fn wait_live_and_tell(&self, mount_point: &Path) -> Result<Duration> {
         let start = Instant::now();
-        while mount_state(mount_point) != MountState::Live {
-            if start.elapsed() > LIVE_TIMEOUT {
-                bail!(
-                    "the mount at {} did not answer within {LIVE_TIMEOUT:?}",
-                    mount_point.display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(5));
+        if wait_live(mount_point, LIVE_TIMEOUT) != MountState::Live {
+            bail!(
+                "the mount at {} did not answer within {LIVE_TIMEOUT:?}",
+                mount_point.display()
+            );
         }
         if let Some(f) = &self.ready_file {
             let tmp = f.with_extension("tmp-warpdrive");

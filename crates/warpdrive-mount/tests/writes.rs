@@ -20,6 +20,14 @@ fn writable(mut b: BackendConfig) -> BackendConfig {
     b
 }
 
+/// An emulator of `kind` with bucket `ckpts`, and backend `cp` on it, writable under `ckpt/`.
+fn checkpoint_store(kind: Kind) -> (Emulator, BackendConfig) {
+    let em = Emulator::start(kind).expect("emulator");
+    em.create_bucket("ckpts").expect("bucket");
+    let b = writable(em.backend("cp", "ckpts", ""));
+    (em, b)
+}
+
 /// The object `key` read whole through the store's API.
 fn store_bytes(b: &BackendConfig, key: &str) -> Vec<u8> {
     let rt = runtime();
@@ -104,9 +112,7 @@ print("written")
 
 /// The framework writers on one store: a 1 GiB `shutil.copyfile`, a 64 MiB `dd`.
 fn framework_writers_on(kind: Kind, big: &[u8], small: &tempfile::NamedTempFile) {
-    let em = Emulator::start(kind).expect("emulator");
-    em.create_bucket("ckpts").expect("bucket");
-    let b = writable(em.backend("cp", "ckpts", ""));
+    let (_em, b) = checkpoint_store(kind);
     let m = Mount::start(std::slice::from_ref(&b), "metadata_ttl: 10m\n");
     let src = tempfile::NamedTempFile::new().expect("tmp");
     std::fs::write(src.path(), big).expect("source");
@@ -235,9 +241,7 @@ fn writes_outside_writable_prefixes_are_erofs_and_names_are_create_only() {
 /// name; after its close they see the whole object.
 #[test]
 fn a_file_is_invisible_until_its_close() {
-    let em = Emulator::start(Kind::Azurite).expect("azurite");
-    em.create_bucket("ckpts").expect("bucket");
-    let b = writable(em.backend("cp", "ckpts", ""));
+    let (_em, b) = checkpoint_store(Kind::Azurite);
     let m = Mount::start(std::slice::from_ref(&b), "");
     let other = Mount::start(
         std::slice::from_ref(&b),
@@ -318,9 +322,7 @@ print("closed")
 /// completed), and the mount restarts clean.
 #[test]
 fn a_daemon_killed_mid_write_leaves_no_object() {
-    let em = Emulator::start(Kind::Azurite).expect("azurite");
-    em.create_bucket("ckpts").expect("bucket");
-    let b = writable(em.backend("cp", "ckpts", ""));
+    let (_em, b) = checkpoint_store(Kind::Azurite);
     let mut m = Mount::start(std::slice::from_ref(&b), "");
     std::fs::create_dir(m.path("cp/ckpt")).expect("mkdir");
     let sync = tempfile::tempdir().expect("tmp");
@@ -377,9 +379,7 @@ time.sleep(60)
 /// failing past `retry.deadline` fails the writer with `EIO` and leaves no object.
 #[test]
 fn upload_faults_are_retried_or_reported_never_a_corrupt_object() {
-    let em = Emulator::start(Kind::Azurite).expect("azurite");
-    em.create_bucket("ckpts").expect("bucket");
-    let direct = writable(em.backend("cp", "ckpts", ""));
+    let (em, direct) = checkpoint_store(Kind::Azurite);
     let proxy = warpdrive_testkit::DelayProxy::counting(em.port).expect("proxy");
     let b = writable(warpdrive_testkit::emulator_backend(
         Kind::Azurite,
@@ -454,9 +454,7 @@ fn upload_faults_are_retried_or_reported_never_a_corrupt_object() {
 /// budget, so the daemon's peak RSS stays near its idle size plus the budget.
 #[test]
 fn many_writers_at_once_stay_within_the_memory_budget() {
-    let em = Emulator::start(Kind::Azurite).expect("azurite");
-    em.create_bucket("ckpts").expect("bucket");
-    let b = writable(em.backend("cp", "ckpts", ""));
+    let (_em, b) = checkpoint_store(Kind::Azurite);
     let m = Mount::start(std::slice::from_ref(&b), "");
     std::fs::create_dir(m.path("cp/ckpt")).expect("mkdir");
     let rss = |what: &str| common::rss(m.pid(), what);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use warpdrive_config::Config;
-use warpdrive_fs::mountinfo::{MountState, mount_state};
+use warpdrive_fs::mountinfo::{MountState, mount_state, wait_live};
 use warpdrive_store::Backend;
 
 use warpdrive_control::api::{CacheHealth, DaemonStatus};
@@ -50,18 +50,6 @@ fn parse_wait(s: &str) -> Result<Duration, String> {
     match s.parse::<u64>() {
         Ok(secs) => Ok(Duration::from_secs(secs)),
         Err(_) => warpdrive_config::parse_duration(s),
-    }
-}
-
-/// Polls the mount point until it serves or `wait` has passed; its last state.
-fn wait_live(mount_point: &Path, wait: Duration) -> MountState {
-    let start = Instant::now();
-    loop {
-        let state = mount_state(mount_point);
-        if state == MountState::Live || start.elapsed() >= wait {
-            return state;
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -280,8 +280,12 @@ impl Fs {
     /// Writes to a file: a file being written takes it, the control file's handles collect
     /// it; everything else is read-only.
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        if let Some(done) = self.write_now(fh, offset, data) {
+            return done.await;
+        }
         if self.is_write_handle(fh) {
-            return self.write_file(fh, offset, data).await;
+            // A handle of a file being written, opened for reading.
+            return Err(FsError::BadHandle);
         }
         if crate::control::owns_fh(fh) {
             return self.control_write(fh, offset, data);
@@ -336,13 +340,6 @@ impl Fs {
     /// Whether `fh` is a write handle.
     pub fn is_write_handle(&self, fh: u64) -> bool {
         self.writes.handles.read().contains_key(&fh)
-    }
-
-    /// Writes `data` at `offset` through write handle `fh`.
-    pub(super) async fn write_file(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
-        self.write_now(fh, offset, data)
-            .ok_or(FsError::BadHandle)?
-            .await
     }
 
     /// A write through write handle `fh` started on the caller's thread: its bytes go into
