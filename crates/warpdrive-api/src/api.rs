@@ -28,6 +28,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/plans"),
     ("POST", "/api/v1/plans"),
     ("DELETE", "/api/v1/plans/{job}"),
+    ("POST", "/api/v1/restart"),
 ];
 
 /// The body of every error answer.
@@ -59,6 +60,35 @@ pub struct DaemonStatus {
     /// Files being written through the mount (not yet released).
     #[serde(default)]
     pub writes: Vec<WriteStatus>,
+    /// The process that owns the mount and starts a new daemon when this one stops
+    /// (`None` for `warpdrive-ctl serve`).
+    #[serde(default)]
+    pub keeper_pid: Option<u32>,
+    /// Which daemon of this mount this is: 0 for the one that mounted, one more for each
+    /// that took the mount over since (after a crash, a kill or a restart).
+    #[serde(default)]
+    pub generation: u64,
+    /// For a daemon that took the mount over: milliseconds from its start to serving, the
+    /// time its predecessor's readers waited on it.
+    #[serde(default)]
+    pub took_over_ms: Option<u64>,
+}
+
+/// `POST /restart`: hand the mount to a new daemon without unmounting.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RestartRequest {
+    /// How long to wait for files being written through the mount to be closed first (the
+    /// restart is refused if they are not by then); default 30 seconds.
+    #[serde(default)]
+    pub wait_seconds: Option<u64>,
+}
+
+/// The answer to `POST /restart`: the daemon that hands over (it exits, its successor
+/// serves the same mount).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestartAccepted {
+    pub pid: u32,
+    pub generation: u64,
 }
 
 /// A file being written through the mount, for `status`.

@@ -571,6 +571,19 @@ impl Cache {
         }
     }
 
+    /// Pins cache file `object_id` of `id`'s object again (a replacement daemon taking over
+    /// its predecessor's passthrough opens); false if the object no longer has that file.
+    pub fn pin_again(&self, id: &ObjectId, object_id: u64) -> bool {
+        let objects = self.objects.read();
+        match objects.get(&id.backend, &id.key) {
+            Some(e) if e.id == object_id => {
+                e.pins.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Releases a pin taken by [`Cache::pin_complete`] (`object_id` is what it returned).
     pub fn unpin(&self, id: &ObjectId, object_id: u64) {
         let objects = self.objects.read();

@@ -36,6 +36,27 @@ pub struct Control {
     jobs: Jobs,
     /// One quota change at a time (read, change, save, apply).
     quota_edit: tokio::sync::Mutex<()>,
+    /// The daemon's place in its mount's line of daemons, and where restarts are asked
+    /// for; unset for `warpdrive-ctl serve`.
+    daemon: std::sync::OnceLock<DaemonLine>,
+}
+
+/// A daemon serving a mount its keeper owns (see the daemon's `keeper` module).
+#[derive(Debug, Clone)]
+pub struct DaemonLine {
+    pub keeper_pid: u32,
+    pub generation: u64,
+    pub took_over_ms: Option<u64>,
+    /// The daemon's main loop, which decides whether a restart may go ahead now.
+    pub restart: tokio::sync::mpsc::Sender<Restart>,
+}
+
+/// A restart asked for through the API: the main loop answers `Ok` just before it hands
+/// the mount over, or why it will not.
+#[derive(Debug)]
+pub struct Restart {
+    pub wait: std::time::Duration,
+    pub answer: tokio::sync::oneshot::Sender<Result<(), String>>,
 }
 
 impl Control {
@@ -56,7 +77,13 @@ impl Control {
             started: Instant::now(),
             jobs: Jobs::default(),
             quota_edit: tokio::sync::Mutex::new(()),
+            daemon: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Tells the API which daemon of the mount this is and where restarts go.
+    pub fn set_daemon_line(&self, line: DaemonLine) {
+        let _ = self.daemon.set(line);
     }
 }
 
@@ -165,6 +192,7 @@ pub fn router(c: Arc<Control>) -> Router {
                 .layer(axum::extract::DefaultBodyLimit::max(PLAN_BODY_MAX)),
         )
         .route("/api/v1/plans/{job}", axum::routing::delete(plan_clear))
+        .route("/api/v1/restart", post(restart))
         .fallback(|| async {
             Failure(
                 StatusCode::NOT_FOUND,
@@ -199,7 +227,49 @@ async fn status(State(c): State<Arc<Control>>) -> Answer<DaemonStatus> {
         jobs_running: c.jobs.running(),
         plans: c.fs.plans(),
         writes: c.fs.writing().await,
+        keeper_pid: c.daemon.get().map(|d| d.keeper_pid),
+        generation: c.daemon.get().map_or(0, |d| d.generation),
+        took_over_ms: c.daemon.get().and_then(|d| d.took_over_ms),
     }))
+}
+
+/// Files being written are waited for this long by default before a restart is refused.
+const RESTART_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn restart(
+    State(c): State<Arc<Control>>,
+    body: Option<Json<api::RestartRequest>>,
+) -> Result<(StatusCode, Json<api::RestartAccepted>), Failure> {
+    let Some(line) = c.daemon.get() else {
+        return Err(Failure(
+            StatusCode::CONFLICT,
+            "no mount to restart here (warpdrive-ctl serve serves the API without one)".into(),
+        ));
+    };
+    let wait = body
+        .and_then(|b| b.0.wait_seconds)
+        .map_or(RESTART_WAIT, std::time::Duration::from_secs);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let gone = || {
+        Failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon is stopping".into(),
+        )
+    };
+    line.restart
+        .send(Restart { wait, answer: tx })
+        .await
+        .map_err(|_| gone())?;
+    match rx.await.map_err(|_| gone())? {
+        Ok(()) => Ok((
+            StatusCode::ACCEPTED,
+            Json(api::RestartAccepted {
+                pid: std::process::id(),
+                generation: line.generation,
+            }),
+        )),
+        Err(why) => Err(Failure(StatusCode::CONFLICT, why)),
+    }
 }
 
 async fn stats(State(c): State<Arc<Control>>) -> Answer<api::Stats> {

@@ -85,12 +85,20 @@ enum Cmd {
     /// Epoch plans in the running daemon: `submit FILE --job J --rank R --epoch E` (the
     /// order a reader will read in, fetched ahead of it), `status`, `clear --job J`.
     Plan(cmd::plan::PlanArgs),
+    /// Hands the mount to a new daemon (after an upgrade, or for config changes) without
+    /// unmounting: open files stay open and readers see no error.
+    Restart(cmd::restart::RestartArgs),
     /// Serves the control API on TCP behind a bearer token, for automation (forwarding to
     /// the daemon when one runs, else working on the cache directly).
     Serve(cmd::serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
+    // Output piped into `head` ends quietly when the pipe closes, as for other commands.
+    // SAFETY: called before any other thread exists; it only sets a signal disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     warpdrive_cli::generate_docs_if_asked::<Args>();
     let args = Args::parse();
     let config = match Config::load(&args.config) {
@@ -113,6 +121,7 @@ fn main() -> ExitCode {
         Cmd::Quota(a) => cmd::quota::run(&config, &a),
         Cmd::Fleet(a) => cmd::fleet::run(&config, &a),
         Cmd::Plan(a) => cmd::plan::run(&config, &a),
+        Cmd::Restart(a) => cmd::restart::run(&config, &a),
         Cmd::Copy(a) => cmd::copy::run(&config, &a, false),
         Cmd::Move(a) => cmd::copy::run(&config, &a, true),
     };

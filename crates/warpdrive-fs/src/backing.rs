@@ -126,6 +126,23 @@ impl<B> Backings<B> {
         self.handles.insert(fh, (ino, Mode::Cached));
     }
 
+    /// A passthrough handle `fh` a previous daemon opened over cache file `oid` (a daemon
+    /// taking over a live mount): the inode's backing is `adopt()`ed with its first handle.
+    pub fn restore_passthrough(&mut self, ino: Ino, fh: u64, oid: u64, adopt: impl FnOnce() -> B) {
+        let opens = self.inodes.entry(ino).or_default();
+        match &mut opens.backing {
+            Some((_, _, users)) => *users += 1,
+            None => opens.backing = Some((oid, adopt(), 1)),
+        }
+        self.handles.insert(fh, (ino, Mode::Passthrough));
+    }
+
+    /// A page-cached handle `fh` a previous daemon opened.
+    pub fn restore_cached(&mut self, ino: Ino, fh: u64) {
+        self.inodes.entry(ino).or_default().cached += 1;
+        self.handles.insert(fh, (ino, Mode::Cached));
+    }
+
     /// Handle `fh` closed. Returns the backing its inode no longer needs, to drop.
     pub fn release(&mut self, fh: u64) -> Option<B> {
         let (ino, mode) = self.handles.remove(&fh)?;
@@ -217,6 +234,25 @@ mod tests {
         t.release(1);
         t.release(2);
         assert_eq!(t.plan(I, 3, Some(100)), Plan::OpenBacking);
+    }
+
+    #[test]
+    fn restored_opens_keep_the_kernel_rules() {
+        let mut t = Backings::default();
+        // A previous daemon's two passthrough handles share one adopted backing.
+        t.restore_passthrough(I, 1, 100, || Backing(100));
+        t.restore_passthrough(I, 2, 100, || unreachable!("adopted once"));
+        assert_eq!(t.plan(I, 3, Some(100)), Plan::Reuse(&Backing(100)));
+        assert_eq!(t.plan(I, 4, None), Plan::Busy);
+        // Its page-cached handle keeps new opens of that inode page-cached.
+        t.restore_cached(Ino(8), 5);
+        assert_eq!(t.plan(Ino(8), 6, Some(200)), Plan::Daemon);
+        assert_eq!(t.release(1), None);
+        assert_eq!(t.release(2), None);
+        assert_eq!(t.release(3), Some(Backing(100)));
+        t.release(5);
+        t.release(6);
+        assert_eq!(t.open_inodes(), 0);
     }
 
     #[test]

@@ -242,6 +242,11 @@ impl Control {
         self.mount_point.is_some()
     }
 
+    /// Numbers handles from `FIRST_FH + base` (a replacement daemon's own range).
+    pub fn set_handle_base(&self, base: u64) {
+        self.next_fh.store(FIRST_FH + base, Ordering::Relaxed);
+    }
+
     pub fn open(&self) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles.lock().insert(fh, Handle::default());

@@ -53,6 +53,7 @@ mod dirs;
 mod meta;
 mod passthrough;
 mod plans;
+mod session;
 mod warm;
 mod write;
 pub use dirs::LOOKUP_LISTING_MAX;
@@ -246,6 +247,9 @@ pub struct Fs {
     control: Control,
     /// Files being written through the mount, and what it made.
     writes: write::Writes,
+    /// Cache files a previous daemon handed the kernel for passthrough, still read through
+    /// handles it opened: pinned here (as that daemon had) until their backing closes.
+    adopted: Mutex<HashMap<Ino, (ObjectId, u64)>>,
 }
 
 /// How often a backend's "serving stale metadata" warning is repeated during an outage.
@@ -297,6 +301,7 @@ impl Fs {
             dirs: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             started: SystemTime::now(),
+            adopted: Mutex::new(HashMap::new()),
         };
         if let Some(cache) = fs.reader.cache() {
             let plans = fs.plans.clone();
@@ -371,6 +376,11 @@ impl Fs {
     /// Records that the kernel accepted FUSE passthrough.
     pub fn set_passthrough_ready(&self, ready: bool) {
         self.passthrough_ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Whether the kernel accepted FUSE passthrough.
+    pub fn passthrough_ready(&self) -> bool {
+        self.passthrough_ready.load(Ordering::Relaxed)
     }
 
     /// The object at `node` changed (or vanished): drop its cached blocks and the kernel's

@@ -8,6 +8,11 @@
 //!
 //! Each node carries its metadata and the time it was fetched; the core decides from that
 //! time and the metadata TTL whether to ask the store again.
+//!
+//! With a journal attached ([`InodeTable::attach_journal`]) every numbering, rename and
+//! unlink is also written down as it happens, and a daemon that replaces this one on the
+//! live mount replays it ([`InodeTable::restore`]), so numbers the kernel holds keep their
+//! paths (see [`crate::resume`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +23,7 @@ use parking_lot::{Mutex, RwLock};
 use warpdrive_store::ObjectInfo;
 
 use crate::listing::Listing;
+use crate::resume::{InodeJournal, Record};
 
 /// An inode number, as the kernel sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -91,6 +97,8 @@ pub struct InodeTable {
     next: AtomicU64,
     by_ino: RwLock<HashMap<Ino, Arc<Node>>>,
     by_path: RwLock<HashMap<NodePath, Ino>>,
+    /// Where changes are written down for a replacement daemon, once attached.
+    journal: std::sync::OnceLock<InodeJournal>,
 }
 
 impl Default for InodeTable {
@@ -105,6 +113,7 @@ impl InodeTable {
             next: AtomicU64::new(Ino::ROOT.0 + 1),
             by_ino: RwLock::new(HashMap::new()),
             by_path: RwLock::new(HashMap::new()),
+            journal: std::sync::OnceLock::new(),
         };
         let root = Arc::new(Node {
             ino: Ino::ROOT,
@@ -151,8 +160,78 @@ impl InodeTable {
             state: Mutex::new(NodeState::default()),
         });
         self.by_ino.write().insert(ino, node.clone());
+        self.record(|| Record::New {
+            ino,
+            kind,
+            path: path.clone(),
+        });
         by_path.insert(path, ino);
         node
+    }
+
+    /// Writes a change to the journal, if one is attached (under the path map's lock, so
+    /// records keep the table's order).
+    fn record(&self, r: impl FnOnce() -> Record) {
+        if let Some(j) = self.journal.get() {
+            j.record(&r());
+        }
+    }
+
+    /// Writes every later change to `journal`. Once only; a second journal is ignored.
+    pub fn attach_journal(&self, journal: InodeJournal) {
+        let _ = self.journal.set(journal);
+    }
+
+    /// Applies the records a previous daemon's journal holds (before any other change):
+    /// each number means the path it meant then. Nodes start without metadata, so the
+    /// store is asked again when they are used.
+    pub fn restore(&self, records: Vec<Record>) {
+        let mut by_path = self.by_path.write();
+        let mut by_ino = self.by_ino.write();
+        let mut next = self.next.load(Ordering::Relaxed);
+        for r in records {
+            match r {
+                Record::New { ino, kind, path } => {
+                    next = next.max(ino.0 + 1);
+                    by_ino.insert(
+                        ino,
+                        Arc::new(Node {
+                            ino,
+                            path: path.clone(),
+                            kind,
+                            state: Mutex::new(NodeState::default()),
+                        }),
+                    );
+                    by_path.insert(path, ino);
+                }
+                Record::Rename { ino, path } => {
+                    let Some(old) = by_ino.get(&ino).cloned() else {
+                        continue;
+                    };
+                    if by_path.get(&old.path) == Some(&ino) {
+                        by_path.remove(&old.path);
+                    }
+                    by_ino.insert(
+                        ino,
+                        Arc::new(Node {
+                            ino,
+                            path: path.clone(),
+                            kind: old.kind,
+                            state: Mutex::new(NodeState::default()),
+                        }),
+                    );
+                    by_path.insert(path, ino);
+                }
+                Record::Unlink { ino } => {
+                    if let Some(n) = by_ino.get(&ino)
+                        && by_path.get(&n.path) == Some(&ino)
+                    {
+                        by_path.remove(&n.path);
+                    }
+                }
+            }
+        }
+        self.next.store(next, Ordering::Relaxed);
     }
 
     /// Gives inode `ino` the path `to` (a rename: the kernel keeps the inode's number for the
@@ -172,6 +251,10 @@ impl InodeTable {
             state: Mutex::new(state),
         });
         self.by_ino.write().insert(ino, node.clone());
+        self.record(|| Record::Rename {
+            ino,
+            path: to.clone(),
+        });
         by_path.insert(to, ino);
         Some(node)
     }
@@ -183,6 +266,7 @@ impl InodeTable {
             && by_path.get(&n.path) == Some(&ino)
         {
             by_path.remove(&n.path);
+            self.record(|| Record::Unlink { ino });
         }
     }
 
@@ -235,6 +319,37 @@ mod tests {
         assert_ne!(a.ino, b.ino);
         assert_eq!(t.get_or_create(p("a"), Kind::File).ino, a.ino);
         assert_ne!(a.ino, Ino::ROOT);
+    }
+
+    #[test]
+    fn a_replayed_journal_gives_every_number_its_path_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("inodes");
+        let names = vec!["b".to_string()];
+        let t = InodeTable::new();
+        t.attach_journal(InodeJournal::create(&path, &names).expect("new journal"));
+        let a = t.get_or_create(p("a"), Kind::File);
+        let d = t.get_or_create(p("d"), Kind::Dir);
+        let b = t.get_or_create(p("b"), Kind::File);
+        t.rename(b.ino, p("d/b"));
+        let gone = t.get_or_create(p("gone"), Kind::File);
+        t.unlink(gone.ino);
+        let x = t.replace(p("a"), Kind::File);
+
+        let r = InodeTable::new();
+        r.restore(crate::resume::replay(&path, &names).expect("replay"));
+        for n in [&d, &x, &gone] {
+            let got = r.get(n.ino).expect("restored");
+            assert_eq!((&got.path, got.kind), (&n.path, n.kind));
+        }
+        assert_eq!(r.get(b.ino).expect("restored").path, p("d/b"));
+        // The replaced inode stays valid by number; the path finds its new one.
+        assert_eq!(r.get(a.ino).expect("restored").path, p("a"));
+        assert_eq!(r.find(&p("a")).expect("file op").ino, x.ino);
+        assert!(r.find(&p("gone")).is_none());
+        assert!(r.find(&p("b")).is_none());
+        // New numbers continue after every replayed one.
+        assert!(r.get_or_create(p("new"), Kind::File).ino.0 > x.ino.0);
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod listing;
 pub mod mountinfo;
 pub mod negative;
 pub mod plan;
+pub mod resume;
 pub mod window;
 pub mod writer;
 

@@ -15,10 +15,19 @@
 //! control file the mount is read-only in the kernel too. Every open but the control file's
 //! tells the kernel not to send `FLUSH` at `close` (`FOPEN_NOFLUSH`): a read-only file has
 //! nothing to do then, and the round trip was a tenth of a warm small file's cost.
+//!
+//! Every open handle is written to the handle ledger ([`warpdrive_fs::resume`]) so that a
+//! daemon replacing this one on the live mount can take the kernel's open files over: it
+//! restores their passthrough backings and page-cached opens ([`FuseAdapter::take_over`]),
+//! serves a read of a handle it never opened by reopening the inode, a directory handle by
+//! listing the directory again, and fails (`EIO`) each later call on a file that was being
+//! written, whose data died with its daemon.
 
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Waker};
 use std::time::Instant;
 
@@ -33,6 +42,7 @@ use fuser::{
 use tokio::runtime::Handle;
 
 use warpdrive_fs::backing::{Backings, Plan};
+use warpdrive_fs::resume::{HandleLedger, HandleMode, LedgerEntry};
 use warpdrive_fs::{Attr, Fs, FsError, FsResult, Ino, Kind, ReadStart};
 use warpdrive_metrics::Op;
 
@@ -64,6 +74,32 @@ pub struct FuseAdapter {
     /// `fuse.zero_message_opens`: `open` answers `ENOSYS`, after which the kernel opens files
     /// itself and sends reads with file handle 0 (served by [`Fs::open_inode`]'s handles).
     zero_message_opens: bool,
+    /// Open handles, written down for a daemon that may replace this one.
+    ledger: Option<Arc<HandleLedger>>,
+    /// What a previous daemon left open.
+    inherited: Arc<Inherited>,
+}
+
+/// Handles a previous daemon of this mount opened, which the kernel still uses.
+#[derive(Debug, Default)]
+struct Inherited {
+    /// Files it was writing: their data died with it; every call on them fails `EIO`.
+    lost: Mutex<HashSet<u64>>,
+    /// Whether `lost` has any (checked before taking its lock on every write).
+    any_lost: AtomicBool,
+    /// Its directory handles, listed again here: its number → ours.
+    dirs: Mutex<HashMap<u64, u64>>,
+}
+
+impl Inherited {
+    fn is_lost(&self, fh: u64) -> bool {
+        self.any_lost.load(Ordering::Relaxed) && self.lost.lock().contains(&fh)
+    }
+}
+
+/// The answer to a call on a file whose writing daemon died.
+fn lost_write() -> Errno {
+    Errno::from_i32(libc::EIO)
 }
 
 impl FuseAdapter {
@@ -115,6 +151,10 @@ impl FuseAdapter {
     /// (on the runtime: a plan of two million entries takes a while to check); other files
     /// have nothing to do.
     fn submit(&self, fh: FileHandle, reply: ReplyEmpty) {
+        if self.inherited.is_lost(fh.0) {
+            reply.error(lost_write());
+            return;
+        }
         if !warpdrive_fs::control::owns_fh(fh.0) && !self.fs.is_write_handle(fh.0) {
             reply.ok();
             return;
@@ -130,13 +170,72 @@ impl FuseAdapter {
 
     /// The kernel caches each entry and attributes for what is left of their metadata's
     /// `metadata_ttl` (`Attr::kernel_ttl`).
-    pub fn new(fs: Arc<Fs>, rt: Handle, zero_message_opens: bool) -> FuseAdapter {
+    pub fn new(
+        fs: Arc<Fs>,
+        rt: Handle,
+        zero_message_opens: bool,
+        ledger: Option<Arc<HandleLedger>>,
+    ) -> FuseAdapter {
         FuseAdapter {
             fs,
             rt,
             modes: Arc::default(),
             zero_message_opens,
+            ledger,
+            inherited: Arc::default(),
         }
+    }
+
+    /// What [`Takeover::take_over`] needs, kept before the adapter moves into its session.
+    pub fn takeover(&self) -> Takeover {
+        Takeover {
+            fs: self.fs.clone(),
+            modes: self.modes.clone(),
+            inherited: self.inherited.clone(),
+        }
+    }
+}
+
+/// The adapter's tables, to fill with a previous daemon's handles.
+pub struct Takeover {
+    fs: Arc<Fs>,
+    modes: Arc<Mutex<Backings<BackingId>>>,
+    inherited: Arc<Inherited>,
+}
+
+impl Takeover {
+    /// Takes over the handles a previous daemon left open (`entries`, from the ledger):
+    /// passthrough ones keep their backing (`adopt` wraps the kernel's id) and their cache
+    /// file pinned, page-cached ones keep new opens of their inode page-cached, and files
+    /// being written are marked lost. Returns the handles of each kind taken over.
+    pub fn take_over(
+        &self,
+        entries: &[LedgerEntry],
+        adopt: impl Fn(u32) -> BackingId,
+    ) -> (usize, usize, usize) {
+        let (mut pt, mut cached, mut lost) = (0, 0, 0);
+        let mut modes = self.modes.lock();
+        for e in entries {
+            match e.mode {
+                HandleMode::Passthrough { oid, backing } => {
+                    modes.restore_passthrough(e.ino, e.fh, oid, || {
+                        self.fs.adopt_passthrough(e.ino, oid);
+                        adopt(backing)
+                    });
+                    pt += 1;
+                }
+                HandleMode::Cached => {
+                    modes.restore_cached(e.ino, e.fh);
+                    cached += 1;
+                }
+                HandleMode::Writing => {
+                    self.inherited.lost.lock().insert(e.fh);
+                    self.inherited.any_lost.store(true, Ordering::Relaxed);
+                    lost += 1;
+                }
+            }
+        }
+        (pt, cached, lost)
     }
 }
 
@@ -286,12 +385,18 @@ impl fuser::Filesystem for FuseAdapter {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY
             || flags.0 & (libc::O_TRUNC | libc::O_APPEND | libc::O_CREAT) != 0;
         let fs = self.fs.clone();
+        let ledger = self.ledger.clone();
         if write {
             let truncate = flags.0 & libc::O_TRUNC != 0;
             run_here_or_spawn(&self.rt, async move {
                 match fs.open_writing(Ino(ino.0), truncate).await {
                     Ok(o) => {
                         warpdrive_metrics::shift(&fs.metrics().fuse.open_handles, 1);
+                        if !o.direct
+                            && let Some(l) = &ledger
+                        {
+                            l.record(o.fh, Ino(ino.0), HandleMode::Writing);
+                        }
                         // The control file is read and written past the page cache; both it
                         // and a file being written need the `FLUSH` of each `close`.
                         let flags = if o.direct {
@@ -315,8 +420,19 @@ impl fuser::Filesystem for FuseAdapter {
                     let ino = Ino(ino.0);
                     let mut modes = modes.lock();
                     let offer = o.passthrough.as_ref().map(|(oid, _)| *oid);
+                    let record = |mode| {
+                        if !o.direct
+                            && let Some(l) = &ledger
+                        {
+                            l.record(o.fh, ino, mode);
+                        }
+                    };
                     match modes.plan(ino, o.fh, offer) {
                         Plan::Reuse(backing) => {
+                            record(HandleMode::Passthrough {
+                                oid: offer.unwrap_or_default(),
+                                backing: backing.raw(),
+                            });
                             reply.opened_passthrough(fh, FopenFlags::FOPEN_NOFLUSH, backing);
                             return;
                         }
@@ -327,6 +443,10 @@ impl fuser::Filesystem for FuseAdapter {
                             };
                             match reply.open_backing(file) {
                                 Ok(backing) => {
+                                    record(HandleMode::Passthrough {
+                                        oid: *oid,
+                                        backing: backing.raw(),
+                                    });
                                     reply.opened_passthrough(
                                         fh,
                                         FopenFlags::FOPEN_NOFLUSH,
@@ -351,6 +471,8 @@ impl fuser::Filesystem for FuseAdapter {
                             return;
                         }
                     }
+                    record(HandleMode::Cached);
+                    drop(modes);
                     if o.passthrough.is_some() {
                         fs.passthrough_declined(o.fh);
                     }
@@ -383,6 +505,10 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         let start = Instant::now();
         self.count(Op::Read);
+        if self.inherited.is_lost(fh.0) {
+            reply.error(lost_write());
+            return;
+        }
         if self.fs.is_write_handle(fh.0) {
             // A file being written (opened read-write): from its spool.
             let fs = self.fs.clone();
@@ -414,6 +540,17 @@ impl fuser::Filesystem for FuseAdapter {
             fh => fh,
         };
         match self.fs.read_start(fh, offset, size) {
+            ReadStart::Done(Err(FsError::BadHandle)) if !warpdrive_fs::control::owns_fh(fh) => {
+                // A handle a previous daemon opened: read through the inode's own handle.
+                let fs = self.fs.clone();
+                self.rt.spawn(async move {
+                    let r = match fs.open_inode(Ino(ino.0)).await {
+                        Ok(fh) => fs.read(fh, offset, size).await,
+                        Err(e) => Err(e),
+                    };
+                    reply_read(&fs, start, r, reply)
+                });
+            }
             ReadStart::Done(r) => reply_read(&self.fs, start, r, reply),
             ReadStart::Pending(p) => {
                 let fs = self.fs.clone();
@@ -458,7 +595,7 @@ impl fuser::Filesystem for FuseAdapter {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<fuser::LockOwner>,
@@ -468,6 +605,14 @@ impl fuser::Filesystem for FuseAdapter {
         self.count(Op::Release);
         if fh.0 == 0 {
             // The first open under zero-message opens, which the daemon never opened.
+            reply.ok();
+            return;
+        }
+        if let Some(l) = &self.ledger {
+            l.forget(fh.0);
+        }
+        if self.inherited.is_lost(fh.0) {
+            self.inherited.lost.lock().remove(&fh.0);
             reply.ok();
             return;
         }
@@ -481,7 +626,9 @@ impl fuser::Filesystem for FuseAdapter {
             return;
         }
         // Dropping a backing the inode no longer needs closes the kernel's id.
-        drop(self.modes.lock().release(fh.0));
+        if self.modes.lock().release(fh.0).is_some() {
+            self.fs.backing_closed(Ino(ino.0));
+        }
         self.fs.release(fh.0);
         warpdrive_metrics::shift(&self.fs.metrics().fuse.open_handles, -1);
         reply.ok();
@@ -500,15 +647,32 @@ impl fuser::Filesystem for FuseAdapter {
     fn readdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
         self.count(Op::Readdir);
         let fs = self.fs.clone();
+        let inherited = self.inherited.clone();
         self.rt.spawn(async move {
-            match fs.readdir(fh.0, offset, READDIR_BATCH).await {
+            let mut fh = fh.0;
+            if let Some(ours) = inherited.dirs.lock().get(&fh) {
+                fh = *ours;
+            }
+            let mut r = fs.readdir(fh, offset, READDIR_BATCH).await;
+            if matches!(r, Err(FsError::BadHandle)) {
+                // A previous daemon's handle: the directory is listed again, and the offset
+                // means the same entry (listings are in key order).
+                match fs.opendir(Ino(ino.0)) {
+                    Ok(ours) => {
+                        inherited.dirs.lock().insert(fh, ours);
+                        r = fs.readdir(ours, offset, READDIR_BATCH).await;
+                    }
+                    Err(e) => r = Err(e),
+                }
+            }
+            match r {
                 Ok(entries) => {
                     for e in entries {
                         if reply.add(INodeNo(e.ino.0), e.next_offset, file_type(e.kind), &e.name) {
@@ -531,7 +695,8 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.count(Op::Releasedir);
-        self.fs.releasedir(fh.0);
+        let fh = self.inherited.dirs.lock().remove(&fh.0).unwrap_or(fh.0);
+        self.fs.releasedir(fh);
         reply.ok();
     }
 
@@ -615,6 +780,10 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         let other = mode.is_some() || uid.is_some() || gid.is_some() || flags.is_some();
         self.count(Op::Write);
+        if fh.is_some_and(|f| self.inherited.is_lost(f.0)) {
+            reply.error(lost_write());
+            return;
+        }
         let fs = self.fs.clone();
         run_here_or_spawn(&self.rt, async move {
             match fs.setattr(Ino(ino.0), fh.map(|f| f.0), size, other).await {
@@ -739,6 +908,10 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyWrite,
     ) {
         self.count(Op::Write);
+        if self.inherited.is_lost(fh.0) {
+            reply.error(lost_write());
+            return;
+        }
         let fs = self.fs.clone();
         // A file being written takes the bytes from the request's buffer here; the rest of
         // the write may wait (for room in the upload budget), in a task.
@@ -776,10 +949,14 @@ impl fuser::Filesystem for FuseAdapter {
             Err(e) => return reply.error(e),
         };
         let fs = self.fs.clone();
+        let ledger = self.ledger.clone();
         self.rt.spawn(async move {
             match fs.create(Ino(parent.0), &name).await {
                 Ok((a, o)) => {
                     warpdrive_metrics::shift(&fs.metrics().fuse.open_handles, 1);
+                    if let Some(l) = &ledger {
+                        l.record(o.fh, Ino(a.ino.0), HandleMode::Writing);
+                    }
                     reply.created(
                         &a.kernel_ttl,
                         &file_attr(&a),

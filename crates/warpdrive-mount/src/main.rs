@@ -1,9 +1,11 @@
-//! `warpdrive-mount`: the daemon. Glue only: parse flags, load the config, prepare the mount
-//! point, build the backends and the filesystem, mount, wait for a signal, unmount.
+//! `warpdrive-mount`: the daemon. Glue only: parse flags, load the config, then either keep
+//! the mount (`keeper`: mount, start a daemon on it, replace it when it stops, unmount at
+//! the end) or, started by the keeper with its descriptor, serve it (`serve`).
 
 mod daemon;
 mod fuse;
 mod http;
+mod keeper;
 mod mountpoint;
 mod ready;
 mod serve;
@@ -36,6 +38,8 @@ pub(crate) mod exit {
     pub const OK: u8 = 0;
     pub const FAILED: u8 = 1;
     pub const BAD_CONFIG: u8 = 2;
+    /// A daemon handed the mount over; its keeper starts the next (internal).
+    pub const HANDED_OVER: u8 = 75;
 }
 
 const AFTER_HELP: &str = "\
@@ -50,7 +54,11 @@ Readiness: under systemd (Type=notify) the daemon sends READY=1 once the mount a
 --ready-file does the same with a file; `warpdrive-ctl status --wait 30` waits for it.
 
 Stop with Ctrl-C, SIGTERM (kill PID) or `umount MOUNT_POINT`; the mount is removed cleanly.
-A stale mount left by a killed daemon is cleared at start.
+The process started owns the mount and runs the daemon that serves it as its child: a
+daemon that crashes or is killed is replaced without unmounting, and
+`warpdrive-ctl restart` (or SIGHUP to PID) hands the mount to a new daemon, from the binary
+now installed, without a failed call. A stale mount left by a killed process is cleared at
+start.
 
 Exit codes:
   0  success (for --daemon: the mount is live)
@@ -88,6 +96,22 @@ pub(crate) struct Args {
     /// Internal: set on the detached child process.
     #[arg(long, hide = true)]
     pub daemon_child: bool,
+
+    /// Internal: the mount's /dev/fuse descriptor, for a daemon its keeper starts.
+    #[arg(long, hide = true)]
+    pub worker_fd: Option<i32>,
+
+    /// Internal: which daemon of the mount this is (0 mounted it).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub generation: u64,
+
+    /// Internal: the keeper's pid.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub keeper_pid: u32,
+
+    /// Internal: where a daemon tells its keeper that it serves (one byte).
+    #[arg(long, hide = true)]
+    pub serving_fd: Option<i32>,
 }
 
 /// Info from our crates; fuser's own unmount chatter only when it is an error.
@@ -133,14 +157,29 @@ fn main() -> ExitCode {
         return ExitCode::from(daemon::detach(&args, &config));
     }
     init_logging();
-    let readiness = match ready::Readiness::new(args.ready_file.clone()) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("warpdrive-mount: {e:#}");
-            return ExitCode::from(exit::FAILED);
-        }
+    let Some(fd) = args.worker_fd else {
+        let readiness = match ready::Readiness::new(args.ready_file.clone()) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("warpdrive-mount: {e:#}");
+                return ExitCode::from(exit::FAILED);
+            }
+        };
+        return ExitCode::from(keeper::run(&args, &config, readiness));
     };
-    match serve::run(config, readiness) {
+    // SAFETY: the keeper passed this descriptor, open and ours alone in this process.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let handover = serve::Handover {
+        fd,
+        generation: args.generation,
+        keeper_pid: args.keeper_pid,
+        config_path: args.config.clone(),
+        // SAFETY: as above; the keeper passed this pipe's write end for us alone.
+        serving: args
+            .serving_fd
+            .map(|fd| unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) }),
+    };
+    match serve::run(config, handover) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => match e.downcast_ref::<ConfigProblem>() {
             Some(p) => {

@@ -1,11 +1,21 @@
-//! Mounting and serving until a signal or an external unmount.
+//! One daemon's life on a mount its keeper made (see `keeper`): serving until a signal, an
+//! external unmount, or a handover to a successor.
 //!
 //! Threads: fuser's session threads (`fuse.threads`) read requests from `/dev/fuse` and hand
 //! each to the tokio runtime (`warpdrive-io` threads), where backend I/O runs; the main thread
-//! waits for SIGINT/SIGTERM or for the session to end (someone ran `umount`).
+//! waits for SIGINT/SIGTERM (unmount), SIGHUP or `POST /restart` (hand over), or for the
+//! session to end (someone ran `umount`).
+//!
+//! The first daemon of a mount answers the kernel's INIT and starts the session state
+//! (`warpdrive_fs::resume`); a successor replays it, adopts the open handles the ledger
+//! lists, and asks the kernel to queue again what its predecessor had read and not
+//! answered (`FUSE_NOTIFY_RESEND`). A handover waits until no file is open for writing,
+//! commits the cache index and exits with code 75 without unmounting; the keeper starts the
+//! successor.
 
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,15 +24,16 @@ use fuser::{MountOption, SessionACL};
 use tokio::signal::unix::{SignalKind, signal};
 use warpdrive_cache::{Cache, CacheConfig, Limit, Limits};
 use warpdrive_config::{Config, Passthrough, SizeLimit};
-use warpdrive_fs::mountinfo::FS_NAME;
+use warpdrive_control::server;
+use warpdrive_fs::mountinfo::{FS_NAME, MountState, wait_live};
+use warpdrive_fs::resume;
 use warpdrive_fs::{Fs, FsConfig};
 
 use crate::fuse::FuseAdapter;
-use crate::ready::Readiness;
 use warpdrive_metrics::{CacheFigures, Metrics};
 use warpdrive_store::Backend;
 
-use crate::{http, mountpoint};
+use crate::http;
 
 /// How long to wait for the session threads after unmounting before giving up on them.
 const UNMOUNT_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -128,8 +139,66 @@ fn cache_metrics(metrics: &Metrics, cache: &Arc<Cache>, dir: &Path) {
     }));
 }
 
-pub(crate) fn run(config: Config, readiness: Readiness) -> Result<()> {
-    mountpoint::prepare(&config.mount_point)?;
+/// What the keeper hands each daemon it starts.
+pub(crate) struct Handover {
+    /// The mount's /dev/fuse descriptor (the keeper holds its own copy).
+    pub fd: OwnedFd,
+    /// Which daemon of the mount this is: 0 mounted it; later ones take it over.
+    pub generation: u64,
+    /// The keeper's pid, for `status`.
+    pub keeper_pid: u32,
+    /// The config file, read again to check a restart (a restart must keep the backends).
+    pub config_path: PathBuf,
+    /// The pipe on which the daemon tells its keeper that it serves.
+    pub serving: Option<std::fs::File>,
+}
+
+/// Tells the keeper this daemon serves (the pipe closes after).
+fn say_serving(pipe: Option<std::fs::File>) {
+    if let Some(mut f) = pipe {
+        use std::io::Write;
+        let _ = f.write_all(b"1");
+    }
+}
+
+/// The mount options and session settings, the same for the keeper's mount and each
+/// daemon's session.
+pub(crate) fn fuse_config(config: &Config) -> fuser::Config {
+    let mut fcfg = fuser::Config::default();
+    fcfg.mount_options = vec![
+        MountOption::FSName(FS_NAME.to_string()),
+        MountOption::Subtype(FS_NAME.to_string()),
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::DefaultPermissions,
+    ];
+    let writable = config.backends.iter().any(|b| !b.write.prefixes.is_empty());
+    if control_dir(config).is_none() && !writable {
+        // Nothing in the mount is writable: the kernel refuses every write itself.
+        fcfg.mount_options.push(MountOption::RO);
+    }
+    fcfg.acl = if config.fuse.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    fcfg.n_threads = Some(config.fuse.threads);
+    // Every session thread reads the one descriptor the keeper also holds: a request read
+    // by a daemon that dies then stays queued in the kernel for its successor
+    // (FUSE_NOTIFY_RESEND), where one read through a private clone would fail with it.
+    fcfg.clone_fd = false;
+    fcfg
+}
+
+pub(crate) fn run(config: Config, handover: Handover) -> Result<()> {
+    let started = std::time::Instant::now();
+    let Handover {
+        fd,
+        generation,
+        keeper_pid,
+        config_path,
+        serving,
+    } = handover;
     prepare_cache_dir(&config.cache.dir)?;
     let cache = open_cache(&config)?;
     let metrics_listener = if config.metrics.enabled {
@@ -173,7 +242,8 @@ pub(crate) fn run(config: Config, readiness: Readiness) -> Result<()> {
 
     // Probe every backend once in the background: a wrong endpoint or missing permission is
     // reported in the log at start instead of at the first `ls`. Mounting does not wait.
-    for b in &backends {
+    // A daemon taking a mount over does not probe again.
+    for b in backends.iter().filter(|_| generation == 0) {
         let b = b.clone();
         rt.spawn(async move {
             match b.probe(PROBE_TIMEOUT).await {
@@ -224,7 +294,36 @@ pub(crate) fn run(config: Config, readiness: Readiness) -> Result<()> {
         );
         fs.reader().set_tier(tier);
     }
-    serve_control(&rt, control, &config, &fs, &cache);
+
+    // The session state a successor takes over (warpdrive_fs::resume).
+    let session_dir = resume::session_dir(&config.cache.dir);
+    let restored = fs
+        .start_session(&session_dir, generation)
+        .map_err(|e| match e {
+            resume::ResumeError::BackendsChanged { .. } => {
+                anyhow::Error::new(crate::ConfigProblem {
+                    field: "backends".into(),
+                    message: e.to_string(),
+                })
+            }
+            other => anyhow::Error::new(other),
+        })?;
+    let ledger = Arc::new(
+        resume::HandleLedger::open(
+            &session_dir.join("handles"),
+            resume::LEDGER_SLOTS,
+            generation == 0,
+        )
+        .with_context(|| format!("opening the handle ledger in {}", session_dir.display()))?,
+    );
+
+    let (restart_tx, mut restart_rx) = tokio::sync::mpsc::channel(1);
+    let line = warpdrive_control::server::DaemonLine {
+        keeper_pid,
+        generation,
+        took_over_ms: None,
+        restart: restart_tx,
+    };
     if config.fuse.zero_message_opens {
         tracing::info!(
             "zero-message opens: the kernel opens files without asking the daemon (no passthrough)"
@@ -234,36 +333,41 @@ pub(crate) fn run(config: Config, readiness: Readiness) -> Result<()> {
         fs.clone(),
         rt.handle().clone(),
         config.fuse.zero_message_opens,
+        Some(ledger.clone()),
     );
+    let takeover = adapter.takeover();
 
-    let mut fcfg = fuser::Config::default();
-    fcfg.mount_options = vec![
-        MountOption::FSName(FS_NAME.to_string()),
-        MountOption::Subtype(FS_NAME.to_string()),
-        MountOption::NoDev,
-        MountOption::NoSuid,
-        MountOption::DefaultPermissions,
-    ];
-    let writable = config.backends.iter().any(|b| !b.write.prefixes.is_empty());
-    if control_file.is_none() && !writable {
-        // Nothing in the mount is writable: the kernel refuses every write itself.
-        fcfg.mount_options.push(MountOption::RO);
-    }
-    fcfg.acl = if config.fuse.allow_other {
-        SessionACL::All
-    } else {
-        SessionACL::Owner
-    };
-    fcfg.n_threads = Some(config.fuse.threads);
-    fcfg.clone_fd = true;
-
+    let fcfg = fuse_config(&config);
     let mp = config.mount_point.clone();
-    let session = fuser::Session::new(adapter, &mp, &fcfg).with_context(|| {
-        format!(
-            "mounting FUSE at {} (is /dev/fuse available and are you root?)",
-            mp.display()
-        )
-    })?;
+    let init_marker = session_dir.join("init");
+    let initialized = if generation == 0 {
+        None
+    } else {
+        std::fs::read_to_string(&init_marker).ok()
+    };
+    let session = match &initialized {
+        Some(marker) => {
+            // The kernel negotiated with the first daemon; what its init decided is kept.
+            fs.set_passthrough_ready(marker.trim() == "passthrough=1");
+            fuser::Session::from_fd_initialized(adapter, fd, fcfg.acl, fcfg.clone())
+        }
+        None => {
+            let s = fuser::Session::from_fd(adapter, fd, fcfg.acl, fcfg.clone()).with_context(
+                || format!("answering the kernel's FUSE INIT for {}", mp.display()),
+            )?;
+            let marker = format!("passthrough={}\n", u8::from(fs.passthrough_ready()));
+            std::fs::write(&init_marker, marker)
+                .with_context(|| format!("writing {}", init_marker.display()))?;
+            s
+        }
+    };
+    let (passthrough, cached, lost) = if initialized.is_some() {
+        // SAFETY: the ids come from the ledger of this connection's previous daemon, which
+        // is gone and closed none of them; each is adopted once (per inode, by take_over).
+        takeover.take_over(&ledger.entries(), |id| unsafe { session.adopt_backing(id) })
+    } else {
+        (0, 0, 0)
+    };
     let read = metrics.read.clone();
     let persist = cache
         .spawn_counter_persistence(PERSIST_INTERVAL, move || warpdrive_cache::ReadTotals {
@@ -274,27 +378,54 @@ pub(crate) fn run(config: Config, readiness: Readiness) -> Result<()> {
         })
         .context("starting the counter thread")?;
     let notifier = session.notifier();
+    let resend = notifier.clone();
     fs.set_invalidator(Arc::new(move |ino| {
         if let Err(e) = notifier.inval_inode(fuser::INodeNo(ino.0), 0, 0) {
             tracing::debug!(ino = ino.0, error = %e, "page cache invalidation not delivered");
         }
     }));
     let bg = session.spawn().context("starting FUSE session threads")?;
-    set_read_ahead(&mp);
-    let took = match readiness.wait_live_and_tell(&mp) {
-        Ok(took) => took,
-        Err(e) => {
-            unmount(&mp);
-            return Err(e);
+    say_serving(serving);
+    if initialized.is_some() {
+        // What the previous daemon had read and not answered is queued again, for us.
+        if let Err(e) = resend.resend() {
+            tracing::warn!(error = %e, "the kernel did not queue the previous daemon's unanswered requests again (FUSE_NOTIFY_RESEND needs Linux 6.9); readers it was serving get EIO");
         }
-    };
-    tracing::info!(
-        mount_point = %mp.display(),
-        backends = config.backends.iter().map(|b| b.name.as_str()).collect::<Vec<_>>().join(","),
-        threads = config.fuse.threads,
-        answering_after_ms = took.as_millis() as u64,
-        "mounted and serving"
-    );
+        let took = started.elapsed();
+        tracing::info!(
+            mount_point = %mp.display(),
+            generation,
+            inodes = restored,
+            passthrough_handles = passthrough,
+            cached_handles = cached,
+            lost_writes = lost,
+            took_ms = took.as_millis() as u64,
+            "took the mount over and serving"
+        );
+        serve_control(
+            &rt,
+            control,
+            &config,
+            &fs,
+            &cache,
+            warpdrive_control::server::DaemonLine {
+                took_over_ms: Some(took.as_millis() as u64),
+                ..line
+            },
+        );
+    } else {
+        serve_control(&rt, control, &config, &fs, &cache, line);
+        set_read_ahead(&mp);
+        let state = wait_live(&mp, Duration::from_secs(30));
+        tracing::info!(
+            mount_point = %mp.display(),
+            backends = config.backends.iter().map(|b| b.name.as_str()).collect::<Vec<_>>().join(","),
+            threads = config.fuse.threads,
+            answering_after_ms = started.elapsed().as_millis() as u64,
+            live = (state == MountState::Live),
+            "mounted and serving"
+        );
+    }
 
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let joiner = std::thread::Builder::new()
@@ -305,20 +436,60 @@ pub(crate) fn run(config: Config, readiness: Readiness) -> Result<()> {
         })
         .context("starting the session watcher")?;
 
-    let ended_by_signal = rt.block_on(async {
+    let ended = rt.block_on(async {
         let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-        tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM: unmounting"); Ok::<_, anyhow::Error>(true) }
-            _ = int.recv() => { tracing::info!("SIGINT: unmounting"); Ok(true) }
-            r = done_rx => {
-                if let Ok(Err(e)) = r { tracing::warn!(error = %e, "FUSE session ended with an error"); }
-                tracing::info!("the filesystem was unmounted");
-                Ok(false)
+        let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+        tokio::pin!(done_rx);
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: unmounting"); return Ok::<_, anyhow::Error>(Some(true)) }
+                _ = int.recv() => { tracing::info!("SIGINT: unmounting"); return Ok(Some(true)) }
+                r = &mut done_rx => {
+                    if let Ok(Err(e)) = r { tracing::warn!(error = %e, "FUSE session ended with an error"); }
+                    tracing::info!("the filesystem was unmounted");
+                    return Ok(Some(false));
+                }
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: handing the mount over to a new daemon");
+                    match may_hand_over(&fs, &config_path, &config, RESTART_WAIT).await {
+                        Ok(()) => return Ok(None),
+                        Err(why) => tracing::warn!("not restarting: {why}"),
+                    }
+                }
+                Some(req) = restart_rx.recv() => {
+                    let warpdrive_control::server::Restart { wait, answer } = req;
+                    tracing::info!("restart asked for: handing the mount over to a new daemon");
+                    match may_hand_over(&fs, &config_path, &config, wait).await {
+                        Ok(()) => {
+                            let _ = answer.send(Ok(()));
+                            // Let the answer reach the client before this process goes.
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            return Ok(None);
+                        }
+                        Err(why) => {
+                            tracing::warn!("not restarting: {why}");
+                            let _ = answer.send(Err(why));
+                        }
+                    }
+                }
             }
         }
     })?;
-    readiness.stopping();
+    let Some(ended_by_signal) = ended else {
+        // Hand over: what must outlive this process is on disk (the cache index, the
+        // counters; the journal and ledger always are). It exits without unmounting and
+        // without dropping anything: the backing ids it holds are the kernel's passthrough
+        // opens, which the successor adopts. Requests read and not answered by now are
+        // queued again for the successor.
+        persist.persist_now();
+        if let Err(e) = cache.flush() {
+            tracing::warn!(error = %e, "could not commit the last cache index changes");
+        }
+        tracing::info!(generation, "handed over; the keeper starts the next daemon");
+        // SAFETY: _exit ends the process at once; nothing of ours runs after it.
+        unsafe { libc::_exit(i32::from(crate::exit::HANDED_OVER)) }
+    };
 
     if ended_by_signal {
         unmount(&mp);
@@ -339,6 +510,66 @@ pub(crate) fn run(config: Config, readiness: Readiness) -> Result<()> {
     let _ = std::fs::remove_file(&config.control.socket);
     tracing::info!(mount_point = %mp.display(), "stopped");
     Ok(())
+}
+
+/// How long a restart asked for by SIGHUP waits for files being written to be closed.
+const RESTART_WAIT: Duration = Duration::from_secs(30);
+
+/// Whether the mount may be handed to a new daemon now: no file is open for writing (its
+/// data would die with this daemon; waited for up to `wait`), and the config file still
+/// loads and names the same backends in the same order (the successor reads it).
+async fn may_hand_over(
+    fs: &Fs,
+    config_path: &Path,
+    running: &Config,
+    wait: Duration,
+) -> std::result::Result<(), String> {
+    let next = Config::load(config_path)
+        .map_err(|e| format!("the config file {} is invalid: {e}", config_path.display()))?;
+    let names = |c: &Config| {
+        c.backends
+            .iter()
+            .map(|b| b.name.clone())
+            .collect::<Vec<_>>()
+    };
+    if names(&next) != names(running) {
+        return Err(format!(
+            "the config file {} changes the backends ({} now, {} mounted); a running mount keeps its backends: unmount and mount again to change them",
+            config_path.display(),
+            names(&next).join(","),
+            names(running).join(",")
+        ));
+    }
+    if next.mount_point != running.mount_point || next.cache.dir != running.cache.dir {
+        return Err(format!(
+            "the config file {} moves the mount point or the cache directory; that needs a new mount",
+            config_path.display()
+        ));
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let open = fs.write_handles();
+        if open == 0 {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let names: Vec<String> = fs
+                .writing()
+                .await
+                .into_iter()
+                .map(|w| format!("{}/{}", w.backend, w.key))
+                .collect();
+            return Err(format!(
+                "{open} file(s) still open for writing after {wait:?} ({}); close them first, or wait longer",
+                if names.is_empty() {
+                    "committed, not yet closed".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The control API's listeners, bound before mounting so that a taken socket or port fails
@@ -379,8 +610,8 @@ fn serve_control(
     config: &Config,
     fs: &Arc<Fs>,
     cache: &Arc<Cache>,
+    line: server::DaemonLine,
 ) {
-    use warpdrive_control::server;
     let control = server::Control::new(
         Arc::new(config.clone()),
         fs.clone(),
@@ -388,6 +619,7 @@ fn serve_control(
         true,
         (env!("CARGO_PKG_VERSION"), GIT_COMMIT),
     );
+    control.set_daemon_line(line);
     let router = server::router(control);
     if let Some((tcp, token)) = l.tcp {
         rt.spawn(server::serve_tcp(
@@ -400,9 +632,9 @@ fn serve_control(
     rt.spawn(server::serve_unix(l.unix, path, router));
 }
 
-/// Unmounts `mp`; if it is busy (a process has a file open or its cwd there), detaches it
+/// Unmounts `mp` (the keeper does too; whichever is first); if it is busy (a process has a file open or its cwd there), detaches it
 /// lazily so the daemon can still exit and the kernel finishes when the last user leaves.
-fn unmount(mp: &Path) {
+pub(crate) fn unmount(mp: &Path) {
     use nix::mount::{MntFlags, umount2};
     match umount2(mp, MntFlags::empty()) {
         Ok(()) => {}
@@ -412,12 +644,14 @@ fn unmount(mp: &Path) {
                 tracing::error!(error = %e, "lazy unmount failed");
             }
         }
+        // Already unmounted (by the keeper, or by `umount`).
+        Err(nix::errno::Errno::EINVAL) => {}
         Err(e) => tracing::error!(mount_point = %mp.display(), error = %e, "unmount failed"),
     }
 }
 
 /// Creates the cache directory, private to the daemon's user (0700).
-fn prepare_cache_dir(dir: &Path) -> Result<()> {
+pub(crate) fn prepare_cache_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| {
         format!(
             "creating cache.dir {}; choose a directory on a local disk you can write",

@@ -540,7 +540,11 @@ fn the_systemd_unit_verifies() {
     assert!(unit.contains("Type=notify"), "{unit}");
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("warpdrive.service");
-    std::fs::write(&path, unit.replace("/usr/bin/warpdrive-mount", BIN)).expect("write");
+    let ctl = Path::new(BIN).with_file_name("warpdrive-ctl");
+    let unit = unit
+        .replace("/usr/bin/warpdrive-mount", BIN)
+        .replace("/usr/bin/warpdrive-ctl", &ctl.display().to_string());
+    std::fs::write(&path, unit).expect("write");
     let out = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
         .arg(&path)

@@ -6,6 +6,7 @@ pub mod fleet;
 pub mod metrics;
 pub mod plan;
 pub mod quota;
+pub mod restart;
 pub mod serve;
 pub mod stale;
 pub mod stats;

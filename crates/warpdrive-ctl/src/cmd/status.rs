@@ -203,14 +203,25 @@ fn print_text(s: &Status) {
     println!("config      {}", s.config_file);
     println!("metadata    ttl {}", s.config.metadata_ttl);
     match &s.daemon {
-        Some(d) => println!(
-            "daemon      pid {}, version {} ({}), up {}, {} jobs running",
-            d.pid,
-            d.version,
-            d.commit,
-            humantime::format_duration(Duration::from_secs(d.uptime_seconds)),
-            d.jobs_running
-        ),
+        Some(d) => {
+            println!(
+                "daemon      pid {}, version {} ({}), up {}, {} jobs running",
+                d.pid,
+                d.version,
+                d.commit,
+                humantime::format_duration(Duration::from_secs(d.uptime_seconds)),
+                d.jobs_running
+            );
+            if let Some(k) = d.keeper_pid {
+                match d.took_over_ms {
+                    Some(ms) => println!(
+                        "keeper      pid {k}; daemon #{} of this mount: took it over, serving {ms} ms after its start",
+                        d.generation + 1
+                    ),
+                    None => println!("keeper      pid {k}; this daemon mounted it"),
+                }
+            }
+        }
         None => println!(
             "daemon      not answering on {}",
             s.config.control.socket.display()

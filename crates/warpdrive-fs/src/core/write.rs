@@ -822,6 +822,11 @@ impl Fs {
     }
 
     /// Files being written now.
+    /// Handles open for writing (files being written, and committed ones not yet closed).
+    pub fn write_handles(&self) -> usize {
+        self.writes.handles.read().len()
+    }
+
     pub async fn writing(&self) -> Vec<WriteStatus> {
         let writers: Vec<(Ino, Arc<Writer>)> = self
             .writes

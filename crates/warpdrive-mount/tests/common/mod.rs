@@ -268,8 +268,30 @@ impl Mount {
         body.to_string()
     }
 
-    pub fn pid(&self) -> i32 {
+    /// The process started: the keeper, which owns the mount (signals go to it).
+    pub fn keeper_pid(&self) -> i32 {
         self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// The daemon serving the mount now: the keeper's child (waited for while one daemon
+    /// hands over to the next).
+    pub fn pid(&self) -> i32 {
+        let keeper = self.keeper_pid();
+        let start = Instant::now();
+        loop {
+            let children =
+                std::fs::read_to_string(format!("/proc/{keeper}/task/{keeper}/children"))
+                    .unwrap_or_default();
+            if let Some(pid) = children.split_whitespace().next() {
+                return pid.parse().expect("pid");
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the keeper (pid {keeper}) runs no daemon:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Sends `sig` and waits for the process to exit.

@@ -1,0 +1,387 @@
+//! The keeper: the process that owns the mount, so that the daemon serving it can be
+//! replaced (after a crash, a kill, or for an upgrade) without unmounting.
+//!
+//! Algorithm. `warpdrive-mount` mounts the filesystem itself and keeps the connection's
+//! `/dev/fuse` descriptor; it never reads from it. It starts the daemon — the same binary,
+//! re-executed from its path (an upgraded binary is the one started), with the descriptor
+//! inherited (`--worker-fd`) and its place in the line (`--generation`: 0 mounts; each
+//! successor one more) — and waits on signals and on the daemon:
+//!
+//! * the daemon exits 75 (it handed over: `warpdrive-ctl restart`, SIGHUP) or dies
+//!   (a signal, a panic, any other code once the mount had served): the next one starts at
+//!   once on the same descriptor. Because the keeper's copy keeps the connection open, the
+//!   kernel keeps every request meanwhile, and the successor has it queue again the ones
+//!   its predecessor had read and not answered: readers wait, they get no error. Each
+//!   daemon says when it serves (a byte on an inherited pipe, `--serving-fd`);
+//!   [`CRASH_LIMIT`] daemons in a row that die before serving mean none can run: the
+//!   keeper unmounts (readers get an error instead of waiting forever) and exits 1. A
+//!   successor that refuses the config (exit 2: the backends changed) ends the mount the
+//!   same way.
+//! * the daemon exits 0: the filesystem was unmounted (`umount`, or the daemon was sent
+//!   SIGTERM itself); the keeper exits 0.
+//! * SIGTERM or SIGINT: the keeper unmounts and stops the daemon (SIGTERM; SIGKILL after
+//!   [`STOP_TIMEOUT`]), then exits 0. SIGHUP is passed to the daemon: a graceful handover.
+//! * the first daemon exits before the mount ever served (a bad config, a cache directory
+//!   in use): the keeper unmounts and exits with its code.
+//!
+//! The daemon gets `PR_SET_PDEATHSIG` SIGKILL: if the keeper is killed, so is the daemon,
+//! the connection closes, and the mount is left stale, as when a daemon without a keeper was
+//! killed (the next start clears it). Readiness (`READY=1`, `--ready-file`) is the keeper's:
+//! it is the process systemd and `--daemon` know, and its pid is the one to signal.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+use warpdrive_config::Config;
+use warpdrive_fs::resume;
+
+use crate::ready::Readiness;
+use crate::{Args, exit, mountpoint, serve};
+
+/// Daemons in a row dying before they serve, after which the keeper gives the mount up.
+const CRASH_LIMIT: usize = 5;
+/// How long a stopping daemon may take before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often the keeper looks at its daemon between signals.
+const TICK: Duration = Duration::from_millis(20);
+
+/// Everything before the mount: the mount point checked (a stale mount cleared), the cache
+/// directory private, and a fresh session directory (the state successors take over).
+fn prepare(config: &Config) -> Result<()> {
+    mountpoint::prepare(&config.mount_point)?;
+    serve::prepare_cache_dir(&config.cache.dir)?;
+    let dir = resume::session_dir(&config.cache.dir);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("clearing the old session in {}", dir.display()));
+        }
+    }
+    std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(())
+}
+
+/// A running daemon, and the pipe on which it says that it serves.
+struct Daemon {
+    child: Child,
+    serving: std::fs::File,
+    served: bool,
+}
+
+impl Daemon {
+    /// Whether the daemon has said it serves.
+    fn served(&mut self) -> bool {
+        if !self.served {
+            use std::io::Read;
+            let mut b = [0u8; 1];
+            self.served = matches!(self.serving.read(&mut b), Ok(1));
+        }
+        self.served
+    }
+}
+
+/// Starts daemon `generation` on the mount's descriptor.
+fn spawn(exe: &Path, config: &Path, fd: &OwnedFd, generation: u64) -> std::io::Result<Daemon> {
+    let raw = fd.as_raw_fd();
+    let (rx, tx) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+    let tx_raw = tx.as_raw_fd();
+    let keeper = std::process::id() as i32;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--config")
+        .arg(config)
+        .arg("--worker-fd")
+        .arg(raw.to_string())
+        .arg("--generation")
+        .arg(generation.to_string())
+        .arg("--keeper-pid")
+        .arg(keeper.to_string())
+        .arg("--serving-fd")
+        .arg(tx_raw.to_string())
+        // Readiness is the keeper's to tell.
+        .env_remove("NOTIFY_SOCKET");
+    // SAFETY: fcntl, sigemptyset, pthread_sigmask, prctl and getppid are async-signal-safe
+    // and touch no memory of the parent (the set is the child's own stack); they run in the
+    // forked child before exec, as `pre_exec` requires.
+    unsafe {
+        cmd.pre_exec(move || {
+            // The descriptor is close-on-exec in the keeper; the daemon inherits it.
+            if libc::fcntl(raw, libc::F_SETFD, 0) < 0 || libc::fcntl(tx_raw, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The write end of the pipe is non-blocking here only; the flag is the pipe's,
+            // which is harmless for one byte.
+            // The keeper blocks the signals it waits for; the daemon handles its own.
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            if libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::other("cannot unblock signals"));
+            }
+            // The daemon dies with its keeper (see the module doc).
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != keeper {
+                return Err(std::io::Error::other("the keeper is gone"));
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    drop(tx);
+    Ok(Daemon {
+        child,
+        serving: std::fs::File::from(rx),
+        served: false,
+    })
+}
+
+fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit code {c}"),
+        (None, Some(s)) => format!(
+            "signal {s} ({})",
+            Signal::try_from(s).map_or("unknown", |s| s.as_str())
+        ),
+        _ => status.to_string(),
+    }
+}
+
+/// Waits up to `timeout` for one of the blocked signals in `set`.
+fn next_signal(set: &SigSet, timeout: Duration) -> Option<Signal> {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: sigtimedwait reads the set and the timeout, both valid for the call, and
+    // writes no info (a null pointer).
+    let n = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) };
+    (n > 0).then(|| Signal::try_from(n).ok()).flatten()
+}
+
+/// Mounts, runs daemons until the mount ends, and returns the exit code.
+pub(crate) fn run(args: &Args, config: &Config, readiness: Readiness) -> u8 {
+    // Signals are taken by this thread with sigtimedwait from here on; threads started
+    // later inherit the mask, and daemons get an empty one (set before their exec).
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGCHLD,
+    ] {
+        set.add(s);
+    }
+    if let Err(e) = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None) {
+        eprintln!("warpdrive-mount: cannot block signals: {e}");
+        return exit::FAILED;
+    }
+    if let Err(e) = prepare(config) {
+        eprintln!("warpdrive-mount: {e:#}");
+        return exit::FAILED;
+    }
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("warpdrive-mount: cannot find own executable: {e}");
+            return exit::FAILED;
+        }
+    };
+    let mp = config.mount_point.clone();
+    let fd = match fuser::mount_detached(&mp, &serve::fuse_config(config)) {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!(
+                "warpdrive-mount: mounting FUSE at {} (is /dev/fuse available and are you root?): {e}",
+                mp.display()
+            );
+            return exit::FAILED;
+        }
+    };
+    Keeper {
+        exe,
+        config_path: args.config.clone(),
+        mp,
+        fd,
+        readiness: Arc::new(readiness),
+    }
+    .serve()
+}
+
+struct Keeper {
+    exe: PathBuf,
+    config_path: PathBuf,
+    mp: PathBuf,
+    fd: OwnedFd,
+    readiness: Arc<Readiness>,
+}
+
+impl Keeper {
+    fn start(&self, generation: u64) -> Option<Daemon> {
+        match spawn(&self.exe, &self.config_path, &self.fd, generation) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!(exe = %self.exe.display(), error = %e, "cannot start the daemon");
+                None
+            }
+        }
+    }
+
+    /// Ends the mount: the ready file goes, the mount is unmounted (lazily if busy).
+    fn end(&self) {
+        self.readiness.stopping();
+        serve::unmount(&self.mp);
+    }
+
+    fn serve(self) -> u8 {
+        let mut set = SigSet::empty();
+        for s in [
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGHUP,
+            Signal::SIGCHLD,
+        ] {
+            set.add(s);
+        }
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        {
+            let (readiness, mp) = (self.readiness.clone(), self.mp.clone());
+            let spawned = std::thread::Builder::new()
+                .name("readiness".into())
+                .spawn(move || {
+                    let _ = ready_tx.send(readiness.wait_live_and_tell(&mp));
+                });
+            if let Err(e) = spawned {
+                eprintln!("warpdrive-mount: cannot start the readiness thread: {e}");
+                self.end();
+                return exit::FAILED;
+            }
+        }
+        let mut generation = 0;
+        let Some(mut daemon) = self.start(generation) else {
+            self.end();
+            return exit::FAILED;
+        };
+        let mut served = false;
+        let mut failed_starts = 0;
+        let mut stopping: Option<Instant> = None;
+        loop {
+            if !served {
+                match ready_rx.try_recv() {
+                    Ok(Ok(_)) => served = true,
+                    Ok(Err(e)) => {
+                        eprintln!("warpdrive-mount: {e:#}");
+                        let _ = daemon.child.kill();
+                        let _ = daemon.child.wait();
+                        self.end();
+                        return exit::FAILED;
+                    }
+                    Err(_) => {}
+                }
+            }
+            match next_signal(&set, TICK) {
+                Some(s @ (Signal::SIGTERM | Signal::SIGINT)) if stopping.is_none() => {
+                    tracing::info!("{}: unmounting", s.as_str());
+                    self.end();
+                    // SAFETY: kill(2) on our own child's pid has no memory effects.
+                    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGTERM) };
+                    stopping = Some(Instant::now());
+                }
+                Some(Signal::SIGHUP) if stopping.is_none() => {
+                    tracing::info!("SIGHUP: asking the daemon to hand the mount over");
+                    // SAFETY: as above.
+                    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGHUP) };
+                }
+                _ => {}
+            }
+            if let Some(t) = stopping
+                && t.elapsed() > STOP_TIMEOUT
+            {
+                tracing::warn!(
+                    pid = daemon.child.id(),
+                    "the daemon did not stop in time; killing it"
+                );
+                let _ = daemon.child.kill();
+                let _ = daemon.child.wait();
+                return exit::OK;
+            }
+            if daemon.served() {
+                failed_starts = 0;
+            }
+            let status = match daemon.child.try_wait() {
+                Ok(Some(s)) => s,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot wait for the daemon");
+                    continue;
+                }
+            };
+            if stopping.is_some() {
+                return if status.success() {
+                    exit::OK
+                } else {
+                    exit::FAILED
+                };
+            }
+            match status.code() {
+                Some(0) => {
+                    // The daemon saw the filesystem unmounted.
+                    self.end();
+                    return exit::OK;
+                }
+                Some(c) if c == i32::from(exit::HANDED_OVER) => {
+                    generation += 1;
+                    tracing::info!(generation, "starting the next daemon on the mount");
+                }
+                code if !served => {
+                    self.end();
+                    return code
+                        .and_then(|c| u8::try_from(c).ok())
+                        .filter(|c| *c != 0)
+                        .unwrap_or(exit::FAILED);
+                }
+                Some(c) if c == i32::from(exit::BAD_CONFIG) => {
+                    tracing::error!(
+                        "the daemon refused the config (above); unmounting: fix the config and start again"
+                    );
+                    self.end();
+                    return exit::BAD_CONFIG;
+                }
+                _ => {
+                    if !daemon.served() {
+                        failed_starts += 1;
+                    }
+                    if failed_starts >= CRASH_LIMIT {
+                        tracing::error!(
+                            daemons = failed_starts,
+                            "daemons keep dying before they serve; unmounting, so that readers get an error instead of waiting"
+                        );
+                        self.end();
+                        return exit::FAILED;
+                    }
+                    generation += 1;
+                    tracing::warn!(
+                        ended = describe(status),
+                        generation,
+                        "the daemon died; a new one takes the mount over"
+                    );
+                }
+            }
+            match self.start(generation) {
+                Some(d) => daemon = d,
+                None => {
+                    self.end();
+                    return exit::FAILED;
+                }
+            }
+        }
+    }
+}
