@@ -85,6 +85,11 @@ impl Control {
     pub fn set_daemon_line(&self, line: DaemonLine) {
         let _ = self.daemon.set(line);
     }
+
+    /// Jobs (`warm`, `copy`, ...) still running: a restart would stop them.
+    pub fn jobs_running(&self) -> usize {
+        self.jobs.running()
+    }
 }
 
 /// A client per configured backend (no request is made).

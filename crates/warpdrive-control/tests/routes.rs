@@ -143,6 +143,13 @@ fn openapi_lists_exactly_the_served_routes() {
             "/api/v1/plans/j?rank=0",
             None,
         ),
+        // Without a mount (warpdrive-ctl serve) there is nothing to restart: a clear 409.
+        (
+            "POST",
+            "/api/v1/restart",
+            "/api/v1/restart",
+            Some(r#"{"wait_seconds":1}"#),
+        ),
     ];
     let exercised: BTreeSet<(String, String)> = requests
         .iter()
@@ -154,6 +161,15 @@ fn openapi_lists_exactly_the_served_routes() {
         let (status, bytes) = client
             .raw(method, uri, body.map(|b| b.as_bytes().to_vec()))
             .expect("request");
+        if *uri == "/api/v1/restart" {
+            assert_eq!(status, axum::http::StatusCode::CONFLICT);
+            assert!(
+                String::from_utf8_lossy(&bytes).contains("no mount to restart"),
+                "{}",
+                String::from_utf8_lossy(&bytes)
+            );
+            continue;
+        }
         assert!(
             status.is_success(),
             "{m} {uri}: {status} {}",

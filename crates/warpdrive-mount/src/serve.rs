@@ -386,10 +386,10 @@ pub(crate) fn run(config: Config, handover: Handover) -> Result<()> {
     }));
     let bg = session.spawn().context("starting FUSE session threads")?;
     say_serving(serving);
-    if initialized.is_some() {
+    let api = if initialized.is_some() {
         // What the previous daemon had read and not answered is queued again, for us.
         if let Err(e) = resend.resend() {
-            tracing::warn!(error = %e, "the kernel did not queue the previous daemon's unanswered requests again (FUSE_NOTIFY_RESEND needs Linux 6.9); readers it was serving get EIO");
+            tracing::warn!(error = %e, "the kernel did not queue the previous daemon's unanswered requests again (FUSE_NOTIFY_RESEND needs Linux 6.9): the calls it had taken wait until the mount is unmounted");
         }
         let took = started.elapsed();
         tracing::info!(
@@ -412,9 +412,9 @@ pub(crate) fn run(config: Config, handover: Handover) -> Result<()> {
                 took_over_ms: Some(took.as_millis() as u64),
                 ..line
             },
-        );
+        )
     } else {
-        serve_control(&rt, control, &config, &fs, &cache, line);
+        let api = serve_control(&rt, control, &config, &fs, &cache, line);
         set_read_ahead(&mp);
         let state = wait_live(&mp, Duration::from_secs(30));
         tracing::info!(
@@ -425,7 +425,8 @@ pub(crate) fn run(config: Config, handover: Handover) -> Result<()> {
             live = (state == MountState::Live),
             "mounted and serving"
         );
-    }
+        api
+    };
 
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let joiner = std::thread::Builder::new()
@@ -436,6 +437,7 @@ pub(crate) fn run(config: Config, handover: Handover) -> Result<()> {
         })
         .context("starting the session watcher")?;
 
+    let may_hand_over = |wait| may_hand_over(&fs, &api, &config_path, &config, wait);
     let ended = rt.block_on(async {
         let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
@@ -452,7 +454,7 @@ pub(crate) fn run(config: Config, handover: Handover) -> Result<()> {
                 }
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP: handing the mount over to a new daemon");
-                    match may_hand_over(&fs, &config_path, &config, RESTART_WAIT).await {
+                    match may_hand_over(RESTART_WAIT).await {
                         Ok(()) => return Ok(None),
                         Err(why) => tracing::warn!("not restarting: {why}"),
                     }
@@ -460,7 +462,7 @@ pub(crate) fn run(config: Config, handover: Handover) -> Result<()> {
                 Some(req) = restart_rx.recv() => {
                     let warpdrive_control::server::Restart { wait, answer } = req;
                     tracing::info!("restart asked for: handing the mount over to a new daemon");
-                    match may_hand_over(&fs, &config_path, &config, wait).await {
+                    match may_hand_over(wait).await {
                         Ok(()) => {
                             let _ = answer.send(Ok(()));
                             // Let the answer reach the client before this process goes.
@@ -515,11 +517,13 @@ pub(crate) fn run(config: Config, handover: Handover) -> Result<()> {
 /// How long a restart asked for by SIGHUP waits for files being written to be closed.
 const RESTART_WAIT: Duration = Duration::from_secs(30);
 
-/// Whether the mount may be handed to a new daemon now: no file is open for writing (its
-/// data would die with this daemon; waited for up to `wait`), and the config file still
-/// loads and names the same backends in the same order (the successor reads it).
+/// Whether the mount may be handed to a new daemon now: no job of the control API runs (it
+/// would stop), no file is open for writing (its data would die with this daemon; waited
+/// for up to `wait`), and the config file still loads and names the same backends in the
+/// same order (the successor reads it).
 async fn may_hand_over(
     fs: &Fs,
+    api: &server::Control,
     config_path: &Path,
     running: &Config,
     wait: Duration,
@@ -544,6 +548,12 @@ async fn may_hand_over(
         return Err(format!(
             "the config file {} moves the mount point or the cache directory; that needs a new mount",
             config_path.display()
+        ));
+    }
+    let jobs = api.jobs_running();
+    if jobs > 0 {
+        return Err(format!(
+            "{jobs} job(s) of the control API still running (warm, copy, ...); a restart would stop them: wait for them or cancel them first"
         ));
     }
     let deadline = tokio::time::Instant::now() + wait;
@@ -611,7 +621,7 @@ fn serve_control(
     fs: &Arc<Fs>,
     cache: &Arc<Cache>,
     line: server::DaemonLine,
-) {
+) -> Arc<server::Control> {
     let control = server::Control::new(
         Arc::new(config.clone()),
         fs.clone(),
@@ -620,6 +630,7 @@ fn serve_control(
         (env!("CARGO_PKG_VERSION"), GIT_COMMIT),
     );
     control.set_daemon_line(line);
+    let api = control.clone();
     let router = server::router(control);
     if let Some((tcp, token)) = l.tcp {
         rt.spawn(server::serve_tcp(
@@ -630,6 +641,7 @@ fn serve_control(
     let path = config.control.socket.clone();
     tracing::info!(socket = %path.display(), "control API on the Unix socket");
     rt.spawn(server::serve_unix(l.unix, path, router));
+    api
 }
 
 /// Unmounts `mp` (the keeper does too; whichever is first); if it is busy (a process has a file open or its cwd there), detaches it

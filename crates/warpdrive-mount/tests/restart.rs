@@ -400,3 +400,71 @@ fn a_read_the_killed_daemon_had_taken_is_answered_by_the_next_one() {
     println!("{figure}");
     common::keep_output("restart-in-flight", &figure);
 }
+
+/// A restart that would lose something is refused, and the daemon serves on: a file still
+/// open for writing (its data is in this daemon), a config that changes the backends. A
+/// killed daemon's file being written is lost, and its writer is told (`EIO`), never
+/// silently; nothing is published under its name.
+#[test]
+fn restarts_that_would_lose_something_are_refused_and_a_lost_write_says_so() {
+    use std::io::Write;
+    let src = tempfile::tempdir().expect("tempdir");
+    let mut b = warpdrive_testkit::local_backend("ds", src.path());
+    b.write.prefixes = vec!["ckpt/".into()];
+    let m = Mount::start(&[b], "");
+    std::fs::create_dir_all(src.path().join("ckpt")).expect("mkdir");
+    let pid = m.pid();
+
+    // A file open for writing: refused after --wait, with the reason; same daemon.
+    let mut w = std::fs::File::create(m.path("ds/ckpt/open.bin")).expect("create");
+    w.write_all(&[1u8; 4096]).expect("write");
+    let (code, _, err) = common::ctl_any(&m, &["restart", "--wait", "1s"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("still open for writing"), "{err}");
+    assert_eq!(m.pid(), pid, "the daemon serves on");
+    // Closed, the restart goes ahead and the file is there.
+    drop(w);
+    let out = common::ctl(&m, &["restart"]);
+    assert!(out.contains("restarted"), "{out}");
+    assert_eq!(
+        std::fs::read(m.path("ds/ckpt/open.bin"))
+            .expect("read")
+            .len(),
+        4096
+    );
+
+    // A config that changes the backends: refused, naming why; the daemon serves on.
+    let config = std::fs::read_to_string(&m.config).expect("config");
+    std::fs::write(&m.config, config.replace("name: ds", "name: other")).expect("edit");
+    let pid = m.pid();
+    let (code, _, err) = common::ctl_any(&m, &["restart"]);
+    std::fs::write(&m.config, &config).expect("restore");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("changes the backends"), "{err}");
+    assert_eq!(m.pid(), pid);
+
+    // The daemon is killed while a file is being written: the writer's next call fails
+    // with EIO (its data died with the daemon), and no object appears.
+    let mut w = std::fs::File::create(m.path("ds/ckpt/lost.bin")).expect("create");
+    w.write_all(&[2u8; 8192]).expect("write");
+    // SAFETY: kill(2) on the test's own daemon has no memory effects.
+    unsafe { libc::kill(m.pid(), libc::SIGKILL) };
+    let t = Instant::now();
+    while m.pid() == pid {
+        assert!(t.elapsed() < HANG, "no new daemon:\n{}", m.log());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let e = w
+        .write_all(&[3u8; 8192])
+        .and_then(|()| w.sync_all())
+        .expect_err("a write to a file whose daemon died fails");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    drop(w);
+    assert!(!src.path().join("ckpt/lost.bin").exists());
+    // The mount serves on, and the name can be written again.
+    std::fs::write(m.path("ds/ckpt/lost.bin"), b"again").expect("write again");
+    assert_eq!(
+        std::fs::read(src.path().join("ckpt/lost.bin")).expect("committed"),
+        b"again"
+    );
+}
