@@ -241,6 +241,13 @@ impl Keeper {
         serve::unmount(&self.mp);
     }
 
+    /// Takes back a mount that never served (its first daemon failed to start): detached
+    /// at once and quietly, since the only user is the keeper's own readiness check, and
+    /// the daemon's error stays the last thing said.
+    fn abandon(&self) {
+        let _ = nix::mount::umount2(&self.mp, nix::mount::MntFlags::MNT_DETACH);
+    }
+
     fn serve(self) -> u8 {
         let mut set = SigSet::empty();
         for s in [
@@ -257,17 +264,25 @@ impl Keeper {
             let spawned = std::thread::Builder::new()
                 .name("readiness".into())
                 .spawn(move || {
-                    let _ = ready_tx.send(readiness.wait_live_and_tell(&mp));
+                    let r = readiness.wait_live_and_tell(&mp, || serve::set_read_ahead(&mp));
+                    if let Ok(took) = &r {
+                        tracing::info!(
+                            mount_point = %mp.display(),
+                            answering_after_ms = took.as_millis() as u64,
+                            "mounted and serving"
+                        );
+                    }
+                    let _ = ready_tx.send(r);
                 });
             if let Err(e) = spawned {
+                self.abandon();
                 eprintln!("warpdrive-mount: cannot start the readiness thread: {e}");
-                self.end();
                 return exit::FAILED;
             }
         }
         let mut generation = 0;
         let Some(mut daemon) = self.start(generation) else {
-            self.end();
+            self.abandon();
             return exit::FAILED;
         };
         let mut served = false;
@@ -278,10 +293,10 @@ impl Keeper {
                 match ready_rx.try_recv() {
                     Ok(Ok(_)) => served = true,
                     Ok(Err(e)) => {
-                        eprintln!("warpdrive-mount: {e:#}");
                         let _ = daemon.child.kill();
                         let _ = daemon.child.wait();
-                        self.end();
+                        self.abandon();
+                        eprintln!("warpdrive-mount: {e:#}");
                         return exit::FAILED;
                     }
                     Err(_) => {}
@@ -342,7 +357,7 @@ impl Keeper {
                     tracing::info!(generation, "starting the next daemon on the mount");
                 }
                 code if !served => {
-                    self.end();
+                    self.abandon();
                     return code
                         .and_then(|c| u8::try_from(c).ok())
                         .filter(|c| *c != 0)

@@ -53,8 +53,13 @@ impl Readiness {
         Ok(Readiness { ready_file })
     }
 
-    /// Waits until `mount_point` answers as a WarpDrive mount, then tells the supervisor.
-    pub(crate) fn wait_live_and_tell(&self, mount_point: &Path) -> Result<Duration> {
+    /// Waits until `mount_point` answers as a WarpDrive mount, runs `first` (settings that
+    /// need the live mount), then tells the supervisor.
+    pub(crate) fn wait_live_and_tell(
+        &self,
+        mount_point: &Path,
+        first: impl FnOnce(),
+    ) -> Result<Duration> {
         let start = Instant::now();
         if wait_live(mount_point, LIVE_TIMEOUT) != MountState::Live {
             bail!(
@@ -62,6 +67,7 @@ impl Readiness {
                 mount_point.display()
             );
         }
+        first();
         if let Some(f) = &self.ready_file {
             let tmp = f.with_extension("tmp-warpdrive");
             std::fs::write(&tmp, format!("{}\n", std::process::id()))

@@ -25,7 +25,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use warpdrive_cache::{Cache, CacheConfig, Limit, Limits};
 use warpdrive_config::{Config, Passthrough, SizeLimit};
 use warpdrive_control::server;
-use warpdrive_fs::mountinfo::{FS_NAME, MountState, wait_live};
+use warpdrive_fs::mountinfo::FS_NAME;
 use warpdrive_fs::resume;
 use warpdrive_fs::{Fs, FsConfig};
 
@@ -415,15 +415,11 @@ pub(crate) fn run(config: Config, handover: Handover) -> Result<()> {
         )
     } else {
         let api = serve_control(&rt, control, &config, &fs, &cache, line);
-        set_read_ahead(&mp);
-        let state = wait_live(&mp, Duration::from_secs(30));
         tracing::info!(
             mount_point = %mp.display(),
             backends = config.backends.iter().map(|b| b.name.as_str()).collect::<Vec<_>>().join(","),
             threads = config.fuse.threads,
-            answering_after_ms = started.elapsed().as_millis() as u64,
-            live = (state == MountState::Live),
-            "mounted and serving"
+            "serving"
         );
         api
     };
@@ -676,7 +672,7 @@ pub(crate) fn prepare_cache_dir(dir: &Path) -> Result<()> {
 }
 
 /// Raises the mount's readahead so the kernel sends 1 MiB reads (best effort: logs on failure).
-fn set_read_ahead(mp: &Path) {
+pub(crate) fn set_read_ahead(mp: &Path) {
     let Ok(md) = std::fs::metadata(mp) else {
         return;
     };

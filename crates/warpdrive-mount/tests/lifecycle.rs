@@ -191,7 +191,17 @@ fn sigterm_unmounts_cleanly() {
 fn external_umount_stops_the_daemon() {
     let src = tempfile::tempdir().expect("tempdir");
     let mut m = Mount::start(&[local_backend(src.path())], "");
-    nix::mount::umount2(&m.mount_point, nix::mount::MntFlags::empty()).expect("umount");
+    // The keeper's own readiness check may still be looking at the mount for a moment.
+    let t = Instant::now();
+    loop {
+        match nix::mount::umount2(&m.mount_point, nix::mount::MntFlags::empty()) {
+            Ok(()) => break,
+            Err(nix::errno::Errno::EBUSY) if t.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("umount: {e}"),
+        }
+    }
     let mut child = m.child.take().expect("child");
     let status = common::wait_exit(&mut child, Duration::from_secs(10), "umount");
     assert!(status.success(), "{status}\n{}", m.log());

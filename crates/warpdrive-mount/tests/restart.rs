@@ -468,3 +468,47 @@ fn restarts_that_would_lose_something_are_refused_and_a_lost_write_says_so() {
         b"again"
     );
 }
+
+/// A directory being listed when its daemon is killed (or hands over) goes on from where it
+/// was with the next: every name once, none missing.
+#[test]
+fn a_listing_in_progress_goes_on_with_the_next_daemon() {
+    let src = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(src.path().join("big")).expect("mkdir");
+    let names: std::collections::BTreeSet<String> =
+        (0..3000).map(|i| format!("entry-{i:05}.dat")).collect();
+    for n in &names {
+        std::fs::write(src.path().join("big").join(n), b"x").expect("write");
+    }
+    let m = Mount::start(&[warpdrive_testkit::local_backend("d", src.path())], "");
+    for graceful in [false, true] {
+        let mut it = std::fs::read_dir(m.path("d/big")).expect("opendir");
+        // The first getdents fills the libc buffer with the first few hundred entries.
+        let mut seen: Vec<String> = it
+            .by_ref()
+            .take(10)
+            .map(|e| e.expect("entry").file_name().into_string().expect("utf8"))
+            .collect();
+        let pid = m.pid();
+        if graceful {
+            let out = common::ctl(&m, &["restart"]);
+            assert!(out.contains("restarted"), "{out}");
+        } else {
+            // SAFETY: kill(2) on the test's own daemon has no memory effects.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let t = Instant::now();
+        while m.pid() == pid {
+            assert!(t.elapsed() < HANG, "no new daemon:\n{}", m.log());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        seen.extend(it.map(|e| e.expect("entry").file_name().into_string().expect("utf8")));
+        let unique: std::collections::BTreeSet<String> = seen.iter().cloned().collect();
+        assert_eq!(
+            unique.len(),
+            seen.len(),
+            "no name twice (graceful: {graceful})"
+        );
+        assert_eq!(unique, names, "every name (graceful: {graceful})");
+    }
+}
