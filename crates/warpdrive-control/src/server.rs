@@ -12,6 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use futures::StreamExt;
 use warpdrive_cache::Cache;
 use warpdrive_config::Config;
 use warpdrive_fs::Fs;
@@ -52,11 +53,24 @@ pub struct DaemonLine {
 }
 
 /// A restart asked for through the API: the main loop answers `Ok` just before it hands
-/// the mount over, or why it will not.
+/// the mount over, or why it will not; after an `Ok` it waits for `delivered` (the answer's
+/// body was handed to the connection, or the client went away) before the process goes.
 #[derive(Debug)]
 pub struct Restart {
     pub wait: std::time::Duration,
     pub answer: tokio::sync::oneshot::Sender<Result<(), String>>,
+    pub delivered: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// Fires its sender when dropped: held by a response body, it says the body is done with.
+struct OnDrop(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
 }
 
 impl Control {
@@ -244,7 +258,7 @@ const RESTART_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 async fn restart(
     State(c): State<Arc<Control>>,
     body: Option<Json<api::RestartRequest>>,
-) -> Result<(StatusCode, Json<api::RestartAccepted>), Failure> {
+) -> Result<Response, Failure> {
     let Some(line) = c.daemon.get() else {
         return Err(Failure(
             StatusCode::CONFLICT,
@@ -255,6 +269,7 @@ async fn restart(
         .and_then(|b| b.0.wait_seconds)
         .map_or(RESTART_WAIT, std::time::Duration::from_secs);
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let (delivered_tx, delivered) = tokio::sync::oneshot::channel();
     let gone = || {
         Failure(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -262,17 +277,37 @@ async fn restart(
         )
     };
     line.restart
-        .send(Restart { wait, answer: tx })
+        .send(Restart {
+            wait,
+            answer: tx,
+            delivered,
+        })
         .await
         .map_err(|_| gone())?;
     match rx.await.map_err(|_| gone())? {
-        Ok(()) => Ok((
-            StatusCode::ACCEPTED,
-            Json(api::RestartAccepted {
+        Ok(()) => {
+            let json = serde_json::to_vec(&api::RestartAccepted {
                 pid: std::process::id(),
                 generation: line.generation,
-            }),
-        )),
+            })
+            .map_err(|e| internal(e.into()))?;
+            // The body tells the daemon when it has been sent (dropped after its last chunk),
+            // so the process does not go before its answer does.
+            let guard = OnDrop(Some(delivered_tx));
+            let body = futures::stream::iter([Ok::<_, std::convert::Infallible>(
+                bytes::Bytes::from(json),
+            )])
+            .chain(futures::stream::poll_fn(move |_| {
+                let _ = &guard;
+                std::task::Poll::Ready(None)
+            }));
+            Ok((
+                StatusCode::ACCEPTED,
+                [(header::CONTENT_TYPE, "application/json")],
+                axum::body::Body::from_stream(body),
+            )
+                .into_response())
+        }
         Err(why) => Err(Failure(StatusCode::CONFLICT, why)),
     }
 }

@@ -456,13 +456,14 @@ pub(crate) fn run(config: Config, handover: Handover) -> Result<()> {
                     }
                 }
                 Some(req) = restart_rx.recv() => {
-                    let warpdrive_control::server::Restart { wait, answer } = req;
+                    let warpdrive_control::server::Restart { wait, answer, delivered } = req;
                     tracing::info!("restart asked for: handing the mount over to a new daemon");
                     match may_hand_over(wait).await {
                         Ok(()) => {
                             let _ = answer.send(Ok(()));
-                            // Let the answer reach the client before this process goes.
-                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            // The answer goes out before this process does (the old daemon
+                            // serves meanwhile: readers do not wait for this).
+                            let _ = tokio::time::timeout(Duration::from_secs(2), delivered).await;
                             return Ok(None);
                         }
                         Err(why) => {

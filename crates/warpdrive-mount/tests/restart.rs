@@ -283,11 +283,14 @@ fn killed_and_restarted_daemons_are_replaced_without_readers_noticing() {
         r.join().expect("reader");
     }
 
-    let [_, killed, graceful] = &tally.phases;
+    let [quiet, killed, graceful] = &tally.phases;
     let figures = format!(
-        "{READERS} readers over {} files; {KILLS} × SIGKILL of the serving daemon in {kill_secs:.1} s: {}\n\
+        "{READERS} readers over {} files; before any restart (the floor: calls on this machine \
+         with no restart): {}\n\
+         {KILLS} × SIGKILL of the serving daemon in {kill_secs:.1} s: {}\n\
          {RESTARTS} × warpdrive-ctl restart: {}; each new daemon served after {:?} ms",
         files.len(),
+        quiet.describe(),
         killed.describe(),
         graceful.describe(),
         handovers

@@ -5,8 +5,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
+use axum::http::Method;
 use warpdrive_config::Config;
-use warpdrive_control::api::{DaemonStatus, RestartAccepted, RestartRequest};
+use warpdrive_control::api::{ApiError, DaemonStatus, RestartAccepted, RestartRequest};
 
 use crate::{api, exit};
 
@@ -44,10 +45,31 @@ pub fn run(config: &Config, a: &RestartArgs) -> Result<u8> {
             config.control.socket.display()
         );
     };
+    let before: DaemonStatus = c.get("/api/v1/status")?;
     let req = RestartRequest {
         wait_seconds: Some(a.wait.as_secs()),
     };
-    let old: RestartAccepted = c.post("/api/v1/restart", &req)?;
+    let old = match c.raw(
+        Method::POST,
+        "/api/v1/restart",
+        Some(serde_json::to_vec(&req)?),
+    ) {
+        Ok((status, body)) if status.is_success() => {
+            serde_json::from_slice::<RestartAccepted>(&body)?
+        }
+        Ok((status, body)) => {
+            let why = serde_json::from_slice::<ApiError>(&body)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+            bail!("restart refused ({status}): {why}; the daemon serves on");
+        }
+        // The answer was lost on its way (the daemon went as it sent it): whether the restart
+        // happened shows in which daemon answers next.
+        Err(_) => RestartAccepted {
+            pid: before.pid,
+            generation: before.generation,
+        },
+    };
     let started = Instant::now();
     loop {
         if let Some(c) = api::daemon(config)
