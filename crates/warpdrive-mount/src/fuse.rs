@@ -186,6 +186,20 @@ impl FuseAdapter {
         }
     }
 
+    /// A read served through the inode's own handle (opened at its first such read, on the
+    /// runtime): reads the daemon holds no handle for, sent with handle 0 under
+    /// zero-message opens or with a handle a previous daemon opened.
+    fn read_by_inode(&self, ino: Ino, offset: u64, size: u32, start: Instant, reply: ReplyData) {
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            let r = match fs.open_inode(ino).await {
+                Ok(fh) => fs.read(fh, offset, size).await,
+                Err(e) => Err(e),
+            };
+            reply_read(&fs, start, r, reply)
+        });
+    }
+
     /// What [`Takeover::take_over`] needs, kept before the adapter moves into its session.
     pub fn takeover(&self) -> Takeover {
         Takeover {
@@ -526,14 +540,7 @@ impl fuser::Filesystem for FuseAdapter {
             0 => match self.fs.inode_handle(Ino(ino.0)) {
                 Some(fh) => fh,
                 None => {
-                    let fs = self.fs.clone();
-                    self.rt.spawn(async move {
-                        let r = match fs.open_inode(Ino(ino.0)).await {
-                            Ok(fh) => fs.read(fh, offset, size).await,
-                            Err(e) => Err(e),
-                        };
-                        reply_read(&fs, start, r, reply)
-                    });
+                    self.read_by_inode(Ino(ino.0), offset, size, start, reply);
                     return;
                 }
             },
@@ -542,14 +549,7 @@ impl fuser::Filesystem for FuseAdapter {
         match self.fs.read_start(fh, offset, size) {
             ReadStart::Done(Err(FsError::BadHandle)) if !warpdrive_fs::control::owns_fh(fh) => {
                 // A handle a previous daemon opened: read through the inode's own handle.
-                let fs = self.fs.clone();
-                self.rt.spawn(async move {
-                    let r = match fs.open_inode(Ino(ino.0)).await {
-                        Ok(fh) => fs.read(fh, offset, size).await,
-                        Err(e) => Err(e),
-                    };
-                    reply_read(&fs, start, r, reply)
-                });
+                self.read_by_inode(Ino(ino.0), offset, size, start, reply);
             }
             ReadStart::Done(r) => reply_read(&self.fs, start, r, reply),
             ReadStart::Pending(p) => {

@@ -155,6 +155,20 @@ fn describe(status: ExitStatus) -> String {
     }
 }
 
+/// The signals the keeper blocks and waits for.
+fn waited_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGCHLD,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
 /// Waits up to `timeout` for one of the blocked signals in `set`.
 fn next_signal(set: &SigSet, timeout: Duration) -> Option<Signal> {
     let ts = libc::timespec {
@@ -171,15 +185,7 @@ fn next_signal(set: &SigSet, timeout: Duration) -> Option<Signal> {
 pub(crate) fn run(args: &Args, config: &Config, readiness: Readiness) -> u8 {
     // Signals are taken by this thread with sigtimedwait from here on; threads started
     // later inherit the mask, and daemons get an empty one (set before their exec).
-    let mut set = SigSet::empty();
-    for s in [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        Signal::SIGCHLD,
-    ] {
-        set.add(s);
-    }
+    let set = waited_signals();
     if let Err(e) = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None) {
         eprintln!("warpdrive-mount: cannot block signals: {e}");
         return exit::FAILED;
@@ -249,15 +255,7 @@ impl Keeper {
     }
 
     fn serve(self) -> u8 {
-        let mut set = SigSet::empty();
-        for s in [
-            Signal::SIGTERM,
-            Signal::SIGINT,
-            Signal::SIGHUP,
-            Signal::SIGCHLD,
-        ] {
-            set.add(s);
-        }
+        let set = waited_signals();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         {
             let (readiness, mp) = (self.readiness.clone(), self.mp.clone());

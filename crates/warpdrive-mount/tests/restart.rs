@@ -224,6 +224,20 @@ fn progress(t: &Tally, n: u64, m: &Mount) {
     }
 }
 
+/// Kills daemon `pid` with SIGKILL (if `kill`; else it is going by itself) and waits until
+/// the keeper has started the next.
+fn next_daemon(m: &Mount, pid: i32, kill: bool) {
+    if kill {
+        // SAFETY: kill(2) on the test's own daemon has no memory effects.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    let t = Instant::now();
+    while m.pid() == pid {
+        assert!(t.elapsed() < HANG, "no new daemon:\n{}", m.log());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 #[test]
 fn killed_and_restarted_daemons_are_replaced_without_readers_noticing() {
     let src = tempfile::tempdir().expect("tempdir");
@@ -250,14 +264,7 @@ fn killed_and_restarted_daemons_are_replaced_without_readers_noticing() {
     let killed_at = Instant::now();
     for _ in 0..KILLS {
         progress(&tally, CALLS_BETWEEN, &m);
-        let pid = m.pid();
-        // SAFETY: kill(2) on the test's own daemon has no memory effects.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        let t = Instant::now();
-        while m.pid() == pid {
-            assert!(t.elapsed() < HANG, "no new daemon:\n{}", m.log());
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        next_daemon(&m, m.pid(), true);
     }
     progress(&tally, CALLS_BETWEEN, &m);
     let kill_secs = killed_at.elapsed().as_secs_f64();
@@ -450,13 +457,7 @@ fn restarts_that_would_lose_something_are_refused_and_a_lost_write_says_so() {
     // with EIO (its data died with the daemon), and no object appears.
     let mut w = std::fs::File::create(m.path("ds/ckpt/lost.bin")).expect("create");
     w.write_all(&[2u8; 8192]).expect("write");
-    // SAFETY: kill(2) on the test's own daemon has no memory effects.
-    unsafe { libc::kill(m.pid(), libc::SIGKILL) };
-    let t = Instant::now();
-    while m.pid() == pid {
-        assert!(t.elapsed() < HANG, "no new daemon:\n{}", m.log());
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    next_daemon(&m, pid, true);
     let e = w
         .write_all(&[3u8; 8192])
         .and_then(|()| w.sync_all())
@@ -496,15 +497,8 @@ fn a_listing_in_progress_goes_on_with_the_next_daemon() {
         if graceful {
             let out = common::ctl(&m, &["restart"]);
             assert!(out.contains("restarted"), "{out}");
-        } else {
-            // SAFETY: kill(2) on the test's own daemon has no memory effects.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        let t = Instant::now();
-        while m.pid() == pid {
-            assert!(t.elapsed() < HANG, "no new daemon:\n{}", m.log());
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        next_daemon(&m, pid, !graceful);
         seen.extend(it.map(|e| e.expect("entry").file_name().into_string().expect("utf8")));
         let unique: std::collections::BTreeSet<String> = seen.iter().cloned().collect();
         assert_eq!(
