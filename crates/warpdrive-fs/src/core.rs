@@ -644,9 +644,11 @@ impl Fs {
                 // the old version (ESTALE for what the kernel does not hold) and the path's
                 // next lookup asks the store and gets a new inode.
                 self.retire(&n);
-            } else {
+            } else if !n.state.lock().retired {
                 // The object changed or is gone: forget its metadata so the next lookup
-                // or open asks the store again, and drop what is cached of it.
+                // or open asks the store again, and drop what is cached of it. (A retired
+                // inode keeps its version's metadata for good: its handles' `fstat` must
+                // not turn into the new version's.)
                 n.state.lock().info = None;
                 self.version_changed(&n);
             }

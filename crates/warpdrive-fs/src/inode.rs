@@ -91,6 +91,14 @@ impl Node {
     }
 }
 
+/// A restored node's state: nothing known, and for a file, the kernel's pages suspect.
+fn restored_state(kind: Kind) -> NodeState {
+    NodeState {
+        kernel_stale: kind == Kind::File,
+        ..NodeState::default()
+    }
+}
+
 /// All inodes of the mount.
 #[derive(Debug)]
 pub struct InodeTable {
@@ -177,6 +185,11 @@ impl InodeTable {
         }
     }
 
+    /// Numbers new inodes from `first` on (if that is above the next number).
+    pub fn number_from(&self, first: u64) {
+        self.next.fetch_max(first, Ordering::Relaxed);
+    }
+
     /// Writes every later change to `journal`. Once only; a second journal is ignored.
     pub fn attach_journal(&self, journal: InodeJournal) {
         let _ = self.journal.set(journal);
@@ -184,7 +197,9 @@ impl InodeTable {
 
     /// Applies the records a previous daemon's journal holds (before any other change):
     /// each number means the path it meant then. Nodes start without metadata, so the
-    /// store is asked again when they are used.
+    /// store is asked again when they are used; files start `kernel_stale`, so the first
+    /// open drops whatever pages the kernel holds for them (the object may have changed,
+    /// and what version they were is not known here).
     pub fn restore(&self, records: Vec<Record>) {
         let mut by_path = self.by_path.write();
         let mut by_ino = self.by_ino.write();
@@ -199,7 +214,7 @@ impl InodeTable {
                             ino,
                             path: path.clone(),
                             kind,
-                            state: Mutex::new(NodeState::default()),
+                            state: Mutex::new(restored_state(kind)),
                         }),
                     );
                     by_path.insert(path, ino);
@@ -217,7 +232,7 @@ impl InodeTable {
                             ino,
                             path: path.clone(),
                             kind: old.kind,
-                            state: Mutex::new(NodeState::default()),
+                            state: Mutex::new(restored_state(old.kind)),
                         }),
                     );
                     by_path.insert(path, ino);
@@ -337,7 +352,11 @@ mod tests {
         let x = t.replace(p("a"), Kind::File);
 
         let r = InodeTable::new();
-        r.restore(crate::resume::replay(&path, &names).expect("replay"));
+        r.restore(
+            crate::resume::replay(&path, &names)
+                .expect("replay")
+                .records,
+        );
         for n in [&d, &x, &gone] {
             let got = r.get(n.ino).expect("restored");
             assert_eq!((&got.path, got.kind), (&n.path, n.kind));

@@ -94,6 +94,8 @@ pub struct InodeJournal {
     path: PathBuf,
     /// Set after the first failed write, so a full disk logs once.
     failed: std::sync::atomic::AtomicBool,
+    /// Bytes of whole records (and the header) in the file.
+    len: std::sync::atomic::AtomicU64,
 }
 
 impl InodeJournal {
@@ -116,31 +118,49 @@ impl InodeJournal {
             file: Mutex::new(file),
             path: path.to_path_buf(),
             failed: Default::default(),
+            len: (head.len() as u64).into(),
         })
     }
 
     /// The journal at `path`, appended to from its end (after [`replay`]).
-    pub fn append_to(path: &Path) -> io::Result<InodeJournal> {
+    pub fn append_to(path: &Path, whole: u64) -> io::Result<InodeJournal> {
         let file = OpenOptions::new().append(true).open(path)?;
+        // A torn end [`replay`] ignored is cut off, so that new records follow whole ones.
+        if file.metadata()?.len() > whole {
+            file.set_len(whole)?;
+        }
         Ok(InodeJournal {
             file: Mutex::new(file),
             path: path.to_path_buf(),
             failed: Default::default(),
+            len: whole.into(),
         })
     }
 
     pub fn record(&self, r: &Record) {
         let mut buf = Vec::with_capacity(64);
         encode(r, &mut buf);
-        if let Err(e) = self.file.lock().write_all(&buf)
-            && !self.failed.swap(true, std::sync::atomic::Ordering::Relaxed)
-        {
-            tracing::error!(
-                path = %self.path.display(),
-                error = %e,
-                "cannot write the inode journal; a daemon that replaces this one may answer ESTALE for files first seen from now on"
-            );
+        let mut f = self.file.lock();
+        if let Err(e) = f.write_all(&buf) {
+            // A record written in part (a full disk) is cut off again, so that later
+            // records follow whole ones.
+            if let Ok(end) = f.metadata().map(|m| m.len()) {
+                let len = self.len.load(std::sync::atomic::Ordering::Relaxed);
+                if end > len {
+                    let _ = f.set_len(len);
+                }
+            }
+            if !self.failed.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::error!(
+                    path = %self.path.display(),
+                    error = %e,
+                    "cannot write the inode journal; a daemon that replaces this one answers ESTALE for the files first seen from now on"
+                );
+            }
+            return;
         }
+        self.len
+            .fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -234,9 +254,17 @@ impl Cursor<'_> {
     }
 }
 
+/// A journal read back.
+#[derive(Debug)]
+pub struct Replayed {
+    pub records: Vec<Record>,
+    /// Bytes of whole records (and the header): where the next record goes.
+    pub whole: u64,
+}
+
 /// The records of the journal at `path`, for a mount over `backends` (which must be the
 /// ones the journal was made for, in the same order: backend roots are numbered by it).
-pub fn replay(path: &Path, backends: &[String]) -> Result<Vec<Record>, ResumeError> {
+pub fn replay(path: &Path, backends: &[String]) -> Result<Replayed, ResumeError> {
     let io_err = |source| ResumeError::Io {
         path: path.to_path_buf(),
         source,
@@ -263,17 +291,20 @@ pub fn replay(path: &Path, backends: &[String]) -> Result<Vec<Record>, ResumeErr
             now: backends.join(","),
         });
     }
-    let mut out = Vec::new();
+    let mut records = Vec::new();
+    let mut whole = bytes.len() as u64;
     while !c.0.is_empty() {
+        let rest = c.0.len();
         match c.record() {
-            Some(r) => out.push(r),
+            Some(r) => records.push(r),
             None => {
                 tracing::warn!(path = %path.display(), "the inode journal ends in a torn record; ignored");
+                whole = (bytes.len() - rest) as u64;
                 break;
             }
         }
     }
-    Ok(out)
+    Ok(Replayed { records, whole })
 }
 
 /// How a handle in the ledger is served.
@@ -281,8 +312,9 @@ pub fn replay(path: &Path, backends: &[String]) -> Result<Vec<Record>, ResumeErr
 pub enum HandleMode {
     /// Read by the kernel from a cache file (`oid`), over backing id `backing`.
     Passthrough { oid: u64, backing: u32 },
-    /// Read through the daemon, with the page cache.
-    Cached,
+    /// Read through the daemon, with the page cache, of the object version whose ETag has
+    /// this [`version_tag`]: a successor serving the handle checks it is still that one.
+    Cached { version: u64 },
     /// A file being written through the mount.
     Writing,
 }
@@ -294,6 +326,17 @@ pub struct LedgerEntry {
     pub ino: Ino,
     pub mode: HandleMode,
 }
+
+/// A 64-bit tag of an object version's ETag (FNV-1a: the same in every build, unlike the
+/// standard library's hasher, so a successor from an upgraded binary computes the same).
+pub fn version_tag(etag: &str) -> u64 {
+    etag.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Marks a ledger file of this layout (header word 1).
+const LEDGER_MAGIC: u64 = u64::from_le_bytes(*b"WDLEDG01");
 
 /// Slots in the ledger (one is its header): the most handles open at once that a
 /// replacement will know about (32 MiB of file, sparse: only pages of slots ever used take
@@ -376,8 +419,14 @@ impl HandleLedger {
             _file: file,
         };
         // Slot 0 is the header: how many slots were ever used, so that only those are
-        // read (the rest of the file is a hole). Slots left by the previous daemon are kept
-        // where they are (their handles are still open in the kernel); the rest are free.
+        // read (the rest of the file is a hole), and the layout's mark. Slots left by the
+        // previous daemon are kept where they are (their handles are still open in the
+        // kernel); the rest are free. A ledger of another layout is not read.
+        if !fresh && ledger.word(0, 1) != LEDGER_MAGIC {
+            tracing::warn!(path = %path.display(), "the handle ledger is not of this version's layout; the previous daemon's open files are served without it");
+            ledger.set_word(0, 0, 0);
+        }
+        ledger.set_word(0, 1, LEDGER_MAGIC);
         {
             let mut st = ledger.state.lock();
             let high = (ledger.word(0, 0) as usize).clamp(1, slots);
@@ -422,7 +471,9 @@ impl HandleLedger {
                         oid: self.word(slot, 3),
                         backing: (kind >> 32) as u32,
                     },
-                    MODE_CACHED => HandleMode::Cached,
+                    MODE_CACHED => HandleMode::Cached {
+                        version: self.word(slot, 3),
+                    },
                     MODE_WRITING => HandleMode::Writing,
                     _ => return None,
                 };
@@ -464,7 +515,7 @@ impl HandleLedger {
             HandleMode::Passthrough { oid, backing } => {
                 (MODE_PASSTHROUGH | (u64::from(backing) << 32), oid)
             }
-            HandleMode::Cached => (MODE_CACHED, 0),
+            HandleMode::Cached { version } => (MODE_CACHED, version),
             HandleMode::Writing => (MODE_WRITING, 0),
         };
         // The handle number goes last: a slot is live once it is set.
@@ -531,17 +582,25 @@ mod tests {
             j.record(r);
         }
         drop(j);
-        assert_eq!(replay(&path, &names).expect("replay"), recs);
-        // Appending continues the same journal.
-        InodeJournal::append_to(&path)
+        let r = replay(&path, &names).expect("replay");
+        assert_eq!(r.records, recs);
+        // A torn last record is dropped, the rest kept; appending cuts it off first.
+        let len = std::fs::metadata(&path).expect("file op").len();
+        assert_eq!(r.whole, len);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(&[NEW, 1, 2]))
+            .expect("file op");
+        let r = replay(&path, &names).expect("replay");
+        assert_eq!(r.records, recs);
+        assert_eq!(r.whole, len);
+        InodeJournal::append_to(&path, r.whole)
             .expect("file op")
             .record(&Record::Unlink { ino: Ino(9) });
-        assert_eq!(replay(&path, &names).expect("replay").len(), 5);
-        // A torn last record is dropped, the rest kept.
-        let len = std::fs::metadata(&path).expect("file op").len();
-        let f = OpenOptions::new().write(true).open(&path).expect("file op");
-        f.set_len(len - 3).expect("file op");
-        assert_eq!(replay(&path, &names).expect("replay"), recs);
+        let r = replay(&path, &names).expect("replay");
+        assert_eq!(r.records.len(), 5);
+        assert_eq!(r.records[4], Record::Unlink { ino: Ino(9) });
     }
 
     #[test]
@@ -571,10 +630,10 @@ mod tests {
             backing: 3,
         };
         l.record(10, Ino(4), pt);
-        l.record(11, Ino(5), HandleMode::Cached);
+        l.record(11, Ino(5), HandleMode::Cached { version: 5 });
         l.record(12, Ino(6), HandleMode::Writing);
         l.forget(11);
-        l.record(13, Ino(7), HandleMode::Cached);
+        l.record(13, Ino(7), HandleMode::Cached { version: 5 });
         drop(l);
         // The next process sees exactly the handles still open.
         let l = HandleLedger::open(&path, 8, false).expect("ledger");
@@ -595,14 +654,14 @@ mod tests {
                 LedgerEntry {
                     fh: 13,
                     ino: Ino(7),
-                    mode: HandleMode::Cached
+                    mode: HandleMode::Cached { version: 5 }
                 },
             ]
         );
         // Its own handles fill free slots and never overwrite live ones; a full ledger
         // records nothing more.
         for fh in 100..110 {
-            l.record(fh, Ino(1), HandleMode::Cached);
+            l.record(fh, Ino(1), HandleMode::Cached { version: 5 });
         }
         assert_eq!(l.entries().len(), 7, "slot 0 is the header");
         assert!(l.entries().iter().any(|e| e.fh == 10 && e.mode == pt));

@@ -78,6 +78,70 @@ pub struct FuseAdapter {
     ledger: Option<Arc<HandleLedger>>,
     /// What a previous daemon left open.
     inherited: Arc<Inherited>,
+    /// Calls that would start writing a file, held while this daemon hands over.
+    hold: Arc<Hold>,
+}
+
+/// Calls that start writing a file (`open` for writing, `create`) are held, never answered,
+/// once a handover is decided: the file would die with this daemon. A held call stays queued
+/// in the kernel, which sends it again to the successor; if the handover is called off, the
+/// held calls run here after all.
+///
+/// A call counts itself in `starting` before it looks at `on`, and the daemon sets `on`
+/// before it waits for `starting` to reach 0 (both sequentially consistent), so once that
+/// wait ends no call can be opening a file the daemon has not seen.
+#[derive(Default)]
+pub struct Hold {
+    on: AtomicBool,
+    starting: std::sync::atomic::AtomicUsize,
+    parked: Mutex<Vec<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>>,
+}
+
+impl std::fmt::Debug for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hold")
+            .field("on", &self.on.load(Ordering::Relaxed))
+            .field("parked", &self.parked.lock().len())
+            .finish()
+    }
+}
+
+impl Hold {
+    /// Runs `task` (a call that starts writing), or parks it while a handover is decided.
+    fn run(self: &Arc<Self>, rt: &Handle, task: impl Future<Output = ()> + Send + 'static) {
+        self.starting.fetch_add(1, Ordering::SeqCst);
+        if self.on.load(Ordering::SeqCst) {
+            self.parked.lock().push(Box::pin(task));
+            self.starting.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        let me = self.clone();
+        run_here_or_spawn(rt, async move {
+            task.await;
+            me.starting.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+
+    /// Holds every later call that starts writing; returns once none is under way.
+    pub async fn close(&self) {
+        self.on.store(true, Ordering::SeqCst);
+        while self.starting.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Calls the handover off: the held calls run now, on `rt`.
+    pub fn open(&self, rt: &Handle) {
+        self.on.store(false, Ordering::SeqCst);
+        for task in self.parked.lock().drain(..) {
+            rt.spawn(task);
+        }
+    }
+
+    /// Calls held so far.
+    pub fn held(&self) -> usize {
+        self.parked.lock().len()
+    }
 }
 
 /// Handles a previous daemon of this mount opened, which the kernel still uses.
@@ -89,6 +153,8 @@ struct Inherited {
     any_lost: AtomicBool,
     /// Its directory handles, listed again here: its number → ours.
     dirs: Mutex<HashMap<u64, u64>>,
+    /// Its page-cached read handles: the version each read ([`warpdrive_fs::resume::version_tag`]).
+    versions: Mutex<HashMap<u64, u64>>,
 }
 
 impl Inherited {
@@ -183,16 +249,33 @@ impl FuseAdapter {
             zero_message_opens,
             ledger,
             inherited: Arc::default(),
+            hold: Arc::default(),
         }
+    }
+
+    /// The hold on calls that start writing, for the daemon's handover.
+    pub fn hold(&self) -> Arc<Hold> {
+        self.hold.clone()
     }
 
     /// A read served through the inode's own handle (opened at its first such read, on the
     /// runtime): reads the daemon holds no handle for, sent with handle 0 under
-    /// zero-message opens or with a handle a previous daemon opened.
-    fn read_by_inode(&self, ino: Ino, offset: u64, size: u32, start: Instant, reply: ReplyData) {
+    /// zero-message opens or with a handle a previous daemon opened. With `version`, the
+    /// object must still be that version, else `ESTALE` (a handle never reads two).
+    fn read_by_inode(
+        &self,
+        ino: Ino,
+        version: Option<u64>,
+        (offset, size): (u64, u32),
+        start: Instant,
+        reply: ReplyData,
+    ) {
         let fs = self.fs.clone();
         self.rt.spawn(async move {
             let r = match fs.open_inode(ino).await {
+                Ok(fh) if version.is_some_and(|v| fs.handle_version(fh) != Some(v)) => {
+                    Err(FsError::Stale)
+                }
                 Ok(fh) => fs.read(fh, offset, size).await,
                 Err(e) => Err(e),
             };
@@ -238,8 +321,9 @@ impl Takeover {
                     });
                     pt += 1;
                 }
-                HandleMode::Cached => {
+                HandleMode::Cached { version } => {
                     modes.restore_cached(e.ino, e.fh);
+                    self.inherited.versions.lock().insert(e.fh, version);
                     cached += 1;
                 }
                 HandleMode::Writing => {
@@ -402,7 +486,7 @@ impl fuser::Filesystem for FuseAdapter {
         let ledger = self.ledger.clone();
         if write {
             let truncate = flags.0 & libc::O_TRUNC != 0;
-            run_here_or_spawn(&self.rt, async move {
+            self.hold.run(&self.rt, async move {
                 match fs.open_writing(Ino(ino.0), truncate).await {
                     Ok(o) => {
                         warpdrive_metrics::shift(&fs.metrics().fuse.open_handles, 1);
@@ -485,7 +569,9 @@ impl fuser::Filesystem for FuseAdapter {
                             return;
                         }
                     }
-                    record(HandleMode::Cached);
+                    record(HandleMode::Cached {
+                        version: fs.handle_version(o.fh).unwrap_or_default(),
+                    });
                     drop(modes);
                     if o.passthrough.is_some() {
                         fs.passthrough_declined(o.fh);
@@ -540,7 +626,7 @@ impl fuser::Filesystem for FuseAdapter {
             0 => match self.fs.inode_handle(Ino(ino.0)) {
                 Some(fh) => fh,
                 None => {
-                    self.read_by_inode(Ino(ino.0), offset, size, start, reply);
+                    self.read_by_inode(Ino(ino.0), None, (offset, size), start, reply);
                     return;
                 }
             },
@@ -548,8 +634,10 @@ impl fuser::Filesystem for FuseAdapter {
         };
         match self.fs.read_start(fh, offset, size) {
             ReadStart::Done(Err(FsError::BadHandle)) if !warpdrive_fs::control::owns_fh(fh) => {
-                // A handle a previous daemon opened: read through the inode's own handle.
-                self.read_by_inode(Ino(ino.0), offset, size, start, reply);
+                // A handle a previous daemon opened: read through the inode's own handle, if
+                // the object is still the version that handle read.
+                let version = self.inherited.versions.lock().get(&fh).copied();
+                self.read_by_inode(Ino(ino.0), version, (offset, size), start, reply);
             }
             ReadStart::Done(r) => reply_read(&self.fs, start, r, reply),
             ReadStart::Pending(p) => {
@@ -611,6 +699,7 @@ impl fuser::Filesystem for FuseAdapter {
         if let Some(l) = &self.ledger {
             l.forget(fh.0);
         }
+        self.inherited.versions.lock().remove(&fh.0);
         if self.inherited.is_lost(fh.0) {
             self.inherited.lost.lock().remove(&fh.0);
             reply.ok();
@@ -950,7 +1039,7 @@ impl fuser::Filesystem for FuseAdapter {
         };
         let fs = self.fs.clone();
         let ledger = self.ledger.clone();
-        self.rt.spawn(async move {
+        self.hold.run(&self.rt, async move {
             match fs.create(Ino(parent.0), &name).await {
                 Ok((a, o)) => {
                     warpdrive_metrics::shift(&fs.metrics().fuse.open_handles, 1);
@@ -998,5 +1087,52 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         reply.error(self.refuse());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Calls that start writing run at once, are parked while a handover is decided, and
+    /// run after all if it is called off; `close` waits for those under way.
+    #[test]
+    fn the_hold_parks_writers_during_a_handover() {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let hold = Arc::new(Hold::default());
+        let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let task = |ran: &Arc<std::sync::atomic::AtomicUsize>| {
+            let ran = ran.clone();
+            async move {
+                ran.fetch_add(1, Ordering::SeqCst);
+            }
+        };
+        hold.run(rt.handle(), task(&ran));
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "runs at once");
+        rt.block_on(hold.close());
+        hold.run(rt.handle(), task(&ran));
+        hold.run(rt.handle(), task(&ran));
+        assert_eq!(hold.held(), 2);
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "parked, not run");
+        hold.open(rt.handle());
+        rt.block_on(async {
+            while ran.load(Ordering::SeqCst) < 3 {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        });
+        assert_eq!(hold.held(), 0);
+        // A call still waiting (on the store, say) keeps `close` waiting.
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        hold.run(rt.handle(), async move {
+            let _ = rx.await;
+        });
+        let closing = rt.spawn({
+            let hold = hold.clone();
+            async move { hold.close().await }
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!closing.is_finished(), "waits for the call under way");
+        tx.send(()).expect("send");
+        rt.block_on(closing).expect("closed");
     }
 }

@@ -13,10 +13,13 @@
 //!   kernel keeps every request meanwhile, and the successor has it queue again the ones
 //!   its predecessor had read and not answered: readers wait, they get no error. Each
 //!   daemon says when it serves (a byte on an inherited pipe, `--serving-fd`);
-//!   [`CRASH_LIMIT`] daemons in a row that die before serving mean none can run: the
-//!   keeper unmounts (readers get an error instead of waiting forever) and exits 1. A
-//!   successor that refuses the config (exit 2: the backends changed) ends the mount the
-//!   same way.
+//!   [`CRASH_LIMIT`] daemons in a row that die before serving, or fail (other than by
+//!   SIGKILL) within [`SETTLED`] of it (a request resent to each may be what kills it),
+//!   mean none can run: the keeper pauses longer before each start (up to
+//!   [`MAX_BACKOFF`]), then unmounts (readers get an error instead of waiting forever) and
+//!   exits 1. A successor that refuses the config (exit 2: the backends changed) ends the
+//!   mount the same way. Successors start on the config the mount runs
+//!   ([`config_snapshot`]), not on an edit of the file nobody restarted for.
 //! * the daemon exits 0: the filesystem was unmounted (`umount`, or the daemon was sent
 //!   SIGTERM itself); the keeper exits 0.
 //! * SIGTERM or SIGINT: the keeper unmounts and stops the daemon (SIGTERM; SIGKILL after
@@ -44,8 +47,14 @@ use warpdrive_fs::resume;
 use crate::ready::Readiness;
 use crate::{Args, exit, mountpoint, serve};
 
-/// Daemons in a row dying before they serve, after which the keeper gives the mount up.
+/// Daemons in a row dying before they serve (or failing within [`SETTLED`] of it, other
+/// than by SIGKILL), after which the keeper gives the mount up.
 const CRASH_LIMIT: usize = 5;
+/// A daemon that served this long before it died was not killed by its start (nor by a
+/// request resent to it): its death does not count towards [`CRASH_LIMIT`].
+const SETTLED: Duration = Duration::from_secs(10);
+/// The longest pause before starting a daemon again after deaths in a row.
+const MAX_BACKOFF: Duration = Duration::from_millis(1600);
 /// How long a stopping daemon may take before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often the keeper looks at its daemon between signals.
@@ -69,27 +78,49 @@ fn prepare(config: &Config) -> Result<()> {
     Ok(())
 }
 
+/// The config successors start with: the file as this mount was made with it, replaced by
+/// each handover with the file as it then checked it. A daemon that dies is replaced on the
+/// config the mount runs, not on an edit nobody has restarted for yet.
+pub(crate) fn config_snapshot(config: &Config) -> PathBuf {
+    resume::session_dir(&config.cache.dir).join("config.yaml")
+}
+
 /// A running daemon, and the pipe on which it says that it serves.
 struct Daemon {
     child: Child,
     serving: std::fs::File,
-    served: bool,
+    /// When it said it serves.
+    served_at: Option<Instant>,
 }
 
 impl Daemon {
     /// Whether the daemon has said it serves.
     fn served(&mut self) -> bool {
-        if !self.served {
+        if self.served_at.is_none() {
             use std::io::Read;
             let mut b = [0u8; 1];
-            self.served = matches!(self.serving.read(&mut b), Ok(1));
+            if matches!(self.serving.read(&mut b), Ok(1)) {
+                self.served_at = Some(Instant::now());
+            }
         }
-        self.served
+        self.served_at.is_some()
+    }
+
+    /// Whether it has served long enough that its death says nothing of the next one.
+    fn settled(&mut self) -> bool {
+        self.served();
+        self.served_at.is_some_and(|t| t.elapsed() >= SETTLED)
     }
 }
 
-/// Starts daemon `generation` on the mount's descriptor.
-fn spawn(exe: &Path, config: &Path, fd: &OwnedFd, generation: u64) -> std::io::Result<Daemon> {
+/// Starts daemon `generation` on the mount's descriptor (a successor on the config
+/// `snapshot`).
+fn spawn(
+    exe: &Path,
+    (config, snapshot): (&Path, &Path),
+    fd: &OwnedFd,
+    generation: u64,
+) -> std::io::Result<Daemon> {
     let raw = fd.as_raw_fd();
     let (rx, tx) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
@@ -106,6 +137,17 @@ fn spawn(exe: &Path, config: &Path, fd: &OwnedFd, generation: u64) -> std::io::R
         .arg(keeper.to_string())
         .arg("--serving-fd")
         .arg(tx_raw.to_string())
+        .args(
+            (generation > 0)
+                .then(|| {
+                    [
+                        std::ffi::OsStr::new("--config-snapshot"),
+                        snapshot.as_os_str(),
+                    ]
+                })
+                .into_iter()
+                .flatten(),
+        )
         // Readiness is the keeper's to tell.
         .env_remove("NOTIFY_SOCKET");
     // SAFETY: fcntl, sigemptyset, pthread_sigmask, prctl and getppid are async-signal-safe
@@ -140,7 +182,7 @@ fn spawn(exe: &Path, config: &Path, fd: &OwnedFd, generation: u64) -> std::io::R
     Ok(Daemon {
         child,
         serving: std::fs::File::from(rx),
-        served: false,
+        served_at: None,
     })
 }
 
@@ -194,6 +236,15 @@ pub(crate) fn run(args: &Args, config: &Config, readiness: Readiness) -> u8 {
         eprintln!("warpdrive-mount: {e:#}");
         return exit::FAILED;
     }
+    let snapshot = config_snapshot(config);
+    if let Err(e) = std::fs::copy(&args.config, &snapshot) {
+        eprintln!(
+            "warpdrive-mount: keeping a copy of {} in {}: {e}",
+            args.config.display(),
+            snapshot.display()
+        );
+        return exit::FAILED;
+    }
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
@@ -215,6 +266,7 @@ pub(crate) fn run(args: &Args, config: &Config, readiness: Readiness) -> u8 {
     Keeper {
         exe,
         config_path: args.config.clone(),
+        snapshot,
         mp,
         fd,
         readiness: Arc::new(readiness),
@@ -225,6 +277,7 @@ pub(crate) fn run(args: &Args, config: &Config, readiness: Readiness) -> u8 {
 struct Keeper {
     exe: PathBuf,
     config_path: PathBuf,
+    snapshot: PathBuf,
     mp: PathBuf,
     fd: OwnedFd,
     readiness: Arc<Readiness>,
@@ -232,7 +285,12 @@ struct Keeper {
 
 impl Keeper {
     fn start(&self, generation: u64) -> Option<Daemon> {
-        match spawn(&self.exe, &self.config_path, &self.fd, generation) {
+        match spawn(
+            &self.exe,
+            (&self.config_path, &self.snapshot),
+            &self.fd,
+            generation,
+        ) {
             Ok(c) => Some(c),
             Err(e) => {
                 tracing::error!(exe = %self.exe.display(), error = %e, "cannot start the daemon");
@@ -308,10 +366,13 @@ impl Keeper {
                     unsafe { libc::kill(daemon.child.id() as i32, libc::SIGTERM) };
                     stopping = Some(Instant::now());
                 }
-                Some(Signal::SIGHUP) if stopping.is_none() => {
+                Some(Signal::SIGHUP) if stopping.is_none() && daemon.served() => {
                     tracing::info!("SIGHUP: asking the daemon to hand the mount over");
                     // SAFETY: as above.
                     unsafe { libc::kill(daemon.child.id() as i32, libc::SIGHUP) };
+                }
+                Some(Signal::SIGHUP) if stopping.is_none() => {
+                    tracing::warn!("SIGHUP: the daemon does not serve yet; nothing to hand over");
                 }
                 _ => {}
             }
@@ -326,7 +387,7 @@ impl Keeper {
                 let _ = daemon.child.wait();
                 return exit::OK;
             }
-            if daemon.served() {
+            if daemon.settled() {
                 failed_starts = 0;
             }
             let status = match daemon.child.try_wait() {
@@ -369,7 +430,11 @@ impl Keeper {
                     return exit::BAD_CONFIG;
                 }
                 _ => {
-                    if !daemon.served() {
+                    // A daemon that never served counts; so does one that served and then
+                    // failed soon (a request it was sent again may be what kills each
+                    // one). SIGKILL after serving does not: an operator or the OOM killer.
+                    let killed = status.signal() == Some(libc::SIGKILL);
+                    if !daemon.served() || (!killed && !daemon.settled()) {
                         failed_starts += 1;
                     }
                     if failed_starts >= CRASH_LIMIT {
@@ -386,6 +451,12 @@ impl Keeper {
                         generation,
                         "the daemon died; a new one takes the mount over"
                     );
+                    if failed_starts > 1 {
+                        // Deaths in a row: a pause, doubling, before the next start.
+                        let pause = (Duration::from_millis(100) * (1 << failed_starts.min(5)))
+                            .min(MAX_BACKOFF);
+                        std::thread::sleep(pause);
+                    }
                 }
             }
             match self.start(generation) {

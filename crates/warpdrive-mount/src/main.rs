@@ -112,6 +112,10 @@ pub(crate) struct Args {
     /// Internal: where a daemon tells its keeper that it serves (one byte).
     #[arg(long, hide = true)]
     pub serving_fd: Option<i32>,
+
+    /// Internal: the config a successor daemon runs (the mount's; see `keeper`).
+    #[arg(long, hide = true)]
+    pub config_snapshot: Option<PathBuf>,
 }
 
 /// Info from our crates; fuser's own unmount chatter only when it is an error.
@@ -143,7 +147,14 @@ fn main() -> ExitCode {
     }
     warpdrive_cli::generate_docs_if_asked::<Args>();
     let args = Args::parse();
-    let config = match Config::load(&args.config) {
+    if args.worker_fd.is_some() {
+        // A SIGHUP before the daemon listens for it must not end it (its default action).
+        // SAFETY: called before any other thread exists; it only sets a signal disposition.
+        unsafe {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        }
+    }
+    let config = match Config::load(args.config_snapshot.as_ref().unwrap_or(&args.config)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("warpdrive-mount: {e}");

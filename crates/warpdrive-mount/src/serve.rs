@@ -153,6 +153,38 @@ pub(crate) struct Handover {
     pub serving: Option<std::fs::File>,
 }
 
+/// What the first daemon of a mount learnt at INIT, for its successors (the kernel does not
+/// send INIT again): whether it accepted passthrough, and whether it can resend requests.
+struct InitRecord {
+    passthrough: bool,
+    resend: bool,
+}
+
+impl InitRecord {
+    fn write(&self, path: &Path) -> Result<()> {
+        let text = format!(
+            "passthrough={}\nresend={}\n",
+            u8::from(self.passthrough),
+            u8::from(self.resend)
+        );
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    }
+
+    fn read(path: &Path) -> Result<InitRecord> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "reading {} (what the mount's first daemon negotiated with the kernel); this mount cannot be served again: unmount it",
+                path.display()
+            )
+        })?;
+        let has = |k: &str| text.lines().any(|l| l.trim() == format!("{k}=1"));
+        Ok(InitRecord {
+            passthrough: has("passthrough"),
+            resend: has("resend"),
+        })
+    }
+}
+
 /// Tells the keeper this daemon serves (the pipe closes after).
 fn say_serving(pipe: Option<std::fs::File>) {
     if let Some(mut f) = pipe {
@@ -298,7 +330,7 @@ pub(crate) fn run(config: Config, handover: Handover) -> Result<()> {
     // The session state a successor takes over (warpdrive_fs::resume).
     let session_dir = resume::session_dir(&config.cache.dir);
     let restored = fs
-        .start_session(&session_dir, generation)
+        .start_session(&session_dir, generation, &backend_identities(&config))
         .map_err(|e| match e {
             resume::ResumeError::BackendsChanged { .. } => {
                 anyhow::Error::new(crate::ConfigProblem {
@@ -336,6 +368,7 @@ pub(crate) fn run(config: Config, handover: Handover) -> Result<()> {
         Some(ledger.clone()),
     );
     let takeover = adapter.takeover();
+    let hold = adapter.hold();
 
     let fcfg = fuse_config(&config);
     let mp = config.mount_point.clone();
@@ -343,24 +376,39 @@ pub(crate) fn run(config: Config, handover: Handover) -> Result<()> {
     let initialized = if generation == 0 {
         None
     } else {
-        std::fs::read_to_string(&init_marker).ok()
+        // A successor without its predecessor's record cannot serve: the kernel will not
+        // send INIT again, and what it negotiated is unknown.
+        Some(InitRecord::read(&init_marker)?)
     };
     let session = match &initialized {
-        Some(marker) => {
+        Some(init) => {
             // The kernel negotiated with the first daemon; what its init decided is kept.
-            fs.set_passthrough_ready(marker.trim() == "passthrough=1");
+            fs.set_passthrough_ready(init.passthrough);
             fuser::Session::from_fd_initialized(adapter, fd, fcfg.acl, fcfg.clone())
         }
         None => {
             let s = fuser::Session::from_fd(adapter, fd, fcfg.acl, fcfg.clone()).with_context(
                 || format!("answering the kernel's FUSE INIT for {}", mp.display()),
             )?;
-            let marker = format!("passthrough={}\n", u8::from(fs.passthrough_ready()));
-            std::fs::write(&init_marker, marker)
-                .with_context(|| format!("writing {}", init_marker.display()))?;
+            // Whether the kernel can queue taken requests again (Linux 6.9): asked now, when
+            // no request has been taken, so that it repeats none. Without it a successor
+            // cannot answer what its predecessor took, and handovers are refused.
+            let resend = match s.notifier().resend() {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the kernel cannot resend FUSE requests (Linux 6.9 or later can): a daemon that dies leaves the calls it had taken waiting, and `warpdrive-ctl restart` is refused");
+                    false
+                }
+            };
+            InitRecord {
+                passthrough: fs.passthrough_ready(),
+                resend,
+            }
+            .write(&init_marker)?;
             s
         }
     };
+    let resend_ok = initialized.as_ref().is_none_or(|i| i.resend);
     let (passthrough, cached, lost) = if initialized.is_some() {
         // SAFETY: the ids come from the ledger of this connection's previous daemon, which
         // is gone and closed none of them; each is adopted once (per inode, by take_over).
@@ -378,7 +426,14 @@ pub(crate) fn run(config: Config, handover: Handover) -> Result<()> {
         })
         .context("starting the counter thread")?;
     let notifier = session.notifier();
-    let resend = notifier.clone();
+    if initialized.as_ref().is_some_and(|i| i.resend) {
+        // What the previous daemon had read and not answered is queued again, for this one.
+        // Before its session threads read anything: a request they had taken would be
+        // queued again too, and run twice.
+        if let Err(e) = notifier.resend() {
+            tracing::warn!(error = %e, "the kernel did not queue the previous daemon's unanswered requests again: the calls it had taken wait until the mount is unmounted");
+        }
+    }
     fs.set_invalidator(Arc::new(move |ino| {
         if let Err(e) = notifier.inval_inode(fuser::INodeNo(ino.0), 0, 0) {
             tracing::debug!(ino = ino.0, error = %e, "page cache invalidation not delivered");
@@ -387,10 +442,6 @@ pub(crate) fn run(config: Config, handover: Handover) -> Result<()> {
     let bg = session.spawn().context("starting FUSE session threads")?;
     say_serving(serving);
     let api = if initialized.is_some() {
-        // What the previous daemon had read and not answered is queued again, for us.
-        if let Err(e) = resend.resend() {
-            tracing::warn!(error = %e, "the kernel did not queue the previous daemon's unanswered requests again (FUSE_NOTIFY_RESEND needs Linux 6.9): the calls it had taken wait until the mount is unmounted");
-        }
         let took = started.elapsed();
         tracing::info!(
             mount_point = %mp.display(),
@@ -433,43 +484,52 @@ pub(crate) fn run(config: Config, handover: Handover) -> Result<()> {
         })
         .context("starting the session watcher")?;
 
-    let may_hand_over = |wait| may_hand_over(&fs, &api, &config_path, &config, wait);
+    let handle = rt.handle().clone();
+    let may_hand_over =
+        |wait| may_hand_over(&fs, &api, &hold, (&config_path, &config), resend_ok, wait);
     let ended = rt.block_on(async {
         let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
         let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
         tokio::pin!(done_rx);
         loop {
-            tokio::select! {
+            // A restart asked for: how long it may wait for writers, and where its answer
+            // goes (nowhere for SIGHUP).
+            let (wait, reply) = tokio::select! {
                 _ = term.recv() => { tracing::info!("SIGTERM: unmounting"); return Ok::<_, anyhow::Error>(Some(true)) }
                 _ = int.recv() => { tracing::info!("SIGINT: unmounting"); return Ok(Some(true)) }
-                r = &mut done_rx => {
-                    if let Ok(Err(e)) = r { tracing::warn!(error = %e, "FUSE session ended with an error"); }
-                    tracing::info!("the filesystem was unmounted");
-                    return Ok(Some(false));
-                }
+                r = &mut done_rx => return session_ended(r).map(|()| Some(false)),
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP: handing the mount over to a new daemon");
-                    match may_hand_over(RESTART_WAIT).await {
-                        Ok(()) => return Ok(None),
-                        Err(why) => tracing::warn!("not restarting: {why}"),
-                    }
+                    (RESTART_WAIT, None)
                 }
                 Some(req) = restart_rx.recv() => {
-                    let warpdrive_control::server::Restart { wait, answer, delivered } = req;
                     tracing::info!("restart asked for: handing the mount over to a new daemon");
-                    match may_hand_over(wait).await {
-                        Ok(()) => {
-                            let _ = answer.send(Ok(()));
-                            // The answer goes out before this process does (the old daemon
-                            // serves meanwhile: readers do not wait for this).
-                            let _ = tokio::time::timeout(Duration::from_secs(2), delivered).await;
-                            return Ok(None);
-                        }
-                        Err(why) => {
-                            tracing::warn!("not restarting: {why}");
-                            let _ = answer.send(Err(why));
-                        }
+                    (req.wait, Some((req.answer, req.delivered)))
+                }
+            };
+            // Deciding may take a while (writers are waited for): signals and the end of
+            // the session are still heard meanwhile.
+            let decided = tokio::select! {
+                r = may_hand_over(wait) => r,
+                _ = term.recv() => { hold.open(&handle); tracing::info!("SIGTERM: unmounting"); return Ok(Some(true)) }
+                _ = int.recv() => { hold.open(&handle); tracing::info!("SIGINT: unmounting"); return Ok(Some(true)) }
+                r = &mut done_rx => { hold.open(&handle); return session_ended(r).map(|()| Some(false)) }
+            };
+            match decided {
+                Ok(()) => {
+                    if let Some((answer, delivered)) = reply {
+                        let _ = answer.send(Ok(()));
+                        // The answer goes out before this process does (this daemon serves
+                        // meanwhile: readers do not wait for it).
+                        let _ = tokio::time::timeout(Duration::from_secs(2), delivered).await;
+                    }
+                    return Ok(None);
+                }
+                Err(why) => {
+                    tracing::warn!("not restarting: {why}");
+                    if let Some((answer, _)) = reply {
+                        let _ = answer.send(Err(why));
                     }
                 }
             }
@@ -485,7 +545,11 @@ pub(crate) fn run(config: Config, handover: Handover) -> Result<()> {
         if let Err(e) = cache.flush() {
             tracing::warn!(error = %e, "could not commit the last cache index changes");
         }
-        tracing::info!(generation, "handed over; the keeper starts the next daemon");
+        tracing::info!(
+            generation,
+            held_calls = hold.held(),
+            "handed over; the keeper starts the next daemon, which answers the calls held"
+        );
         // SAFETY: _exit ends the process at once; nothing of ours runs after it.
         unsafe { libc::_exit(i32::from(crate::exit::HANDED_OVER)) }
     };
@@ -514,36 +578,75 @@ pub(crate) fn run(config: Config, handover: Handover) -> Result<()> {
 /// How long a restart asked for by SIGHUP waits for files being written to be closed.
 const RESTART_WAIT: Duration = Duration::from_secs(30);
 
-/// Whether the mount may be handed to a new daemon now: no job of the control API runs (it
-/// would stop), no file is open for writing (its data would die with this daemon; waited
-/// for up to `wait`), and the config file still loads and names the same backends in the
-/// same order (the successor reads it).
+/// What the session ended with: `Ok` when the filesystem was unmounted; an error (the
+/// daemon exits 1, and its keeper starts another on the mount) when the session failed.
+fn session_ended(
+    r: Result<std::io::Result<()>, tokio::sync::oneshot::error::RecvError>,
+) -> Result<()> {
+    match r {
+        Ok(Ok(())) => {
+            tracing::info!("the filesystem was unmounted");
+            Ok(())
+        }
+        Ok(Err(e)) => Err(anyhow::anyhow!("the FUSE session failed: {e}")),
+        Err(_) => Err(anyhow::anyhow!(
+            "the FUSE session's threads ended unexpectedly"
+        )),
+    }
+}
+
+/// Each backend as a mount knows it: its name and where its keys are (kind, account or
+/// bucket, endpoint, prefix). Inode numbers the kernel holds mean keys of these stores, so a
+/// successor must have the same, in the same order.
+pub(crate) fn backend_identities(config: &Config) -> Vec<String> {
+    config
+        .backends
+        .iter()
+        .map(|b| format!("{}={:?}/{}", b.name, b.kind, b.prefix))
+        .collect()
+}
+
+/// Whether the mount may be handed to a new daemon now: the kernel can resend what this
+/// daemon has taken; no job of the control API runs (it would stop); the config file still
+/// loads, with the same backends in the same order and the same mount (mount point, cache
+/// directory, mount options: the successor reads it); and no file is open for writing (its
+/// data would die with this daemon: waited for up to `wait`, then new ones are held, see
+/// `fuse::Hold`). On `Ok`, calls that start writing stay held until the process exits.
 async fn may_hand_over(
     fs: &Fs,
     api: &server::Control,
-    config_path: &Path,
-    running: &Config,
+    hold: &crate::fuse::Hold,
+    (config_path, running): (&Path, &Config),
+    resend: bool,
     wait: Duration,
 ) -> std::result::Result<(), String> {
-    let next = Config::load(config_path)
-        .map_err(|e| format!("the config file {} is invalid: {e}", config_path.display()))?;
-    let names = |c: &Config| {
-        c.backends
-            .iter()
-            .map(|b| b.name.clone())
-            .collect::<Vec<_>>()
+    if !resend {
+        return Err("this kernel cannot resend FUSE requests (Linux 6.9 or later can): the calls this daemon has taken would never be answered".into());
+    }
+    let invalid = |e: &dyn std::fmt::Display| {
+        format!("the config file {} is invalid: {e}", config_path.display())
     };
-    if names(&next) != names(running) {
+    let text = std::fs::read_to_string(config_path).map_err(|e| invalid(&e))?;
+    let next = Config::parse(&text, config_path).map_err(|e| invalid(&e))?;
+    if backend_identities(&next) != backend_identities(running) {
         return Err(format!(
-            "the config file {} changes the backends ({} now, {} mounted); a running mount keeps its backends: unmount and mount again to change them",
+            "the config file {} changes the backends (their names, order, stores or prefixes); a running mount keeps its backends: unmount and mount again to change them",
             config_path.display(),
-            names(&next).join(","),
-            names(running).join(",")
         ));
     }
     if next.mount_point != running.mount_point || next.cache.dir != running.cache.dir {
         return Err(format!(
             "the config file {} moves the mount point or the cache directory; that needs a new mount",
+            config_path.display()
+        ));
+    }
+    let (a, b) = (fuse_config(&next), fuse_config(running));
+    if a.mount_options != b.mount_options
+        || a.acl != b.acl
+        || next.fuse.zero_message_opens != running.fuse.zero_message_opens
+    {
+        return Err(format!(
+            "the config file {} changes what the kernel keeps for the mount (read-only or writable, fuse.allow_other, fuse.control_file, fuse.zero_message_opens); that needs a new mount",
             config_path.display()
         ));
     }
@@ -554,12 +657,28 @@ async fn may_hand_over(
         ));
     }
     let deadline = tokio::time::Instant::now() + wait;
+    let mut held = false;
     loop {
         let open = fs.write_handles();
-        if open == 0 {
+        if open == 0 && held {
+            // The successor starts on the config as checked here.
+            let snapshot = crate::keeper::config_snapshot(running);
+            if let Err(e) = std::fs::write(&snapshot, &text) {
+                hold.open(&tokio::runtime::Handle::current());
+                return Err(format!("cannot write {}: {e}", snapshot.display()));
+            }
             return Ok(());
         }
+        if open == 0 {
+            // Hold new writers, then look again: one may have opened just before.
+            hold.close().await;
+            held = true;
+            continue;
+        }
         if tokio::time::Instant::now() >= deadline {
+            if held {
+                hold.open(&tokio::runtime::Handle::current());
+            }
             let names: Vec<String> = fs
                 .writing()
                 .await

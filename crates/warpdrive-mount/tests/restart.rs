@@ -509,3 +509,43 @@ fn a_listing_in_progress_goes_on_with_the_next_daemon() {
         assert_eq!(unique, names, "every name (graceful: {graceful})");
     }
 }
+
+/// A descriptor a killed daemon opened reads the version it opened, or `ESTALE` once the
+/// object has changed: its successor never serves it another version's bytes.
+#[test]
+fn an_old_handle_never_reads_another_version() {
+    use std::os::fd::AsRawFd;
+    let src = tempfile::tempdir().expect("tempdir");
+    let old = vec![1u8; 300 << 10];
+    std::fs::write(src.path().join("obj.bin"), &old).expect("write");
+    let m = Mount::start(
+        &[warpdrive_testkit::local_backend("d", src.path())],
+        "metadata_ttl: 0s\n",
+    );
+    let f = std::fs::File::open(m.path("d/obj.bin")).expect("open");
+    let mut buf = vec![0u8; 4096];
+    f.read_at(&mut buf, 0).expect("read");
+    assert_eq!(buf, old[..4096]);
+
+    // The same version after a kill: the same bytes.
+    next_daemon(&m, m.pid(), true);
+    // SAFETY: posix_fadvise on an open descriptor only advises the kernel.
+    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    f.read_at(&mut buf, 8192).expect("read after the kill");
+    assert_eq!(buf, old[8192..8192 + 4096]);
+
+    // Another version while no daemon knows the handle's: ESTALE, not new bytes.
+    next_daemon(&m, m.pid(), true);
+    std::fs::write(src.path().join("obj.bin"), vec![2u8; 300 << 10]).expect("rewrite");
+    // SAFETY: as above.
+    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    let e = f
+        .read_at(&mut buf, 65536)
+        .expect_err("the object changed under the handle");
+    assert_eq!(e.raw_os_error(), Some(libc::ESTALE), "{e}");
+    // A new open reads the new version.
+    assert_eq!(
+        std::fs::read(m.path("d/obj.bin")).expect("reopen"),
+        vec![2u8; 300 << 10]
+    );
+}

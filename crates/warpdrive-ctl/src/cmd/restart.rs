@@ -16,13 +16,14 @@ use crate::{api, exit};
 The daemon serving the mount stops and a new one, started from the warpdrive-mount binary
 installed now, takes the same mount over: open files stay open, passthrough reads go on,
 requests made meanwhile wait and are answered by the new daemon. Use it after upgrading the
-package, or to pick up config changes that do not need a new mount (everything but the
-backends, the mount point and the cache directory). `systemctl reload warpdrive` does the
+package, or to pick up config changes that need no new mount. The backends, the mount point,
+the cache directory, read-only or not, fuse.allow_other, fuse.control_file and
+fuse.zero_message_opens need one (systemctl restart). `systemctl reload warpdrive` does the
 same under systemd.
 
 The restart is refused, and the daemon keeps serving, if a file written through the mount is
-still open after --wait (its data would die with the daemon), or if the config file is
-invalid or changes what needs a new mount. The reason is printed.
+still open after --wait (its data would die with the daemon), if a warm or copy job runs, or
+if the config file is invalid or changes what needs a new mount. The reason is printed.
 
 Exit codes: 0 the new daemon serves; 1 refused, no daemon answers, or no new daemon answered
 within --timeout; 2 bad config.")]

@@ -13,9 +13,16 @@ use crate::resume::{self, InodeJournal, ResumeError};
 impl Fs {
     /// Starts writing the session state to `dir` for daemon `generation` of this mount
     /// (0: the one that mounted, which starts a new journal; later ones replay their
-    /// predecessors' first). Returns how many inodes were restored. Call before serving.
-    pub fn start_session(&self, dir: &Path, generation: u64) -> Result<usize, ResumeError> {
-        let names: Vec<String> = self.backends.iter().map(|b| b.name().to_string()).collect();
+    /// predecessors' first). `backends` identifies each backend (where its keys are), in
+    /// order: a journal of other backends is refused. Returns how many inodes were
+    /// restored. Call before serving.
+    pub fn start_session(
+        &self,
+        dir: &Path,
+        generation: u64,
+        backends: &[String],
+    ) -> Result<usize, ResumeError> {
+        let names = backends;
         let path = dir.join("inodes");
         let io_err = |source| ResumeError::Io {
             path: path.clone(),
@@ -23,14 +30,17 @@ impl Fs {
         };
         let restored = if generation == 0 {
             self.inodes
-                .attach_journal(InodeJournal::create(&path, &names).map_err(io_err)?);
+                .attach_journal(InodeJournal::create(&path, names).map_err(io_err)?);
             0
         } else {
-            let records = resume::replay(&path, &names)?;
-            let n = records.len();
-            self.inodes.restore(records);
+            let replayed = resume::replay(&path, names)?;
+            let n = replayed.records.len();
+            self.inodes.restore(replayed.records);
+            // New inodes are numbered in a range of this daemon's own, above any number an
+            // earlier one handed out, even one whose record was lost (a full disk).
+            self.inodes.number_from(resume::handle_base(generation));
             self.inodes
-                .attach_journal(InodeJournal::append_to(&path).map_err(io_err)?);
+                .attach_journal(InodeJournal::append_to(&path, replayed.whole).map_err(io_err)?);
             n
         };
         let base = resume::handle_base(generation);
@@ -57,6 +67,13 @@ impl Fs {
         if cache.pin_again(&id, oid) {
             self.adopted.lock().insert(ino, (id, oid));
         }
+    }
+
+    /// The [`resume::version_tag`] of the object version handle `fh` reads, if it is one
+    /// of this daemon's read handles.
+    pub fn handle_version(&self, fh: u64) -> Option<u64> {
+        let h = self.files.read().get(&fh).cloned()?;
+        Some(resume::version_tag(&h.obj.id.etag))
     }
 
     /// The kernel's backing of `ino` closed: a pin [`Fs::adopt_passthrough`] took is let go.
