@@ -91,10 +91,11 @@ impl Node {
     }
 }
 
-/// A restored node's state: nothing known, and for a file, the kernel's pages suspect.
+/// A restored node's state: nothing known, and for a file, the version of the kernel's
+/// pages unknown (an empty ETag, which no version has).
 fn restored_state(kind: Kind) -> NodeState {
     NodeState {
-        kernel_stale: kind == Kind::File,
+        opened_etag: (kind == Kind::File).then(String::new),
         ..NodeState::default()
     }
 }
@@ -197,9 +198,12 @@ impl InodeTable {
 
     /// Applies the records a previous daemon's journal holds (before any other change):
     /// each number means the path it meant then. Nodes start without metadata, so the
-    /// store is asked again when they are used; files start `kernel_stale`, so the first
-    /// open drops whatever pages the kernel holds for them (the object may have changed,
-    /// and what version they were is not known here).
+    /// store is asked again when they are used. A file's first open is answered without
+    /// `FOPEN_KEEP_CACHE` (its last opened version is "unknown"), so the kernel drops the
+    /// pages it holds for it then, in the opener's own call: the object may have changed,
+    /// and what version they were is not known here. (Not an invalidation the daemon sends:
+    /// a daemon killed while one waits on a page lock cannot finish dying until a read is
+    /// answered, and its successor would not start until it had.)
     pub fn restore(&self, records: Vec<Record>) {
         let mut by_path = self.by_path.write();
         let mut by_ino = self.by_ino.write();
