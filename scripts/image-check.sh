@@ -14,6 +14,8 @@ sources=/etc/apt/sources.list.d/debian.sources
 [ -f "$sources" ] || sources=/etc/apt/sources.list
 command -v mmdebstrap >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null; }
 command -v moto_server >/dev/null || fail "moto_server is missing (make deps installs it)"
+# podman makes the base below, before scripts/image.sh builds on it.
+. scripts/need-podman.sh
 
 work=$(mktemp -d /tmp/wd-image-check.XXXXXX)
 moto=""

@@ -7,13 +7,7 @@ cd "$(dirname "$0")/.."
 
 deb=$(ls -t target/debian/warpdrive_*.deb 2>/dev/null | head -n 1)
 [ -n "$deb" ] || { echo "image: no package in target/debian; run make package" >&2; exit 1; }
-# runc, not podman's default crun: crun refuses a machine whose cgroups are mounted in
-# hybrid mode (v1 controllers with a v2 hierarchy), as this one's are.
-if ! command -v podman >/dev/null || ! command -v runc >/dev/null; then
-    echo "image: apt-get install podman runc"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc >/dev/null
-fi
+. scripts/need-podman.sh
 version=$(basename "$deb" | cut -d_ -f2 | cut -d- -f1)
 ctx=$(mktemp -d /tmp/wd-image.XXXXXX)
 trap 'rm -rf "$ctx"' EXIT

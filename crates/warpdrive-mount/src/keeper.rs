@@ -59,6 +59,56 @@ const MAX_BACKOFF: Duration = Duration::from_millis(1600);
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often the keeper looks at its daemon between signals.
 const TICK: Duration = Duration::from_millis(20);
+/// How long a killed daemon may take to finish dying before the keeper answers for it.
+const STUCK: Duration = Duration::from_millis(500);
+
+/// Has the kernel queue again the requests the dead daemon had taken (the read holding the
+/// page is one: `FUSE_NOTIFY_RESEND`), then reads every request queued on the connection
+/// and answers it `EIO` (those that take no answer, FORGET and INTERRUPT, are dropped).
+/// Returns how many were answered. (Checked on a daemon stuck so, from the CI: it died.)
+fn answer_queued_with_eio(fd: &OwnedFd) -> usize {
+    const FORGET: u32 = 2;
+    const INTERRUPT: u32 = 36;
+    const BATCH_FORGET: u32 = 42;
+    const NOTIFY_RESEND: i32 = 7;
+    let mut resend = [0u8; 16];
+    resend[0..4].copy_from_slice(&16u32.to_ne_bytes());
+    resend[4..8].copy_from_slice(&NOTIFY_RESEND.to_ne_bytes());
+    // SAFETY: write of a buffer we own, of its length.
+    unsafe { libc::write(fd.as_raw_fd(), resend.as_ptr().cast(), resend.len()) };
+    // A request is at most the largest write (1 MiB) and its headers.
+    let mut buf = vec![0u8; (1 << 20) + (64 << 10)];
+    let mut answered = 0;
+    loop {
+        let mut p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll on one valid pollfd, no timeout.
+        if unsafe { libc::poll(&mut p, 1, 0) } <= 0 || p.revents & libc::POLLIN == 0 {
+            return answered;
+        }
+        // SAFETY: read into a buffer we own, of its length.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 40 {
+            return answered;
+        }
+        let opcode = u32::from_ne_bytes(buf[4..8].try_into().expect("4 bytes"));
+        let unique = u64::from_ne_bytes(buf[8..16].try_into().expect("8 bytes"));
+        if matches!(opcode, FORGET | INTERRUPT | BATCH_FORGET) {
+            continue;
+        }
+        // fuse_out_header: length, -errno, the request's unique.
+        let mut reply = [0u8; 16];
+        reply[0..4].copy_from_slice(&16u32.to_ne_bytes());
+        reply[4..8].copy_from_slice(&(-libc::EIO).to_ne_bytes());
+        reply[8..16].copy_from_slice(&unique.to_ne_bytes());
+        // SAFETY: write of a buffer we own, of its length.
+        unsafe { libc::write(fd.as_raw_fd(), reply.as_ptr().cast(), reply.len()) };
+        answered += 1;
+    }
+}
 
 /// Everything before the mount: the mount point checked (a stale mount cleared), the cache
 /// directory private, and a fresh session directory (the state successors take over).
@@ -91,6 +141,8 @@ struct Daemon {
     serving: std::fs::File,
     /// When it said it serves.
     served_at: Option<Instant>,
+    /// Since when its main thread has been gone while the process lives on.
+    dying_since: Option<Instant>,
 }
 
 impl Daemon {
@@ -183,6 +235,7 @@ fn spawn(
         child,
         serving: std::fs::File::from(rx),
         served_at: None,
+        dying_since: None,
     })
 }
 
@@ -299,6 +352,36 @@ impl Keeper {
         }
     }
 
+    /// A daemon that was killed but cannot finish dying: one of its threads is held by the
+    /// kernel in an invalidation it sent, waiting for a page whose read is queued for a
+    /// daemon — and the next one starts only once this one is gone. Its main thread has
+    /// exited (a zombie leader) for [`STUCK`]: the keeper answers what is queued with
+    /// `EIO` itself (those calls fail, as documented for calls a killed daemon had), which
+    /// lets the page go and the daemon finish dying.
+    fn unstick(&self, daemon: &mut Daemon) {
+        let pid = daemon.child.id();
+        let zombie_leader = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')))
+            .unwrap_or(false);
+        if !zombie_leader {
+            daemon.dying_since = None;
+            return;
+        }
+        let since = *daemon.dying_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < STUCK {
+            return;
+        }
+        let answered = answer_queued_with_eio(&self.fd);
+        if answered > 0 {
+            tracing::warn!(
+                pid,
+                answered,
+                "the killed daemon cannot finish dying (the kernel holds it in an invalidation); answered the calls queued meanwhile with EIO"
+            );
+        }
+    }
+
     /// Ends the mount: the ready file goes, the mount is unmounted (lazily if busy).
     fn end(&self) {
         self.readiness.stopping();
@@ -392,7 +475,10 @@ impl Keeper {
             }
             let status = match daemon.child.try_wait() {
                 Ok(Some(s)) => s,
-                Ok(None) => continue,
+                Ok(None) => {
+                    self.unstick(&mut daemon);
+                    continue;
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot wait for the daemon");
                     continue;
