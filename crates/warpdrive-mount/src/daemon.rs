@@ -51,12 +51,8 @@ pub(crate) fn detach(args: &Args, config: &Config) -> u8 {
         eprintln!("warpdrive-mount: cannot duplicate the log file handle");
         return exit::FAILED;
     };
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("warpdrive-mount: cannot find own executable: {e}");
-            return exit::FAILED;
-        }
+    let Some(exe) = crate::own_exe() else {
+        return exit::FAILED;
     };
     let mut cmd = Command::new(exe);
     cmd.arg("--config")

@@ -149,8 +149,9 @@ impl Hold {
 struct Inherited {
     /// Files it was writing: their data died with it; every call on them fails `EIO`.
     lost: Mutex<HashSet<u64>>,
-    /// Whether `lost` has any (checked before taking its lock on every write).
-    any_lost: AtomicBool,
+    /// Whether a previous daemon left any handle here (checked before taking a lock on
+    /// every read, write and release).
+    any: AtomicBool,
     /// Its directory handles, listed again here: its number → ours.
     dirs: Mutex<HashMap<u64, u64>>,
     /// Its page-cached read handles: the version each read ([`warpdrive_fs::resume::version_tag`]).
@@ -159,7 +160,7 @@ struct Inherited {
 
 impl Inherited {
     fn is_lost(&self, fh: u64) -> bool {
-        self.any_lost.load(Ordering::Relaxed) && self.lost.lock().contains(&fh)
+        self.any.load(Ordering::Relaxed) && self.lost.lock().contains(&fh)
     }
 }
 
@@ -328,10 +329,12 @@ impl Takeover {
                 }
                 HandleMode::Writing => {
                     self.inherited.lost.lock().insert(e.fh);
-                    self.inherited.any_lost.store(true, Ordering::Relaxed);
                     lost += 1;
                 }
             }
+        }
+        if !entries.is_empty() {
+            self.inherited.any.store(true, Ordering::Relaxed);
         }
         (pt, cached, lost)
     }
@@ -699,7 +702,9 @@ impl fuser::Filesystem for FuseAdapter {
         if let Some(l) = &self.ledger {
             l.forget(fh.0);
         }
-        self.inherited.versions.lock().remove(&fh.0);
+        if self.inherited.any.load(Ordering::Relaxed) {
+            self.inherited.versions.lock().remove(&fh.0);
+        }
         if self.inherited.is_lost(fh.0) {
             self.inherited.lost.lock().remove(&fh.0);
             reply.ok();

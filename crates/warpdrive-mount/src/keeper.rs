@@ -298,12 +298,8 @@ pub(crate) fn run(args: &Args, config: &Config, readiness: Readiness) -> u8 {
         );
         return exit::FAILED;
     }
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("warpdrive-mount: cannot find own executable: {e}");
-            return exit::FAILED;
-        }
+    let Some(exe) = crate::own_exe() else {
+        return exit::FAILED;
     };
     let mp = config.mount_point.clone();
     let fd = match fuser::mount_detached(&mp, &serve::fuse_config(config)) {

@@ -208,6 +208,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// This binary's path, to re-execute it (`--daemon`, the keeper's daemons); `None` after
+/// saying why it cannot be found.
+pub(crate) fn own_exe() -> Option<PathBuf> {
+    std::env::current_exe()
+        .map_err(|e| eprintln!("warpdrive-mount: cannot find own executable: {e}"))
+        .ok()
+}
+
 /// `--check-config`: builds every backend client too (without any request), so a setting the
 /// store library rejects is reported here and not at mount time.
 fn check_config(config: &Config, args: &Args) -> ExitCode {
